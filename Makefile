@@ -1,0 +1,30 @@
+# Every target creates .venv when absent and installs the working torch stack plus the package.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH_STACK := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
+
+.PHONY: demo test bench clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_STACK)
+	$(PY) -m pip install --quiet -e ".[dev,bench,audio]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) recipes/text_mlm.py --config recipes/text_mlm.yaml --demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) bench/mlm_throughput.py
+
+clean:
+	rm -rf $(VENV) runs bench/results/*.tmp

@@ -1,0 +1,70 @@
+"""Collapse monitors on pooled embeddings and the metrics sink (JSONL + TensorBoard when installed)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+
+def collapse_stats(pooled: torch.Tensor) -> dict[str, float]:
+    """Per-dimension std (mean and min over dims) and effective rank of a (B, D) batch of embeddings.
+
+    Effective rank = exp(entropy of the normalised singular values) of the centred batch
+    (Roy & Vetterli 2007): D for isotropic embeddings, 1 when everything lies on a line, ~0 for a
+    single point. A collapsed encoder shows std -> 0 or effective rank -> 1.
+    """
+    x = pooled.detach().float()
+    if x.shape[0] < 2:
+        return {}
+    std = x.std(dim=0)
+    centred = x - x.mean(dim=0, keepdim=True)
+    s = torch.linalg.svdvals(centred)
+    total = s.sum()
+    if total <= 1e-12:
+        eff_rank = 0.0
+    else:
+        p = s / total
+        p = p[p > 0]
+        eff_rank = math.exp(float(-(p * p.log()).sum()))
+    return {"std_mean": float(std.mean()), "std_min": float(std.min()), "effective_rank": eff_rank}
+
+
+class MetricsSink:
+    """Appends one JSON object per call to `metrics.jsonl`; mirrors scalars to TensorBoard if installed."""
+
+    def __init__(self, output_dir: str | Path, tensorboard: bool = True) -> None:
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+
+                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+            except ImportError:
+                self._tb = None
+
+    def write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        if self._tb is not None:
+            step = record.get("step", 0)
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(output_dir: str | Path) -> list[dict]:
+    """All records of a run's metrics.jsonl (for plots and tests)."""
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,85 @@
+"""An MLP encoder for fixed-length float vectors and two objectives: masked-feature and plain reconstruction."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_modal.core.config import from_dict, to_dict
+from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective, SSLModel
+
+
+@dataclass
+class VectorConfig:
+    dim: int = 16                 # input features per example
+    hidden: int = 64
+    embed_dim: int = 32
+    dropout: float = 0.0
+    mask_prob: float = 0.25       # masked-feature objective: share of features hidden
+    objectives: dict = field(default_factory=lambda: {"masked": 1.0})  # name -> weight
+
+
+class MLPEncoder(Encoder):
+    def __init__(self, cfg: VectorConfig) -> None:
+        super().__init__()
+        self.dim = cfg.dim
+        self.net = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.hidden, cfg.embed_dim))
+
+    def forward(self, batch: dict) -> EncoderOutput:
+        x = batch["x"]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"batch['x']: expected shape (batch, {self.dim}), found {tuple(x.shape)}")
+        h = self.net(x)
+        return EncoderOutput(tokens=h[:, None], mask=torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device),
+                             pooled=h)
+
+
+class MaskedFeatureObjective(Objective):
+    """Zero a random `mask_prob` share of features; predict them back (MSE on masked features only)."""
+
+    def __init__(self, cfg: VectorConfig) -> None:
+        super().__init__()
+        self.mask_prob = cfg.mask_prob
+        self.head = nn.Linear(cfg.embed_dim, cfg.dim)
+
+    def forward(self, encoder: Encoder, batch: dict) -> dict[str, torch.Tensor]:
+        x = batch["x"]
+        mask = torch.rand(x.shape, generator=self.rng(x.device), device=x.device) < self.mask_prob
+        pred = self.head(encoder({**batch, "x": x.masked_fill(mask, 0.0)}).pooled)
+        err = (pred - x) ** 2
+        loss = (err * mask).sum() / mask.sum().clamp(min=1)
+        return {"loss": loss, "masked_share": mask.float().mean()}
+
+
+class ReconstructionObjective(Objective):
+    """Plain autoencoding (no randomness): predict x from x."""
+
+    def __init__(self, cfg: VectorConfig) -> None:
+        super().__init__()
+        self.head = nn.Linear(cfg.embed_dim, cfg.dim)
+
+    def forward(self, encoder: Encoder, batch: dict) -> dict[str, torch.Tensor]:
+        pred = self.head(encoder(batch).pooled)
+        return {"loss": nn.functional.mse_loss(pred, batch["x"])}
+
+
+OBJECTIVES = {"masked": MaskedFeatureObjective, "reconstruct": ReconstructionObjective}
+
+
+def collate_vectors(items: list) -> dict:
+    """Stack items (arrays, lists, or dicts with key "x") into {"x": (B, D) float32}."""
+    rows = [item["x"] if isinstance(item, dict) else item for item in items]
+    return {"x": torch.as_tensor(np.asarray(rows, dtype=np.float32))}
+
+
+def build_vector_model(config: dict | VectorConfig) -> SSLModel:
+    cfg = config if isinstance(config, VectorConfig) else from_dict(VectorConfig, config)
+    unknown = set(cfg.objectives) - set(OBJECTIVES)
+    if unknown:
+        raise ValueError(f"vectors: unknown objectives {sorted(unknown)}; available: {sorted(OBJECTIVES)}")
+    objectives = {name: OBJECTIVES[name](cfg) for name in cfg.objectives}
+    spec = ModelSpec(builder="ssl_modal.vectors.model:build_vector_model", config=to_dict(cfg), kind="vectors")
+    return SSLModel(MLPEncoder(cfg), objectives, cfg.objectives, spec=spec, collate=collate_vectors)
