@@ -1,6 +1,7 @@
 """An MLP encoder for fixed-length float vectors and two objectives: masked-feature and plain reconstruction."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ class VectorConfig:
     dropout: float = 0.0
     mask_prob: float = 0.25       # masked-feature objective: share of features hidden
     objectives: dict = field(default_factory=lambda: {"masked": 1.0})  # name -> weight
+    columns: list = field(default_factory=list)  # feature column names, for tables given as dict rows
 
 
 class MLPEncoder(Encoder):
@@ -69,9 +71,22 @@ class ReconstructionObjective(Objective):
 OBJECTIVES = {"masked": MaskedFeatureObjective, "reconstruct": ReconstructionObjective}
 
 
-def collate_vectors(items: list) -> dict:
-    """Stack items (arrays, lists, or dicts with key "x") into {"x": (B, D) float32}."""
-    rows = [item["x"] if isinstance(item, dict) else item for item in items]
+def collate_vectors(items: list, columns: list | None = None) -> dict:
+    """Stack items into {"x": (B, D) float32}. Items are arrays/lists, dicts with key "x", or
+    table rows (dicts) whose `columns` hold the features."""
+    rows = []
+    for item in items:
+        if isinstance(item, dict):
+            if "x" in item:
+                item = item["x"]
+            elif columns:
+                try:
+                    item = [item[c] for c in columns]
+                except KeyError as exc:
+                    raise KeyError(f"row has no feature column {exc}; expected columns {columns}") from None
+            else:
+                raise KeyError(f"row needs key 'x' (or a model built with columns); found keys {sorted(item)}")
+        rows.append(item)
     return {"x": torch.as_tensor(np.asarray(rows, dtype=np.float32))}
 
 
@@ -82,4 +97,5 @@ def build_vector_model(config: dict | VectorConfig) -> SSLModel:
         raise ValueError(f"vectors: unknown objectives {sorted(unknown)}; available: {sorted(OBJECTIVES)}")
     objectives = {name: OBJECTIVES[name](cfg) for name in cfg.objectives}
     spec = ModelSpec(builder="ssl_modal.vectors.model:build_vector_model", config=to_dict(cfg), kind="vectors")
-    return SSLModel(MLPEncoder(cfg), objectives, cfg.objectives, spec=spec, collate=collate_vectors)
+    collate = functools.partial(collate_vectors, columns=list(cfg.columns))
+    return SSLModel(MLPEncoder(cfg), objectives, cfg.objectives, spec=spec, collate=collate)
