@@ -155,3 +155,13 @@ def test_collapse_stats_detect_collapse():
     assert collapsed["std_mean"] < 1e-6
     line = collapse_stats(torch.randn(256, 1) * torch.ones(1, 8))
     assert line["effective_rank"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_rerun_of_finished_run_restores_missing_model_file(tmp_path):
+    first = run_toy(tmp_path, steps=20)
+    assert first.returncode == 0, first.stderr
+    before = final_weights(tmp_path)
+    (tmp_path / "model.pt").unlink()  # as if killed between the last checkpoint and model.pt
+    again = run_toy(tmp_path, steps=20)
+    assert again.returncode == 0 and "done step=20" in again.stdout, again.stderr
+    assert_same_weights(before, final_weights(tmp_path))
