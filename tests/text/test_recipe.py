@@ -1,0 +1,76 @@
+"""The text recipe: --demo stays offline, and a tiny end-to-end run writes every promised output."""
+import importlib.util
+import json
+
+import pandas as pd
+import pytest
+
+from ssl_modal.core.config import ConfigError
+from ssl_modal.text.recipe import metric_records
+
+from .conftest import REPO
+
+
+def recipe_module():
+    spec = importlib.util.spec_from_file_location("text_mlm_recipe", REPO / "recipes" / "text_mlm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+YAML = str(REPO / "recipes" / "text_mlm.yaml")
+
+
+def test_demo_config_is_offline_and_full_config_uses_shared_data():
+    recipe = recipe_module()
+    demo = recipe.load(YAML, True, [])
+    paths = [demo.data.train_file, demo.data.test_file, demo.tokenizer.vocab_file or ""]
+    assert not any("shared" in p for p in paths), paths
+    assert demo.tokenizer.train_vocab_size and (REPO / demo.data.train_file).is_file()
+    assert demo.model.hidden_size == 128 and demo.model.num_layers == 2 and demo.model.max_length == 64
+    full = recipe.load(YAML, False, ["train.max_steps=7"])
+    assert "shared" in full.data.train_file and full.train.max_steps == 7
+    assert full.tokenizer.vocab_file.endswith("bert_uncased_vocab/vocab.txt") and full.mlm.probability == 0.15
+    with pytest.raises(ConfigError, match="unknown key 'mlm.probabilty', did you mean 'probability'"):
+        recipe.load(YAML, True, ["mlm.probabilty=0.2"])
+
+
+def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    overrides = [f"train.output_dir={out}", "train.max_steps=12", "train.log_every=4", "train.progress=false",
+                 "train.tensorboard=false", "train.monitor_every=0", "tokenizer.train_vocab_size=600",
+                 "model.hidden_size=32", "model.num_layers=1", "model.intermediate_size=64",
+                 "data.max_train_examples=400", "eval.probe_train_examples=400", "eval.knn_k=5"]
+    assert recipe_module().main(["--config", YAML, "--demo", *overrides]) == 0
+    printed = capsys.readouterr().out
+    for row in ("tf-idf + logreg", "random-init encoder", "mlm encoder"):
+        assert row in printed
+    for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "probe.json", "embeddings_test.parquet"):
+        assert (out / name).is_file() and str(out / name) in printed, name
+    assert (out / "tokenizer.json").is_file()  # the trained vocabulary, reused on resume
+    probes = json.loads((out / "probe.json").read_text())["results"]
+    assert [r["name"] for r in probes] == ["tf-idf + logreg", "random-init encoder", "mlm encoder"]
+    assert all(r["n_train"] == 400 and r["n_test"] == 1000 for r in probes)
+    assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
+    emb = pd.read_parquet(out / "embeddings_test.parquet")
+    assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32
+    assert emb.id.tolist()[:3] == [1, 2, 3]  # 1-based data rows of the test file
+    assert [r["step"] for r in metric_records(out / "metrics.jsonl")] == [4, 8, 12]
+
+
+def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("body,label\nhello,1\n", encoding="utf-8")
+    code = recipe_module().main(["--config", YAML, "--demo", f"data.train_file={bad}", f"train.output_dir={tmp_path / 'r'}"])
+    assert code == 2
+    assert "bad.csv has no text column 'text'" in capsys.readouterr().err
+
+
+def test_metric_records_keep_only_the_latest_run(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}, {"step": 20, "val/loss": 4.1},
+             {"step": 10, "loss": 6.0}, {"step": 20, "loss": 5.5}, {"step": 30, "loss": 5.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [r["loss"] for r in metric_records(path)] == [6.0, 5.5, 5.0]
