@@ -80,6 +80,17 @@ def cmd_validate(args) -> int:
     return main_validate(args.schema, args.file)
 
 
+def _shorten(value, limit: int = 200):
+    """Long strings and lists (vocabularies, tokenizer JSON) as '<N entries>', at any depth."""
+    if isinstance(value, dict):
+        return {k: _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, str)) and len(value) > limit:
+        return f"<{len(value)} {'characters' if isinstance(value, str) else 'entries'}>"
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    return value
+
+
 def cmd_inspect(args) -> int:
     import yaml
 
@@ -95,8 +106,7 @@ def cmd_inspect(args) -> int:
         "has_optimizer_state": "optimizer" in ckpt,
     }
     print(yaml.safe_dump(summary, sort_keys=False).rstrip())
-    config = {k: (f"<{len(v)} entries>" if isinstance(v, (list, str)) and len(v) > 200 else v)
-              for k, v in (spec.get("config") or {}).items()}
+    config = _shorten(spec.get("config") or {})
     print("model config:\n" + yaml.safe_dump(config, sort_keys=False, width=100).rstrip())
     if args.full and ckpt.get("train_config"):
         print("train config:\n" + yaml.safe_dump(ckpt["train_config"], sort_keys=False).rstrip())

@@ -66,3 +66,10 @@ def test_console_script_is_installed():
     assert result.returncode == 0
     for command in ("train", "embed", "eval", "validate", "inspect"):
         assert command in result.stdout
+
+
+def test_inspect_shortens_nested_long_values():
+    from ssl_modal.cli import _shorten
+
+    short = _shorten({"tokenizer": {"json": "x" * 5000, "vocab": list(range(300))}, "size": 4, "tags": ["a"]})
+    assert short == {"tokenizer": {"json": "<5000 characters>", "vocab": "<300 entries>"}, "size": 4, "tags": ["a"]}

@@ -37,6 +37,21 @@ def _dataclass_type(tp: Any) -> type | None:
     return None
 
 
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Read numbers written as strings ("3e-3": YAML 1.1 sees a string) into int/float fields."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    if value is None or not isinstance(value, str) or str in args:
+        return value
+    for kind, name in ((int, "an integer"), (float, "a number")):
+        if kind in args:
+            try:
+                return kind(value)
+            except ValueError:
+                if kind is float or float not in args:
+                    raise ConfigError(f"key '{path}': expected {name}, found '{value}'") from None
+    return value
+
+
 def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
     """Build dataclass `cls` from a (nested) dict. Unknown keys raise ConfigError naming the key."""
     data = dict(data or {})
@@ -52,6 +67,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         sub = _dataclass_type(hints[key])
         if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, path)
+        else:
+            value = _coerce(hints[key], value, path)
         kwargs[key] = value
     try:
         return cls(**kwargs)

@@ -40,3 +40,14 @@ def test_bad_override_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="recipe file not found"):
         load_config(Recipe, tmp_path / "nope.yaml")
     assert to_dict(Recipe())["train"]["max_steps"] == TrainConfig().max_steps
+
+
+def test_numbers_written_as_strings_are_read_or_rejected_by_key():
+    cfg = load_config(Recipe, None, ["train.learning_rate=3e-3", "train.max_steps=12"])
+    assert cfg.train.learning_rate == 0.003 and isinstance(cfg.train.learning_rate, float)
+    cfg = from_dict(Recipe, {"train": {"max_steps": "7"}})
+    assert cfg.train.max_steps == 7
+    with pytest.raises(ConfigError, match="key 'train.learning_rate': expected a number, found 'fast'"):
+        load_config(Recipe, None, ["train.learning_rate=fast"])
+    with pytest.raises(ConfigError, match="key 'train.max_steps': expected an integer, found '1.5'"):
+        from_dict(Recipe, {"train": {"max_steps": "1.5"}})
