@@ -1,0 +1,432 @@
+"""MLM pretraining throughput: ssl_modal.Trainer vs HuggingFace Trainer vs plain PyTorch loops.
+
+    python bench/mlm_throughput.py                  # full run (~9-10 min on 2 idle CPU cores)
+    python bench/mlm_throughput.py --quick          # ~1 min smoke run (JSON to the temp dir)
+    python bench/mlm_throughput.py --steps 16 --warmup 3 --repeats 3 --variants cd
+
+One BERT (4 layers x 256, 4 heads, FFN 1024, BERT-uncased vocabulary size), batch 32 x 128 tokens of
+real AG News text, 15 % masking, AdamW. Variants, alternated in rounds (a, b, c, d, a, b, ...):
+  a  HuggingFace transformers.Trainer, BertForMaskedLM, DataCollatorForLanguageModeling
+  b  plain PyTorch loop, HF BertForMaskedLM(labels=...): LM head at all positions
+  c  plain PyTorch loop over our text SSLModel: LM head only at masked positions
+  d  ssl_modal.Trainer over the same SSLModel (everything a real run does except progress bar/TensorBoard)
+All four see the same batches in the same order and (same seed, same draws) the same masks.
+Each sample times `--steps` optimizer steps after `--warmup` steps, between two marks taken at the
+same point of two steps `--steps` apart. Writes bench/results/mlm_throughput.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import (  # noqa: E402
+    RESULTS, ROOT, ForeignCPU, StepClock, TensorRows, load_average, machine_info, matmul_peak, si, stack_collate,
+    summary, table, write_json,
+)
+
+SHARED_TEXT = ROOT.parent / "shared" / "data" / "text"
+BERT_VOCAB = SHARED_TEXT / "bert_uncased_vocab" / "vocab.txt"
+EXAMPLES = ROOT / "examples" / "data"
+VOCAB_SIZE = 30_522
+LAYERS, HIDDEN, HEADS, FFN, SEQ, BATCH = 4, 256, 4, 1024, 128, 32
+MLM_PROB, LR, WEIGHT_DECAY, SEED = 0.15, 5e-4, 0.01, 0
+VARIANTS = {
+    "a": "HF Trainer (BertForMaskedLM)",
+    "b": "plain loop, HF BertForMaskedLM",
+    "c": "plain loop, our SSLModel",
+    "d": "ssl_modal.Trainer, our SSLModel",
+}
+TARGETS = {"d/a": 1.2, "d/b": 0.95, "d/c": 0.95}
+FLOP_FORMULA = (
+    "training FLOPs = 3 x forward; forward per sequence = L*(2*T*(4*d^2 + 2*d*d_ff) + 2*2*T^2*d) + head, "
+    "head = 2*(d^2 + d*V) per position where it is computed (all T positions for HF BertForMaskedLM, only "
+    "the masked positions for our MaskedLM); 'model FLOPs' count the head at all T positions for every variant"
+)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def find_corpus() -> tuple[Path, str]:
+    for path, what in ((SHARED_TEXT / "ag_news" / "train.csv", "shared AG News train.csv"),
+                       (EXAMPLES / "ag_news" / "train.csv", "examples/data AG News train.csv sample")):
+        if path.is_file():
+            return path, what
+    raise FileNotFoundError(f"no AG News train.csv under {SHARED_TEXT} or {EXAMPLES}")
+
+
+def find_vocab(texts: list[str], workdir: Path) -> tuple[Path, str]:
+    """The BERT uncased vocab.txt if present, else one shipped under examples/data, else a synthetic
+    30,522-token WordPiece vocab trained on the corpus (padded with [unusedN] if it comes out smaller)."""
+    if BERT_VOCAB.is_file():
+        return BERT_VOCAB, f"BERT uncased vocab.txt ({BERT_VOCAB})"
+    shipped = sorted(EXAMPLES.rglob("vocab.txt")) if EXAMPLES.is_dir() else []
+    if shipped:
+        return shipped[0], f"vocab shipped at {shipped[0].relative_to(ROOT)}"
+    from ssl_modal.text import train_wordpiece
+
+    vocab = train_wordpiece(texts, VOCAB_SIZE, min_frequency=1).backend.get_vocab(with_added_tokens=True)
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    tokens += [f"[unused{i}]" for i in range(VOCAB_SIZE - len(tokens))]
+    path = workdir / "vocab.txt"
+    path.write_text("\n".join(tokens[:VOCAB_SIZE]) + "\n", encoding="utf-8")
+    return path, ("synthetic: 30,522-token WordPiece vocab trained on the corpus "
+                  f"(BERT vocab.txt not found at {BERT_VOCAB})")
+
+
+def prepare(workdir: Path) -> dict:
+    """Tokenize once (padded/truncated to SEQ) and lay out the batch stream all variants consume."""
+    from transformers import BertTokenizer
+
+    from ssl_modal.core.distributed import DistInfo, ShardedEpochSampler
+    from ssl_modal.text import load_vocab_file, read_corpus
+
+    corpus_path, corpus_what = find_corpus()
+    texts = read_corpus(corpus_path).texts
+    vocab_path, vocab_what = find_vocab(texts, workdir)
+    hf_tok = BertTokenizer(vocab=str(vocab_path), do_lower_case=True)
+    ours_tok = load_vocab_file(vocab_path, lowercase=True, max_length=SEQ)
+    assert len(hf_tok) == ours_tok.vocab_size == VOCAB_SIZE, (len(hf_tok), ours_tok.vocab_size)
+    assert hf_tok.mask_token_id == ours_tok.mask_token_id and hf_tok.pad_token_id == ours_tok.pad_token_id
+    enc = hf_tok(texts, padding="max_length", truncation=True, max_length=SEQ,
+                 return_special_tokens_mask=True, return_tensors="pt")
+    data = {k: enc[k].long() for k in ("input_ids", "attention_mask", "special_tokens_mask")}
+    # the order in which ssl_modal.Trainer reads epoch 0 (seed 0); a, b, c read this order directly
+    order = torch.tensor(list(ShardedEpochSampler(len(texts), BATCH, 0, SEED, DistInfo())))
+    stream = {k: v[order] for k, v in data.items()}
+    real = data["attention_mask"].sum(1).float()
+    return {
+        "hf_tokenizer": hf_tok, "tokenizer": ours_tok, "data": data, "stream": stream,
+        "info": {"corpus": str(corpus_path), "corpus_source": corpus_what, "texts": len(texts),
+                 "vocab": str(vocab_path), "vocab_source": vocab_what, "vocab_size": VOCAB_SIZE,
+                 "mean_real_tokens_per_seq": round(float(real.mean()), 2),
+                 "truncated_fraction": round(float((real >= SEQ).float().mean()), 4)},
+    }
+
+
+def bert_config(pad_token_id: int):
+    """The HF config our text model builds for these sizes (same init, same attention implementation)."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                      intermediate_size=FFN, max_position_embeddings=SEQ, pad_token_id=pad_token_id,
+                      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def our_model(ctx: dict):
+    from ssl_modal.text import MLMConfig, ModelConfig, build_text_model, text_model_config
+
+    torch.manual_seed(SEED)
+    cfg = ModelConfig(hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, intermediate_size=FFN,
+                      max_length=SEQ, dropout=0.1)
+    return build_text_model(text_model_config(cfg, MLMConfig(probability=MLM_PROB), ctx["tokenizer"]))
+
+
+def stream_batch(ctx: dict, step: int) -> dict[str, torch.Tensor]:
+    return {k: v[step * BATCH:(step + 1) * BATCH] for k, v in ctx["stream"].items()}
+
+
+# ---- variants: each returns (StepClock with marks[k] = end of step k, masked tokens per step) -----------
+def run_hf_trainer(ctx: dict, total: int, workdir: Path):
+    import datasets
+    from transformers import (BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
+                              TrainingArguments)
+    from transformers.trainer_callback import PrinterCallback
+
+    clock, masked = StepClock(), []
+
+    class Marks(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            clock.mark()
+
+        def on_step_end(self, args, state, control, **kw):
+            clock.mark()
+
+    collator = DataCollatorForLanguageModeling(ctx["hf_tokenizer"], mlm_probability=MLM_PROB, seed=SEED)
+
+    def collate(examples):
+        batch = collator(examples)
+        masked.append(int((batch["labels"] != -100).sum()))
+        return batch
+
+    rows = total * BATCH
+    ds = datasets.Dataset.from_dict({k: v[:rows].tolist() for k, v in ctx["stream"].items()})
+    torch.manual_seed(SEED)
+    model = BertForMaskedLM(bert_config(ctx["tokenizer"].pad_token_id))
+    args = TrainingArguments(
+        output_dir=str(workdir / "hf"), per_device_train_batch_size=BATCH, max_steps=total, learning_rate=LR,
+        weight_decay=WEIGHT_DECAY, eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
+        disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False, seed=SEED,
+        train_sampling_strategy="sequential",  # read the shared stream in order: same batches as b, c, d
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate, callbacks=[Marks()])
+    trainer.remove_callback(PrinterCallback)  # it would print the end-of-training metrics dict
+    t0 = time.perf_counter()
+    trainer.train()
+    extra = {"optimizer": f"AdamW (HF default optim='{getattr(args.optim, 'value', args.optim)}')",
+             "attn_implementation": model.config._attn_implementation,
+             "train_call_s": time.perf_counter() - t0}
+    return clock, masked, extra
+
+
+def run_hf_loop(ctx: dict, total: int, workdir: Path):
+    from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(ctx["hf_tokenizer"], mlm_probability=MLM_PROB, seed=SEED)
+    collator.create_rng()
+    torch.manual_seed(SEED)
+    model = BertForMaskedLM(bert_config(ctx["tokenizer"].pad_token_id))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    clock, masked = StepClock(), []
+    clock.mark()
+    for step in range(total):
+        batch = stream_batch(ctx, step)
+        ids, labels = collator.torch_mask_tokens(batch["input_ids"].clone(), batch["special_tokens_mask"])
+        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        clock.mark()
+        masked.append(int((labels != -100).sum()))
+    return clock, masked, {"optimizer": "AdamW (torch default: for-loop on CPU)",
+                           "attn_implementation": model.config._attn_implementation}
+
+
+def run_ours_loop(ctx: dict, total: int, workdir: Path):
+    model = our_model(ctx)
+    model.set_generator(torch.Generator().manual_seed(SEED))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    clock, masked = StepClock(), []
+    clock.mark()
+    for step in range(total):
+        out = model(stream_batch(ctx, step))
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        clock.mark()
+        masked.append(int(out["mlm/masked_tokens"]))
+    # what one collapse-monitor call costs (the trainer runs it every monitor_every steps)
+    from ssl_modal.core.monitors import collapse_stats
+
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        collapse_stats(model.embed(stream_batch(ctx, 0)))
+        times.append(time.perf_counter() - t0)
+    return clock, masked, {"optimizer": "AdamW (torch default: for-loop on CPU)", "monitor_call_s": min(times)}
+
+
+def run_ours_trainer(ctx: dict, total: int, workdir: Path):
+    from ssl_modal import TrainConfig, Trainer
+
+    clock, sums = StepClock(), []
+
+    def collate(items):
+        clock.mark()  # call j starts step j, right after step j-1 ended: marks[k] = end of step k
+        batch = stack_collate(items)
+        sums.append(int(batch["input_ids"].sum()))
+        return batch
+
+    model = our_model(ctx)
+    cfg = TrainConfig(output_dir=str(workdir / "ours"), max_steps=total + 1, batch_size=BATCH, learning_rate=LR,
+                      weight_decay=WEIGHT_DECAY, seed=SEED, log_every=10, checkpoint_every=10**9, progress=False,
+                      tensorboard=False, device="cpu", resume=False, num_workers=0)
+    t0 = time.perf_counter()
+    result = Trainer(cfg).fit(model, TensorRows(ctx["data"]), collate)
+    t1 = time.perf_counter()
+    expected = [int(stream_batch(ctx, s)["input_ids"].sum()) for s in range(len(sums))]
+    # masks: same generator seed and draws as c, so c's per-step counts stand for d's
+    return clock, [], {"optimizer": "AdamW (torch default: for-loop on CPU), 2 param groups",
+                       "same_batches_as_stream": sums == expected, "fit_call_s": t1 - t0,
+                       "last_step_and_final_save_s": t1 - clock.marks[-1],
+                       "final_loss": result.history[-1].get("loss") if result.history else None}
+
+
+RUNNERS = {"a": run_hf_trainer, "b": run_hf_loop, "c": run_ours_loop, "d": run_ours_trainer}
+
+
+# ---- FLOPs --------------------------------------------------------------------------------------
+def flops_per_step(masked_per_seq: float | None) -> float:
+    """Training FLOPs of one step (batch BATCH); head at all positions when masked_per_seq is None."""
+    body = LAYERS * (2 * SEQ * (4 * HIDDEN**2 + 2 * HIDDEN * FFN) + 2 * 2 * SEQ**2 * HIDDEN)
+    head_positions = SEQ if masked_per_seq is None else masked_per_seq
+    head = head_positions * 2 * (HIDDEN**2 + HIDDEN * VOCAB_SIZE)
+    return 3.0 * BATCH * (body + head)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps per sample (default 10; quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 2; quick 1)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds of a,b,c,d (default 5; quick 1)")
+    p.add_argument("--variants", default="abcd", help="subset to run, e.g. 'cd' (ratios need all four)")
+    p.add_argument("--quick", action="store_true", help="~1 minute smoke run; JSON goes to the temp dir")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/mlm_throughput.json)")
+    args = p.parse_args(argv)
+    quick = {"steps": 3, "warmup": 1, "repeats": 1}
+    full = {"steps": 10, "warmup": 2, "repeats": 5}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
+        p.error("--steps, --warmup and --repeats must be >= 1")
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown or not args.variants:
+        p.error(f"--variants: unknown {sorted(unknown)}; choose from {''.join(VARIANTS)}")
+    if args.out is None:
+        args.out = (Path(tempfile.gettempdir()) / "ssl_modal_bench" / "mlm_throughput_quick.json" if args.quick
+                    else RESULTS / "mlm_throughput.json")
+    return args
+
+
+def run_rounds(args, ctx: dict, workdir: Path) -> dict:
+    """Rounds of the variants; per variant: tokens/s samples, timed step times, loads, masks, extras."""
+    total = args.warmup + args.steps
+    runs = {v: {"samples": [], "step_times": [], "loads": [], "foreign": [], "masked": None, "extra": {}}
+            for v in args.variants}
+    for rnd in range(args.repeats):
+        for v in args.variants:
+            run_dir = workdir / f"{v}{rnd}"
+            with ForeignCPU() as foreign:
+                clock, masked, extra = RUNNERS[v](ctx, total, run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)  # our trainer's final checkpoint: ~130 MB
+            seconds = clock.seconds(args.warmup, args.steps)
+            r = runs[v]
+            r["samples"].append(args.steps * BATCH * SEQ / seconds)
+            r["step_times"].append(clock.step_times()[args.warmup:total])
+            r["loads"].append((load_average() or [None])[0])
+            r["foreign"].append(None if foreign.fraction is None else round(foreign.fraction, 3))
+            r["masked"], r["extra"] = masked[:total] or r["masked"], extra
+            print(f"  round {rnd + 1}/{args.repeats} {v}: {r['samples'][-1]:8.0f} tokens/s "
+                  f"({seconds / args.steps:.3f} s/step)  load {r['loads'][-1]}, other processes' CPU "
+                  f"{'?' if foreign.fraction is None else f'{foreign.fraction:.0%}'}", flush=True)
+            gc.collect()
+    return runs
+
+
+def build_report(args, machine: dict, info: dict, peaks: list[dict], runs: dict) -> dict:
+    # masks: a, b and c agree step by step (same stream, same seed, same draws); d draws like c
+    seen = [r["masked"] for r in runs.values() if r["masked"]]
+    timed = seen[0][args.warmup:] if seen else None
+    masked_per_seq = sum(timed) / (len(timed) * BATCH) if timed else MLM_PROB * info["mean_real_tokens_per_seq"]
+    peak = max(p["flops_per_s"] for p in peaks)
+    model_flops = flops_per_step(None)
+    results = {}
+    for v, r in runs.items():
+        med = summary(r["samples"])
+        steps_per_s = med["median"] / (BATCH * SEQ)
+        hw_flops = flops_per_step(None if v in "ab" else masked_per_seq)
+        results[v] = {
+            "label": VARIANTS[v], "tokens_per_s": med, "s_per_step_median": 1.0 / steps_per_s,
+            "step_times_s": r["step_times"], "load_1m_after_samples": r["loads"],
+            "other_processes_cpu_fraction": r["foreign"],
+            "flops_per_step": hw_flops, "achieved_flops_per_s": hw_flops * steps_per_s,
+            "achieved_fraction_of_peak": hw_flops * steps_per_s / peak,
+            "model_flops_per_step": model_flops, "model_flops_per_s": model_flops * steps_per_s,
+            "model_fraction_of_peak": model_flops * steps_per_s / peak, **r["extra"],
+        }
+    if "c" in results and "d" in results:
+        # the trainer runs a collapse monitor every `monitor_every` steps (default 50), which a short timed
+        # window may miss: report its amortised share of a trainer step
+        from ssl_modal import TrainConfig
+
+        every = TrainConfig().monitor_every
+        results["d"]["monitor_every"] = every
+        results["d"]["monitor_amortised_fraction"] = (
+            results["c"]["monitor_call_s"] / (every * results["d"]["s_per_step_median"]) if every else 0.0)
+    ratios = {}
+    for name, target in TARGETS.items():
+        num, den = name.split("/")
+        if num in results and den in results:
+            value = results[num]["tokens_per_s"]["median"] / results[den]["tokens_per_s"]["median"]
+            per_round = [x / y for x, y in zip(runs[num]["samples"], runs[den]["samples"])]
+            ratios[name] = {"value": value, "target": target, "met": value >= target, "per_round": per_round}
+    return {
+        "benchmark": "mlm_throughput", "machine": machine, "load_average_end": load_average(),
+        "config": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "intermediate": FFN, "vocab_size": VOCAB_SIZE,
+                   "seq_len": SEQ, "batch_size": BATCH, "mlm_probability": MLM_PROB, "learning_rate": LR,
+                   "weight_decay": WEIGHT_DECAY, "seed": SEED, "dtype": "float32", "steps": args.steps,
+                   "warmup": args.warmup, "repeats": args.repeats, "quick": args.quick,
+                   "order": "rounds of " + ",".join(args.variants)},
+        "data": {**info, "masked_tokens_per_seq": round(masked_per_seq, 3),
+                 "identical_masks": all(m == seen[0] for m in seen) if seen else None},
+        "peak": {"flops_per_s": peak, "runs": peaks},
+        "flop_formula": FLOP_FORMULA, "variants": results, "ratios": ratios,
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    started = time.perf_counter()
+    machine = machine_info()
+    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+          f"torch {machine['torch']}, transformers {machine['transformers']}, load {machine['load_average']}")
+    peak_args = {"sizes": (2048,) if args.quick else (2048, 4096), "repeats": 4 if args.quick else 6}
+    peaks = [matmul_peak(**peak_args)]
+    print(f"fp32 matmul peak: {si(peaks[0]['flops_per_s'], 'FLOP/s')}")
+    with tempfile.TemporaryDirectory(prefix="mlm_bench_") as tmp:
+        ctx = prepare(Path(tmp))
+        info = ctx["info"]
+        print(f"data: {info['corpus_source']}; vocab: {info['vocab_source']}")
+        print(f"      {info['texts']:,} texts, {info['mean_real_tokens_per_seq']} real tokens/seq of {SEQ} "
+              f"({info['truncated_fraction']:.1%} truncated)")
+        if (args.warmup + args.steps + 2) * BATCH > len(ctx["stream"]["input_ids"]):
+            raise SystemExit(f"--warmup + --steps = {args.warmup + args.steps} needs more than one epoch of data")
+        runs = run_rounds(args, ctx, Path(tmp))
+    peaks.append(matmul_peak(**peak_args))
+    report = build_report(args, machine, info, peaks, runs)
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    write_json(args.out, report)
+    print_report(report)
+    print(f"wrote {args.out}")
+    return report
+
+
+def print_report(r: dict) -> None:
+    peak = r["peak"]["flops_per_s"]
+    rows = []
+    for v, x in r["variants"].items():
+        t = x["tokens_per_s"]
+        rows.append([f"{v}  {x['label']}", f"{t['median']:,.0f}", f"{t['min']:,.0f}-{t['max']:,.0f}",
+                     f"{x['s_per_step_median']:.3f}", si(x["achieved_flops_per_s"], "FLOP/s"),
+                     f"{x['achieved_fraction_of_peak']:.1%}", si(x["model_flops_per_s"], "FLOP/s"),
+                     f"{x['model_fraction_of_peak']:.1%}"])
+    print()
+    print(table(["variant", "tokens/s", "range", "s/step", "achieved FLOP/s", "% peak", "model FLOP/s", "% peak"],
+                rows))
+    print(f"\nfp32 matmul peak {si(peak, 'FLOP/s')} ({r['machine']['torch_threads']} threads); "
+          f"{r['data']['masked_tokens_per_seq']:.2f} masked positions/seq; identical masks across variants: "
+          f"{r['data']['identical_masks']}; trainer read the same batches: "
+          f"{r['variants'].get('d', {}).get('same_batches_as_stream')}")
+    print(f"FLOPs: {r['flop_formula']}")
+    if r["ratios"]:
+        rows = [[k, f"{x['value']:.2f}", f">= {x['target']}", "met" if x["met"] else "MISSED",
+                 ", ".join(f"{y:.2f}" for y in x["per_round"])] for k, x in r["ratios"].items()]
+        print()
+        print(table(["ratio", "median", "target", "", "per round"], rows, align="lrrll"))
+    busy = {v: f"{max(f or 0 for f in x['other_processes_cpu_fraction']):.0%}" for v, x in r["variants"].items()
+            if max(f or 0 for f in x["other_processes_cpu_fraction"]) > 0.1}
+    if busy:
+        print(f"\nWARNING: other processes took over 10 % of the CPUs during some samples ({busy}): "
+              "those samples are slow for reasons outside the benchmark; rerun on an idle machine")
+    print(f"\nload average at start {r['machine']['load_average']}, at end {r['load_average_end']}; "
+          f"wall {r['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
