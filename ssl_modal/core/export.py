@@ -15,10 +15,6 @@ from .checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoin
 from .contract import ModelSpec, SSLModel, move_to
 
 
-def _num_rows(data) -> int:
-    return len(data)
-
-
 def _rows(data, start: int, stop: int) -> list:
     """Items `start:stop` of a list, pandas DataFrame (as dicts) or datasets.Dataset (as dicts)."""
     if hasattr(data, "iloc"):
@@ -43,7 +39,7 @@ def iter_embeddings(model: SSLModel, data, batch_size: int = 64, normalize: bool
     if collate is None:
         raise ValueError("no collate function: pass collate=... or build the model with one")
     device = _model_device(model)
-    n = _num_rows(data)
+    n = len(data)
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -91,7 +87,7 @@ def export(model: SSLModel, data, path: str | Path, *, ids=None, id_columns: Seq
     fmt = format or {".parquet": "parquet", ".npy": "npy"}.get(path.suffix, "dataset")
     if fmt not in ("parquet", "npy", "dataset"):
         raise ValueError(f"export format: expected 'parquet', 'npy' or 'dataset', found '{fmt}'")
-    n = _num_rows(data)
+    n = len(data)
     if n == 0:
         raise ValueError("export got no data (0 examples)")
     if ids is not None and len(ids) != n:
