@@ -4,7 +4,6 @@ Used by `recipes/text_mlm.py` and by `ssl-modal train|eval recipes/text_mlm.yaml
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
 from ssl_modal.core.export import encode, load_model
+from ssl_modal.core.monitors import read_metrics
 from ssl_modal.core.trainer import Trainer, TrainResult
 from ssl_modal.text.config import TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
@@ -95,8 +95,7 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
 def metric_records(metrics_path: str | Path) -> list[dict]:
     """Training records of `metrics.jsonl` for the latest run (a run restarted from step 0 starts over)."""
     records: list[dict] = []
-    for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+    for record in read_metrics(Path(metrics_path).parent):
         if "loss" not in record:
             continue
         if records and record["step"] <= records[-1]["step"]:
