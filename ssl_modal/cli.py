@@ -94,9 +94,9 @@ def _shorten(value, limit: int = 200):
 def cmd_inspect(args) -> int:
     import yaml
 
-    from ssl_modal.core.export import _resolve_checkpoint
+    from ssl_modal.core.export import resolve_checkpoint
 
-    ckpt = _resolve_checkpoint(Path(args.checkpoint))
+    ckpt = resolve_checkpoint(Path(args.checkpoint))
     spec = ckpt.get("spec") or {}
     n_params = sum(t.numel() for t in ckpt["model"].values() if hasattr(t, "numel"))
     summary = {

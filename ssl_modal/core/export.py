@@ -158,7 +158,8 @@ def export(model: SSLModel, data, path: str | Path, *, ids=None, id_columns: Seq
     return path
 
 
-def _resolve_checkpoint(path: Path) -> dict:
+def resolve_checkpoint(path: Path) -> dict:
+    """The checkpoint a path names: a file, or a run folder's model.pt / newest usable step checkpoint."""
     if path.is_dir():
         if (path / "model.pt").is_file():
             return load_checkpoint(path / "model.pt")
@@ -184,7 +185,7 @@ def build_from_spec(spec: ModelSpec) -> SSLModel:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> SSLModel:
     """Rebuild a model from a checkpoint file or run folder (no recipe, no pickle) in eval mode."""
     path = Path(path)
-    ckpt = _resolve_checkpoint(path)
+    ckpt = resolve_checkpoint(path)
     if not ckpt.get("spec"):
         raise CheckpointError(f"{path} stores no model spec (builder + config), so it cannot be rebuilt; "
                               "build the model yourself and load_state_dict(checkpoint['model'])")
