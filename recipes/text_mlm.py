@@ -8,38 +8,14 @@ probe.json and embeddings_test.parquet.
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-from ssl_modal.core.config import ConfigError, apply_overrides, from_dict, load_yaml
 from ssl_modal.core.export import export, load_model
+from ssl_modal.core.script import recipe_main
 from ssl_modal.text.config import TextConfig
 from ssl_modal.text.recipe import evaluate, metric_records, plot_loss_curve, read_split, train
-
-
-def merge(base: dict, extra: dict) -> dict:
-    """`extra` merged over `base`, recursing into nested mappings."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def load(path: str, demo: bool, overrides: list[str]) -> TextConfig:
-    data = load_yaml(path)
-    data.pop("domain", None)
-    if demo:
-        if not data.get("demo"):
-            raise ConfigError(f"{path}: --demo needs a 'demo:' section")
-        data = merge(data, data["demo"])
-    try:
-        return from_dict(TextConfig, apply_overrides(data, overrides))
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 def run(cfg: TextConfig) -> None:
@@ -69,20 +45,7 @@ def run(cfg: TextConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="recipes/text_mlm.yaml", help="recipe YAML")
-    parser.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. train.max_steps=100")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(load(args.config, args.demo, args.overrides))
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
-        if os.environ.get("SSL_MODAL_DEBUG"):
-            raise
-        print(f"error: {exc}\n(set SSL_MODAL_DEBUG=1 to see the traceback)", file=sys.stderr)
-        return 2
-    return 0
+    return recipe_main(run, TextConfig, "recipes/text_mlm.yaml", __doc__, argv)
 
 
 if __name__ == "__main__":

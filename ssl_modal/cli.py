@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -28,12 +27,11 @@ def _recipe_module(domain: str, path: str):
         raise
 
 
-def load_recipe(path: str, overrides: list[str]):
+def load_recipe(path: str, overrides: list[str], demo: bool = False):
     """(domain recipe module, config dataclass) from a YAML file plus key=value overrides."""
-    from ssl_modal.core.config import ConfigError, apply_overrides, from_dict, load_yaml
+    from ssl_modal.core.config import ConfigError, from_dict, recipe_dict
 
-    data = apply_overrides(load_yaml(path), overrides)
-    domain = data.pop("domain", None)
+    domain, data = recipe_dict(path, overrides, demo)
     if domain is None:
         raise ConfigError(f"{path}: missing top-level key 'domain' (one of {', '.join(DOMAINS)})")
     module = _recipe_module(domain, path)
@@ -44,14 +42,14 @@ def load_recipe(path: str, overrides: list[str]):
 
 
 def cmd_train(args) -> int:
-    module, config = load_recipe(args.recipe, args.overrides)
+    module, config = load_recipe(args.recipe, args.overrides, args.demo)
     result = module.train(config)
     print(f"trained to step {result.step}; model: {result.checkpoint}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    module, config = load_recipe(args.recipe, args.overrides)
+    module, config = load_recipe(args.recipe, args.overrides, args.demo)
     print(module.evaluate(config))
     return 0
 
@@ -119,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pretrain from a recipe YAML")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. train.max_steps=100")
+    p.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a recipe's trained model against its baselines")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*")
+    p.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("embed", help="export embeddings of a data file with a trained model")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder")
@@ -147,16 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ssl_modal.core.checkpoint import CheckpointError
-    from ssl_modal.core.config import ConfigError
+    from ssl_modal.core.script import USER_ERRORS, report_user_error
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
-        if os.environ.get("SSL_MODAL_DEBUG"):
-            raise
-        print(f"error: {exc}\n(set SSL_MODAL_DEBUG=1 to see the traceback)", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return report_user_error(exc)
 
 
 if __name__ == "__main__":

@@ -111,10 +111,34 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read a YAML recipe into dataclass `cls`, applying command-line overrides."""
-    data = load_yaml(path) if path is not None else {}
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` merged over `base`, recursing into nested mappings."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def recipe_dict(path: str | Path, overrides: list[str] | None = None, demo: bool = False) -> tuple[str | None, dict]:
+    """(domain, settings) of a YAML recipe: its `demo:` section merged over the rest when `demo`, then overrides.
+
+    A recipe's `demo:` section holds the settings that make it run offline on examples/data in about a minute.
+    """
+    data = load_yaml(path)
+    domain = data.pop("domain", None)
+    demo_section = data.pop("demo", None)
+    if demo:
+        if not isinstance(demo_section, dict) or not demo_section:
+            raise ConfigError(f"{path}: --demo needs a 'demo:' section")
+        data = merge(data, demo_section)
     data = apply_overrides(data, overrides or [])
+    return data.pop("domain", domain), data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                demo: bool = False) -> T:
+    """Read a YAML recipe into dataclass `cls` (see `recipe_dict`), applying command-line overrides."""
+    data = recipe_dict(path, overrides, demo)[1] if path is not None else apply_overrides({}, overrides or [])
     try:
         return from_dict(cls, data)
     except ConfigError as exc:

@@ -71,4 +71,3 @@ class TextConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    demo: dict = field(default_factory=dict)  # settings merged over the rest by `recipes/text_mlm.py --demo`

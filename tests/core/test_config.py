@@ -51,3 +51,30 @@ def test_numbers_written_as_strings_are_read_or_rejected_by_key():
         load_config(Recipe, None, ["train.learning_rate=fast"])
     with pytest.raises(ConfigError, match="key 'train.max_steps': expected an integer, found '1.5'"):
         from_dict(Recipe, {"train": {"max_steps": "1.5"}})
+
+
+def test_demo_section_merges_over_the_recipe_and_overrides_come_last(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("domain: vectors\nname: full\ntrain:\n  max_steps: 100\n  batch_size: 8\n"
+                    "demo:\n  name: small\n  train:\n    max_steps: 5\n")
+    full = load_config(Recipe, path)
+    assert (full.name, full.train.max_steps, full.train.batch_size) == ("full", 100, 8)
+    demo = load_config(Recipe, path, ["train.max_steps=3"], demo=True)
+    assert (demo.name, demo.train.max_steps, demo.train.batch_size) == ("small", 3, 8)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="--demo needs a 'demo:' section"):
+        load_config(Recipe, plain, demo=True)
+
+
+def test_recipe_main_prints_user_errors_without_traceback(tmp_path, capsys):
+    from ssl_modal.core.script import recipe_main
+
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  max_step: 1\n")
+    assert recipe_main(lambda cfg: None, Recipe, str(path), "doc", []) == 2
+    assert "unknown key 'train.max_step', did you mean 'max_steps'?" in capsys.readouterr().err
+    seen = []
+    path.write_text("name: ok\n")
+    assert recipe_main(seen.append, Recipe, str(path), "doc", ["name=over"]) == 0
+    assert seen[0].name == "over"

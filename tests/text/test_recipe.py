@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from ssl_modal.core.config import ConfigError
+from ssl_modal.core.config import ConfigError, load_config
+from ssl_modal.text.config import TextConfig
 from ssl_modal.text.recipe import metric_records
 
 from .conftest import REPO
@@ -23,16 +24,16 @@ YAML = str(REPO / "recipes" / "text_mlm.yaml")
 
 def test_demo_config_is_offline_and_full_config_uses_shared_data():
     recipe = recipe_module()
-    demo = recipe.load(YAML, True, [])
+    demo = load_config(TextConfig, YAML, [], demo=True)
     paths = [demo.data.train_file, demo.data.test_file, demo.tokenizer.vocab_file or ""]
     assert not any("shared" in p for p in paths), paths
     assert demo.tokenizer.train_vocab_size and (REPO / demo.data.train_file).is_file()
     assert demo.model.hidden_size == 128 and demo.model.num_layers == 2 and demo.model.max_length == 64
-    full = recipe.load(YAML, False, ["train.max_steps=7"])
+    full = load_config(TextConfig, YAML, ["train.max_steps=7"])
     assert "shared" in full.data.train_file and full.train.max_steps == 7
     assert full.tokenizer.vocab_file.endswith("bert_uncased_vocab/vocab.txt") and full.mlm.probability == 0.15
     with pytest.raises(ConfigError, match="unknown key 'mlm.probabilty', did you mean 'probability'"):
-        recipe.load(YAML, True, ["mlm.probabilty=0.2"])
+        load_config(TextConfig, YAML, ["mlm.probabilty=0.2"], demo=True)
 
 
 def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,45 @@
+"""The command line every `recipes/<name>.py` script shares: `--config`, `--demo`, `key=value` overrides.
+
+    def run(config: MyConfig) -> None: ...
+    if __name__ == "__main__":
+        sys.exit(recipe_main(run, MyConfig, "recipes/my.yaml", __doc__))
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, TypeVar
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+
+T = TypeVar("T")
+
+# Mistakes a user can make in a recipe or its data: printed as one line, without a traceback.
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError)
+
+
+def report_user_error(exc: BaseException) -> int:
+    """Print `exc` as a one-line error (or re-raise under SSL_MODAL_DEBUG=1) and return exit code 2."""
+    if os.environ.get("SSL_MODAL_DEBUG"):
+        raise exc
+    print(f"error: {exc}\n(set SSL_MODAL_DEBUG=1 to see the traceback)", file=sys.stderr)
+    return 2
+
+
+def recipe_main(run: Callable[[T], object], config_cls: type[T], default_config: str, doc: str | None,
+                argv: list[str] | None = None) -> int:
+    """Parse the arguments, load the config (demo section merged with --demo) and call `run(config)`."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    parser.add_argument("--config", default=default_config, help="recipe YAML")
+    parser.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. train.max_steps=100")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(load_config(config_cls, args.config, args.overrides, demo=args.demo))
+    except USER_ERRORS as exc:
+        return report_user_error(exc)
+    return 0
