@@ -1,0 +1,91 @@
+"""The audio recipe's config: one dataclass per section of `recipes/audio_fsdd.yaml`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ssl_modal.core.trainer import TrainConfig
+
+
+@dataclass
+class FrontendConfig:
+    """Log-mel frontend, computed on the training device inside the model (torchaudio MelSpectrogram)."""
+
+    sample_rate: int = 8000          # every file is resampled to this rate (torchaudio.functional.resample)
+    n_fft: int = 256
+    win_length: int = 200            # samples per analysis window (25 ms at 8 kHz)
+    hop_length: int = 80             # samples between frames (10 ms at 8 kHz)
+    n_mels: int = 40
+    f_min: float = 0.0
+    f_max: float | None = None       # null: sample_rate / 2
+    utterance_mean_norm: bool = False  # also subtract each clip's mean log-mel per bin (removes channel/speaker tilt)
+
+
+@dataclass
+class EncoderConfig:
+    """Conv subsampling (each layer halves the frame rate) + Transformer over the subsampled frames."""
+
+    dim: int = 128
+    conv_layers: int = 2             # subsampling factor 2 ** conv_layers
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_dim: int = 256
+    dropout: float = 0.1
+
+
+@dataclass
+class MaskedFramesConfig:
+    """TERA/Mockingjay masked-frame reconstruction (L1 on masked positions only)."""
+
+    fraction: float = 0.15           # share of each clip's frames chosen as span starts * span (~ masked share)
+    span: int = 7                    # frames per contiguous masked span
+    zero_prob: float = 0.8           # of the masked frames: set to zero (the dataset mean) ...
+    random_prob: float = 0.1         # ... replaced by a random frame of the same clip; the rest kept
+    freq_mask_prob: float = 0.0      # chance per clip of also masking one band of mel bins (0 = off)
+    freq_mask_width: int = 8         # widest band, in mel bins
+
+
+@dataclass
+class TimeShiftConfig:
+    """Classify the shift (in frames) between an anchor crop and a second crop of the same clip."""
+
+    crop_frames: int = 16                                   # frames per crop
+    shifts: list[int] = field(default_factory=lambda: [-8, -4, 0, 4, 8])  # the bins, in frames
+    short_clips: str = "pad"         # clips shorter than crop + max|shift|: "pad" or "skip" (counted)
+
+
+@dataclass
+class DataConfig:
+    """A manifest (CSV/Parquet with a path column) or a folder of audio files."""
+
+    manifest: str = ""
+    path_column: str = "path"        # relative paths are relative to the manifest's folder
+    label_columns: list[str] = field(default_factory=list)
+    window_seconds: float = 1.0      # longer files are cut into windows of this length (offsets kept)
+    window_hop_seconds: float | None = None  # null: = window_seconds (no overlap)
+    max_files: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Frozen-encoder probes after pretraining, with baselines beside them."""
+
+    digit_column: str = "digit"      # probed on speakers the probe's training split never saw
+    speaker_column: str = "speaker"  # probed with stratified k-fold CV
+    speaker_folds: int = 5
+    knn_k: int = 10
+    batch_size: int = 128
+    baselines: bool = True           # MFCC mean+std + logistic regression, and a random-init encoder
+    n_mfcc: int = 20
+    tsne: bool = True
+
+
+@dataclass
+class AudioConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    masked_frames: MaskedFramesConfig = field(default_factory=MaskedFramesConfig)
+    time_shift: TimeShiftConfig = field(default_factory=TimeShiftConfig)
+    weights: dict[str, float] = field(default_factory=lambda: {"masked_frames": 1.0, "time_shift": 0.5})
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
