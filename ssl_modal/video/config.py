@@ -1,0 +1,89 @@
+"""The video recipes' config: one dataclass per section of `recipes/video_tracking.yaml` / `video_frame_order.yaml`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ssl_modal.core.trainer import TrainConfig
+
+
+@dataclass
+class EncoderConfig:
+    """ResNet-style 2-D CNN on grayscale (L) frames: a stride-2 stem of `widths[0]` channels, then one stage of
+    `blocks` basic blocks per further width, each halving the resolution (widths of length 3 -> stride 8),
+    then a 1x1 projection to `embed_dim` (the tracking features; their spatial mean is the frame vector)."""
+
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    blocks: int = 1
+    embed_dim: int = 64
+
+
+@dataclass
+class ColorizationConfig:
+    """Vondrick et al. 2018: copy quantised colours from `num_refs` reference frames to the next frame."""
+
+    weight: float = 1.0              # 0 disables the objective
+    num_colors: int = 16             # k-means clusters of ab
+    num_refs: int = 3                # reference frames before each target frame
+    frame_gap: int = 2               # frames between consecutive frames of a clip
+    temperature: float = 1.0
+    kmeans_frames: int = 64          # training frames sampled to fit the colour centres
+    seed: int = 0
+
+
+@dataclass
+class FrameOrderConfig:
+    """VCOP (Xu et al. 2019): predict which of the n! permutations shuffled n frames (or short clips)."""
+
+    weight: float = 0.0              # 0 disables the objective
+    num_clips: int = 3               # n = 3 or 4
+    clip_len: int = 1                # frames per clip (their features are averaged)
+    gap: int = 3                     # frames skipped between consecutive clips
+    hidden: int = 128                # width of the pair-wise MLP
+    pool: int = 1                    # clip feature: feature maps pooled to pool x pool cells (1 = global mean)
+    pair_diff: bool = False          # pair input [f_i, f_j, f_j - f_i] instead of VCOP's [f_i, f_j]
+    dropout: float = 0.3
+
+
+@dataclass
+class DataConfig:
+    """Training videos (files, frame folders or glob patterns) and the DAVIS folder for evaluation."""
+
+    train_videos: list[str] = field(default_factory=lambda: ["../shared/data/video/clips/*.mp4"])
+    heldout_videos: list[str] = field(default_factory=list)  # frame-order accuracy is measured on these
+    size: list[int] = field(default_factory=lambda: [128, 224])  # training (height, width), resized at decode
+    davis_root: str = "../shared/data/video/davis"
+    sequences: list[str] | None = None       # null: every sequence under davis_root/JPEGImages
+    max_frames: int | None = None            # per evaluated sequence (null: all)
+    on_error: str = "skip"                   # unreadable training videos: "skip" (counted, reported) or "error"
+
+
+@dataclass
+class PropagationConfig:
+    """Label propagation: context = first frame + last `context` frames, top-k, local radius, temperature."""
+
+    context: int = 5
+    topk: int = 10
+    radius: int = 12                 # in feature cells (stride 8); 0 = no spatial limit
+    temperature: float = 0.05
+
+
+@dataclass
+class EvalConfig:
+    baselines: bool = True           # copy-first-frame, raw Lab pixels, random-init encoder
+    overlays: int = 4                # overlay frames saved per sequence (PNG strip); 0 = none
+    bound_th: float = 0.008          # DAVIS boundary tolerance (fraction of the image diagonal)
+    window: int = 8                  # clip-embedding export: frames per window
+    window_stride: int = 8
+    frame_order_batches: int = 20    # held-out frame-order accuracy: batches of train.batch_size
+
+
+@dataclass
+class VideoConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
+    frame_order: FrameOrderConfig = field(default_factory=FrameOrderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    demo: dict = field(default_factory=dict)  # merged over the rest by `--demo`
