@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) recipes/text_mlm.py --config recipes/text_mlm.yaml --demo
+	$(PY) recipes/audio_fsdd.py --config recipes/audio_fsdd.yaml --demo
+	$(PY) recipes/video_tracking.py --config recipes/video_tracking.yaml --demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
@@ -26,6 +28,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/mlm_throughput.py
+	$(PY) bench/audio_throughput.py
+	$(PY) bench/video_bench.py
 
 clean:
 	rm -rf $(VENV) runs bench/results/*.tmp
