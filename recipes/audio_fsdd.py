@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ssl_modal.audio.config import AudioConfig
 from ssl_modal.audio.export import export_manifest
-from ssl_modal.audio.plots import plot_loss_curve, plot_tsne, training_records
 from ssl_modal.audio.recipe import probe_features, probe_table, train
 from ssl_modal.core.export import load_model
+from ssl_modal.core.monitors import training_records
+from ssl_modal.core.plots import plot_embedding_map, plot_training_curves
 from ssl_modal.core.script import recipe_main
 
 
@@ -30,11 +31,15 @@ def run(cfg: AudioConfig) -> None:
     table = probe_table(cfg, collected)
     probed = time.perf_counter()
     outputs = [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"),
-               ("loss curve", plot_loss_curve(out, out / "loss_curve.png"))]
+               ("loss curve", plot_training_curves(
+                   out, out / "loss_curve.png", f"audio pretraining ({out.name})",
+                   loss_label="L1 per masked frame+bin / cross-entropy",
+                   losses=[("masked_frames/loss", "masked frames"), ("time_shift/loss", "time shift")],
+                   accuracies=[("time_shift/accuracy", "time-shift accuracy")]))]
     if cfg.eval.tsne:
-        outputs.append(("t-SNE by digit", plot_tsne(collected["features"]["SSL encoder"], collected["digit"],
-                                                    out / "tsne_digit.png", "SSL encoder embeddings (t-SNE), by digit",
-                                                    cfg.train.seed)))
+        outputs.append(("t-SNE by digit", plot_embedding_map(
+            collected["features"]["SSL encoder"], collected["digit"], out / "tsne_digit.png",
+            "SSL encoder embeddings (t-SNE), by digit", legend_title="digit", seed=cfg.train.seed)))
     outputs.append(("probe table", table.to_json(out / "probe.json")))
     outputs.append(("embeddings", export_manifest(model, cfg.data.manifest, out / "embeddings.parquet",
                                                   window_seconds=cfg.data.window_seconds,

@@ -15,7 +15,8 @@ from pathlib import Path
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.script import recipe_main
 from ssl_modal.text.config import TextConfig
-from ssl_modal.text.recipe import evaluate, metric_records, plot_loss_curve, read_split, train
+from ssl_modal.core.monitors import training_records
+from ssl_modal.text.recipe import evaluate, plot_loss_curve, read_split, train
 
 
 def run(cfg: TextConfig) -> None:
@@ -29,9 +30,9 @@ def run(cfg: TextConfig) -> None:
     test = read_split(cfg, "test")
     embeddings = export(model, test.texts, out / "embeddings_test.parquet", ids=test.rows,
                         batch_size=cfg.eval.batch_size, progress=False)
-    curve = plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
+    curve = plot_loss_curve(out, out / "loss_curve.png")
     probe_json = table.to_json(out / "probe.json")
-    last = (metric_records(out / "metrics.jsonl") or [{}])[-1]
+    last = (training_records(out) or [{}])[-1]
     print(f"\nprobe on {cfg.data.test_file} (frozen embeddings, {table.results[-1].n_train} training texts):")
     print(table)
     print(f"\nfinal MLM loss {last.get('mlm/loss', float('nan')):.3f}, masked-token accuracy "

@@ -68,3 +68,18 @@ def read_metrics(output_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def training_records(output_dir: str | Path) -> list[dict]:
+    """Training records (those with "loss") of the latest run in `output_dir`.
+
+    A run restarted from an earlier step (or from step 0 in the same folder) replaces the records it repeats.
+    """
+    records: list[dict] = []
+    for record in read_metrics(output_dir):
+        if "loss" not in record:
+            continue
+        if records and record["step"] <= records[-1]["step"]:
+            records = [r for r in records if r["step"] < record["step"]]
+        records.append(record)
+    return records

@@ -12,7 +12,7 @@ import torch
 
 from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
 from ssl_modal.core.export import encode, load_model
-from ssl_modal.core.monitors import read_metrics
+from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
 from ssl_modal.text.config import TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
@@ -92,44 +92,8 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
     return ProbeTable(results)
 
 
-def metric_records(metrics_path: str | Path) -> list[dict]:
-    """Training records of `metrics.jsonl` for the latest run (a run restarted from step 0 starts over)."""
-    records: list[dict] = []
-    for record in read_metrics(Path(metrics_path).parent):
-        if "loss" not in record:
-            continue
-        if records and record["step"] <= records[-1]["step"]:
-            records = [r for r in records if r["step"] < record["step"]]
-        records.append(record)
-    return records
-
-
-def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
-    """Loss (and masked-token accuracy) against step, from the trainer's metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = metric_records(metrics_path)
-    if not records:
-        raise ValueError(f"{metrics_path} holds no training records")
-    steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    lines = ax.plot(steps, [r["loss"] for r in records], color="tab:blue", label="MLM loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("MLM loss (cross-entropy)")
-    ax.grid(alpha=0.3)
-    if all("mlm/accuracy" in r for r in records):
-        acc = ax.twinx()
-        lines += acc.plot(steps, [r["mlm/accuracy"] for r in records], color="tab:orange",
-                          label="masked-token accuracy")
-        acc.set_ylabel("masked-token accuracy")
-    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
-    ax.set_title(f"text MLM pretraining ({Path(metrics_path).parent.name})")
-    fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return png_path
+def plot_loss_curve(output_dir: str | Path, png_path: str | Path) -> Path:
+    """MLM loss and masked-token accuracy against step, from the trainer's metrics.jsonl."""
+    return plot_training_curves(output_dir, png_path, f"text MLM pretraining ({Path(output_dir).name})",
+                                loss_label="MLM loss (cross-entropy)",
+                                accuracies=[("mlm/accuracy", "masked-token accuracy")])

@@ -136,23 +136,12 @@ def export_clip_embeddings(cfg: VideoConfig, model, path: Path) -> Path:
     return path
 
 
-def training_records(output_dir: str | Path) -> list[dict]:
-    """Records of metrics.jsonl for the latest run (a run restarted from step 0 starts over)."""
-    from ssl_modal.core.monitors import read_metrics
-
-    records: list[dict] = []
-    for record in read_metrics(Path(output_dir)):
-        if "loss" not in record:
-            continue
-        records = [r for r in records if r["step"] < record["step"]] + [record]
-    return records
-
-
 def run(cfg: VideoConfig, title: str) -> TrackingTable:
     """Train, evaluate J&F (+ frame order), export clip embeddings, plot; print the table and every output path."""
     import time
 
-    from ssl_modal.video.report import plot_training
+    from ssl_modal.core.monitors import training_records
+    from ssl_modal.core.plots import plot_training_curves
 
     check_heldout(cfg)  # before training, not after it
     out = Path(cfg.train.output_dir)
@@ -164,7 +153,8 @@ def run(cfg: VideoConfig, title: str) -> TrackingTable:
     evaluated = time.perf_counter()
     embeddings = export_clip_embeddings(cfg, model, out / "clip_embeddings.parquet")
     records = training_records(out)
-    curve = plot_training(records, out / "loss_curve.png", f"{title} ({out.name})")
+    curve = plot_training_curves(out, out / "loss_curve.png", f"{title} ({out.name})", accuracies=[
+        ("color/color_accuracy", "colour accuracy"), ("order/accuracy", "frame-order accuracy")])
     scores = table.to_json(out / "tracking.json")
     last = records[-1] if records else {}
     print(f"\nmask propagation on {cfg.data.davis_root} (first-frame mask given):")

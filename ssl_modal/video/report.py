@@ -104,33 +104,3 @@ def save_overlay(seq: Sequence, preds: np.ndarray, path: Path, count: int = 4) -
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(strip).save(path)
     return path
-
-
-def plot_training(records: list[dict], png_path: str | Path, title: str) -> Path:
-    """Loss and objective accuracies against step (from the trainer's metrics.jsonl records)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not records:
-        raise ValueError("no training records to plot")
-    steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    lines = ax.plot(steps, [r["loss"] for r in records], color="tab:blue", label="total loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    acc = ax.twinx()
-    for key, color in (("color/color_accuracy", "tab:orange"), ("order/accuracy", "tab:green")):
-        if all(key in r for r in records):
-            lines += acc.plot(steps, [r[key] for r in records], color=color, label=key)
-    acc.set_ylabel("accuracy")
-    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
-    ax.set_title(title)
-    fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return png_path

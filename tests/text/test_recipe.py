@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from ssl_modal.core.config import ConfigError, load_config
+from ssl_modal.core.monitors import training_records
 from ssl_modal.text.config import TextConfig
-from ssl_modal.text.recipe import metric_records
 
 from .conftest import REPO
 
@@ -57,7 +57,7 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
     emb = pd.read_parquet(out / "embeddings_test.parquet")
     assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32
     assert emb.id.tolist()[:3] == [1, 2, 3]  # 1-based data rows of the test file
-    assert [r["step"] for r in metric_records(out / "metrics.jsonl")] == [4, 8, 12]
+    assert [r["step"] for r in training_records(out)] == [4, 8, 12]
 
 
 def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):
@@ -67,11 +67,3 @@ def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):
     code = recipe_module().main(["--config", YAML, "--demo", f"data.train_file={bad}", f"train.output_dir={tmp_path / 'r'}"])
     assert code == 2
     assert "bad.csv has no text column 'text'" in capsys.readouterr().err
-
-
-def test_metric_records_keep_only_the_latest_run(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    lines = [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}, {"step": 20, "val/loss": 4.1},
-             {"step": 10, "loss": 6.0}, {"step": 20, "loss": 5.5}, {"step": 30, "loss": 5.0}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    assert [r["loss"] for r in metric_records(path)] == [6.0, 5.5, 5.0]
