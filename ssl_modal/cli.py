@@ -1,4 +1,4 @@
-"""`ssl-modal train|embed|eval|validate|inspect`.
+"""`ssl-modal train|embed|eval|features|validate|inspect`.
 
 A recipe YAML names its domain at the top (`domain: text`); the domain's `ssl_modal.<domain>.recipe`
 module provides `Config` (the recipe dataclass), `train(config)` and `evaluate(config)`.
@@ -72,6 +72,22 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_features(args) -> int:
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.features import features
+
+    model = load_model(args.checkpoint)
+    if getattr(model, "preprocessor", None) is None:
+        raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
+    table = features(model, args.table, batch_size=args.batch_size, passes=args.passes, progress=True)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.output, index=False)
+    report = table.attrs.get("report", {})
+    print(f"wrote {len(table)} rows ({report.get('rows_scored', len(table))} scored, "
+          f"{report.get('rows_not_scored', 0)} not scored) to {args.output}")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from ssl_modal.data.validate import main_validate
 
@@ -133,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     p.set_defaults(func=cmd_embed)
+    p = sub.add_parser("features", help="per-transaction fraud/anomaly features from a transactions model")
+    p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder")
+    p.add_argument("table", help="transactions CSV/Parquet with the columns the model was trained on")
+    p.add_argument("-o", "--output", required=True, help="output .parquet (one row per input transaction)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
+    p.set_defaults(func=cmd_features)
     p = sub.add_parser("validate", help="check a data file against a schema in data_schemas/")
     p.add_argument("schema", help="schema name (e.g. text_corpus) or path")
     p.add_argument("file")

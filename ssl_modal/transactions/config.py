@@ -1,0 +1,156 @@
+"""Model-side configs of the transactions domain: the field encoder and the three objectives.
+
+Each dataclass is one section of a `recipes/transactions_*.yaml` recipe (`encoder:`, `objectives:`);
+`asdict()` of them goes into the checkpoint's ModelSpec config next to the fitted preprocessor state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ssl_modal.core.trainer import TrainConfig
+
+
+@dataclass
+class EncoderConfig:
+    """One embedding per categorical field, numeric fields projected, then a GRU or a Transformer."""
+
+    kind: str = "gru"                 # "gru" | "transformer"
+    hidden: int = 256                 # GRU hidden size / Transformer d_model
+    mcc_dim: int = 32                 # embedding size of the "mcc" field
+    cat_dim: int = 16                 # embedding size of every other categorical field ...
+    field_dims: dict = field(default_factory=dict)  # ... unless set here per field: {"type": 4}
+    num_dim: int = 16                 # all numeric fields (+ their "masked" flags) projected to this size
+    combine: str = "concat"           # "concat" (CoLES TrxEncoder) | "sum" (each field projected, summed)
+    num_layers: int = 1
+    bidirectional: bool = False       # GRU only; the time-gap head then reads the forward half
+    heads: int = 4                    # Transformer only
+    ff_dim: int = 512                 # Transformer only
+    causal: bool = False              # Transformer only: attend to the past only
+    max_positions: int = 1024         # Transformer only: learned positions
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gru", "transformer"):
+            raise ValueError(f"encoder.kind: expected 'gru' or 'transformer', found '{self.kind}'")
+        if self.combine not in ("concat", "sum"):
+            raise ValueError(f"encoder.combine: expected 'concat' or 'sum', found '{self.combine}'")
+        if self.kind == "transformer" and self.hidden % self.heads:
+            raise ValueError(f"encoder.hidden ({self.hidden}) must be divisible by encoder.heads ({self.heads})")
+
+
+@dataclass
+class MaskedConfig:
+    """Masked-attribute modelling: hide ~15 % of events (or single fields), predict their categories."""
+
+    weight: float = 1.0               # 0 switches the objective off
+    probability: float = 0.15
+    mode: str = "event"               # "event": hide every field of a selected event; "field": each field alone
+    targets: list | None = None       # categorical fields to predict; null = every categorical field
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("event", "field"):
+            raise ValueError(f"objectives.masked.mode: expected 'event' or 'field', found '{self.mode}'")
+        if not 0.0 < self.probability < 1.0:
+            raise ValueError(f"objectives.masked.probability: expected in (0, 1), found {self.probability}")
+
+
+@dataclass
+class OrderConfig:
+    """Order verification (original vs corrupted window) plus a time-gap-to-next-event regression head."""
+
+    weight: float = 1.0
+    corruption: str = "swap"          # "swap": exchange two adjacent sub-windows; "shuffle": permute a span
+    span: float = 0.3                 # corrupted part as a fraction of the window (>= 2 events)
+    min_length: int = 4               # shorter windows are never corrupted and do not count in the loss
+    gap_weight: float = 1.0           # weight of the time-gap regression (0 switches it off)
+
+    def __post_init__(self) -> None:
+        if self.corruption not in ("swap", "shuffle"):
+            raise ValueError(f"objectives.order.corruption: expected 'swap' or 'shuffle', found '{self.corruption}'")
+        if not 0.0 < self.span <= 1.0:
+            raise ValueError(f"objectives.order.span: expected in (0, 1], found {self.span}")
+
+
+@dataclass
+class ContrastiveConfig:
+    """CoLES: random slices of one window are positives, slices of the other windows negatives (InfoNCE)."""
+
+    weight: float = 1.0
+    views: int = 2                    # slices per window (CoLES uses 5)
+    min_fraction: float = 0.3         # slice length as a fraction of the window length
+    max_fraction: float = 0.8
+    max_events: int | None = None     # optional cap on the slice length
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.views < 2:
+            raise ValueError(f"objectives.contrastive.views: expected >= 2, found {self.views}")
+        if not 0.0 < self.min_fraction <= self.max_fraction <= 1.0:
+            raise ValueError("objectives.contrastive: expected 0 < min_fraction <= max_fraction <= 1, found "
+                             f"{self.min_fraction}, {self.max_fraction}")
+
+
+@dataclass
+class ObjectivesConfig:
+    masked: MaskedConfig = field(default_factory=MaskedConfig)
+    order: OrderConfig = field(default_factory=OrderConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+
+
+# ---- recipe sections -----------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """The transactions table and, depending on `task`, its labels.
+
+    task "probe": per-client labels in `labels_file` (`label_client_column`, `label_column`);
+    task "fraud": a per-transaction `label_column` in the table (`positive_label` marks fraud; numbers
+    != 0 otherwise) and a time split: rows before `split_time` train, rows from it on are the test set;
+    task "export": no labels.
+    """
+
+    table: str = ""
+    task: str = "probe"               # "probe" | "fraud" | "export"
+    labels_file: str | None = None
+    label_column: str | None = None
+    label_client_column: str = "client_id"
+    positive_label: str | None = None
+    split_time: str | None = None     # fraud: e.g. "2019-09-01"
+    max_rows: int | None = None       # first N rows only (after reading)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("probe", "fraud", "export"):
+            raise ValueError(f"data.task: expected 'probe', 'fraud' or 'export', found '{self.task}'")
+
+
+@dataclass
+class EvalConfig:
+    """Frozen-model evaluation after pretraining."""
+
+    cv: int = 5                       # probe: stratified folds over clients
+    knn_k: int = 10
+    raw_features: list = field(default_factory=list)   # fraud: table columns for the raw LightGBM baseline
+    categorical_raw: list = field(default_factory=list)  # ... of which categorical (LightGBM categories)
+    lgbm_rounds: int = 200
+    passes: int = 5                   # features(): interleaved masking patterns
+    batch_size: int = 128
+    baselines: bool = True
+    embedding_fields: list = field(default_factory=lambda: ["mcc"])  # exported code embeddings / maps
+    skipgram_dim: int = 32
+    skipgram_epochs: int = 5
+    map_method: str = "pca"           # "pca" | "tsne"
+
+
+@dataclass
+class TransactionsConfig:
+    """A `recipes/transactions_*.yaml` recipe. `columns` is T-data's ColumnMapping and `preprocess` the
+    other PreprocessConfig keys; both are checked when the recipe runs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    columns: dict = field(default_factory=dict)
+    preprocess: dict = field(default_factory=dict)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    threads: int | None = None        # torch CPU threads for the run (null: torch's default); small GRUs are
+                                      # often faster on 1 thread, and much faster on a busy machine

@@ -1,0 +1,93 @@
+"""The transactions recipe end to end on a small generated table: probe, fraud and export tasks."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ssl_modal.core.config import ConfigError, load_config
+from ssl_modal.transactions.config import TransactionsConfig
+from tests.transactions.tables import COLUMNS, raw_table
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "recipes"))
+
+
+def write_recipe(tmp_path, task: str, **data) -> Path:
+    table = raw_table(clients=16, per_client=40)
+    table["is_fraud"] = ((table.index % 37) == 5).astype(int)
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    labels = pd.DataFrame({"client": [f"c{c}" for c in range(16)], "label": [c % 4 for c in range(16)]})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    recipe = {
+        "domain": "transactions",
+        "data": {"table": str(tmp_path / "tx.csv"), "task": task, **data},
+        "columns": COLUMNS, "preprocess": {"max_length": 16, "amount_bins": 8},
+        "encoder": {"hidden": 16, "mcc_dim": 8, "cat_dim": 4, "num_dim": 4},
+        "eval": {"cv": 2, "knn_k": 3, "lgbm_rounds": 20, "embedding_fields": ["mcc", "type"], "skipgram_epochs": 1,
+                 "raw_features": ["type"], "categorical_raw": ["type"]},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 20, "batch_size": 8, "log_every": 5,
+                  "checkpoint_every": 100, "progress": False, "tensorboard": False, "monitor_every": 0},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def run_recipe(path, capsys) -> str:
+    import transactions_pretrain
+
+    assert transactions_pretrain.main(["--config", str(path)]) == 0
+    return capsys.readouterr().out
+
+
+def test_probe_task_prints_baselines_beside_ssl_and_writes_outputs(tmp_path, capsys):
+    out = run_recipe(write_recipe(tmp_path, "probe", labels_file=str(tmp_path / "labels.csv"),
+                                  label_client_column="client", label_column="label"), capsys)
+    for row in ("aggregates + logreg", "random-init encoder", "SSL encoder", "aggregates + LightGBM",
+                "SSL embeddings + LightGBM"):
+        assert row in out
+    run = tmp_path / "run"
+    for name in ("model.pt", "loss_curve.png", "client_embeddings.parquet", "mcc_embeddings.parquet",
+                 "mcc_skipgram.parquet", "mcc_embeddings_map.png", "type_embeddings.parquet", "results.md"):
+        assert (run / name).is_file(), name
+        assert str(run / name) in out
+    assert len(pd.read_parquet(run / "client_embeddings.parquet")) == 16
+
+
+def test_fraud_task_reports_auc_for_raw_raw_plus_ssl_and_ssl_alone(tmp_path, capsys):
+    out = run_recipe(write_recipe(tmp_path, "fraud", label_column="is_fraud", split_time="2024-01-25"), capsys)
+    for row in ("raw columns", "raw + SSL features", "SSL features alone", "raw + random-init features"):
+        assert row in out
+    assert "AUC-PR" in out and "ROC-AUC" in out
+    feats = pd.read_parquet(tmp_path / "run" / "features.parquet")
+    assert len(feats) == 16 * 40
+
+
+def test_export_task(tmp_path, capsys):
+    out = run_recipe(write_recipe(tmp_path, "export"), capsys)
+    assert "client embeddings" in out and "nearest neighbours" in out
+
+
+def test_fraud_without_split_time_and_bad_keys_are_one_line_errors(tmp_path, capsys):
+    import transactions_pretrain
+
+    path = write_recipe(tmp_path, "fraud", label_column="is_fraud")
+    assert transactions_pretrain.main(["--config", str(path)]) == 2
+    assert "needs data.split_time" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown key 'encoder.hiden', did you mean 'hidden'"):
+        load_config(TransactionsConfig, path, ["encoder.hiden=3"])
+    with pytest.raises(ValueError, match="data.task: expected 'probe', 'fraud' or 'export'"):
+        load_config(TransactionsConfig, path, ["data.task=regression"])
+
+
+def test_shipped_recipes_load():
+    for name in ("age", "sparkov", "tabformer", "berka"):
+        path = REPO / "recipes" / f"transactions_{name}.yaml"
+        if path.is_file():
+            cfg = load_config(TransactionsConfig, path)
+            assert cfg.columns["client_id"] and cfg.train.output_dir.startswith("runs/")
+    demo = load_config(TransactionsConfig, REPO / "recipes" / "transactions_sparkov.yaml", demo=True)
+    assert demo.data.table.startswith("examples/data/transactions/")
