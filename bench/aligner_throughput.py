@@ -1,0 +1,229 @@
+"""Image-text aligner training throughput: pairs/s and FLOP/s vs the matmul peak, side by side with open_clip.
+
+    python bench/aligner_throughput.py            # full run (~3-4 min on 2 idle CPU cores)
+    python bench/aligner_throughput.py --quick    # smoke run (JSON to the temp dir)
+
+Same tower sizes and batch for every variant: ViT-Ti/16 image tower (12 x 192, 3 heads, MLP 768) at 128 px and a
+4 x 256 text tower (4 heads, MLP 1024), shared space 256, batch 64 real Flickr8k pairs
+(../shared/data/images/flickr8k, else examples/data/flickr8k) decoded once to 128 px tensors, AdamW, fp32.
+Variants, alternated in rounds (o, a, b, o, a, b, ...):
+  o  open_clip 3.3 `CLIP` (its ViT + causal text transformer, its BPE tokenizer padding to 32 tokens) + `ClipLoss`
+  a  plain PyTorch loop over the ssl_modal aligner (torchvision ViT + HF BERT, WordPiece padded to 32 tokens
+     like open_clip; the recipes pad to the longest caption of the batch instead, which is cheaper)
+  b  ssl_modal.Trainer over the same aligner and batches (progress bar off)
+Captions are tokenized inside every timed step for all variants. FLOPs per training step are counted once per
+variant with torch.utils.flop_counter.FlopCounterMode; the fp32 `torch.mm` peak is measured in the same run.
+Writes bench/results/aligner_throughput.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (ForeignCPU, StepClock, load_average, machine_info, matmul_peak, si,  # noqa: E402
+                    summary, table, write_json)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+BATCH, SIZE, LR = 64, 128, 5e-4
+VARIANTS = {"o": "open_clip CLIP + ClipLoss", "a": "plain loop over the ssl_modal aligner",
+            "b": "ssl_modal.Trainer over the same aligner"}
+TARGETS = {"a/o": 1.0, "b/o": 1.0, "b/a": 0.95}
+
+
+def load_pairs(n: int) -> tuple[list[torch.Tensor], list[str], str]:
+    from ssl_modal.aligner.data import image_transform, load_image
+
+    shared = REPO.parent / "shared" / "data" / "images" / "flickr8k"
+    root = shared if (shared / "captions.csv").is_file() else REPO / "examples" / "data" / "flickr8k"
+    frame = pd.read_csv(root / "captions.csv").iloc[:n]
+    frame = pd.concat([frame] * (n // len(frame) + 1)).iloc[:n]
+    transform = image_transform(SIZE, train=False)
+    cache = {name: transform(load_image(root / "images" / name)) for name in frame["image"].unique()}
+    return [cache[name] for name in frame["image"]], frame["caption"].tolist(), str(root)
+
+
+def ours(captions: list[str]):
+    from ssl_modal.aligner.config import AlignerModelConfig, ImageTowerConfig, TextTowerConfig
+    from ssl_modal.aligner.model import build_aligner_model
+    from ssl_modal.aligner.tokenizer import train_wordpiece
+
+    cfg = AlignerModelConfig(image=ImageTowerConfig(image_size=SIZE, patch_size=16, width=192, layers=12, heads=3),
+                             text=TextTowerConfig(width=256, layers=4, heads=4, max_length=32, vocab_size=4000),
+                             embed_dim=256)
+    config = dataclasses.asdict(cfg)
+    config["tokenizer_json"] = train_wordpiece(captions, 4000)
+    torch.manual_seed(0)
+    model = build_aligner_model(config)
+    model.collate.padding = "max_length"  # 32 tokens per caption, as open_clip computes: the same work per step
+    return model
+
+
+def open_clip_model():
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(embed_dim=256, vision_cfg=CLIPVisionCfg(layers=12, width=192, head_width=64, mlp_ratio=4,
+                                                                   patch_size=16, image_size=SIZE),
+                           text_cfg=CLIPTextCfg(context_length=32, vocab_size=49408, width=256, heads=4, layers=4))
+    return model, open_clip.get_tokenizer("ViT-B-32", context_length=32), open_clip.ClipLoss()
+
+
+def items(pixels, captions, start: int, n: int) -> list[dict]:
+    return [{"pixel_values": pixels[i], "caption": captions[i], "group": i} for i in range(start, start + n)]
+
+
+def run_open_clip(ctx, steps: int, _run_dir) -> StepClock:
+    model, tokenizer, loss_fn = ctx["open_clip"]
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1)
+    clock = StepClock()
+    clock.mark()
+    for step in range(steps):
+        start = step * BATCH
+        images = torch.stack(ctx["pixels"][start:start + BATCH])
+        text = tokenizer(ctx["captions"][start:start + BATCH])
+        image_f, text_f, scale = model(images, text)
+        loss = loss_fn(image_f, text_f, scale)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        clock.mark()
+    return clock
+
+
+def run_plain(ctx, steps: int, _run_dir) -> StepClock:
+    model = ctx["ours"]
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
+    clock = StepClock()
+    clock.mark()
+    for step in range(steps):
+        batch = model.collate(items(ctx["pixels"], ctx["captions"], step * BATCH, BATCH))
+        model(batch)["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        clock.mark()
+    return clock
+
+
+def run_trainer(ctx, steps: int, run_dir) -> StepClock:
+    from ssl_modal.core.trainer import TrainConfig, Trainer
+
+    model = ctx["ours"]
+    clock = StepClock()
+    collate = model.collate
+
+    def timed_collate(batch_items):  # called once per step, just before the step's forward
+        clock.mark()
+        return collate(batch_items)
+
+    # One extra step: every timed period then runs from one step's collate to the next (saving model.pt at the
+    # end of fit stays out of the timed steps).
+    cfg = TrainConfig(output_dir=str(run_dir), max_steps=steps + 1, batch_size=BATCH, learning_rate=LR,
+                      weight_decay=0.1,
+                      warmup_steps=0, log_every=10 ** 9, checkpoint_every=10 ** 9, monitor_every=10 ** 9,
+                      progress=False, resume=False, max_grad_norm=1.0)
+    Trainer(cfg).fit(model, items(ctx["pixels"], ctx["captions"], 0, (steps + 1) * BATCH), timed_collate)
+    return clock
+
+
+RUNNERS = {"o": run_open_clip, "a": run_plain, "b": run_trainer}
+
+
+def count_flops(ctx) -> dict[str, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    for v in ("o", "a"):
+        with FlopCounterMode(display=False) as counter:
+            RUNNERS[v](ctx, 1, None)
+        out[v] = float(counter.get_total_flops())
+    out["b"] = out["a"]
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=None, help="timed steps per sample (default 8; quick 2)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; quick 1)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds of o, a, b (default 3; quick 1)")
+    p.add_argument("--quick", action="store_true", help="smoke run; JSON goes to the temp dir")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    for key, full, quick in (("steps", 8, 2), ("warmup", 2, 1), ("repeats", 3, 1)):
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    out = args.out or (Path(tempfile.gettempdir()) / "ssl_modal_bench" / "aligner_throughput_quick.json"
+                       if args.quick else RESULTS / "aligner_throughput.json")
+    warnings.filterwarnings("ignore")
+    started = time.perf_counter()
+    machine = machine_info()
+    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+          f"load {machine['load_average']}")
+    peak_args = {"sizes": (2048,) if args.quick else (2048, 4096), "repeats": 4 if args.quick else 6}
+    peaks = [matmul_peak(**peak_args)]
+    total = args.warmup + args.steps
+    pixels, captions, source = load_pairs((total + 2) * BATCH)
+    ctx = {"pixels": pixels, "captions": captions, "ours": ours(captions), "open_clip": open_clip_model()}
+    params = {"o": sum(p.numel() for p in ctx["open_clip"][0].parameters()),
+              "a": sum(p.numel() for p in ctx["ours"].parameters())}
+    flops = count_flops(ctx)
+    print(f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data {source}; parameters open_clip "
+          f"{params['o']:,}, ours {params['a']:,}; FLOP per step open_clip {si(flops['o'])}, ours {si(flops['a'])}")
+    samples = {v: [] for v in VARIANTS}
+    foreign = {v: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="aligner_bench_") as tmp:
+        for rnd in range(args.repeats):
+            for v in VARIANTS:
+                with ForeignCPU() as busy:
+                    clock = RUNNERS[v](ctx, total, Path(tmp) / f"{v}{rnd}")
+                samples[v].append(clock.seconds(args.warmup, args.steps) / args.steps)
+                foreign[v].append(None if busy.fraction is None else round(busy.fraction, 3))
+                print(f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.3f} s/step, other processes' CPU "
+                      f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}", flush=True)
+    peaks.append(matmul_peak(**peak_args))
+    peak = max(x["flops_per_s"] for x in peaks)
+    results = {}
+    for v, secs in samples.items():
+        s = summary(secs)["median"]
+        results[v] = {"label": VARIANTS[v], "s_per_step": summary(secs), "pairs_per_s": BATCH / s,
+                      "flops_per_step": flops[v], "achieved_flops_per_s": flops[v] / s,
+                      "achieved_fraction_of_peak": flops[v] / s / peak, "other_processes_cpu_fraction": foreign[v]}
+    ratios = {}
+    for name, target in TARGETS.items():
+        num, den = name.split("/")
+        value = results[num]["pairs_per_s"] / results[den]["pairs_per_s"]
+        ratios[name] = {"value": value, "target": target, "met": value >= target,
+                        "per_round": [d / n for n, d in zip(samples[num], samples[den])]}
+    report = {"benchmark": "aligner_throughput", "machine": machine, "load_average_end": load_average(),
+              "config": {"batch_size": BATCH, "image_size": SIZE, "image_tower": "ViT-Ti/16 (12 x 192, 3 heads)",
+                         "text_tower": "4 x 256, 4 heads", "embed_dim": 256, "learning_rate": LR, "dtype": "float32",
+                         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "quick": args.quick},
+              "data": source, "parameters": params, "peak": {"flops_per_s": peak, "runs": peaks},
+              "results": results, "ratios": ratios, "wall_s": time.perf_counter() - started}
+    rows = [[v, VARIANTS[v], f"{results[v]['s_per_step']['median']:.3f}", f"{results[v]['pairs_per_s']:.1f}",
+             si(results[v]["achieved_flops_per_s"], "FLOP/s"), f"{results[v]['achieved_fraction_of_peak']:.0%}"]
+            for v in VARIANTS]
+    print(table(["", "variant", "s/step", "pairs/s", "FLOP/s", "of peak"], rows))
+    for name, r in ratios.items():
+        print(f"{name}: {r['value']:.2f} (target >= {r['target']}, {'met' if r['met'] else 'NOT met'})")
+    print(f"wrote {write_json(out, report)}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

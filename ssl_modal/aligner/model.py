@@ -1,0 +1,107 @@
+"""CLIP-style aligner: two towers, linear projections to a shared space, a learnable temperature."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective, SSLModel
+
+from .data import image_transform, load_image
+from .loss import contrastive_loss, gather_no_grad, gather_with_grad
+from .tokenizer import load_tokenizer
+from .towers import TextTower, build_image_tower, lock
+
+
+class AlignerEncoder(Encoder):
+    """`encode_image` / `encode_text` map into one `embed_dim` space; `forward` encodes whichever the batch holds."""
+
+    def __init__(self, config: dict, vocab_size: int, pad_id: int):
+        super().__init__()
+        self.image_tower, image_width = build_image_tower(config["image"])
+        self.text_tower = TextTower(config["text"], vocab_size, pad_id)
+        self.image_proj = nn.Linear(image_width, config["embed_dim"], bias=False)
+        self.text_proj = nn.Linear(self.text_tower.width, config["embed_dim"], bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config["init_logit_scale"])))
+        self.max_logit_scale = float(config["max_logit_scale"])
+        self.locked = [t for t, key in ((self.image_tower, "image"), (self.text_tower, "text"))
+                       if config[key].get("locked")]
+        for tower in self.locked:
+            lock(tower)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for tower in self.locked:  # a locked tower keeps eval behaviour (no dropout, frozen norms)
+            tower.eval()
+        return self
+
+    def scale(self) -> Tensor:
+        """exp(logit_scale), the logit scale clamped at `max_logit_scale` (ln 100)."""
+        return self.logit_scale.clamp(max=self.max_logit_scale).exp()
+
+    def encode_image(self, pixel_values: Tensor, normalize: bool = False) -> Tensor:
+        features = self.image_proj(self.image_tower(pixel_values))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = False) -> Tensor:
+        features = self.text_proj(self.text_tower(input_ids, attention_mask))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, batch: dict) -> EncoderOutput:
+        if "pixel_values" in batch:
+            pooled = self.encode_image(batch["pixel_values"])
+        elif "input_ids" in batch:
+            pooled = self.encode_text(batch["input_ids"], batch["attention_mask"])
+        else:
+            raise KeyError(f"aligner batch: expected 'pixel_values' or 'input_ids', found keys {sorted(batch)}")
+        mask = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
+        return EncoderOutput(tokens=pooled[:, None], mask=mask, pooled=pooled)
+
+
+class Contrastive(Objective):
+    """Symmetric InfoNCE over image-text pairs; under torchrun the negatives come from every rank."""
+
+    def forward(self, encoder: AlignerEncoder, batch: dict) -> dict[str, Tensor]:
+        image = encoder.encode_image(batch["pixel_values"], normalize=True)
+        text = encoder.encode_text(batch["input_ids"], batch["attention_mask"], normalize=True)
+        groups = batch["group"]
+        scale = encoder.scale()
+        out = contrastive_loss(image, text, gather_with_grad(image), gather_with_grad(text), groups,
+                               gather_no_grad(groups), scale)
+        out["logit_scale"] = scale.detach()
+        return out
+
+
+class AlignerCollate:
+    """Items with "pixel_values" (or "image_path", decoded and resized here) and/or "caption" -> a batch."""
+
+    def __init__(self, tokenizer, max_length: int, image_size: int, padding: str = "longest"):
+        self.tokenizer, self.max_length, self.padding = tokenizer, max_length, padding  # or "max_length"
+        self.transform = image_transform(image_size, train=False)
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = {}
+        if "pixel_values" in items[0] or "image_path" in items[0]:
+            batch["pixel_values"] = torch.stack([
+                it["pixel_values"] if "pixel_values" in it else self.transform(load_image(it["image_path"]))
+                for it in items])
+        if "caption" in items[0]:
+            tokens = self.tokenizer([it["caption"] for it in items], padding=self.padding, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt")
+            batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+        if "group" in items[0]:
+            batch["group"] = torch.as_tensor(np.asarray([it["group"] for it in items], dtype=np.int64))
+        return batch
+
+
+def build_aligner_model(config: dict) -> SSLModel:
+    """The aligner from a plain config: {"image": {...}, "text": {...}, "embed_dim", "init_logit_scale",
+    "max_logit_scale", "tokenizer_json"} (see AlignerModelConfig; the WordPiece JSON travels with the model)."""
+    tokenizer = load_tokenizer(config["text"], config.get("tokenizer_json"))
+    encoder = AlignerEncoder(config, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id or 0)
+    collate = AlignerCollate(tokenizer, config["text"]["max_length"], config["image"]["image_size"])
+    spec = ModelSpec(builder="ssl_modal.aligner.model:build_aligner_model", config=config, kind="aligner")
+    model = SSLModel(encoder, {"contrastive": Contrastive()}, spec=spec, collate=collate)
+    model.tokenizer = tokenizer
+    return model

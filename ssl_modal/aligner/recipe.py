@@ -1,0 +1,137 @@
+"""Aligner recipe steps: train on image-caption pairs, evaluate retrieval + zero-shot, export, plot."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ssl_modal.core.export import export, load_model
+from ssl_modal.core.plots import pyplot, save_figure
+from ssl_modal.core.trainer import Trainer, TrainResult
+
+from .config import AlignerConfig
+from .data import PairDataset, Pairs, image_transform, load_image, read_pairs, split_by_group
+from .evaluate import RetrievalTable, chance_recall, encode_images, encode_texts, recall_at_k, zero_shot
+from .model import build_aligner_model
+from .tokenizer import count_truncated, train_wordpiece
+
+Config = AlignerConfig
+log = logging.getLogger(__name__)
+
+
+def read_split(cfg: AlignerConfig) -> tuple[Pairs, Pairs]:
+    """(train, held-out) pairs, split by image."""
+    d = cfg.data
+    pairs = read_pairs(d.manifest, d.image_column, d.caption_column, d.group_column, d.image_root, d.max_groups)
+    return split_by_group(pairs, d.test_fraction, d.split_seed)
+
+
+def model_config(cfg: AlignerConfig, captions: list[str]) -> dict:
+    """The plain-dict model config; a from-scratch text tower gets a WordPiece trained on `captions`."""
+    config = dataclasses.asdict(cfg.model)
+    config["tokenizer_json"] = None if cfg.model.text.pretrained_path else \
+        train_wordpiece(captions, cfg.model.text.vocab_size)
+    return config
+
+
+def train(cfg: AlignerConfig) -> TrainResult:
+    """Contrastive training on the training split; the final model is `<train.output_dir>/model.pt`."""
+    train_pairs, _ = read_split(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model = build_aligner_model(model_config(cfg, train_pairs.captions))
+    count_truncated(model.tokenizer, train_pairs.captions, cfg.model.text.max_length, train_pairs.source)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}",
+             len(train_pairs))
+    transform = image_transform(cfg.model.image.image_size, train=True, crop_scale=cfg.data.random_resized_crop,
+                                flip=cfg.data.horizontal_flip)
+    return Trainer(cfg.train).fit(model, PairDataset(train_pairs, transform), model.collate)
+
+
+def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Zero-shot labels from captions: an image's class is the one class word found in most of its captions.
+
+    Images whose majority names no class or several are left out. Returns (image paths, class index).
+    """
+    frame = pairs.frame()
+    for c in class_names:
+        pattern = rf"\b{re.escape(c)}(?:s|es|ren)?\b"
+        frame[c] = frame["caption"].str.lower().str.contains(pattern, regex=True)
+    votes = frame.groupby("image_path")[class_names].mean()
+    winners = votes >= 0.5
+    keep = winners.sum(axis=1) == 1
+    return votes.index[keep].tolist(), winners[keep].to_numpy().argmax(axis=1)
+
+
+def score(model, pairs: Pairs, cfg: AlignerConfig) -> dict[str, float]:
+    images = list(dict.fromkeys(pairs.paths))
+    index = {p: i for i, p in enumerate(images)}
+    text_image = np.array([index[p] for p in pairs.paths])
+    row = recall_at_k(encode_images(model, images, cfg.eval.batch_size),
+                      encode_texts(model, pairs.captions, cfg.eval.batch_size), text_image)
+    paths, labels = class_labels(pairs, cfg.eval.zero_shot_classes)
+    if len(paths):
+        predicted, _ = zero_shot(model, paths, cfg.eval.zero_shot_classes, cfg.eval.zero_shot_templates,
+                                 cfg.eval.batch_size)
+        row["zero_shot_acc"] = float(np.mean(predicted == labels))
+    return row
+
+
+def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
+    """Retrieval R@1/5/10 both ways + zero-shot accuracy on the held-out images: chance, random init, trained."""
+    train_pairs, test = read_split(cfg)
+    model = model if model is not None else load_model(cfg.train.output_dir)
+    n_images = len(np.unique(test.groups))
+    table = RetrievalTable(n_images=n_images, n_captions=len(test))
+    chance = chance_recall(n_images, len(test) / n_images)
+    paths, labels = class_labels(test, cfg.eval.zero_shot_classes)
+    if len(paths):
+        chance["zero_shot_acc"] = float(np.max(np.bincount(labels)) / len(labels))
+        table.notes.append(f"zero-shot: {len(paths)} held-out images labelled from their captions with one of "
+                           f"{cfg.eval.zero_shot_classes}; chance row = majority class share")
+    table.rows["chance"] = chance
+    if cfg.eval.baselines:
+        torch.manual_seed(cfg.train.seed + 1)
+        random_model = build_aligner_model(model.spec.config)
+        table.rows["random-init model"] = score(random_model, test, cfg)
+    name = "trained (locked pretrained text)" if cfg.model.text.pretrained_path and cfg.model.text.locked else "trained"
+    table.rows[name] = score(model, test, cfg)
+    return table
+
+
+def export_embeddings(model, pairs: Pairs, out: Path, batch_size: int) -> tuple[Path, Path]:
+    """Image embeddings (image_path column) and caption embeddings (image, caption columns) as Parquet."""
+    images = pd.DataFrame({"image_path": list(dict.fromkeys(pairs.paths))})
+    texts = pd.DataFrame({"image": pairs.paths, "caption": pairs.captions})
+    return (export(model, images, out / "image_embeddings.parquet", id_columns=["image_path"], normalize=True,
+                   batch_size=batch_size, progress=False),
+            export(model, texts, out / "text_embeddings.parquet", id_columns=["image", "caption"], normalize=True,
+                   batch_size=batch_size, progress=False))
+
+
+def plot_retrieval_grid(model, pairs: Pairs, png_path: Path, n_captions: int, batch_size: int) -> Path:
+    """For a few held-out captions, the top-5 retrieved held-out images (green frame = the caption's image)."""
+    images = list(dict.fromkeys(pairs.paths))
+    image_emb = encode_images(model, images, batch_size)
+    picks = np.linspace(0, len(pairs) - 1, n_captions).round().astype(int)
+    text_emb = encode_texts(model, [pairs.captions[i] for i in picks], batch_size)
+    plt = pyplot()
+    fig, axes = plt.subplots(n_captions, 5, figsize=(11, 2.4 * n_captions), squeeze=False)
+    for row, (i, query) in enumerate(zip(picks, text_emb)):
+        for col, j in enumerate(np.argsort(-(image_emb @ query))[:5]):
+            ax = axes[row, col]
+            ax.imshow(load_image(images[j]))
+            hit = images[j] == pairs.paths[i]
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if hit else "lightgray")
+                spine.set_linewidth(4 if hit else 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_title(pairs.captions[i][:90], loc="left", fontsize=8)
+    return save_figure(fig, png_path, dpi=90)

