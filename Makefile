@@ -21,6 +21,10 @@ demo: $(STAMP)
 	$(PY) recipes/text_mlm.py --config recipes/text_mlm.yaml --demo
 	$(PY) recipes/audio_fsdd.py --config recipes/audio_fsdd.yaml --demo
 	$(PY) recipes/video_tracking.py --config recipes/video_tracking.yaml --demo
+	$(PY) recipes/transactions_pretrain.py --config recipes/transactions_sparkov.yaml --demo
+	$(PY) recipes/clip_flickr.py --config recipes/clip_flickr.yaml --demo
+	@echo "demo outputs (each recipe listed its files above): runs/text_mlm_demo runs/audio_fsdd_demo" \
+	      "runs/video_tracking_demo runs/transactions_demo runs/clip_flickr_demo"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
@@ -30,6 +34,9 @@ bench: $(STAMP)
 	$(PY) bench/mlm_throughput.py
 	$(PY) bench/audio_throughput.py
 	$(PY) bench/video_bench.py
+	$(PY) bench/transactions_preprocess.py
+	$(PY) bench/transactions_train.py
+	$(PY) bench/aligner_throughput.py
 
 clean:
 	rm -rf $(VENV) runs bench/results/*.tmp
