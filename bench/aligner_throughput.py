@@ -17,10 +17,8 @@ Writes bench/results/aligner_throughput.json.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,11 +28,10 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ForeignCPU, StepClock, load_average, machine_info, matmul_peak, si,  # noqa: E402
-                    summary, table, write_json)
+from common import (StepClock, load_average, machine_info, matmul_peak, parse_round_args,  # noqa: E402
+                    run_rounds, si, summary, table, write_json)
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 BATCH, SIZE, LR = 64, 128, 5e-4
 VARIANTS = {"o": "open_clip CLIP + ClipLoss", "a": "plain loop over the ssl_modal aligner",
             "b": "ssl_modal.Trainer over the same aligner"}
@@ -157,18 +154,8 @@ def count_flops(ctx) -> dict[str, float]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="timed steps per sample (default 8; quick 2)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; quick 1)")
-    p.add_argument("--repeats", type=int, default=None, help="rounds of o, a, b (default 3; quick 1)")
-    p.add_argument("--quick", action="store_true", help="smoke run; JSON goes to the temp dir")
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    for key, full, quick in (("steps", 8, 2), ("warmup", 2, 1), ("repeats", 3, 1)):
-        if getattr(args, key) is None:
-            setattr(args, key, quick if args.quick else full)
-    out = args.out or (Path(tempfile.gettempdir()) / "ssl_modal_bench" / "aligner_throughput_quick.json"
-                       if args.quick else RESULTS / "aligner_throughput.json")
+    args = parse_round_args(__doc__, "aligner_throughput", full={"steps": 8, "warmup": 2, "repeats": 3},
+                            quick={"steps": 2, "warmup": 1, "repeats": 1}, argv=argv)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     machine = machine_info()
@@ -184,17 +171,7 @@ def main(argv=None) -> dict:
     flops = count_flops(ctx)
     print(f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data {source}; parameters open_clip "
           f"{params['o']:,}, ours {params['a']:,}; FLOP per step open_clip {si(flops['o'])}, ours {si(flops['a'])}")
-    samples = {v: [] for v in VARIANTS}
-    foreign = {v: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory(prefix="aligner_bench_") as tmp:
-        for rnd in range(args.repeats):
-            for v in VARIANTS:
-                with ForeignCPU() as busy:
-                    clock = RUNNERS[v](ctx, total, Path(tmp) / f"{v}{rnd}")
-                samples[v].append(clock.seconds(args.warmup, args.steps) / args.steps)
-                foreign[v].append(None if busy.fraction is None else round(busy.fraction, 3))
-                print(f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.3f} s/step, other processes' CPU "
-                      f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}", flush=True)
+    samples, foreign = run_rounds(RUNNERS, ctx, args, prefix="aligner_bench_")
     peaks.append(matmul_peak(**peak_args))
     peak = max(x["flops_per_s"] for x in peaks)
     results = {}
@@ -221,7 +198,7 @@ def main(argv=None) -> dict:
     print(table(["", "variant", "s/step", "pairs/s", "FLOP/s", "of peak"], rows))
     for name, r in ratios.items():
         print(f"{name}: {r['value']:.2f} (target >= {r['target']}, {'met' if r['met'] else 'NOT met'})")
-    print(f"wrote {write_json(out, report)}")
+    print(f"wrote {write_json(args.out, report)}")
     return report
 
 

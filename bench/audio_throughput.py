@@ -17,10 +17,7 @@ Writes bench/results/audio_throughput.json.
 """
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
-    RESULTS, ROOT, ForeignCPU, StepClock, load_average, machine_info, matmul_peak, si, summary, table, write_json,
+    ROOT, StepClock, load_average, machine_info, matmul_peak, parse_round_args, run_rounds, si, summary, table,
+    write_json,
 )
 
 SHARED = ROOT.parent / "shared" / "data" / "audio" / "fsdd" / "metadata.csv"
@@ -138,18 +136,8 @@ def count_flops(ctx: dict) -> float:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="timed steps per sample (default 20; quick 5)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; quick 2)")
-    p.add_argument("--repeats", type=int, default=None, help="rounds of a, b, f (default 3; quick 1)")
-    p.add_argument("--quick", action="store_true", help="smoke run; JSON goes to the temp dir")
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    for key, full, quick in (("steps", 20, 5), ("warmup", 3, 2), ("repeats", 3, 1)):
-        if getattr(args, key) is None:
-            setattr(args, key, quick if args.quick else full)
-    out = args.out or (Path(tempfile.gettempdir()) / "ssl_modal_bench" / "audio_throughput_quick.json" if args.quick
-                       else RESULTS / "audio_throughput.json")
+    args = parse_round_args(__doc__, "audio_throughput", full={"steps": 20, "warmup": 3, "repeats": 3},
+                            quick={"steps": 5, "warmup": 2, "repeats": 1}, argv=argv)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     machine = machine_info()
@@ -162,19 +150,7 @@ def main(argv=None) -> dict:
     flops = count_flops(ctx)
     print(f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data: {ctx['info']['source']}, "
           f"{ctx['info']['clips']} clips; {si(flops, 'FLOP')} per training step")
-    samples = {v: [] for v in VARIANTS}
-    foreign = {v: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory(prefix="audio_bench_") as tmp:
-        for rnd in range(args.repeats):
-            for v in VARIANTS:
-                run_dir = Path(tmp) / f"{v}{rnd}"
-                with ForeignCPU() as busy:
-                    clock = RUNNERS[v](ctx, total, run_dir)
-                shutil.rmtree(run_dir, ignore_errors=True)
-                samples[v].append(clock.seconds(args.warmup, args.steps) / args.steps)
-                foreign[v].append(None if busy.fraction is None else round(busy.fraction, 3))
-                print(f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.4f} s/step, other processes' CPU "
-                      f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}", flush=True)
+    samples, foreign = run_rounds(RUNNERS, ctx, args, prefix="audio_bench_")
     peaks.append(matmul_peak(**peak_args))
     peak = max(x["flops_per_s"] for x in peaks)
     frames_per_step = float(np.mean(ctx["frames"][args.warmup * BATCH: total * BATCH])) * BATCH
@@ -202,7 +178,7 @@ def main(argv=None) -> dict:
                                                         "of one step; FFT not counted",
               "frontend_share_of_step": share, "variants": results, "ratios": ratios,
               "wall_s": round(time.perf_counter() - started, 1)}
-    write_json(out, report)
+    write_json(args.out, report)
     rows = [[f"{v}  {x['label']}", f"{x['frames_per_s']:,.0f}", f"{x['clips_per_s']:,.1f}",
              f"{x['s_per_step']['median']:.4f}", si(x["achieved_flops_per_s"], "FLOP/s") if v != "f" else "-",
              f"{x['achieved_fraction_of_peak']:.1%}" if v != "f" else "-"] for v, x in results.items()]
@@ -213,7 +189,7 @@ def main(argv=None) -> dict:
         print(f"ratio {k} (trainer speed / plain loop): {x['value']:.2f} (target >= {x['target']}: "
               f"{'met' if x['met'] else 'MISSED'}); per round {', '.join(f'{y:.2f}' for y in x['per_round'])}")
     print(f"load average at start {machine['load_average']}, at end {report['load_average_end']}; "
-          f"wall {report['wall_s']:.0f} s\nwrote {out}")
+          f"wall {report['wall_s']:.0f} s\nwrote {args.out}")
     return report
 
 

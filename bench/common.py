@@ -217,3 +217,52 @@ def si(value: float, unit: str = "", digits: int = 3) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.{digits}g} {prefix}{unit}"
     return f"{value:.{digits}g} {unit}".rstrip()
+
+
+def parse_round_args(doc: str, name: str, full: dict, quick: dict, argv=None):
+    """Arguments shared by the alternating-rounds benchmarks: --steps, --warmup, --repeats, --quick, --out.
+
+    `full`/`quick`: defaults {"steps", "warmup", "repeats"}; `args.out` defaults to bench/results/<name>.json
+    (a quick run writes to the temp dir instead).
+    """
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for key, help_text in (("steps", "timed steps per sample"), ("warmup", "untimed steps first"),
+                           ("repeats", "rounds of all variants")):
+        p.add_argument(f"--{key}", type=int, default=None,
+                       help=f"{help_text} (default {full[key]}; quick {quick[key]})")
+    p.add_argument("--quick", action="store_true", help="smoke run; JSON goes to the temp dir")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    for key in ("steps", "warmup", "repeats"):
+        if getattr(args, key) is None:
+            setattr(args, key, (quick if args.quick else full)[key])
+    if args.out is None:
+        args.out = (Path(tempfile.gettempdir()) / "ssl_modal_bench" / f"{name}_quick.json" if args.quick
+                    else RESULTS / f"{name}.json")
+    return args
+
+
+def run_rounds(runners: dict, ctx, args, prefix: str) -> tuple[dict, dict]:
+    """Alternate the variants (a, b, ..., a, b, ...) `args.repeats` times; each sample times `args.steps` steps
+    after `args.warmup`. Returns ({variant: [s/step per round]}, {variant: [other processes' CPU share]})."""
+    import shutil
+    import tempfile
+
+    total = args.warmup + args.steps
+    samples = {v: [] for v in runners}
+    foreign = {v: [] for v in runners}
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for rnd in range(args.repeats):
+            for v, runner in runners.items():
+                run_dir = Path(tmp) / f"{v}{rnd}"
+                with ForeignCPU() as busy:
+                    clock = runner(ctx, total, run_dir)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                samples[v].append(clock.seconds(args.warmup, args.steps) / args.steps)
+                foreign[v].append(None if busy.fraction is None else round(busy.fraction, 3))
+                print(f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.4f} s/step, other processes' CPU "
+                      f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}", flush=True)
+    return samples, foreign
