@@ -23,13 +23,16 @@ class Pairs:
     captions: list[str]
     groups: np.ndarray
     source: str = ""
+    lines: np.ndarray | None = None  # line of each pair in the manifest file (header = line 1)
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def select(self, idx) -> "Pairs":
         idx = np.asarray(idx, dtype=np.int64)
-        return Pairs([self.paths[i] for i in idx], [self.captions[i] for i in idx], self.groups[idx], self.source)
+        lines = None if self.lines is None else self.lines[idx]
+        return Pairs([self.paths[i] for i in idx], [self.captions[i] for i in idx], self.groups[idx], self.source,
+                     lines)
 
     def frame(self) -> pd.DataFrame:
         """The pairs as a DataFrame (columns image_path, caption, group) for `encode`/`export`."""
@@ -72,7 +75,8 @@ def read_pairs(manifest, image_column: str = "image", caption_column: str = "cap
                                   f"relative to {root}")
     keys = frame[group_column] if group_column else pd.Series(np.arange(len(frame)))
     groups = pd.factorize(keys)[0].astype(np.int64)
-    pairs = Pairs(paths, captions.astype(str).str.strip().tolist(), groups, str(manifest))
+    pairs = Pairs(paths, captions.astype(str).str.strip().tolist(), groups, str(manifest),
+                  np.arange(len(frame)) + 2)
     if max_groups is not None:
         pairs = pairs.select(np.flatnonzero(groups < max_groups))
     return pairs
@@ -127,8 +131,14 @@ class PairDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> dict:
-        return {"pixel_values": self.transform(load_image(self.pairs.paths[i])),
-                "caption": self.pairs.captions[i], "group": int(self.pairs.groups[i])}
+        try:
+            image = load_image(self.pairs.paths[i])
+        except DataValidationError as exc:
+            where = f"{self.pairs.source}, line {self.pairs.lines[i]}" if self.pairs.lines is not None else \
+                self.pairs.source
+            raise DataValidationError(f"{where}: {exc}") from None
+        return {"pixel_values": self.transform(image), "caption": self.pairs.captions[i],
+                "group": int(self.pairs.groups[i])}
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -87,6 +87,7 @@ def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
     """Retrieval R@1/5/10 both ways + zero-shot accuracy on the held-out images: chance, random init, trained."""
     train_pairs, test = read_split(cfg)
     model = model if model is not None else load_model(cfg.train.output_dir)
+    count_truncated(model.tokenizer, test.captions, cfg.model.text.max_length, f"{test.source} (held-out)")
     n_images = len(np.unique(test.groups))
     table = RetrievalTable(n_images=n_images, n_captions=len(test))
     chance = chance_recall(n_images, len(test) / n_images)

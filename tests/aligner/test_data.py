@@ -88,3 +88,13 @@ def test_pairs_from_a_datasets_dataset(shapes):
     assert len(pairs) == 32 and len(np.unique(pairs.groups)) == 16
     with pytest.raises(DataValidationError, match="missing column 'text'"):
         read_pairs(frame, caption_column="text")
+
+
+def test_undecodable_image_during_training_names_the_manifest_line(shapes):
+    from ssl_modal.aligner.data import PairDataset
+
+    (shapes.parent / "img003.png").write_bytes(b"not a png")
+    pairs = read_pairs(shapes)
+    dataset = PairDataset(pairs, image_transform(16, train=False))
+    with pytest.raises(DataValidationError, match=r"captions.csv, line 8: .*img003.png: cannot decode image"):
+        dataset[6]
