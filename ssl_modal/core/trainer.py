@@ -137,7 +137,8 @@ class Trainer:
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         c = self.config
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=c.learning_rate, betas=c.betas)
+        # fused: one kernel per parameter group instead of a loop of small ops (CPU and CUDA, torch >= 2.4)
+        return torch.optim.AdamW(groups, lr=c.learning_rate, betas=c.betas, fused=True)
 
     def _batches(self, data, collate, info: DistInfo, epoch: int, start_batch: int):
         """Yield (epoch, index_in_epoch, batch) forever, starting at a saved position."""
