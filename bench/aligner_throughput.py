@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (StepClock, load_average, machine_info, matmul_peak, parse_round_args,  # noqa: E402
-                    run_rounds, si, summary, table, write_json)
+from common import (StepClock, load_average, matmul_peak, parse_round_args,  # noqa: E402
+                    run_rounds, si, start_run, summary, table, write_json)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, SIZE, LR = 64, 128, 5e-4
@@ -158,11 +158,7 @@ def main(argv=None) -> dict:
                             quick={"steps": 2, "warmup": 1, "repeats": 1}, argv=argv)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    machine = machine_info()
-    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
-          f"load {machine['load_average']}")
-    peak_args = {"sizes": (2048,) if args.quick else (2048, 4096), "repeats": 4 if args.quick else 6}
-    peaks = [matmul_peak(**peak_args)]
+    machine, peak_args, peaks = start_run(args.quick)
     total = args.warmup + args.steps
     pixels, captions, source = load_pairs((total + 2) * BATCH)
     ctx = {"pixels": pixels, "captions": captions, "ours": ours(captions), "open_clip": open_clip_model()}

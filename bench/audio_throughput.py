@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
-    ROOT, StepClock, load_average, machine_info, matmul_peak, parse_round_args, run_rounds, si, summary, table,
-    write_json,
+    ROOT, StepClock, load_average, matmul_peak, parse_round_args, run_rounds, si, start_run, summary,
+    table, write_json,
 )
 
 SHARED = ROOT.parent / "shared" / "data" / "audio" / "fsdd" / "metadata.csv"
@@ -140,11 +140,7 @@ def main(argv=None) -> dict:
                             quick={"steps": 5, "warmup": 2, "repeats": 1}, argv=argv)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    machine = machine_info()
-    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
-          f"load {machine['load_average']}")
-    peak_args = {"sizes": (2048,) if args.quick else (2048, 4096), "repeats": 4 if args.quick else 6}
-    peaks = [matmul_peak(**peak_args)]
+    machine, peak_args, peaks = start_run(args.quick)
     total = args.warmup + args.steps
     ctx = prepare(total + 2)
     flops = count_flops(ctx)

@@ -266,3 +266,12 @@ def run_rounds(runners: dict, ctx, args, prefix: str) -> tuple[dict, dict]:
                 print(f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.4f} s/step, other processes' CPU "
                       f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}", flush=True)
     return samples, foreign
+
+
+def start_run(quick: bool) -> tuple[dict, dict, list[dict]]:
+    """Print the machine and measure the matmul peak once at the start: (machine, peak_args, [peak])."""
+    machine = machine_info()
+    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+          f"load {machine['load_average']}")
+    peak_args = {"sizes": (2048,) if quick else (2048, 4096), "repeats": 4 if quick else 6}
+    return machine, peak_args, [matmul_peak(**peak_args)]
