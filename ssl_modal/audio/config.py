@@ -22,14 +22,19 @@ class FrontendConfig:
 
 @dataclass
 class EncoderConfig:
-    """Conv subsampling (each layer halves the frame rate) + Transformer over the subsampled frames."""
+    """`kind: transformer`: conv subsampling (each layer halves the frame rate) + Transformer over the
+    subsampled frames. `kind: cnn`: BYOL-A's conv stack (3 x conv-BN-ReLU-maxpool, `channels` wide) + MLP."""
 
+    kind: str = "transformer"        # transformer | cnn
     dim: int = 128
     conv_layers: int = 2             # subsampling factor 2 ** conv_layers
     num_layers: int = 4
     num_heads: int = 4
     ff_dim: int = 256
     dropout: float = 0.1
+    channels: int = 64               # cnn: channels of each conv block
+    pooling: str = "mean"            # mean | mean+max (BYOL-A: their sum) | segments (means of equal time parts)
+    segments: int = 3                # pooling: segments -> pooled size segments x dim
 
 
 @dataclass
