@@ -1,6 +1,7 @@
 """Joint-embedding losses against naive loop references (values and gradients), and the objective's behaviour."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -149,3 +150,34 @@ def test_views_are_reproducible_from_the_generator_and_differ_between_the_two_vi
     assert not torch.equal(a1["x"], b1["x"])
     assert torch.equal(batch["x"], torch.zeros(4, 3))  # the input batch is not modified
     assert F.mse_loss(a1["x"], b1["x"]) > 0
+
+
+def test_byol_target_survives_checkpoint_and_resume_exactly(tmp_path):
+    from ssl_modal import SSLModel, TrainConfig, Trainer
+    from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
+    from tests.core.train_toy import toy_data
+
+    def build():
+        torch.manual_seed(0)
+        encoder = build_vector_model({"dim": 16}).encoder
+        objective = JointEmbedding(JointConfig(method="byol", hidden=32, dim=16), encoder.net[-1].out_features,
+                                   _vector_views(), encoder=encoder)
+        return SSLModel(encoder, {"byol": objective})
+
+    def collate(items):
+        return {"x": torch.as_tensor(np.stack(items))}
+
+    def fit(out):
+        cfg = TrainConfig(output_dir=str(out), max_steps=10, batch_size=32, learning_rate=1e-3, warmup_steps=2,
+                          log_every=5, checkpoint_every=5, progress=False, tensorboard=False, monitor_every=0)
+        return Trainer(cfg).fit(build(), toy_data(), collate)
+
+    fit(tmp_path)
+    full = load_checkpoint(tmp_path / "model.pt")["model"]
+    step_checkpoints(tmp_path / "checkpoints")[0].unlink()  # keep step 5 only: as if killed after it
+    (tmp_path / "model.pt").unlink()
+    fit(tmp_path)
+    resumed = load_checkpoint(tmp_path / "model.pt")["model"]
+    assert any(k.startswith("objectives.byol.target_encoder.") for k in full)
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
