@@ -20,6 +20,7 @@ from .contract import SSLModel, batch_size_of, move_to
 from .distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, barrier, gather_objects, init_distributed
 from .loop import StopRequest, TimeBudget, warmup_cosine
 from .monitors import MetricsSink, collapse_stats, truncate_metrics
+from .precision import resolve_autocast
 
 log = logging.getLogger("ssl_modal")
 
@@ -40,7 +41,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0        # cosine decays to learning_rate * min_lr_ratio
     max_grad_norm: float = 1.0       # 0 disables clipping
-    autocast: str = "no"             # "no" | "bf16" | "fp16" (fp16 on CUDA only)
+    autocast: str = "no"             # "no" | "bf16" | "fp16" (fp16 on CUDA only) | "auto" (bf16 where native)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
@@ -58,8 +59,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
-        if self.autocast not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"train.autocast: expected 'no', 'bf16' or 'fp16', found '{self.autocast}'")
+        if self.autocast not in ("no", "bf16", "fp16", "auto"):
+            raise ConfigError(f"train.autocast: expected 'no', 'bf16', 'fp16' or 'auto', found '{self.autocast}'")
         rules = {  # key: (lowest allowed, strict?)
             "max_steps": (1, False), "batch_size": (1, False), "grad_accum_steps": (1, False),
             "log_every": (1, False), "checkpoint_every": (1, False), "keep_last": (1, False),
@@ -172,8 +173,11 @@ class Trainer:
                 f"train_data has {len(train_data)} examples, fewer than one batch "
                 f"(batch_size {c.batch_size} x {info.world_size} process(es)): lower train.batch_size"
             )
-        if c.autocast == "fp16" and device.type != "cuda":
+        precision, reason = resolve_autocast(c.autocast, device)
+        if precision == "fp16" and device.type != "cuda":
             raise ValueError("train.autocast='fp16' needs CUDA; use 'bf16' on CPU")
+        if info.is_main:
+            log.info("precision: %s", reason)
         if c.early_stopping_patience and val_data is None:
             raise ValueError("train.early_stopping_patience needs validation data (val_data)")
 
@@ -187,7 +191,7 @@ class Trainer:
         budget = TimeBudget(c.max_minutes, state["elapsed_s"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
             c.warmup_steps, c.max_steps, c.min_lr_ratio, budget.progress if c.max_minutes else None))
-        scaler = torch.amp.GradScaler(device.type, enabled=c.autocast == "fp16")
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         generator = torch.Generator(device=device)
         generator.manual_seed(c.seed + 1000 * info.rank)
         model.set_generator(generator)
@@ -228,10 +232,10 @@ class Trainer:
         sink = MetricsSink(out_dir, c.tensorboard) if info.is_main else None
         bar = tqdm(total=c.max_steps, initial=state["step"], disable=not (c.progress and info.is_main),
                    desc="train", dynamic_ncols=True)
-        amp_dtype = torch.bfloat16 if c.autocast == "bf16" else torch.float16
+        amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
         def autocast():
-            return torch.autocast(device.type, dtype=amp_dtype) if c.autocast != "no" else contextlib.nullcontext()
+            return torch.autocast(device.type, dtype=amp_dtype) if precision != "no" else contextlib.nullcontext()
 
         def save(final: bool = False, rng: dict | None = None, position: tuple | None = None) -> Path:
             rng_all = gather_objects(rng or ckpt_io.capture_rng(generator), info)
@@ -278,7 +282,7 @@ class Trainer:
                                 share = 1.0 if key.endswith("real_tokens") else 1.0 / c.grad_accum_steps
                                 window[key] = window.get(key, 0.0) + float(value.detach()) * share
                         window_examples += batch_size_of(batch)
-                    if not math.isfinite(window["loss"]) and c.autocast != "fp16":
+                    if not math.isfinite(window["loss"]) and precision != "fp16":
                         parts = {k: v for k, v in window.items() if k.endswith("/loss")}
                         raise FloatingPointError(f"loss is not finite at step {state['step'] + 1}: {parts}")
                     scaler.unscale_(optimizer)
