@@ -250,7 +250,7 @@ class Trainer:
                 ckpt_io.atomic_save(checkpoint, path)
                 ckpt_io.prune_checkpoints(ckpt_dir, c.keep_last)
                 if final:
-                    self._write_final(model, out_dir)
+                    self._write_final(model, out_dir, state["step"])
             barrier(info)
             return path
 
@@ -357,7 +357,7 @@ class Trainer:
             sink.close()
         if not interrupted and info.is_main and not (out_dir / "model.pt").exists():
             # a run that had already reached max_steps but died before writing model.pt
-            self._write_final(model, out_dir)
+            self._write_final(model, out_dir, state["step"])
         final = out_dir / "model.pt" if not interrupted else last_ckpt
         return TrainResult(step=state["step"], output_dir=out_dir, checkpoint=final, history=history,
                            interrupted=interrupted)
@@ -395,12 +395,15 @@ class Trainer:
         state["bad_evals"] += 1
         return state["bad_evals"] >= patience
 
-    def _write_final(self, model: SSLModel, out_dir: Path) -> None:
-        """model.pt: the final weights, or the best ones when early stopping kept a best.pt."""
+    def _write_final(self, model: SSLModel, out_dir: Path, step: int) -> None:
+        """model.pt: the final weights, or the best ones when early stopping kept a best.pt (and its step)."""
         best = out_dir / "best.pt"
         if self.config.early_stopping_patience and best.exists():
-            model.load_state_dict(ckpt_io.load_checkpoint(best)["model"])
-        ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(self.config)), out_dir / "model.pt")
+            saved = ckpt_io.load_checkpoint(best)
+            model.load_state_dict(saved["model"])
+            step = saved["trainer"]["step"]
+        ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(self.config), step=step),
+                            out_dir / "model.pt")
 
     @torch.no_grad()
     def evaluate(self, model: SSLModel, data, collate, device=None, autocast=None) -> dict[str, float]:
