@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ssl_modal.audio.config import AudioConfig
 from ssl_modal.audio.export import export_manifest
-from ssl_modal.audio.recipe import probe_features, probe_table, train
+from ssl_modal.audio.protocol import format_summary, write_protocol
+from ssl_modal.audio.recipe import probe_features, probe_table, run_protocol, train
 from ssl_modal.core.export import load_model
 from ssl_modal.core.monitors import training_records
 from ssl_modal.core.plots import plot_embedding_map, plot_training_curves
@@ -29,12 +30,12 @@ def run(cfg: AudioConfig) -> None:
     model = load_model(result.checkpoint)
     collected = probe_features(cfg, model)
     table = probe_table(cfg, collected)
-    probed = time.perf_counter()
     outputs = [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"),
                ("loss curve", plot_training_curves(
                    out, out / "loss_curve.png", f"audio pretraining ({out.name})",
                    loss_label="L1 per masked frame+bin / cross-entropy",
-                   losses=[("masked_frames/loss", "masked frames"), ("time_shift/loss", "time shift")],
+                   losses=[("joint/loss", "joint embedding"), ("masked_frames/loss", "masked frames"),
+                           ("time_shift/loss", "time shift")],
                    accuracies=[("time_shift/accuracy", "time-shift accuracy")]))]
     if cfg.eval.tsne:
         outputs.append(("t-SNE by digit", plot_embedding_map(
@@ -44,13 +45,24 @@ def run(cfg: AudioConfig) -> None:
     outputs.append(("embeddings", export_manifest(model, cfg.data.manifest, out / "embeddings.parquet",
                                                   window_seconds=cfg.data.window_seconds,
                                                   path_column=cfg.data.path_column, batch_size=cfg.eval.batch_size)))
+    protocol = None
+    if cfg.eval.rotate_column:
+        protocol = run_protocol(cfg)
+        outputs += list(write_protocol(protocol, out, f"digit on a held-out {cfg.eval.rotate_column}").items())
+    probed = time.perf_counter()
     last = (training_records(out) or [{}])[-1]
-    print(f"\nprobes on {cfg.data.manifest} ({len(collected['digit'])} clips, frozen embeddings):")
+    print(f"\nprobes on {cfg.data.manifest} ({len(collected['digit'])} clips, frozen embeddings of the encoder "
+          f"pretrained on every clip; the digit probe's test speaker was seen in pretraining):")
     print(table)
-    print(f"\nfinal losses at step {result.step}: masked frames {last.get('masked_frames/loss', float('nan')):.3f} "
-          f"(L1 per masked frame+bin), time shift {last.get('time_shift/loss', float('nan')):.3f} "
-          f"(accuracy {last.get('time_shift/accuracy', float('nan')):.3f}, chance {1 / len(cfg.time_shift.shifts):.3f})")
-    print(f"time: pretraining {trained - start:.0f} s, probes {probed - trained:.0f} s, "
+    if protocol is not None:
+        print(f"\nheadline: digit on a {cfg.eval.rotate_column} seen by neither pretraining nor the probe "
+              f"(held out in turn: {', '.join(protocol['held_out'])}; seeds {protocol['seeds']}):")
+        print(format_summary(protocol["summary"]))
+    parts = [f"{name} {last[key]:.3f}" for key, name in (("joint/loss", "joint"), ("masked_frames/loss", "masked frames"),
+                                                          ("time_shift/loss", "time shift"),
+                                                          ("time_shift/accuracy", "time-shift accuracy")) if key in last]
+    print(f"\nfinal losses at step {result.step}: {', '.join(parts)}")
+    print(f"time: pretraining {trained - start:.0f} s, probes and protocol {probed - trained:.0f} s, "
           f"total {time.perf_counter() - start:.0f} s")
     print("written:")
     for name, path in outputs:

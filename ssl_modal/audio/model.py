@@ -16,9 +16,11 @@ from torch import Tensor, nn
 from ssl_modal.audio.cnn import ConvAudioEncoder, pool, pooled_dim
 from ssl_modal.audio.frontend import LogMel, sinusoidal_positions
 from ssl_modal.audio.objectives import MaskedFrames, TimeShift
+from ssl_modal.audio.views import audio_views
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, SSLModel
 
 BUILDER = "ssl_modal.audio.model:build_audio_model"
+OBJECTIVES = ("masked_frames", "time_shift", "joint")
 FEATURES_KEY = "logmel"  # where `AudioEncoder.features` caches a batch's log-mel
 
 
@@ -113,7 +115,7 @@ def audio_model_config(cfg, stats: dict | None = None) -> dict:
     """The plain dict `build_audio_model` takes, from an `AudioConfig` and the frontend statistics."""
     return {"frontend": asdict(cfg.frontend), "encoder": asdict(cfg.encoder),
             "masked_frames": asdict(cfg.masked_frames), "time_shift": asdict(cfg.time_shift),
-            "weights": dict(cfg.weights), "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")}}
+            "weights": dict(cfg.weights), "views": [dict(v) for v in cfg.views], "joint": asdict(cfg.joint), "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")}}
 
 
 def make_encoder(frontend: dict, encoder: dict, stats: dict | None = None) -> nn.Module:
@@ -141,16 +143,22 @@ def build_audio_model(config: dict) -> SSLModel:
     if missing:
         raise ValueError(f"audio model config lacks {sorted(missing)}; found keys {sorted(config)}")
     weights = {k: float(v) for k, v in config["weights"].items()}
-    unknown = set(weights) - {"masked_frames", "time_shift"}
+    unknown = set(weights) - set(OBJECTIVES)
     if unknown:
-        raise ValueError(f"weights: unknown objective(s) {sorted(unknown)}; expected masked_frames and/or time_shift")
+        raise ValueError(f"weights: unknown objective(s) {sorted(unknown)}; expected some of {', '.join(OBJECTIVES)}")
     encoder = make_encoder(config["frontend"], config["encoder"], config.get("stats"))
     objectives = {}
     if weights.get("masked_frames", 0.0):
         objectives["masked_frames"] = MaskedFrames(encoder.dim, config["frontend"]["n_mels"], encoder.subsample,
                                                    **config["masked_frames"])
     if weights.get("time_shift", 0.0):
-        objectives["time_shift"] = TimeShift(encoder.dim, **config["time_shift"])
+        objectives["time_shift"] = TimeShift(encoder_pooled_dim(config["encoder"]), **config["time_shift"])
+    if weights.get("joint", 0.0):
+        from ssl_modal.core.joint import JointConfig, JointEmbedding
+
+        views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
+        objectives["joint"] = JointEmbedding(JointConfig(**config.get("joint", {})),
+                                             encoder_pooled_dim(config["encoder"]), views, encoder=encoder)
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")
     return SSLModel(encoder, objectives, {k: weights[k] for k in objectives},
