@@ -102,3 +102,15 @@ def test_time_shift_head_takes_the_pooled_size():
     rng = np.random.default_rng(0)
     out = model(audio_collate([(rng.standard_normal(6000) * 0.1).astype(np.float32) for _ in range(4)]))
     assert torch.isfinite(out["loss"])
+
+
+def test_masked_frames_with_the_cnn_scores_only_the_frames_its_tokens_cover():
+    cfg = cnn_config("mean+max")
+    cfg["weights"] = {"masked_frames": 1.0, "joint": 1.0}
+    cfg["joint"] = {"method": "simclr", "hidden": 32, "dim": 16}
+    cfg["views"] = [{"name": "crop"}]
+    model = build_audio_model(cfg)
+    rng = np.random.default_rng(0)
+    out = model(audio_collate([(rng.standard_normal(int(n)) * 0.1).astype(np.float32) for n in (6000, 3000, 1500)]))
+    assert torch.isfinite(out["loss"]) and out["masked_frames/loss"] > 0 and torch.isfinite(out["joint/loss"])
+    out["loss"].backward()
