@@ -91,6 +91,7 @@ class EvalConfig:
     n_mfcc: int = 20
     tsne: bool = True
     # the headline protocol (ssl_modal/audio/protocol.py); rotate_column "" = the single-pretraining table above
+    pretrain_all: bool = True        # also pretrain on every clip: model.pt, embeddings, the seen-speaker table
     rotate_column: str = "speaker"   # pretrain + train probes on all groups but one, test on that one; rotate
     held_out: list[str] | None = None  # the groups to hold out in turn (None = every group; fewer while iterating)
     seeds: list[int] = field(default_factory=lambda: [0])          # pretraining / random-init seeds per fold

@@ -183,4 +183,38 @@ def write_protocol(result: dict, out_dir: str | Path, title: str) -> dict[str, P
     return paths
 
 
-__all__ = ["folds", "format_summary", "labelled_subset", "plot_label_efficiency", "rotate", "summarise", "write_protocol"]
+def merge_protocols(paths: list[str | Path]) -> dict:
+    """One protocol result from several runs' protocol.json (e.g. one held-out speaker per invocation)."""
+    results = [json.loads(Path(p).read_text()) for p in paths]
+    runs = [r for res in results for r in res["runs"]]
+    seen, unique = set(), []
+    for r in runs:  # the MFCC rows do not depend on the seed: keep one per (row, group, labels)
+        key = (r["row"], r["group"], r["seed"], r["per_class"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return {"held_out": sorted({g for res in results for g in res["held_out"]}),
+            "seeds": sorted({s for res in results for s in res["seeds"]}), "runs": unique,
+            "summary": summarise(unique), "merged_from": [str(p) for p in paths]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ssl_modal.audio.protocol OUT_DIR RUN/protocol.json ...`: merge runs into OUT_DIR."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        print("usage: python -m ssl_modal.audio.protocol OUT_DIR RUN/protocol.json [RUN/protocol.json ...]")
+        return 2
+    merged = merge_protocols(args[1:])
+    for name, path in write_protocol(merged, args[0], "digit on a held-out speaker").items():
+        print(f"{name:<16} {path}")
+    print(format_summary(merged["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["merge_protocols", "folds", "format_summary", "labelled_subset", "plot_label_efficiency", "rotate", "summarise", "write_protocol"]

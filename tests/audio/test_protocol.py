@@ -1,4 +1,6 @@
 """The held-out-group protocol's pieces: label subsets, summaries (mean and range), the table and the curve."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,3 +93,17 @@ def test_eval_test_section_replaces_the_rotation(tmp_path):
     assert len(fold["windows"]) == 80                              # pretraining reads data: as it is
     assert len(fold["train"]) == 60 and {c["digit"] for c in fold["test"]} == set(range(10))
     assert all("george" in c["path"] for c in fold["test"])
+
+
+def test_merging_runs_of_separate_invocations(tmp_path):
+    from ssl_modal.audio.protocol import main, merge_protocols
+
+    one, two = runs()[:4], runs()[4:]
+    mfcc = {"row": "MFCC mean+std", "group": "george", "seed": None, "per_class": 0, "linear_acc": 0.5, "knn_acc": 0.4}
+    for name, part, held in (("a", one + [mfcc], ["george"]), ("b", two + [mfcc], ["jackson"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "protocol.json").write_text(json.dumps({"held_out": held, "seeds": [0, 1], "runs": part}))
+    merged = merge_protocols([tmp_path / "a" / "protocol.json", tmp_path / "b" / "protocol.json"])
+    assert merged["held_out"] == ["george", "jackson"] and len(merged["runs"]) == 9   # the MFCC row once
+    assert main([str(tmp_path / "out"), str(tmp_path / "a" / "protocol.json"), str(tmp_path / "b" / "protocol.json")]) == 0
+    assert (tmp_path / "out" / "protocol.md").read_text().count("\n") == 5
