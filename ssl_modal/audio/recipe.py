@@ -17,7 +17,7 @@ from ssl_modal.audio.config import AudioConfig
 from ssl_modal.audio.frontend import LogMel, mfcc_mean_std, streaming_stats
 from ssl_modal.audio.io import AudioReader, load_segments, read_manifest
 from ssl_modal.audio.model import audio_collate, audio_model_config, build_audio_model
-from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
+from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe, probe_split
 from ssl_modal.core.export import encode, load_model
 from ssl_modal.core.trainer import Trainer, TrainResult
 
@@ -126,9 +126,36 @@ def probe_table(cfg: AudioConfig, collected: dict) -> ProbeTable:
     return table
 
 
+def separate_table(cfg: AudioConfig, model) -> ProbeTable:
+    """Digit probes trained on `eval.train` (default `data`) and scored on `eval.test`: MFCC (whole clip and
+    `eval.mfcc_segments` time parts), the random-init encoder and `model`, frozen."""
+    from ssl_modal.audio.protocol import folds
+
+    e, f = cfg.eval, cfg.frontend
+    (fold,) = folds(cfg)
+    train_y = [str(c[e.digit_column]) for c in fold["train"]]
+    test_y = [str(c[e.digit_column]) for c in fold["test"]]
+    torch.manual_seed(cfg.train.seed + 1)
+    random_model = build_audio_model(model.spec.config)
+    table = ProbeTable()
+    for n in dict.fromkeys((1, e.mfcc_segments)):
+        x = [mfcc_mean_std([c["wave"] for c in part], f.sample_rate, e.n_mfcc, f.n_fft, f.hop_length, f.n_mels, n)
+             for part in (fold["train"], fold["test"])]
+        table.append(probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed,
+                                 name="digit (eval.test): MFCC mean+std" + (f", {n} time segments" if n > 1 else "")))
+    for name, m in (("random-init encoder", random_model), ("SSL encoder", model)):
+        x = [encode(m, part, e.batch_size) for part in (fold["train"], fold["test"])]
+        table.append(probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed,
+                                 name=f"digit (eval.test): {name}"))
+    return table
+
+
 def evaluate(cfg: AudioConfig, model=None) -> ProbeTable:
-    """Probe the frozen encoder of `train.output_dir` (or `model`) against the baselines."""
+    """Probe the frozen encoder of `train.output_dir` (or `model`) against the baselines; with `eval.test`,
+    train the probes on `eval.train` (default: `data`) and score them on `eval.test`."""
     model = model if model is not None else load_model(cfg.train.output_dir)
+    if cfg.eval.test is not None:
+        return separate_table(cfg, model)
     return probe_table(cfg, probe_features(cfg, model))
 
 

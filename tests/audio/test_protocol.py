@@ -107,3 +107,22 @@ def test_merging_runs_of_separate_invocations(tmp_path):
     assert merged["held_out"] == ["george", "jackson"] and len(merged["runs"]) == 9   # the MFCC row once
     assert main([str(tmp_path / "out"), str(tmp_path / "a" / "protocol.json"), str(tmp_path / "b" / "protocol.json")]) == 0
     assert (tmp_path / "out" / "protocol.md").read_text().count("\n") == 5
+
+
+def test_ssl_modal_eval_with_eval_test_trains_on_one_manifest_and_scores_another(tmp_path):
+    import torch
+
+    from ssl_modal.audio.model import audio_model_config, build_audio_model
+    from ssl_modal.audio.recipe import evaluate
+
+    demo_config(tmp_path)
+    rows = pd.read_csv(tmp_path / "m.csv")
+    rows[rows.speaker == "george"].to_csv(tmp_path / "t.csv", index=False)
+    cfg = demo_config(tmp_path, f"eval.test={{manifest: {tmp_path / 't.csv'}}}", "encoder.channels=8",
+                      "encoder.dim=16", "eval.knn_k=3")
+    torch.manual_seed(0)
+    table = evaluate(cfg, build_audio_model(audio_model_config(cfg)))
+    names = [r.name for r in table]
+    assert names == ["digit (eval.test): MFCC mean+std", "digit (eval.test): MFCC mean+std, 3 time segments",
+                     "digit (eval.test): random-init encoder", "digit (eval.test): SSL encoder"]
+    assert all(r.n_train == 80 and r.n_test == 20 for r in table)
