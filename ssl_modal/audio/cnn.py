@@ -1,7 +1,8 @@
 """A BYOL-A-style CNN audio encoder (AudioNTT2020, Niizumi et al. 2021) and the pooling choices.
 
 Log-mel (B, T, n_mels) -> 3 x [Conv2d 3x3, BatchNorm, ReLU, MaxPool 2x2] -> per time step the
-(channels x n_mels/8) map flattened -> Linear, ReLU, Dropout, Linear, ReLU -> tokens (B, T/8, dim).
+(channels x n_mels/8) map flattened -> Linear, ReLU, Dropout, Linear, ReLU -> tokens (B, T/8, dim); with
+`stack` (BYOL-A v2) the flattened conv map is concatenated in front of the MLP's output.
 Padded frames are zeroed after every block, so padding a clip does not change its tokens in eval mode.
 
 `pool(tokens, mask, mode, segments)`: "mean" over real tokens; "mean+max" (BYOL-A: their sum);
@@ -45,11 +46,16 @@ def pooled_dim(dim: int, mode: str, segments: int) -> int:
     return dim * segments if mode == "segments" else dim
 
 
+def token_dim(n_mels: int, dim: int, channels: int, stack: bool) -> int:
+    """Size of the CNN's tokens: the MLP's `dim`, plus the flattened conv map when `stack` (BYOL-A v2)."""
+    return dim + (channels * (n_mels // 8) if stack else 0)
+
+
 class ConvAudioEncoder(Encoder):
     """Log-mel frontend + BYOL-A's conv stack and MLP; tokens every 8 frames; `pooled` per `pooling`."""
 
     def __init__(self, frontend_module: nn.Module, n_mels: int, dim: int, channels: int = 64,
-                 dropout: float = 0.3, pooling: str = "mean+max", segments: int = 3):
+                 dropout: float = 0.3, pooling: str = "mean+max", segments: int = 3, stack: bool = False):
         super().__init__()
         if pooling not in POOLING:
             raise ValueError(f"encoder.pooling: expected one of {POOLING}, found '{pooling}'")
@@ -57,6 +63,8 @@ class ConvAudioEncoder(Encoder):
             raise ValueError(f"encoder.kind=cnn pools the mel axis 3 times by 2: needs n_mels >= 8, found {n_mels}")
         self.frontend = frontend_module
         self.dim, self.subsample, self.pooling, self.segments = int(dim), 8, pooling, int(segments)
+        self.stack = bool(stack)  # BYOL-A v2: tokens = [flattened conv map, MLP output]
+        self.token_dim = token_dim(n_mels, self.dim, channels, self.stack)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1), nn.BatchNorm2d(channels),
                           nn.ReLU(), nn.MaxPool2d(2, stride=2))
@@ -78,7 +86,9 @@ class ConvAudioEncoder(Encoder):
             mask = torch.arange(h.shape[2], device=h.device)[None, :] < lengths[:, None]
             h = h * mask[:, None, :, None].to(h.dtype)
         b, c, t, f = h.shape
-        tokens = self.fc(h.permute(0, 2, 1, 3).reshape(b, t, c * f)) * mask[..., None].to(h.dtype)
+        flat = h.permute(0, 2, 1, 3).reshape(b, t, c * f)
+        tokens = torch.cat([flat, self.fc(flat)], -1) if self.stack else self.fc(flat)
+        tokens = tokens * mask[..., None].to(h.dtype)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pool(tokens, mask, self.pooling, self.segments))
 
     def forward(self, batch: dict) -> EncoderOutput:

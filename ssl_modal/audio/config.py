@@ -41,6 +41,7 @@ class EncoderConfig:
     ff_dim: int = 256
     dropout: float = 0.1
     channels: int = 64               # cnn: channels of each conv block
+    stack: bool = False              # cnn: tokens = [flattened conv map, MLP output] (BYOL-A v2)
     pooling: str = "mean"            # mean | mean+max (BYOL-A: their sum) | segments (means of equal time parts)
     segments: int = 3                # pooling: segments -> pooled size segments x dim
 

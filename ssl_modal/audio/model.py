@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_modal.audio.cnn import ConvAudioEncoder, pool, pooled_dim
+from ssl_modal.audio.cnn import ConvAudioEncoder, pool, pooled_dim, token_dim
 from ssl_modal.audio.frontend import LogMel, sinusoidal_positions
 from ssl_modal.audio.objectives import MaskedFrames, TimeShift
 from ssl_modal.audio.views import audio_views
@@ -128,13 +128,16 @@ def make_encoder(frontend: dict, encoder: dict, stats: dict | None = None) -> nn
         logmel = LogMel(**frontend, mean=stats.get("mean"), std=stats.get("std"))
         return ConvAudioEncoder(logmel, frontend["n_mels"], int(encoder["dim"]), int(encoder.get("channels", 64)),
                                 float(encoder.get("dropout", 0.3)), encoder.get("pooling", "mean"),
-                                int(encoder.get("segments", 3)))
+                                int(encoder.get("segments", 3)), bool(encoder.get("stack", False)))
     raise ValueError(f"encoder.kind: expected 'transformer' or 'cnn', found '{kind}'")
 
 
-def encoder_pooled_dim(encoder: dict) -> int:
+def encoder_pooled_dim(encoder: dict, n_mels: int = 40) -> int:
     """Size of the encoder's `pooled` vector."""
-    return pooled_dim(int(encoder["dim"]), encoder.get("pooling", "mean"), int(encoder.get("segments", 3)))
+    dim = int(encoder["dim"])
+    if encoder.get("kind", "transformer") == "cnn":
+        dim = token_dim(n_mels, dim, int(encoder.get("channels", 64)), bool(encoder.get("stack", False)))
+    return pooled_dim(dim, encoder.get("pooling", "mean"), int(encoder.get("segments", 3)))
 
 
 def build_audio_model(config: dict) -> SSLModel:
@@ -149,16 +152,18 @@ def build_audio_model(config: dict) -> SSLModel:
     encoder = make_encoder(config["frontend"], config["encoder"], config.get("stats"))
     objectives = {}
     if weights.get("masked_frames", 0.0):
-        objectives["masked_frames"] = MaskedFrames(encoder.dim, config["frontend"]["n_mels"], encoder.subsample,
+        objectives["masked_frames"] = MaskedFrames(getattr(encoder, "token_dim", encoder.dim),
+                                                   config["frontend"]["n_mels"], encoder.subsample,
                                                    **config["masked_frames"])
     if weights.get("time_shift", 0.0):
-        objectives["time_shift"] = TimeShift(encoder_pooled_dim(config["encoder"]), **config["time_shift"])
+        pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
+        objectives["time_shift"] = TimeShift(pooled, **config["time_shift"])
     if weights.get("joint", 0.0):
         from ssl_modal.core.joint import JointConfig, JointEmbedding
 
         views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
-        objectives["joint"] = JointEmbedding(JointConfig(**config.get("joint", {})),
-                                             encoder_pooled_dim(config["encoder"]), views, encoder=encoder)
+        pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
+        objectives["joint"] = JointEmbedding(JointConfig(**config.get("joint", {})), pooled, views, encoder=encoder)
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")
     return SSLModel(encoder, objectives, {k: weights[k] for k in objectives},

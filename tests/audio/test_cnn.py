@@ -48,6 +48,22 @@ def test_cnn_embedding_ignores_padding_and_orders_time(pooling):
     assert out.mask.sum().item() == ((4000 // 80 + 1) // 2 // 2) // 2
 
 
+def test_stacked_tokens_carry_the_conv_map_and_train_with_every_objective():
+    cfg = cnn_config("segments")
+    cfg["encoder"]["stack"] = True
+    cfg["weights"] = {"joint": 1.0, "masked_frames": 1.0, "time_shift": 0.5}
+    cfg["joint"] = {"method": "byol", "hidden": 32, "dim": 16}
+    cfg["views"] = [{"name": "crop"}]
+    model = build_audio_model(cfg)
+    rng = np.random.default_rng(0)
+    batch = audio_collate([(rng.standard_normal(int(n)) * 0.1).astype(np.float32) for n in (6000, 3000)])
+    out = model.encoder(dict(batch))
+    assert out.tokens.shape[-1] == 8 * (40 // 8) + 32 and out.pooled.shape[-1] == 3 * (40 + 32)
+    loss = model(dict(batch))["loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
 def test_unknown_encoder_kind_is_named():
     cfg = tiny_config()
     cfg["encoder"]["kind"] = "rnn"
