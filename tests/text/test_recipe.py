@@ -42,17 +42,18 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
     overrides = [f"train.output_dir={out}", "train.max_steps=12", "train.log_every=4", "train.progress=false",
                  "train.tensorboard=false", "train.monitor_every=0", "tokenizer.train_vocab_size=600",
                  "model.hidden_size=32", "model.num_layers=1", "model.intermediate_size=64",
-                 "data.max_train_examples=400", "eval.probe_train_examples=400", "eval.knn_k=5"]
+                 "data.max_train_examples=400",
+                 "eval.probe_train_examples=400", "eval.label_efficiency=100", "eval.knn_k=5"]
     assert recipe_module().main(["--config", YAML, "--demo", *overrides]) == 0
     printed = capsys.readouterr().out
-    for row in ("tf-idf + logreg", "random-init encoder", "mlm encoder"):
+    for row in ("tf-idf + logreg", "random-init encoder", "pretrained encoder"):
         assert row in printed
     for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "probe.json", "embeddings_test.parquet"):
         assert (out / name).is_file() and str(out / name) in printed, name
     assert (out / "tokenizer.json").is_file()  # the trained vocabulary, reused on resume
     probes = json.loads((out / "probe.json").read_text())["results"]
-    assert [r["name"] for r in probes] == ["tf-idf + logreg", "random-init encoder", "mlm encoder"]
-    assert all(r["n_train"] == 400 and r["n_test"] == 1000 for r in probes)
+    assert [r["name"] for r in probes] == ["tf-idf + logreg", "random-init encoder", "pretrained encoder"] * 2
+    assert [r["n_train"] for r in probes] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
     assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
     emb = pd.read_parquet(out / "embeddings_test.parquet")
     assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32
