@@ -39,8 +39,9 @@ def run(cfg: TextConfig) -> None:
     print(table)
     parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.endswith(("/loss", "/accuracy")))
     print(f"\nat step {result.step}: {parts}")
-    if "real_tokens_per_s" in last:
-        print(f"real (non-padding) tokens/s: {last['real_tokens_per_s']:,.0f}")
+    rates = [v for k, v in last.items() if k.endswith("real_tokens_per_s")]
+    if rates:
+        print(f"real (non-padding) tokens/s over the last log window: {rates[0]:,.0f}")
     print(f"time: pretraining {trained - start:.0f} s, probes {probed - trained:.0f} s, "
           f"total {time.perf_counter() - start:.0f} s")
     print("written:")

@@ -1,8 +1,8 @@
 """Sentence-level contrastive objectives for text: unsupervised SimCSE and span-crop pairs.
 
 Both encode two views of every text of the batch, pool each view to one vector per text (the encoder's
-pooling, mean or [CLS]) and apply the core InfoNCE over the batch: view b of the same text is the
-positive, the other texts' views are negatives.
+pooling, mean or [CLS]) and apply the core InfoNCE (`ssl_modal.core.joint.info_nce`, NT-Xent: each of the
+2N views picks its partner among the other 2N-1) over the batch.
 
 - `SimCSE` (Gao et al. 2021, unsupervised): the same tokens twice; the two dropout masks are the only
   noise. Needs dropout > 0 in the encoder. Works on packed batches too (pooling per text).
@@ -16,12 +16,11 @@ import torch
 from torch import Tensor
 
 from ssl_modal.core.contract import Objective
+from ssl_modal.core.joint import info_nce
 
 
 def _contrast(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """(loss, top-1 accuracy of finding b[i] for a[i] among all b)."""
-    from ssl_modal.core.joint import info_nce
-
     loss = info_nce(a.float(), b.float(), temperature)
     with torch.no_grad():
         a_n, b_n = torch.nn.functional.normalize(a.float(), dim=-1), torch.nn.functional.normalize(b.float(), dim=-1)
