@@ -103,6 +103,9 @@ class EvalConfig:
     knn_k: int = 20
     batch_size: int = 128
     baselines: bool = True                  # also TF-IDF + logistic regression and a random-init encoder
+    finetune_steps: int = 0                 # > 0: also fine-tune the pretrained encoder + a linear head (core
+    finetune_examples: int | None = 5000    #   finetune) on the first N training texts, for at most this many steps
+    finetune_learning_rate: float = 1e-3    # head learning rate; the encoder gets 0.1 x this
 
     def __post_init__(self) -> None:  # a single value (key=value override) means a one-item list
         if not isinstance(self.probe_train_examples, (list, tuple)):

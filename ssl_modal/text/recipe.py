@@ -141,7 +141,23 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
                                  test_idx=np.arange(n, n + len(test_idx)), k=cfg.eval.knn_k, seed=cfg.train.seed))
         for name, X in features:
             results.append(probe(X, labels, name=name, **split))
+    if cfg.eval.finetune_steps > 0:
+        results.append(finetune_row(cfg, model, full, test_part))
     return ProbeTable(results)
+
+
+def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus) -> ProbeResult:
+    """The pretrained encoder fine-tuned with a linear head (`ssl_modal.core.finetune`) on the first
+    `eval.finetune_examples` training texts, scored on the test file."""
+    from ssl_modal.core.finetune import finetune
+
+    n = len(full) if cfg.eval.finetune_examples is None else min(cfg.eval.finetune_examples, len(full))
+    log.info("fine-tuning on %s texts for at most %d steps", f"{n:,}", cfg.eval.finetune_steps)
+    return finetune(model, full.texts[:n], [str(y) for y in full.labels[:n]], model.collate,
+                    test_examples=test_part.texts, test_labels=[str(y) for y in test_part.labels],
+                    max_steps=cfg.eval.finetune_steps, batch_size=cfg.train.batch_size if not cfg.data.pack else 32,
+                    learning_rate=cfg.eval.finetune_learning_rate, seed=cfg.train.seed, k=cfg.eval.knn_k,
+                    name="pretrained encoder, fine-tuned")
 
 
 def plot_loss_curve(output_dir: str | Path, png_path: str | Path) -> Path:

@@ -36,7 +36,8 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
         load_config(TextConfig, YAML, ["mlm.probabilty=0.2"], demo=True)
 
 
-@pytest.mark.parametrize("extra", [[], ["data.pack=true", "objectives.simcse=0.5", "train.batch_size=4"]])
+@pytest.mark.parametrize("extra", [[], ["data.pack=true", "objectives.simcse=0.5", "train.batch_size=4",
+                                    "eval.finetune_steps=6", "eval.finetune_examples=200"]])
 def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
@@ -53,8 +54,9 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
         assert (out / name).is_file() and str(out / name) in printed, name
     assert (out / "tokenizer.json").is_file()  # the trained vocabulary, reused on resume
     probes = json.loads((out / "probe.json").read_text())["results"]
-    assert [r["name"] for r in probes] == ["tf-idf + logreg", "random-init encoder", "pretrained encoder"] * 2
-    assert [r["n_train"] for r in probes] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
+    names = ["tf-idf + logreg", "random-init encoder", "pretrained encoder"] * 2
+    assert [r["name"] for r in probes] == names + (["pretrained encoder, fine-tuned"] if extra else [])
+    assert [r["n_train"] for r in probes][:6] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
     assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
     emb = pd.read_parquet(out / "embeddings_test.parquet")
     assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32
