@@ -12,7 +12,7 @@ real AG News text, 15 % masking, AdamW. Variants, alternated in rounds (a, b, c,
   d  ssl_modal.Trainer over the same SSLModel (everything a real run does except progress bar/TensorBoard)
   e  as c, each batch padded only to its longest text (what the recipe's TextCollate does)
   p  as c on packed rows (data.pack: true): whole texts side by side in rows of 128 tokens, block-diagonal
-     attention and position resets; a row holds ~2.7 texts, so a step sees ~2.7x the real tokens
+     attention and position resets; a row holds ~2.9 texts (96 % real tokens), so a step sees ~2.9x the real tokens
 a-e see the same batches in the same order and (same seed, same draws) the same masks; p sees packed rows
 of the same corpus. `real tokens/s` counts non-padding tokens: the throughput that matters.
 Each sample times `--steps` optimizer steps after `--warmup` steps, between two marks taken at the
