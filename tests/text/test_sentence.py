@@ -64,3 +64,16 @@ def test_span_crop_refuses_packed_rows(small_tokenizer, sample_texts):
     enc = small_tokenizer(sample_texts[:8])
     with pytest.raises(ValueError, match="span_crop needs one text per row: set data.pack: false"):
         model(model.collate(pack_texts(enc["input_ids"], enc["special_tokens_mask"], 32)))
+
+
+def test_config_mistakes_name_the_key():
+    from ssl_modal.text import ModelConfig, ObjectivesConfig
+
+    with pytest.raises(ValueError, match="model.pooling: expected 'mean' or 'cls', found 'max'"):
+        ModelConfig(pooling="max")
+    with pytest.raises(ValueError, match="objectives: every weight is 0"):
+        ObjectivesConfig(mlm=0.0)
+    with pytest.raises(ValueError, match="objectives.crop_min/crop_max"):
+        ObjectivesConfig(crop_min=0.8, crop_max=0.5)
+    with pytest.raises(ValueError, match="objectives.simcse: expected a weight >= 0, found -1"):
+        ObjectivesConfig(simcse=-1)
