@@ -14,7 +14,8 @@ real AG News text, 15 % masking, AdamW. Variants, alternated in rounds (a, b, c,
   p  as c on packed rows (data.pack: true): whole texts side by side in rows of 128 tokens, block-diagonal
      attention and position resets; a row holds ~2.9 texts (96 % real tokens), so a step sees ~2.9x the real tokens
 a-e see the same batches in the same order and (same seed, same draws) the same masks; p sees packed rows
-of the same corpus. `real tokens/s` counts non-padding tokens: the throughput that matters.
+of the same corpus. `tokens/s` counts rows x 128 positions per second for every variant (e computes fewer);
+`real tokens/s` counts non-padding tokens: the throughput that matters, and what the p/c, p/e targets compare.
 Each sample times `--steps` optimizer steps after `--warmup` steps, between two marks taken at the
 same point of two steps `--steps` apart. Writes bench/results/mlm_throughput.json.
 """
