@@ -17,15 +17,26 @@ from .config import ConfigError, load_config
 
 T = TypeVar("T")
 
-# Mistakes a user can make in a recipe or its data: printed as one line, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError)
+# Mistakes a user can make in a recipe, its data or its paths: printed as one line, without a traceback.
+# OSError covers user-given paths that cannot be read or written (a folder under a file, no permission).
+USER_ERRORS = (ConfigError, CheckpointError, ValueError, KeyError, OSError)
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for a user error: OSErrors as '<path>: <reason>', KeyErrors without their quotes."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        other = f" -> {exc.filename2}" if exc.filename2 else ""
+        return f"{exc.filename}{other}: {exc.strerror}"
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
 
 
 def report_user_error(exc: BaseException) -> int:
     """Print `exc` as a one-line error (or re-raise under SSL_MODAL_DEBUG=1) and return exit code 2."""
     if os.environ.get("SSL_MODAL_DEBUG"):
         raise exc
-    print(f"error: {exc}\n(set SSL_MODAL_DEBUG=1 to see the traceback)", file=sys.stderr)
+    print(f"error: {user_message(exc)}\n(set SSL_MODAL_DEBUG=1 to see the traceback)", file=sys.stderr)
     return 2
 
 

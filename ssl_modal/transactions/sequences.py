@@ -126,6 +126,13 @@ def collate_sequences(items: list[dict], fields: dict[str, dict]) -> dict:
     if not items:
         raise ValueError("collate_sequences: empty batch")
     names = list(fields)
+    first = _event_fields(items[0]) if isinstance(items[0], dict) else {}
+    lacking = [n for n in names if n not in first]
+    if lacking:
+        keys = sorted(map(str, items[0])) if isinstance(items[0], dict) else f"a {type(items[0]).__name__}"
+        raise ValueError(f"a transactions model encodes client windows of its fields {names}, but the first item "
+                         f"lacks {lacking} (found {keys}); for a raw table use "
+                         "ssl_modal.transactions.client_embeddings(model, table) or `ssl-modal embed`")
     evs = [_event_fields(it) for it in items]
     lengths = np.array([len(ev[names[0]]) for ev in evs], dtype=np.int64)
     T = max(int(lengths.max()), 1)
