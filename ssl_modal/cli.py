@@ -248,8 +248,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e not in overrides or not hasattr(args, 'overrides'))}")
+    takes_overrides = hasattr(args, "overrides")
+    unknown = [e for e in extra if e not in overrides or not takes_overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if overrides:
         args.overrides = list(args.overrides) + overrides
     return args

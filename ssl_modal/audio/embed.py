@@ -4,6 +4,7 @@ One embedding per file: the duration-weighted mean of its windows (see `ssl_moda
 model's sample rate (other rates resampled, stereo down-mixed, both counted). Unusable files (missing,
 zero-length, undecodable) raise naming the manifest row, or with `on_error="skip"` are left out and counted.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,16 @@ from ssl_modal.data.readers import read_table
 WINDOW_SECONDS = 10.0
 
 
-def embed_input(model, path: str | Path, *, column: str | None = None, id_column: str | None = None,
-                on_error: str = "error", batch_size: int = 64, normalize: bool = False) -> EmbedInput:
+def embed_input(
+    model,
+    path: str | Path,
+    *,
+    column: str | None = None,
+    id_column: str | None = None,
+    on_error: str = "error",
+    batch_size: int = 64,
+    normalize: bool = False,
+) -> EmbedInput:
     check_on_error(on_error)
     path_column = column or "path"
     if id_column is not None:

@@ -20,7 +20,7 @@ def _rows(data, start: int, stop: int) -> list:
         return part.tolist() if getattr(part, "ndim", 2) == 1 else part.to_dict("records")
     if hasattr(data, "column_names") and hasattr(data, "select"):
         cols = data[start:stop]
-        return [dict(zip(cols, values)) for values in zip(*cols.values())]
+        return [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
     return [data[i] for i in range(start, stop)]
 
 

@@ -47,7 +47,11 @@ def recipe_main(run: Callable[[T], object], config_cls: type[T], default_config:
     parser.add_argument("--config", default=default_config, help="recipe YAML")
     parser.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. train.max_steps=100")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # flags and key=value overrides in any order
+    unknown = [e for e in extra if "=" not in e or e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         run(load_config(config_cls, args.config, args.overrides, demo=args.demo))

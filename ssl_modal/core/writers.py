@@ -7,12 +7,14 @@
 Layouts: Parquet = id columns + "embedding" (fixed-size list<float32>); .npy = an (N, D) float32 array;
 CSV = id columns + emb_000 ... emb_<D-1>; "dataset" = a folder written by `datasets.Dataset.save_to_disk`.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,16 +66,18 @@ def check_output_path(path: str | Path, fmt: str, create: bool = True) -> Path:
 
 def id_array(values, name: str = "id"):
     """Ids as one Arrow-friendly column keeping their dtype; a mix of types (1 and 'b') raises."""
-    series = values if isinstance(values, pd.Series) else pd.Series(list(values) if not hasattr(values, "dtype")
-                                                                    else values)
+    series = (
+        values if isinstance(values, pd.Series) else pd.Series(list(values) if not hasattr(values, "dtype") else values)
+    )
     kind = pd.api.types.infer_dtype(series, skipna=True)
     if kind in ("mixed", "mixed-integer"):
-        types = {}
+        types: dict[str, tuple[int, object]] = {}
         for i, v in enumerate(series.tolist()):
             types.setdefault(type(v).__name__, (i, v))
         shown = ", ".join(f"{t} (first at position {i}: {v!r})" for t, (i, v) in list(types.items())[:3])
-        raise ValueError(f"ids '{name}': expected one type for every id, found {shown}; "
-                         "convert them first (e.g. all to str)")
+        raise ValueError(
+            f"ids '{name}': expected one type for every id, found {shown}; convert them first (e.g. all to str)"
+        )
     return series.to_numpy()
 
 
@@ -84,11 +88,11 @@ class EmbeddingWriter:
         self.path, self.fmt, self.n = Path(path), fmt, n
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.part = self.path.with_name(f".{self.path.name}.part-{os.getpid()}.parquet")  # dataset staging
-        self._parquet = None
-        self._npy = None
+        self._parquet: Any = None  # pyarrow.parquet.ParquetWriter once the first chunk is written
+        self._npy: Any = None  # np.memmap once the first chunk is written
         self._rows = 0
 
-    def __enter__(self) -> "EmbeddingWriter":
+    def __enter__(self) -> EmbeddingWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -101,8 +105,9 @@ class EmbeddingWriter:
         emb = np.asarray(emb, dtype=np.float32)
         if self.fmt == "npy":
             if self._npy is None:
-                self._npy = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(self.n, emb.shape[1]))
-            self._npy[self._rows:self._rows + len(emb)] = emb
+                shape = (self.n, emb.shape[1])
+                self._npy = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=shape)
+            self._npy[self._rows : self._rows + len(emb)] = emb
         elif self.fmt == "csv":
             cols = {k: np.asarray(v) for k, v in ids.items()}
             cols.update({f"emb_{j:03d}": emb[:, j] for j in range(emb.shape[1])})

@@ -4,6 +4,7 @@ Each domain with its own input (audio manifests, video folders, transaction tabl
 has `ssl_modal.<domain>.embed.embed_input`; the ids written beside the embeddings keep the input's column
 names and dtypes, and rows are the 1-based data rows of the input file (the first row after the header is 1).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,7 +25,7 @@ class EmbedInput:
 
     data: Any = None
     ids: dict[str, Any] = field(default_factory=dict)
-    note: str = ""                        # skipped rows, conversions: printed by the CLI
+    note: str = ""  # skipped rows, conversions: printed by the CLI
     embeddings: np.ndarray | None = None  # set when the domain computed them itself (per file, per client)
 
 
@@ -40,8 +41,9 @@ def require_column(frame: pd.DataFrame, column: str, path, option: str) -> None:
     found = [str(c) for c in frame.columns]
     close = difflib.get_close_matches(str(column), found, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise DataValidationError(f"{path}: {option} '{column}' is not a column (found columns: "
-                              f"{', '.join(found) or 'none'}){hint}")
+    raise DataValidationError(
+        f"{path}: {option} '{column}' is not a column (found columns: {', '.join(found) or 'none'}){hint}"
+    )
 
 
 def id_columns(frame: pd.DataFrame, id_column: str | None, path, keep: np.ndarray | None = None) -> dict:
@@ -54,8 +56,10 @@ def id_columns(frame: pd.DataFrame, id_column: str | None, path, keep: np.ndarra
     missing = values.isna().to_numpy()
     if missing.any():
         rows = (keep[missing] + 1)[:5].tolist()
-        raise DataValidationError(f"{path}: --id-column '{id_column}': expected an id in every row, found "
-                                  f"{int(missing.sum())} empty value(s) (data rows {rows})")
+        raise DataValidationError(
+            f"{path}: --id-column '{id_column}': expected an id in every row, found "
+            f"{int(missing.sum())} empty value(s) (data rows {rows})"
+        )
     return {str(id_column): values}
 
 

@@ -224,5 +224,5 @@ def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress
         from ssl_modal.transactions.parsing import as_text
 
         values = pd.Series(raw[pre.config.columns.client_id].dropna().unique())
-        out[CLIENT_ID] = out[CLIENT_ID].map(dict(zip(as_text(values), values))).astype(values.dtype)
+        out[CLIENT_ID] = out[CLIENT_ID].map(dict(zip(as_text(values), values, strict=True))).astype(values.dtype)
     return out

@@ -4,6 +4,7 @@ Input: a video file, a frame folder, a folder of videos (files that are not vide
 a glob pattern or a .jsonl manifest. Unreadable videos raise naming the file, or with `on_error="skip"` are
 left out and counted. Frames are resized to the model's training size (data.size; default 128 x 224).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,17 +30,29 @@ def folder_videos(folder: Path) -> tuple[list[str], list[str]]:
     chosen = sorted(videos + subfolders)
     ignored = [p.name for p in entries if p not in chosen and not p.name.startswith(".")]
     if not chosen:
-        raise FileNotFoundError(f"{folder}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or frame folders "
-                                f"found{' (found only: ' + ', '.join(ignored[:5]) + ')' if ignored else ''}")
+        raise FileNotFoundError(
+            f"{folder}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or frame folders "
+            f"found{' (found only: ' + ', '.join(ignored[:5]) + ')' if ignored else ''}"
+        )
     return [str(p) for p in chosen], ignored
 
 
-def embed_input(model, path: str | Path, *, column: str | None = None, id_column: str | None = None,
-                on_error: str = "error", batch_size: int = 16, normalize: bool = False) -> EmbedInput:
+def embed_input(
+    model,
+    path: str | Path,
+    *,
+    column: str | None = None,
+    id_column: str | None = None,
+    on_error: str = "error",
+    batch_size: int = 16,
+    normalize: bool = False,
+) -> EmbedInput:
     check_on_error(on_error)
     if column is not None or id_column is not None:
-        raise ValueError("--column / --id-column: a video model embeds whole videos (one row per video, named by "
-                         "its path); drop them")
+        raise ValueError(
+            "--column / --id-column: a video model embeds whole videos (one row per video, named by "
+            "its path); drop them"
+        )
     source, ignored = Path(path), []
     if source.is_dir():
         paths, ignored = folder_videos(source)
@@ -56,7 +69,6 @@ def embed_input(model, path: str | Path, *, column: str | None = None, id_column
     out = np.stack([emb[[i for i, n in enumerate(names) if n == name]].mean(0) for name in order])
     if normalize:
         out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    ids = {"path": order, "frames": [len(report.videos[n]) for n in order],
-           "windows": [names.count(n) for n in order]}
+    ids = {"path": order, "frames": [len(report.videos[n]) for n in order], "windows": [names.count(n) for n in order]}
     note = str(report) + (f"; ignored {len(ignored)} non-video entries ({', '.join(ignored[:5])})" if ignored else "")
     return EmbedInput(ids=ids, embeddings=out.astype(np.float32), note=note)
