@@ -25,17 +25,17 @@ def embed_input(
         raise CorpusError(f"{path}: no data rows")
     require_column(frame, column, path, "--column" if column != key else "text column (--column)")
     values = frame[column]
+    raw = values.tolist()
     not_text = [
         i
-        for i, v in enumerate(values.tolist())
+        for i, v in enumerate(raw)
         if not isinstance(v, str) and v is not None and not (isinstance(v, float) and np.isnan(v))
     ]
     if not_text:
         i = not_text[0]
         raise CorpusError(
-            f"{path}: column '{column}': expected text, found {type(values.iloc[i]).__name__} "
-            f"values ({len(not_text)} rows; first: data row {i + 1}: {values.iloc[i]!r}); "
-            f"pick the text column with --column"
+            f"{path}: column '{column}': expected text, found {type(raw[i]).__name__} values "
+            f"({len(not_text)} rows; first: data row {i + 1}: {raw[i]!r}); pick the text column with --column"
         )
     empty = empty_rows(values)
     note = ""
