@@ -6,9 +6,9 @@ the one-line message (a regex) and that nothing was left at the output path or b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd

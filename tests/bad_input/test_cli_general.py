@@ -76,7 +76,8 @@ CASES = [
     Case("train-recipe-missing", lambda tmp: ["train", str(tmp / "r.yaml"), "--demo"], 2, r"r\.yaml", output=None),
     Case("train-output-dir-under-a-file", lambda tmp: write_csv(tmp / "f", "x") and write_csv(
         tmp / "r.yaml", f"domain: vectors\nmodel: {{dim: 3}}\ndata: {{file: {vectors_table(tmp / 't.csv')}}}\n"
-        f"train: {{output_dir: {tmp / 'f' / 'run'}, max_steps: 1, batch_size: 2, progress: false, tensorboard: false}}\n") and
+        f"train: {{output_dir: {tmp / 'f' / 'run'}, max_steps: 1, batch_size: 2, progress: false, "
+        "tensorboard: false}\n") and
         ["train", str(tmp / "r.yaml")], 2, r"Not a directory|is a file|File exists", output=None),
     Case("csv-output-works", embed("vectors", "t.csv", "--id-column", "key"), 0, r"wrote 6 embeddings to .*emb\.csv",
          output="emb.csv"),
