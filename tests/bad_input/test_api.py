@@ -103,3 +103,16 @@ def test_validate_works_from_the_built_wheel(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stderr.startswith(str(site / "ssl_modal" / "cli.py")), run.stderr  # not the repository's copy
     assert "OK:" in run.stdout and "matches schema 'transactions' (4848 rows)" in run.stdout
+
+
+def test_missing_tensorboard_is_said_once(tmp_path, monkeypatch, caplog):
+    from ssl_modal.core import monitors
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    monkeypatch.setattr(monitors, "_warned", set())
+    with caplog.at_level("WARNING", logger="ssl_modal"):
+        for name in ("a", "b"):
+            monitors.MetricsSink(tmp_path / name, tensorboard=True).close()
+    said = [r.message for r in caplog.records if "TensorBoard is not installed" in r.message]
+    assert len(said) == 1 and "ssl-modal[tensorboard]" in said[0]
+    assert (tmp_path / "a" / "metrics.jsonl").exists()
