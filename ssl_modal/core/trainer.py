@@ -250,7 +250,8 @@ class Trainer:
                 ckpt_io.atomic_save(state, path)
                 ckpt_io.prune_checkpoints(ckpt_dir, c.keep_last)
                 if final:
-                    ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(c), step=step), out_dir / "model.pt")
+                    final_state = ckpt_io.make_checkpoint(model, train_config=to_dict(c), step=step)
+                    ckpt_io.atomic_save(final_state, out_dir / "model.pt")
             barrier(info)
             return path
 
@@ -333,7 +334,8 @@ class Trainer:
             sink.close()
         if not interrupted and info.is_main and not (out_dir / "model.pt").exists():
             # a run that had already reached max_steps but died before writing model.pt
-            ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(c), step=step), out_dir / "model.pt")
+            final_state = ckpt_io.make_checkpoint(model, train_config=to_dict(c), step=step)
+            ckpt_io.atomic_save(final_state, out_dir / "model.pt")
         final = out_dir / "model.pt" if not interrupted else last_ckpt
         return TrainResult(step=step, output_dir=out_dir, checkpoint=final, history=history, interrupted=interrupted)
 

@@ -202,13 +202,14 @@ def csv_separator(path: Path, gz: bool, default: str) -> str:
     return default
 
 
-def read_frame(path: str | Path, *, as_text: bool = False) -> tuple[pd.DataFrame, np.ndarray, list, str]:
+def read_frame(path: str | Path, *, as_text: bool = False) -> tuple[pd.DataFrame, np.ndarray | None, list, str]:
     """The reader behind read_table and validate: (frame, line per row or None, parse problems, format).
 
     Parse problems are (line, message) pairs for malformed CSV/JSONL lines that were skipped.
     `as_text=True` keeps CSV fields as strings ("" for empty) so validation sees what the user wrote.
     """
     path, fmt, gz = check_file(path)
+    lines: np.ndarray | None
     if fmt in ("csv", "tsv"):
         df, lines, problems = _csv_frame(path, csv_separator(path, gz, "," if fmt == "csv" else "\t"), as_text)
         return df, lines, problems, fmt

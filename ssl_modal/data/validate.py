@@ -17,8 +17,7 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 
-from .readers import (DataValidationError, check_file, read_frame, read_json_document,
-                      read_jsonl_records)
+from .readers import DataValidationError, check_file, read_frame, read_json_document, read_jsonl_records
 from .report import Problem, ValidationReport, show_value
 from .schema import Schema, SchemaError, check_table, load_schema
 
