@@ -10,7 +10,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config

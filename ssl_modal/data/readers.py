@@ -16,8 +16,8 @@ import gzip
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

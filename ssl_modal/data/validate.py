@@ -49,15 +49,15 @@ def _check_manifest(report: ValidationReport, schema: Schema, file: str | Path) 
     for i, record in enumerate(records):
         for err in validator.iter_errors(record):
             row = None if single else i + 1
-            line = int(lines[i]) if lines is not None else None
+            at_line = int(lines[i]) if lines is not None else None
             column = str(err.absolute_path[0]) if err.absolute_path else None
             found = (f"keys {sorted(err.instance)}" if err.validator == "required" and isinstance(err.instance, dict)
                      else show_value(err.instance))
             expected = f"{err.validator} {show_value(err.validator_value)}"
-            where = Problem(row=row, line=line, path=err.json_path).where() or "$"
+            where = Problem(row=row, line=at_line, path=err.json_path).where() or "$"
             message = f"{where}: {err.message}"
             report.add("json_schema", message, column=column, expected=expected, found=found,
-                       row=row, line=line, path=err.json_path)
+                       row=row, line=at_line, path=err.json_path)
 
 
 def _apply_mapping(report: ValidationReport, schema: Schema, df: pd.DataFrame, mapping: dict) -> pd.DataFrame:

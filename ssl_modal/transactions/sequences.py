@@ -38,7 +38,7 @@ def _list(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
 
 def build_windows(client_of: np.ndarray, lengths: np.ndarray, tx: np.ndarray, times: np.ndarray,
                   columns: dict[str, np.ndarray], fields: dict, max_length: int, stride: int,
-                  report: dict) -> "SequenceSet":
+                  report: dict) -> SequenceSet:
     """Cut client histories (rows sorted by client, then time; `lengths` per client) into windows."""
     client, start, length = window_bounds(lengths, max_length, stride)
     first = np.cumsum(lengths) - lengths

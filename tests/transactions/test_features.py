@@ -1,5 +1,4 @@
 """features / client_embeddings / MCC export on a briefly trained model, and `ssl-modal features`."""
-import numpy as np
 import pandas as pd
 import pytest
 import torch
