@@ -111,3 +111,38 @@ def test_approximate_edges_are_close(spark):
     approx = fit_spark(TransactionPreprocessor(config), read_spark_table(spark, path), approx=True)
     got = np.array(approx.state_dict()["amount_edges"])
     assert len(got) == len(exact) and np.max(np.abs(got - exact)) < 0.05  # signed-log1p units
+
+
+@pytest.mark.slow
+def test_spark_scoring_returns_every_row_once_with_the_single_machine_values(spark, tmp_path):
+    from ssl_modal.core.config import from_dict
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.config import TransactionsConfig
+    from ssl_modal.transactions.features import client_embeddings, features
+    from ssl_modal.transactions.spark_score import score_spark, write_scores
+    from ssl_modal.transactions.shards import train_from_shards, write_shards_pandas
+
+    from .tables import COLUMNS, raw_table
+
+    table = raw_table(clients=10, per_client=30)
+    table.loc[5, "client"] = None  # a dropped row still comes back (scored=False)
+    pre = TransactionPreprocessor(PreprocessConfig(ColumnMapping(**COLUMNS), max_length=16))
+    write_shards_pandas(pre, table, tmp_path / "shards", partitions=2)
+    cfg = from_dict(TransactionsConfig, {"data": {"shards": str(tmp_path / "shards")},
+                                         "encoder": {"hidden": 16, "mcc_dim": 4, "cat_dim": 4, "num_dim": 4},
+                                         "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3,
+                                                   "batch_size": 4, "progress": False, "tensorboard": False}})
+    train_from_shards(cfg)
+    model = load_model(tmp_path / "run")
+    df = spark.createDataFrame(table)
+    write_scores(tmp_path / "run", df, tmp_path / "scores", partitions=3)
+    got = pq.read_table(tmp_path / "scores").to_pandas().set_index("transaction_id").sort_index()
+    assert len(got) == len(table) and got.index.is_unique and set(got.index) == set(table["tx"])
+    assert int((~got["scored"]).sum()) == 1 and not got.loc["t000_005", "scored"]
+    want = features(model, table, progress=False).set_index("transaction_id").sort_index()
+    np.testing.assert_allclose(got["surprise_total"].to_numpy(np.float64), want["surprise_total"].to_numpy(np.float64),
+                               rtol=1e-4, atol=1e-5)
+    clients = score_spark(tmp_path / "run", df, kind="clients", partitions=3).toPandas().set_index("client_id")
+    ref = client_embeddings(model, table).set_index("client_id")
+    assert sorted(clients.index) == sorted(ref.index) and len(clients) == 10
+    np.testing.assert_allclose(clients.loc[ref.index, "emb_000"], ref["emb_000"], rtol=1e-4, atol=1e-5)
