@@ -90,81 +90,121 @@ def _user_error(exc: Exception) -> Exception:
 
 
 # ---------------------------------------------------------------------------------------------- fitting
-def _parse_batches(cols, source: str, numeric: list[str]):
+def _parse_batches(cols, source: str, per_row: bool):
+    """Parse each Arrow batch with the pandas engine's parsers. per_row: one output row per input row (for
+    percentile_approx); else the batch's distinct amounts with their counts (a partial histogram)."""
     def parse(batches):
         for batch in batches:
             frame = batch.to_pandas()
             time, kind = parse_time(frame, cols.time_columns, cols.time_format, source)
-            out = {"amount": parse_amount(frame[cols.amount], cols.amount_format, cols.amount, source),
-                   "time_of_day": np.mod(time, 86400.0) != 0, "time_kind": np.full(len(frame), kind, object)}
-            for i, c in enumerate(numeric):
-                out[f"num{i}"] = parse_amount(frame[c], None, c, source, role="numeric", allow_missing=True)
-            yield pa.RecordBatch.from_pydict(out)
+            amount = parse_amount(frame[cols.amount], cols.amount_format, cols.amount, source)
+            if per_row:
+                values, counts = amount, np.ones(len(amount), np.int64)
+            else:
+                values, counts = np.unique(amount, return_counts=True)
+            tod = bool(np.any(np.mod(time, 86400.0)))
+            yield pa.RecordBatch.from_pydict({"amount": values, "n": counts.astype(np.int64),
+                                              "tod": np.full(len(values), tod), "kind": [kind] * len(values)})
     return parse
 
 
-def _sums(column: str, mean: float | None):
-    """Per batch: exact sum of the finite values (or of their squared deviations from `mean`) as text."""
+def _sums(cols, source: str, means: list | None):
+    """Per batch and numeric column: exact sum of the finite values (or of their squared deviations from the
+    column's mean), as text."""
     def run(batches):
         for batch in batches:
-            v = batch.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-            v = v[np.isfinite(v)]
-            s = exact_sum(v if mean is None else squared_deviations(v, mean))
-            yield pa.RecordBatch.from_pydict({"n": [len(v)], "num": [str(s.numerator)], "den": [str(s.denominator)]})
+            frame = batch.to_pandas()
+            out = {"i": [], "n": [], "num": [], "den": []}
+            for i, c in enumerate(cols.numeric):
+                v = parse_amount(frame[c], None, c, source, role="numeric", allow_missing=True)
+                v = v[np.isfinite(v)]
+                s = exact_sum(v if means is None else squared_deviations(v, means[i]))
+                for key, value in zip(out, (i, len(v), str(s.numerator), str(s.denominator))):
+                    out[key].append(value)
+            yield pa.RecordBatch.from_pydict(out)
     return run
 
 
-def _total(frame) -> tuple[int, Fraction]:
-    rows = frame.collect()
-    return sum(r["n"] for r in rows), sum((Fraction(int(r["num"]), int(r["den"])) for r in rows), Fraction(0))
+def _totals(frame, k: int) -> list[tuple[int, Fraction]]:
+    out = [(0, Fraction(0))] * k
+    for r in frame.collect():
+        n, s = out[r["i"]]
+        out[r["i"]] = (n + r["n"], s + Fraction(int(r["num"]), int(r["den"])))
+    return out
+
+
+def _value_counts(df, columns: list[str]) -> list[tuple[pd.Series, np.ndarray]]:
+    """(distinct values, counts) of several columns in one Spark job (GROUPING SETS)."""
+    import pyarrow.compute as pc
+
+    names = ", ".join(f"`{c}`" for c in columns)
+    sets = ", ".join(f"(`{c}`)" for c in columns)
+    view = f"ssl_modal_counts_{os.getpid()}_{abs(hash(tuple(columns))) % 10**9}"
+    df.select(*columns).createOrReplaceTempView(view)
+    try:
+        rows = df.sparkSession.sql(f"SELECT {names}, grouping_id() AS g, count(*) AS count FROM {view} "
+                                   f"GROUP BY GROUPING SETS ({sets})").toArrow()
+    finally:
+        df.sparkSession.catalog.dropTempView(view)
+    full, out = (1 << len(columns)) - 1, []
+    for i, c in enumerate(columns):
+        part = rows.filter(pc.equal(rows.column("g"), full ^ (1 << (len(columns) - 1 - i))))
+        out.append((part.column(c).to_pandas(), part.column("count").to_numpy().astype(np.int64)))
+    return out
 
 
 def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accuracy: int = 10000,
               source: str = "table") -> TransactionPreprocessor:
     """Fit `pre` on a Spark DataFrame by Spark aggregations; the state equals `pre.fit(df.toPandas())`'s
-    (with approx=True the amount bin edges come from percentile_approx at `accuracy`)."""
-    from pyspark import StorageLevel
+    (with approx=True the amount bin edges come from percentile_approx at `accuracy`). Spark jobs: one for
+    amounts and times, one for all vocabularies, two more when there are numeric columns."""
     from pyspark.sql import functions as F
 
     cfg, cols = pre.config, pre.config.columns
     cols.check(pd.DataFrame(columns=df.columns), source)
-    numeric = list(cols.numeric)
-    schema = "amount double, time_of_day boolean, time_kind string" + "".join(f", num{i} double"
-                                                                             for i in range(len(numeric)))
-    parsed = df.select(*cols.required()).mapInArrow(_parse_batches(cols, source, numeric), schema)
-    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    schema = "amount double, n long, tod boolean, kind string"
+    parsed = df.select(*cols.required()).mapInArrow(_parse_batches(cols, source, approx), schema)
     try:
-        try:
-            head = parsed.agg(F.count("*").alias("n"), F.max("time_of_day").alias("tod"),
-                              F.collect_set("time_kind").alias("kinds")).collect()[0]
-        except Exception as exc:
-            raise _user_error(exc) from None
-        n = int(head["n"])
-        if n == 0:
-            raise DataValidationError(f"{source}: empty table (0 rows; columns: {df.columns}); expected at least "
-                                      "one transaction")
-        if len(head["kinds"]) != 1:
-            raise DataValidationError(f"{source}: event times parse as {sorted(head['kinds'])} in different parts")
         if approx:
-            edges = _approx_edges(parsed, n, cfg.amount_bins, accuracy)
+            head = parsed.agg(F.count("*").alias("n"), F.max("tod").alias("tod"),
+                              F.collect_set("kind").alias("kinds")).collect()[0]
+            hist = None
         else:
-            hist = parsed.groupBy("amount").count().orderBy("amount").toPandas()
-            values, cum = hist["amount"].to_numpy(np.float64), np.cumsum(hist["count"].to_numpy(np.int64))
-            edges = amount_edges(n, cfg.amount_bins, lambda r: values[np.searchsorted(cum, r, side="right")])
-        stats = {}
-        for i, c in enumerate(numeric):
-            count, total = _total(parsed.select(f"num{i}").mapInArrow(_sums(f"num{i}", None), "n long, num string, den string"))
-            mean = float(total / count) if count else 0.0
-            _, sq = _total(parsed.select(f"num{i}").mapInArrow(_sums(f"num{i}", mean), "n long, num string, den string"))
+            hist = parsed.groupBy("amount").agg(F.sum("n").alias("n"), F.max("tod").alias("tod"),
+                                                F.collect_set("kind").alias("kinds")).toPandas()
+    except Exception as exc:
+        raise _user_error(exc) from None
+    if hist is not None:
+        hist = hist.sort_values("amount", kind="stable")
+        head = {"n": int(hist["n"].sum()), "tod": bool(hist["tod"].any()),
+                "kinds": sorted({k for ks in hist["kinds"] for k in ks})}
+    n = int(head["n"])
+    if n == 0:
+        raise DataValidationError(f"{source}: empty table (0 rows; columns: {df.columns}); expected at least "
+                                  "one transaction")
+    if len(head["kinds"]) != 1:
+        raise DataValidationError(f"{source}: event times parse as {sorted(head['kinds'])} in different parts")
+    if approx:
+        edges = _approx_edges(df.select(*cols.required()).mapInArrow(_parse_batches(cols, source, True), schema),
+                              n, cfg.amount_bins, accuracy)
+    else:
+        values, cum = hist["amount"].to_numpy(np.float64), np.cumsum(hist["n"].to_numpy(np.int64))
+        edges = amount_edges(n, cfg.amount_bins, lambda r: values[np.searchsorted(cum, r, side="right")])
+    stats = {}
+    if cols.numeric:
+        sums_schema = "i int, n long, num string, den string"
+        first = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, None), sums_schema), len(cols.numeric))
+        means = [float(total / count) if count else 0.0 for count, total in first]
+        second = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, means), sums_schema),
+                         len(cols.numeric))
+        for c, (count, total), (_, sq) in zip(cols.numeric, first, second):
             stats[c] = numeric_stats(np.zeros(0), sums=(count, total, sq))
-    finally:
-        parsed.unpersist()
     vocabs = {}
-    for name, column in [("mcc", cols.mcc)] + [(c, c) for c in cols.categorical]:
-        counts = df.groupBy(column).count().toPandas()
-        codes, text = factorize_text(counts[column])
+    names = ["mcc", *cols.categorical]
+    for name, (values, counts) in zip(names, _value_counts(df, [cols.mcc, *cols.categorical])):
+        codes, text = factorize_text(values)
         per_text = np.zeros(len(text), np.int64)
-        np.add.at(per_text, codes[codes >= 0], counts["count"].to_numpy(np.int64)[codes >= 0])
+        np.add.at(per_text, codes[codes >= 0], counts[codes >= 0])
         vocabs[name] = vocabulary_from_counts(text, per_text, cfg.min_frequency)
     pre._finish_fit(vocabs, edges, stats, head["kinds"][0], bool(head["tod"]))
     return pre
