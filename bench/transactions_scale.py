@@ -64,10 +64,15 @@ def config(max_length: int = 256):
     return PreprocessConfig(columns=ColumnMapping(**COLUMNS), amount_bins=32, max_length=max_length)
 
 
-def child(stage: str, size: str, partitions: int, steps: int) -> dict:
+def child(stage: str, size: str, partitions: int, steps: int, approx: bool = False) -> dict:
     from ssl_modal.transactions.preprocess import TransactionPreprocessor
 
-    table, shards = ensure_tables(size), TMP / f"shards_{size}_{stage if stage != 'stream' else 'spark'}"
+    table, shards = ensure_tables(size), TMP / f"shards_{size}_{stage}"
+    if stage == "stream":  # the Spark stage's shards, else the pandas stage's
+        shards = next((p for p in (TMP / f"shards_{size}_spark", TMP / f"shards_{size}_pandas")
+                       if (p / "preprocessor.json").exists()), None)
+        if shards is None:
+            raise SystemExit(f"no shards for {size}: run --stage spark or --stage pandas first")
     times: dict = {}
     t0 = time.perf_counter()
     if stage == "pandas":
@@ -97,6 +102,15 @@ def child(stage: str, size: str, partitions: int, steps: int) -> dict:
         t1 = time.perf_counter()
         report = transform_spark(pre, df, shards, partitions=partitions, source=str(table))
         times["transform_write"] = time.perf_counter() - t1
+        if approx:  # percentile_approx edges against the exact ones (signed-log1p units)
+            import numpy as np
+
+            t1 = time.perf_counter()
+            rough = fit_spark(TransactionPreprocessor(config()), df, approx=True, source=str(table))
+            times["fit_approx"] = time.perf_counter() - t1
+            a, b = np.array(rough.state_dict()["amount_edges"]), np.array(pre.state_dict()["amount_edges"])
+            report["approx_edges"] = {"n_exact": len(b), "n_approx": len(a), "max_abs_diff": float(
+                np.max(np.abs(a - b))) if len(a) == len(b) else None}
         spark.stop()
     else:
         import torch
@@ -115,13 +129,14 @@ def child(stage: str, size: str, partitions: int, steps: int) -> dict:
                       "checkpoint_every": steps, "progress": False, "tensorboard": False, "monitor_every": 0}})
         result = train_from_shards(cfg)
         times["train"] = time.perf_counter() - t0
-        report = {"rows_in": None, "steps": result.step, "windows": None,
+        report = {"rows_in": None, "steps": result.step, "windows": None, "shards": str(shards),
                   "examples_per_s": [r["examples_per_s"] for r in result.history if "examples_per_s" in r]}
     times["total"] = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"times_s": {k: round(v, 2) for k, v in times.items()}, "driver_ru_maxrss_mb": round(peak),
             "rows": report.get("rows_in"), "windows": report.get("windows"), "report": {
-                k: report[k] for k in ("clients", "events", "steps", "examples_per_s") if k in report}}
+                k: report[k] for k in ("clients", "events", "steps", "examples_per_s", "shards", "approx_edges")
+                if k in report}}
 
 
 def _tree_rss(root: int) -> dict:
@@ -155,9 +170,9 @@ def _tree_rss(root: int) -> dict:
     return out
 
 
-def measure(stage: str, size: str, partitions: int, steps: int) -> dict:
+def measure(stage: str, size: str, partitions: int, steps: int, approx: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", "--stage", stage, "--rows", size, "--partitions", str(partitions),
-           "--steps", str(steps)]
+           "--steps", str(steps)] + (["--approx"] if approx else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     peaks = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "workers_max_one": 0.0}
@@ -184,15 +199,16 @@ def main(argv=None) -> None:
     ap.add_argument("--partitions", type=int, default=0, help="client buckets / shards (default 4 per 10^6 rows)")
     ap.add_argument("--steps", type=int, default=60, help="stream: training steps")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "transactions_scale.json")
+    ap.add_argument("--approx", action="store_true", help="spark: also fit with percentile_approx, compare edges")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     partitions = args.partitions or 4 * SIZES[args.rows]
     if args.child:
-        print(json.dumps(child(args.stage, args.rows, partitions, args.steps)))
+        print(json.dumps(child(args.stage, args.rows, partitions, args.steps, args.approx)))
         return
     ensure_tables(args.rows)
     load_before = load_average()
-    result = measure(args.stage, args.rows, partitions, args.steps)
+    result = measure(args.stage, args.rows, partitions, args.steps, args.approx)
     result.update(load_before=load_before, load_after=load_average(), partitions=partitions)
     if result.get("rows"):
         result["rows_per_s"] = round(result["rows"] / result["times_s"]["total"])

@@ -240,14 +240,14 @@ def _with_row_numbers(df):
     from pyspark.sql import functions as F
 
     mid = df.withColumn(ROW, F.monotonically_increasing_id())
-    parts = mid.select((F.col(ROW) / 2**33).cast("long").alias("p")).groupBy("p").count().orderBy("p").collect()
+    parts = mid.select(F.shiftright(ROW, 33).alias("p")).groupBy("p").count().orderBy("p").collect()
     offsets, total = [], 0
     for r in parts:
         offsets += [F.lit(int(r["p"])), F.lit(total)]
         total += int(r["count"])
     if not offsets:
         return mid
-    part, local = (F.col(ROW) / 2**33).cast("long"), F.col(ROW).bitwiseAND(2**33 - 1)
+    part, local = F.shiftright(ROW, 33), F.col(ROW).bitwiseAND(2**33 - 1)
     return mid.withColumn(ROW, F.element_at(F.create_map(*offsets), part) + local)
 
 

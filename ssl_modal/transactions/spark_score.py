@@ -42,9 +42,13 @@ def _scorer(broadcast, digest: str, kind: str, arrow_schema: pa.Schema, options:
         from ssl_modal.transactions.features import client_embeddings, features
 
         model = _model(broadcast.value, digest)
-        frame = table.to_pandas().sort_values(ROW, kind="stable").drop(columns=[ROW, BUCKET]).reset_index(drop=True)
+        frame = table.to_pandas().sort_values(ROW, kind="stable").reset_index(drop=True)
+        rows = frame[ROW].to_numpy()
+        frame = frame.drop(columns=[ROW, BUCKET])
         if kind == "features":
-            out = features(model, frame, progress=False, **options)
+            out = features(model, frame, progress=False, **options)  # one row per input row, input order
+            if model.preprocessor.config.columns.transaction_id is None:
+                out["transaction_id"] = rows  # the row number in the whole DataFrame, not in this bucket
         else:
             out = client_embeddings(model, frame, **options)
         out = pa.Table.from_pandas(out, preserve_index=False)
