@@ -135,6 +135,9 @@ class Trainer:
     def _batches(self, data, collate, info: DistInfo, epoch: int, start_batch: int):
         """Yield (epoch, index_in_epoch, batch) forever, starting at a saved position."""
         c = self.config
+        if hasattr(data, "stream_batches"):  # streaming shards (core/streaming.py) keep their own position
+            yield from data.stream_batches(collate, c.batch_size, info, epoch, start_batch, c.seed)
+            return
         per_epoch = ShardedEpochSampler.batches_per_epoch(len(data), c.batch_size, info.world_size)
         while True:
             if start_batch >= per_epoch:
@@ -170,7 +173,9 @@ class Trainer:
         device_type = "cuda" if (c.device == "auto" and torch.cuda.is_available()) or c.device.startswith("cuda") else "cpu"
         info = init_distributed(device_type)
         device = _resolve_device(c.device, info)
-        per_epoch = ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size)
+        per_epoch = (train_data.batches_per_epoch(c.batch_size, info.world_size)
+                     if hasattr(train_data, "batches_per_epoch") else
+                     ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size))
         if per_epoch == 0:
             raise ValueError(
                 f"train_data has {len(train_data)} examples, fewer than one batch "
