@@ -15,10 +15,11 @@ import torch
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.trainer import Trainer, TrainResult
 from ssl_modal.video.config import VideoConfig
-from ssl_modal.video.data import ClipDataset, ClipWindows, fit_centres, load_videos
+from ssl_modal.video.data import ClipDataset, ClipWindows, WalkClips, fit_centres, load_images, load_videos
 from ssl_modal.video.davis import list_sequences, load_sequence, sequence_scores
 from ssl_modal.video.model import build_video_model
-from ssl_modal.video.propagate import copy_first_frame, encoder_features, lab_patch_features, propagate
+from ssl_modal.video.config import PropagationConfig
+from ssl_modal.video.propagate import copy_first_frame, encoder_features, lab_pooled_features, propagate
 from ssl_modal.video.report import TrackingTable, save_overlay
 
 Config = VideoConfig
@@ -30,12 +31,21 @@ def model_config(cfg: VideoConfig, centres: list | None) -> dict:
     color = dataclasses.asdict(cfg.colorization)
     color["centres"] = centres
     return {"encoder": dataclasses.asdict(cfg.encoder), "colorization": color,
-            "frame_order": dataclasses.asdict(cfg.frame_order)}
+            "frame_order": dataclasses.asdict(cfg.frame_order), "walk": dataclasses.asdict(cfg.walk)}
 
 
 def training_data(cfg: VideoConfig, patterns: list[str] | None = None):
-    """(report of decoded videos, ClipDataset) for the train (or given) videos."""
+    """(report of decoded videos, dataset) for the train (or given) videos: random-walk clips (+ still images)
+    when walk.weight > 0, else colorization (+ frame-order) clips."""
     report = load_videos(patterns or cfg.data.train_videos, cfg.data.size, cfg.data.on_error)
+    if cfg.walk.weight:
+        if cfg.colorization.weight or cfg.frame_order.weight:
+            raise ValueError("walk.weight > 0 trains on random-walk clips: set colorization.weight and "
+                             "frame_order.weight to 0 (one clip sampler per run)")
+        images = load_images(cfg.data.train_images, cfg.data.size) if cfg.data.train_images else []
+        return report, WalkClips(report.videos, images, cfg.walk)
+    if cfg.data.train_images:
+        raise ValueError("data.train_images is used by the random walk only; set walk.weight > 0 or drop it")
     order = cfg.frame_order if cfg.frame_order.weight else None
     return report, ClipDataset(report.videos, cfg.colorization, order)
 
@@ -56,18 +66,25 @@ def random_init_like(model, seed: int):
     return build_video_model(model.spec.config).eval()
 
 
-def evaluate_tracking(cfg: VideoConfig, model, overlay_dir: Path | None = None) -> TrackingTable:
+def tracking_methods(model, p: PropagationConfig, seed: int, baselines: bool = True) -> dict:
+    """Feature functions at stride `p.stride` (None = copy-first): baselines first, the pretrained encoder last."""
+    methods = {}
+    if baselines:
+        methods["copy-first"] = None
+        methods["raw-Lab"] = lab_pooled_features(p.stride)
+        methods["random-init"] = encoder_features(random_init_like(model, seed).encoder, p.stride)
+    methods["SSL"] = encoder_features(model.encoder, p.stride)
+    return methods
+
+
+def evaluate_tracking(cfg: VideoConfig, model, overlay_dir: Path | None = None, names: list[str] | None = None,
+                      p: PropagationConfig | None = None, methods: dict | None = None) -> TrackingTable:
     """Propagate each sequence's first mask with every method; J and F per sequence (and per frame)."""
     from tqdm.auto import tqdm
 
-    p = cfg.propagation
-    methods = {}
-    if cfg.eval.baselines:
-        methods["copy-first"] = None
-        methods["raw-Lab"] = lab_patch_features
-        methods["random-init"] = encoder_features(random_init_like(model, cfg.train.seed + 1).encoder)
-    methods["SSL"] = encoder_features(model.encoder)
-    names = cfg.data.sequences or list_sequences(cfg.data.davis_root)
+    p = p or cfg.propagation
+    methods = methods or tracking_methods(model, p, cfg.train.seed + 1, cfg.eval.baselines)
+    names = names or cfg.data.sequences or list_sequences(cfg.data.davis_root)
     table = TrackingTable(list(methods), model.spec.kind)
     for name in tqdm(names, desc="propagate", unit="seq", disable=not cfg.train.progress):
         seq = load_sequence(cfg.data.davis_root, name, cfg.data.max_frames)
@@ -143,6 +160,9 @@ def run(cfg: VideoConfig, title: str) -> TrackingTable:
     from ssl_modal.core.monitors import training_records
     from ssl_modal.core.plots import plot_training_curves
 
+    if cfg.data.folds:
+        from ssl_modal.video.protocol import run_folds
+        return run_folds(cfg, title)
     check_heldout(cfg)  # before training, not after it
     out = Path(cfg.train.output_dir)
     start = time.perf_counter()
@@ -157,7 +177,8 @@ def run(cfg: VideoConfig, title: str) -> TrackingTable:
         ("color/color_accuracy", "colour accuracy"), ("order/accuracy", "frame-order accuracy")])
     scores = table.to_json(out / "tracking.json")
     last = records[-1] if records else {}
-    print(f"\nmask propagation on {cfg.data.davis_root} (first-frame mask given):")
+    print(f"\nmask propagation on {cfg.data.davis_root} (first-frame mask given; SEEN: pretraining used these "
+          "sequences' frames unless data.train_videos excludes them; data.folds gives the unseen protocol):")
     print(table)
     parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.endswith(("/loss", "accuracy")))
     print(f"\nfinal training metrics at step {result.step}: {parts}")
