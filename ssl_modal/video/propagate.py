@@ -133,28 +133,33 @@ def propagate_maps(feats: Tensor, first: Tensor, context: int = 5, topk: int = 1
 
 
 @torch.no_grad()
-def propagate(feature_fn: FeatureFn, frames: np.ndarray, first_mask: np.ndarray, context: int = 5, topk: int = 10,
-              radius: float = 12, temperature: float = 0.05, chunk: int = 8,
-              block: int | None = None) -> tuple[np.ndarray, float]:
-    """Predicted bool masks (T, H, W) for uint8 frames (T, H, W, 3) given the first frame's mask; also the
-    propagation speed in frames/s (feature extraction included)."""
-    if first_mask.shape != frames.shape[1:3]:
-        raise ValueError(f"first mask is {first_mask.shape[1]}x{first_mask.shape[0]} (WxH) but the frames are "
-                         f"{frames.shape[2]}x{frames.shape[1]}")
+def extract(feature_fn: FeatureFn, frames: np.ndarray, chunk: int = 8) -> tuple[Tensor, float]:
+    """Features (T, D, h, w) of uint8 frames (T, H, W, 3), `chunk` frames at a time, and the seconds it took."""
     start = time.perf_counter()
     video = torch.as_tensor(frames)
     feats = torch.cat([feature_fn(video[i:i + chunk]).float() for i in range(0, len(video), chunk)])
+    return feats, time.perf_counter() - start
+
+
+@torch.no_grad()
+def propagate(feature_fn: FeatureFn | None, frames: np.ndarray, first_mask: np.ndarray, context: int = 5,
+              topk: int = 10, radius: float = 12, temperature: float = 0.05, chunk: int = 8,
+              block: int | None = None, features: tuple[Tensor, float] | None = None) -> tuple[np.ndarray, float]:
+    """Predicted bool masks (T, H, W) for uint8 frames (T, H, W, 3) given the first frame's mask; also the
+    propagation speed in frames/s, feature extraction included. `features` = an `extract` result to reuse
+    (several settings on the same features); then `feature_fn` is not called and its seconds are counted."""
+    if first_mask.shape != frames.shape[1:3]:
+        raise ValueError(f"first mask is {first_mask.shape[1]}x{first_mask.shape[0]} (WxH) but the frames are "
+                         f"{frames.shape[2]}x{frames.shape[1]}")
+    feats, feature_s = features if features is not None else extract(feature_fn, frames, chunk)
+    start = time.perf_counter()
     mask = torch.as_tensor(first_mask, dtype=torch.float32)[None, None]
     fg = F.adaptive_avg_pool2d(mask, feats.shape[-2:])[0]
     maps = propagate_maps(feats, torch.cat([1 - fg, fg]), context, topk, radius, temperature, block)
     full = F.interpolate(maps, size=frames.shape[1:3], mode="bilinear", align_corners=False)
     preds = (full[:, 1] > full[:, 0]).numpy()
     preds[0] = first_mask.astype(bool)
-    return preds, t_per_s(len(frames), start)
-
-
-def t_per_s(n: int, start: float) -> float:
-    return n / max(time.perf_counter() - start, 1e-9)
+    return preds, len(frames) / max(time.perf_counter() - start + feature_s, 1e-9)
 
 
 def lab_tensor(frames: Tensor) -> Tensor:

@@ -58,20 +58,20 @@ def candidates(p: PropagationConfig) -> list[PropagationConfig]:
 
 def choose_propagation(cfg: VideoConfig, model, names: list[str]) -> tuple[PropagationConfig, list[dict]]:
     """The candidate with the best mean J&F of raw-Lab and SSL on `names` (the training sequences)."""
-    from ssl_modal.video.recipe import evaluate_tracking, tracking_methods
+    from ssl_modal.video.recipe import evaluate_settings, tracking_methods
 
     options = candidates(cfg.propagation)
     if len(options) == 1:
         return options[0], []
+    methods_for = lambda p: {k: v for k, v in tracking_methods(model, p, cfg.train.seed + 1).items()
+                             if k in ("raw-Lab", "SSL")}
     tried = []
-    for p in options:
-        methods = tracking_methods(model, p, cfg.train.seed + 1)
-        methods = {k: methods[k] for k in ("raw-Lab", "SSL")}
-        overall = evaluate_tracking(cfg, model, None, names, p, methods).overall()
-        score = float(np.mean([overall[m]["J&F"] for m in methods]))
+    for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for)):
+        overall = table.overall()
+        score = float(np.mean([overall[m]["J&F"] for m in ("raw-Lab", "SSL")]))
         tried.append({"settings": {k: v for k, v in dataclasses.asdict(p).items() if k != "candidates"},
                       "raw-Lab J&F": overall["raw-Lab"]["J&F"], "SSL J&F": overall["SSL"]["J&F"], "score": score})
-        log.info("propagation %s on training sequences: %s", tried[-1]["settings"], tried[-1])
+        log.info("propagation on training sequences: %s", tried[-1])
     best = max(range(len(options)), key=lambda i: tried[i]["score"])
     return options[best], tried
 

@@ -19,7 +19,8 @@ from ssl_modal.video.data import ClipDataset, ClipWindows, WalkClips, fit_centre
 from ssl_modal.video.davis import list_sequences, load_sequence, sequence_scores
 from ssl_modal.video.model import build_video_model
 from ssl_modal.video.config import PropagationConfig
-from ssl_modal.video.propagate import copy_first_frame, encoder_features, lab_pooled_features, propagate
+from ssl_modal.video.propagate import (copy_first_frame, encoder_features, extract, lab_pooled_features,
+                                       propagate)
 from ssl_modal.video.report import TrackingTable, save_overlay
 
 Config = VideoConfig
@@ -77,26 +78,38 @@ def tracking_methods(model, p: PropagationConfig, seed: int, baselines: bool = T
     return methods
 
 
-def evaluate_tracking(cfg: VideoConfig, model, overlay_dir: Path | None = None, names: list[str] | None = None,
-                      p: PropagationConfig | None = None, methods: dict | None = None) -> TrackingTable:
-    """Propagate each sequence's first mask with every method; J and F per sequence (and per frame)."""
+def evaluate_settings(cfg: VideoConfig, model, names: list[str], settings: list[PropagationConfig],
+                      methods_for=None, overlay_dir: Path | None = None) -> list[TrackingTable]:
+    """One J&F table per propagation setting on sequences `names`; each method's features are extracted once
+    per sequence and stride and shared by the settings. `methods_for(p)` -> {method: feature fn or None}."""
     from tqdm.auto import tqdm
 
-    p = p or cfg.propagation
-    methods = methods or tracking_methods(model, p, cfg.train.seed + 1, cfg.eval.baselines)
-    names = names or cfg.data.sequences or list_sequences(cfg.data.davis_root)
-    table = TrackingTable(list(methods), model.spec.kind)
+    methods_for = methods_for or (lambda p: tracking_methods(model, p, cfg.train.seed + 1, cfg.eval.baselines))
+    by_stride = {p.stride: methods_for(p) for p in settings}
+    tables = [TrackingTable(list(by_stride[p.stride]), model.spec.kind) for p in settings]
     for name in tqdm(names, desc="propagate", unit="seq", disable=not cfg.train.progress):
         seq = load_sequence(cfg.data.davis_root, name, cfg.data.max_frames)
-        for method, fn in methods.items():
-            if fn is None:
-                preds, fps = copy_first_frame(seq.frames, seq.masks[0]), float("nan")
-            else:
-                preds, fps = propagate(fn, seq.frames, seq.masks[0], p.context, p.topk, p.radius, p.temperature)
-            table.add(name, method, sequence_scores(preds, seq.masks, cfg.eval.bound_th), fps, len(seq.frames))
-            if overlay_dir is not None and cfg.eval.overlays and method == table.methods[-1]:
-                table.overlays.append(save_overlay(seq, preds, overlay_dir / f"{name}.png", cfg.eval.overlays))
-    return table
+        cache: dict[tuple[str, int], tuple] = {}
+        for p, table in zip(settings, tables):
+            for method, fn in by_stride[p.stride].items():
+                if fn is None:
+                    preds, fps = copy_first_frame(seq.frames, seq.masks[0]), float("nan")
+                else:
+                    if (method, p.stride) not in cache:
+                        cache[(method, p.stride)] = extract(fn, seq.frames)
+                    preds, fps = propagate(None, seq.frames, seq.masks[0], p.context, p.topk, p.radius,
+                                           p.temperature, features=cache[(method, p.stride)])
+                table.add(name, method, sequence_scores(preds, seq.masks, cfg.eval.bound_th), fps, len(seq.frames))
+                if overlay_dir is not None and cfg.eval.overlays and method == table.methods[-1]:
+                    table.overlays.append(save_overlay(seq, preds, overlay_dir / f"{name}.png", cfg.eval.overlays))
+    return tables
+
+
+def evaluate_tracking(cfg: VideoConfig, model, overlay_dir: Path | None = None, names: list[str] | None = None,
+                      p: PropagationConfig | None = None) -> TrackingTable:
+    """Propagate each sequence's first mask with every method; J and F per sequence (and per frame)."""
+    names = names or cfg.data.sequences or list_sequences(cfg.data.davis_root)
+    return evaluate_settings(cfg, model, names, [p or cfg.propagation], overlay_dir=overlay_dir)[0]
 
 
 @torch.no_grad()
