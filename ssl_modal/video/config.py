@@ -103,6 +103,8 @@ class EvalConfig:
     window: int = 8                  # clip-embedding export: frames per window
     window_stride: int = 8
     frame_order_batches: int = 20    # held-out frame-order accuracy: batches of train.batch_size
+    only_fold: int | None = None     # with data.folds: run this fold only (its result is kept in fold<k>/fold.json;
+                                     # the pooled table is printed once every fold has one)
 
 
 @dataclass

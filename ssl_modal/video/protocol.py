@@ -95,6 +95,12 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
     tables, summary = [], []
     for k in range(len(cfg.data.folds)):
         fcfg, train_names, test_names = fold_config(cfg, k)
+        saved = Path(fcfg.train.output_dir) / "fold.json"
+        if cfg.eval.only_fold is not None and k != cfg.eval.only_fold:
+            if saved.is_file():
+                summary.append(json.loads(saved.read_text(encoding="utf-8")))
+                tables.append(TrackingTable.from_dict(summary[-1]["table"]))
+            continue
         check_disjoint(fcfg.data.train_videos, test_names)
         start = time.perf_counter()
         result = train(fcfg)
@@ -113,6 +119,11 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
                         "propagation": settings, "candidates": tried, "pretrain_s": trained - start,
                         "select_s": chosen - trained, "eval_s": done - chosen, "checkpoint": str(result.checkpoint),
                         "table": table.to_dict()})
+        saved.write_text(json.dumps(summary[-1], indent=1) + "\n", encoding="utf-8")
+    if len(tables) < len(cfg.data.folds):
+        print(f"\n{len(tables)} of {len(cfg.data.folds)} folds have results; run the others (eval.only_fold) "
+              "for the pooled unseen-sequence table")
+        return tables[-1]
     table = pooled(tables)
     print(f"\n{title}: every sequence unseen in pretraining ({len(tables)} folds pooled):")
     print(table)

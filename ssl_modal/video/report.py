@@ -76,7 +76,14 @@ class TrackingTable:
 
     def to_dict(self) -> dict:
         return {"methods": self.methods, "kind": self.kind, "overall": self.overall(), "sequences": self.scores,
-                "frame_order": self.frame_order}
+                "frame_order": self.frame_order, "speed": self.speed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrackingTable":
+        table = cls(d["methods"], d["kind"])
+        table.scores, table.frame_order = d["sequences"], d.get("frame_order")
+        table.speed.update(d.get("speed") or {})
+        return table
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)

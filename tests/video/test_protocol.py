@@ -61,3 +61,10 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     assert all(len(f["candidates"]) == 2 and f["propagation"]["radius"] in (2, 3) for f in summary["folds"])
     assert set(summary["overall"]) == {"copy-first", "raw-Lab", "random-init", "SSL"}
     assert (tmp_path / "run" / "fold0" / "model.pt").is_file() and (tmp_path / "run" / "fold1" / "model.pt").is_file()
+    # one fold at a time: the pooled table appears once both folds' results exist
+    out = tmp_path / "run"
+    (out / "tracking_unseen.json").unlink()
+    assert recipe_module("video_tracking").main(["--config", WALK, *overrides, "eval.only_fold=1"]) == 0
+    assert (out / "tracking_unseen.json").is_file()
+    again = json.loads((out / "tracking_unseen.json").read_text())["overall"]
+    assert {m: v["J"] for m, v in again.items()} == pytest.approx({m: v["J"] for m, v in summary["overall"].items()})
