@@ -131,3 +131,20 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
     out.write_text(json.dumps({"overall": table.overall(), "folds": summary}, indent=1) + "\n", encoding="utf-8")
     print(f"written: {out}")
     return table
+
+
+def evaluate_folds(cfg: VideoConfig) -> TrackingTable:
+    """Re-evaluate trained folds: each `<output_dir>/fold<k>` model on its unseen sequences, with the propagation
+    saved in its fold.json (else `propagation` as set); the pooled table."""
+    from ssl_modal.core.export import load_model
+    from ssl_modal.video.recipe import evaluate_tracking
+
+    tables = []
+    for k in range(len(cfg.data.folds)):
+        fcfg, _, test_names = fold_config(cfg, k)
+        saved = Path(fcfg.train.output_dir) / "fold.json"
+        p = candidates(dataclasses.replace(cfg.propagation, candidates=[]))[0]
+        if saved.is_file():
+            p = dataclasses.replace(p, **json.loads(saved.read_text(encoding="utf-8"))["propagation"])
+        tables.append(evaluate_tracking(fcfg, load_model(fcfg.train.output_dir), None, test_names, p))
+    return pooled(tables)

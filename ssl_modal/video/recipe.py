@@ -52,7 +52,8 @@ def training_data(cfg: VideoConfig, patterns: list[str] | None = None):
 
 
 def train(cfg: VideoConfig) -> TrainResult:
-    """Fit the colour centres on training frames, then pretrain; the final model is `<output_dir>/model.pt`."""
+    """Fit the colour centres on training frames, then pretrain; the final model is `<output_dir>/model.pt`.
+    With data.folds this trains on `data.train_videos` as given: `protocol.run_folds` trains one model per fold."""
     report, data = training_data(cfg)
     centres = fit_centres(report.videos, cfg.colorization) if cfg.colorization.weight else None
     torch.manual_seed(cfg.train.seed)
@@ -129,7 +130,11 @@ def frame_order_accuracy(model, data, batch_size: int, batches: int, seed: int =
 
 def evaluate(cfg: VideoConfig, model=None, overlay_dir: Path | None = None) -> TrackingTable:
     """J&F table on the DAVIS sequences (overlay PNGs to `overlay_dir`, default `<output_dir>/overlays`); with the
-    frame-order objective, also its held-out accuracy."""
+    frame-order objective, also its held-out accuracy. With data.folds: each fold's model on its unseen sequences
+    (with the propagation chosen for it), pooled."""
+    if cfg.data.folds and model is None:
+        from ssl_modal.video.protocol import evaluate_folds
+        return evaluate_folds(cfg)
     model = model if model is not None else load_model(cfg.train.output_dir)
     table = evaluate_tracking(cfg, model, overlay_dir or Path(cfg.train.output_dir) / "overlays")
     if "order" in model.objectives:

@@ -68,3 +68,6 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     assert (out / "tracking_unseen.json").is_file()
     again = json.loads((out / "tracking_unseen.json").read_text())["overall"]
     assert {m: v["J"] for m, v in again.items()} == pytest.approx({m: v["J"] for m, v in summary["overall"].items()})
+    from ssl_modal.cli import main as cli_main
+    assert cli_main(["eval", WALK, *overrides]) == 0
+    assert "SSL J" in capsys.readouterr().out
