@@ -11,13 +11,16 @@ from ssl_modal.core.trainer import TrainConfig
 class ImageTowerConfig:
     """A torchvision ViT or ResNet built from these numbers (no downloaded weights)."""
 
-    arch: str = "vit"                # "vit" (torchvision VisionTransformer) or "resnet18"
+    arch: str = "vit"                # "vit" (torchvision VisionTransformer), "resnet" (small, below) or "resnet18"
     image_size: int = 128
     patch_size: int = 16
     width: int = 192                 # ViT hidden size (ViT-Ti: 192)
     layers: int = 12
     heads: int = 3
     mlp_ratio: float = 4.0
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # arch "resnet": width per stage
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])        # arch "resnet": blocks per stage
+    dropout: float = 0.0             # arch "resnet": dropout on the pooled features
     locked: bool = False             # LiT-style: freeze the tower, keep its projection trainable
 
 
@@ -59,6 +62,11 @@ class AlignerDataConfig:
     max_groups: int | None = None
     random_resized_crop: tuple[float, float] = (0.6, 1.0)  # scale range of the training crop
     horizontal_flip: bool = False    # off by default: flips break images that carry text
+    augment: str = "none"            # "none", "trivial" (TrivialAugmentWide) or "randaugment" (torchvision v2)
+    color_jitter: float = 0.0        # brightness/contrast/saturation strength (hue: a quarter of it); 0 = off
+    sample_captions: bool = False    # one item per image per epoch, one of its captions drawn at each step
+    cache_images: bool = False       # keep decoded images in memory (small sets: decode once, not every epoch)
+    cache_text: bool = True          # locked text tower: its caption features are computed once, before training
 
 
 @dataclass

@@ -15,9 +15,9 @@ from ssl_modal.core.plots import pyplot, save_figure
 from ssl_modal.core.trainer import Trainer, TrainResult
 
 from .config import AlignerConfig
-from .data import PairDataset, Pairs, image_transform, load_image, read_pairs, split_by_group
+from .data import PairDataset, Pairs, check_images, image_transform, load_image, read_pairs, split_by_group
 from .evaluate import RetrievalTable, chance_recall, encode_images, encode_texts, recall_at_k, zero_shot
-from .model import build_aligner_model
+from .model import build_aligner_model, text_tower_features
 from .tokenizer import count_truncated, train_wordpiece
 
 Config = AlignerConfig
@@ -49,9 +49,18 @@ def train(cfg: AlignerConfig) -> TrainResult:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}",
              len(train_pairs))
-    transform = image_transform(cfg.model.image.image_size, train=True, crop_scale=cfg.data.random_resized_crop,
-                                flip=cfg.data.horizontal_flip)
-    return Trainer(cfg.train).fit(model, PairDataset(train_pairs, transform), model.collate)
+    d = cfg.data
+    check_images(train_pairs)
+    transform = image_transform(cfg.model.image.image_size, train=True, crop_scale=d.random_resized_crop,
+                                flip=d.horizontal_flip, augment=d.augment, color_jitter=d.color_jitter)
+    features = None
+    if cfg.model.text.locked and d.cache_text:
+        features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
+        log.info("aligner: locked text tower features of %d captions computed once (%s)", len(features),
+                 tuple(features.shape))
+    data = PairDataset(train_pairs, transform, by_image=d.sample_captions, text_features=features,
+                       cache=d.cache_images)
+    return Trainer(cfg.train).fit(model, data, model.collate)
 
 
 def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.ndarray]:

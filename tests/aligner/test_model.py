@@ -81,3 +81,53 @@ def test_pretrained_minilm_text_tower_offline(shapes, tmp_path):
     assert model.encoder.text_tower.width == 384 and model.spec.config["tokenizer_json"] is None
     emb = encode_texts(model, ["a dog runs on the grass", "a child plays in the water"])
     assert emb.shape == (2, 16) and np.isfinite(emb).all()
+
+
+def test_conv_tower_from_torchvision_blocks_maps_images_to_its_last_width(shapes, tmp_path):
+    from torchvision.models.resnet import BasicBlock
+
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.image = dataclasses.replace(cfg.model.image, arch="resnet", widths=[8, 16], depths=[1, 2], dropout=0.1)
+    model = tiny_model(cfg)
+    tower = model.encoder.image_tower
+    assert sum(isinstance(m, BasicBlock) for m in tower.modules()) == 3
+    assert tower(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    assert model.encoder.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    cfg.model.image = dataclasses.replace(cfg.model.image, arch="convnet")
+    with pytest.raises(ValueError, match="expected 'vit', 'resnet' or 'resnet18', found 'convnet'"):
+        tiny_model(cfg)
+
+
+def test_one_caption_per_image_draws_each_caption_of_its_own_image():
+    from ssl_modal.aligner.model import one_caption_per_image
+
+    owner = torch.tensor([0, 0, 0, 1, 2, 2])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([one_caption_per_image(owner, 3, g) for _ in range(200)])
+    assert (owner[draws] == torch.arange(3)).all()  # row j of each draw is a caption of image j
+    assert set(draws[:, 0].tolist()) == {0, 1, 2} and set(draws[:, 2].tolist()) == {4, 5}
+    with pytest.raises(ValueError, match="expected a caption for each of the 4 images, found 3"):
+        one_caption_per_image(owner, 4, g)
+
+
+def test_cached_locked_text_features_give_the_same_loss_as_the_text_tower(shapes, tmp_path):
+    from ssl_modal.aligner.data import PairDataset, image_transform, read_pairs
+    from ssl_modal.aligner.model import text_tower_features
+
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.text = dataclasses.replace(cfg.model.text, locked=True)
+    pairs = read_pairs(shapes)
+    model = tiny_model(cfg, pairs.captions)
+    model.train()
+    features = text_tower_features(model, pairs.captions)
+    assert features.shape == (len(pairs), 32)
+    transform = image_transform(32, train=False)
+    losses = []
+    for feats in (None, features):
+        data = PairDataset(pairs, transform, by_image=True, text_features=feats)
+        batch = model.collate([data[i] for i in range(6)])
+        assert ("text_features" in batch) == (feats is not None) and batch["caption_image"].shape == (12,)
+        model.set_generator(torch.Generator().manual_seed(3))
+        torch.manual_seed(0)
+        losses.append(model(batch)["loss"])
+    torch.testing.assert_close(losses[0], losses[1])
