@@ -25,10 +25,26 @@ log = logging.getLogger(__name__)
 
 
 def read_split(cfg: AlignerConfig) -> tuple[Pairs, Pairs]:
-    """(train, held-out) pairs, split by image."""
+    """(train, held-out) pairs, split by image; the held-out pairs come from `eval.test` when it is set."""
     d = cfg.data
     pairs = read_pairs(d.manifest, d.image_column, d.caption_column, d.group_column, d.image_root, d.max_groups)
-    return split_by_group(pairs, d.test_fraction, d.split_seed)
+    train_pairs, test = split_by_group(pairs, d.test_fraction, d.split_seed)
+    t = cfg.eval.test
+    if t is None or not t.manifest:
+        return train_pairs, test
+    if len(test):
+        log.info("aligner: eval.test is set, so the %d pairs data.test_fraction=%s holds out are neither trained on "
+                 "nor evaluated (set data.test_fraction=0 to train on them)", len(test), d.test_fraction)
+    test = read_pairs(t.manifest, t.image_column, t.caption_column, t.group_column, t.image_root, t.max_groups)
+    shared = sorted(set(map(_resolved, train_pairs.paths)) & set(map(_resolved, test.paths)))
+    if shared:
+        raise ValueError(f"eval.test manifest {t.manifest} shares {len(shared)} image(s) with the training data "
+                         f"{d.manifest} (e.g. {shared[0]}): expected images unseen in training")
+    return train_pairs, test
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 def model_config(cfg: AlignerConfig, captions: list[str]) -> dict:
@@ -95,6 +111,8 @@ def score(model, pairs: Pairs, cfg: AlignerConfig) -> dict[str, float]:
 def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
     """Retrieval R@1/5/10 both ways + zero-shot accuracy on the held-out images: chance, random init, trained."""
     train_pairs, test = read_split(cfg)
+    if not len(test):
+        raise ValueError("nothing to evaluate: data.test_fraction is 0 and eval.test.manifest is not set")
     model = model if model is not None else load_model(cfg.train.output_dir)
     count_truncated(model.tokenizer, test.captions, cfg.model.text.max_length, f"{test.source} (held-out)")
     n_images = len(np.unique(test.groups))
