@@ -20,7 +20,9 @@ class ImageTowerConfig:
     mlp_ratio: float = 4.0
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # arch "resnet": width per stage
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])        # arch "resnet": blocks per stage
-    dropout: float = 0.0             # arch "resnet": dropout on the pooled features
+    dropout: float = 0.0             # arch "resnet": dropout on the pooled features; "patches": in the head
+    centroids: int = 256             # arch "patches": k-means patch dictionary size (patch_size 6 there)
+    grid: int = 9                    # arch "patches": response maps pooled to grid x grid, cached once
     locked: bool = False             # LiT-style: freeze the tower, keep its projection trainable
 
 
@@ -67,6 +69,7 @@ class AlignerDataConfig:
     sample_captions: bool = False    # one item per image per epoch, one of its captions drawn at each step
     cache_images: bool = False       # keep decoded images in memory (small sets: decode once, not every epoch)
     cache_text: bool = True          # locked text tower: its caption features are computed once, before training
+    unlabelled_images: str | None = None  # glob of extra images for the patch dictionary (image.arch "patches")
 
 
 @dataclass

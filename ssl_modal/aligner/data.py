@@ -166,12 +166,13 @@ class PairDataset(torch.utils.data.Dataset):
 
     `by_image=True`: one item per image with all its captions ("captions": list[str]); the objective draws one per
     step. `text_features` (one row per pair): precomputed caption features replace the caption strings.
-    `cache=True`: decoded images stay in memory.
+    `cache=True`: decoded images stay in memory. `image_maps` (image path -> tensor): a frozen image front's
+    precomputed output replaces the pixels ("image_maps").
     """
 
     def __init__(self, pairs: Pairs, transform, by_image: bool = False, text_features: torch.Tensor | None = None,
-                 cache: bool = False):
-        self.pairs, self.transform, self.text_features = pairs, transform, text_features
+                 cache: bool = False, image_maps: dict[str, torch.Tensor] | None = None):
+        self.pairs, self.transform, self.text_features, self.image_maps = pairs, transform, text_features, image_maps
         self.cache = {} if cache else None
         order = np.argsort(pairs.groups, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(pairs.groups[order]) != 0])
@@ -197,7 +198,10 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict:
         rows = self.items[k]
-        item = {"pixel_values": self.transform(self.image(int(rows[0]))), "group": int(self.pairs.groups[rows[0]])}
+        first = int(rows[0])
+        item = {"image_maps": self.image_maps[self.pairs.paths[first]]} if self.image_maps is not None else \
+            {"pixel_values": self.transform(self.image(first))}
+        item["group"] = int(self.pairs.groups[first])
         if self.text_features is not None:
             item["text_features"] = self.text_features[rows] if self.by_image else self.text_features[rows[0]]
         elif self.by_image:

@@ -10,6 +10,7 @@ from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective
 
 from .data import image_transform, load_image
 from .loss import contrastive_loss, gather_no_grad, gather_with_grad
+from .patches import random_windows
 from .tokenizer import load_tokenizer
 from .towers import TextTower, build_image_tower, lock
 
@@ -51,6 +52,8 @@ class AlignerEncoder(Encoder):
     def forward(self, batch: dict) -> EncoderOutput:
         if "pixel_values" in batch:
             pooled = self.encode_image(batch["pixel_values"])
+        elif "image_maps" in batch:
+            pooled = self.image_proj(self.image_tower.head(batch["image_maps"]))
         elif "input_ids" in batch:
             pooled = self.encode_text(batch["input_ids"], batch["attention_mask"])
         else:
@@ -63,7 +66,11 @@ class Contrastive(Objective):
     """Symmetric InfoNCE over image-text pairs; under torchrun the negatives come from every rank."""
 
     def forward(self, encoder: AlignerEncoder, batch: dict) -> dict[str, Tensor]:
-        image = encoder.encode_image(batch["pixel_values"], normalize=True)
+        if "image_maps" in batch:  # a frozen patch-dictionary front, its maps cached: random windows, then the head
+            maps = random_windows(batch["image_maps"], self.rng(batch["image_maps"].device))
+            image = F.normalize(encoder.image_proj(encoder.image_tower.head(maps)), dim=-1)
+        else:
+            image = encoder.encode_image(batch["pixel_values"], normalize=True)
         text = encode_batch_text(encoder, batch, self.rng(image.device))
         groups = batch["group"]
         scale = encoder.scale()
@@ -130,6 +137,8 @@ class AlignerCollate:
         if "captions" in items[0] or ("text_features" in items[0] and items[0]["text_features"].dim() == 2):
             counts = [len(it["captions"]) if "captions" in it else it["text_features"].shape[0] for it in items]
             batch["caption_image"] = torch.repeat_interleave(torch.arange(len(items)), torch.as_tensor(counts))
+        if "image_maps" in items[0]:
+            batch["image_maps"] = torch.stack([it["image_maps"] for it in items])
         if "group" in items[0]:
             batch["group"] = torch.as_tensor(np.asarray([it["group"] for it in items], dtype=np.int64))
         return batch

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import re
 from pathlib import Path
@@ -74,9 +75,28 @@ def train(cfg: AlignerConfig) -> TrainResult:
         features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
         log.info("aligner: locked text tower features of %d captions computed once (%s)", len(features),
                  tuple(features.shape))
+    maps = fit_patch_front(model, train_pairs, cfg) if cfg.model.image.arch == "patches" else None
     data = PairDataset(train_pairs, transform, by_image=d.sample_captions, text_features=features,
-                       cache=d.cache_images)
+                       cache=d.cache_images, image_maps=maps)
     return Trainer(cfg.train).fit(model, data, model.collate)
+
+
+def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, torch.Tensor]:
+    """Fit the patch dictionary on the training images (+ `data.unlabelled_images`), then cache each training
+    image's response map (path -> (K, grid, grid))."""
+    transform = image_transform(cfg.model.image.image_size, train=False)
+    paths = list(dict.fromkeys(train_pairs.paths))
+    pixels = torch.stack([transform(load_image(p)) for p in paths])
+    extra = sorted(glob.glob(cfg.data.unlabelled_images)) if cfg.data.unlabelled_images else []
+    if cfg.data.unlabelled_images and not extra:
+        raise ValueError(f"data.unlabelled_images: no file matches '{cfg.data.unlabelled_images}'")
+    unlabelled = torch.cat([pixels, *[transform(load_image(p))[None] for p in extra]])
+    tower = model.encoder.image_tower
+    tower.fit(unlabelled, seed=cfg.train.seed)
+    log.info("aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)", tower.k,
+             len(unlabelled), len(extra))
+    maps = torch.cat([tower.front(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    return dict(zip(paths, maps))
 
 
 def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.ndarray]:

@@ -36,7 +36,12 @@ def build_image_tower(cfg: dict) -> tuple[nn.Module, int]:
     if cfg["arch"] == "resnet":
         return conv_tower(cfg.get("widths", [32, 64, 128, 256]), cfg.get("depths", [2, 2, 2, 2]),
                           cfg.get("dropout", 0.0)), cfg.get("widths", [32, 64, 128, 256])[-1]
-    raise ValueError(f"model.image.arch: expected 'vit', 'resnet' or 'resnet18', found '{cfg['arch']}'")
+    if cfg["arch"] == "patches":
+        from .patches import PatchTower
+
+        tower = PatchTower(cfg)
+        return tower, tower.width
+    raise ValueError(f"model.image.arch: expected 'vit', 'resnet', 'resnet18' or 'patches', found '{cfg['arch']}'")
 
 
 def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn.Module:

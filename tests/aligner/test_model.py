@@ -94,7 +94,7 @@ def test_conv_tower_from_torchvision_blocks_maps_images_to_its_last_width(shapes
     assert tower(torch.randn(2, 3, 32, 32)).shape == (2, 16)
     assert model.encoder.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 16)
     cfg.model.image = dataclasses.replace(cfg.model.image, arch="convnet")
-    with pytest.raises(ValueError, match="expected 'vit', 'resnet' or 'resnet18', found 'convnet'"):
+    with pytest.raises(ValueError, match="expected 'vit', 'resnet', 'resnet18' or 'patches', found 'convnet'"):
         tiny_model(cfg)
 
 
@@ -131,3 +131,31 @@ def test_cached_locked_text_features_give_the_same_loss_as_the_text_tower(shapes
         torch.manual_seed(0)
         losses.append(model(batch)["loss"])
     torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_patch_dictionary_tower_fits_on_images_and_trains_from_cached_maps(shapes, tmp_path):
+    from ssl_modal.aligner.data import image_transform, load_image, read_pairs
+    from ssl_modal.aligner.patches import random_windows
+
+    cfg = tiny_config(shapes, tmp_path / "run")
+    cfg.model.image = dataclasses.replace(cfg.model.image, arch="patches", patch_size=6, centroids=8, grid=5,
+                                          width=16, dropout=0.0)
+    model = tiny_model(cfg)
+    tower = model.encoder.image_tower
+    pixels = torch.stack([image_transform(32, train=False)(load_image(p)) for p in read_pairs(shapes).paths[::2]])
+    tower.fit(pixels)
+    assert torch.isfinite(tower.centroids).all() and not torch.equal(tower.whiten, torch.eye(108))
+    maps = tower.front(pixels)
+    assert maps.shape == (16, 8, 5, 5) and (maps >= 0).all()
+    torch.testing.assert_close(tower(pixels[:3]), tower.head(maps[:3]))  # cached maps = the same tower
+    crops = random_windows(maps, torch.Generator().manual_seed(0), scale=(0.4, 0.6))
+    assert crops.shape == maps.shape and not torch.allclose(crops, maps)
+    assert not any(b.requires_grad for b in tower.buffers())
+    cfg.train = dataclasses.replace(cfg.train, max_steps=3)
+    cfg.data = dataclasses.replace(cfg.data, sample_captions=True)
+    result = train(cfg)
+    again = load_model(result.checkpoint)  # the fitted dictionary travels in the checkpoint
+    fitted = again.encoder.image_tower
+    assert not torch.equal(fitted.whiten, torch.eye(108)) and not torch.equal(fitted.feature_std, torch.ones(32))
+    paths = read_pairs(shapes).paths[:4]
+    assert np.isfinite(encode_images(again, paths)).all()
