@@ -50,7 +50,11 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     module, config = load_recipe(args.recipe, args.overrides, args.demo)
-    print(module.evaluate(config))
+    table = module.evaluate(config)
+    print(table)
+    if hasattr(table, "to_json"):
+        path = table.to_json(Path(config.train.output_dir) / "probe.json")
+        print(f"wrote {path}")
     return 0
 
 

@@ -244,3 +244,20 @@ class ProbeTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def probe_split(train_features, train_labels: Sequence, test_features, test_labels: Sequence, *,
+                k: int = 20, seed: int = 0, name: str = "") -> ProbeResult:
+    """`probe` trained on one set and tested on another (e.g. eval.train and eval.test manifests)."""
+    if sp.issparse(train_features) or sp.issparse(test_features):
+        X = sp.vstack([sp.csr_matrix(train_features), sp.csr_matrix(test_features)]).tocsr()
+    else:
+        X = np.concatenate([np.asarray(train_features), np.asarray(test_features)])
+    y = np.concatenate([np.asarray(train_labels, dtype=object), np.asarray(test_labels, dtype=object)])
+    n_train = len(train_labels)
+    try:
+        y = y.astype(np.asarray(train_labels).dtype)
+    except (TypeError, ValueError):
+        pass
+    return probe(X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed,
+                 name=name)

@@ -62,6 +62,24 @@ class MetricsSink:
             self._tb.close()
 
 
+def truncate_metrics(output_dir: str | Path, step: int) -> int:
+    """Drop the records after `step` from metrics.jsonl (a resumed run repeats them); returns how many.
+
+    Written to a temp file and moved into place, so a crash leaves the old log or the new one.
+    """
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(keep) == len(lines):
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    tmp.replace(path)
+    return len(lines) - len(keep)
+
+
 def read_metrics(output_dir: str | Path) -> list[dict]:
     """All records of a run's metrics.jsonl (for plots and tests)."""
     path = Path(output_dir) / "metrics.jsonl"
