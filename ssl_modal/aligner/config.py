@@ -79,8 +79,8 @@ class AlignerEvalConfig:
     grid_captions: int = 4           # captions shown in the top-5 retrieval PNG grid
     zero_shot_classes: list[str] = field(default_factory=lambda: ["dog", "child", "man", "woman", "water", "bike"])
     zero_shot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a picture of a {}."])
-    test: AlignerDataConfig | None = None  # held-out pairs from their own manifest (same keys as `data`); then
-    #                                        all of `data` (less any test_fraction) trains, nothing else is held out
+    test: dict | None = None         # held-out pairs from their own manifest: the keys of `data`, inheriting
+    #                                  those it does not set (core.eval_data); all of `data` then trains
 
 
 @dataclass

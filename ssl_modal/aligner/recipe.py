@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ssl_modal.core.eval_data import EvalData
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.plots import pyplot, save_figure
 from ssl_modal.core.trainer import Trainer, TrainResult
@@ -30,8 +31,8 @@ def read_split(cfg: AlignerConfig) -> tuple[Pairs, Pairs]:
     d = cfg.data
     pairs = read_pairs(d.manifest, d.image_column, d.caption_column, d.group_column, d.image_root, d.max_groups)
     train_pairs, test = split_by_group(pairs, d.test_fraction, d.split_seed)
-    t = cfg.eval.test
-    if t is None or not t.manifest:
+    _, t = EvalData(test=cfg.eval.test).resolve(d)
+    if t is None:
         return train_pairs, test
     if len(test):
         log.info("aligner: eval.test is set, so the %d pairs data.test_fraction=%s holds out are neither trained on "
@@ -132,7 +133,7 @@ def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
     """Retrieval R@1/5/10 both ways + zero-shot accuracy on the held-out images: chance, random init, trained."""
     train_pairs, test = read_split(cfg)
     if not len(test):
-        raise ValueError("nothing to evaluate: data.test_fraction is 0 and eval.test.manifest is not set")
+        raise ValueError("nothing to evaluate: data.test_fraction is 0 and eval.test is not set")
     model = model if model is not None else load_model(cfg.train.output_dir)
     count_truncated(model.tokenizer, test.captions, cfg.model.text.max_length, f"{test.source} (held-out)")
     n_images = len(np.unique(test.groups))

@@ -60,7 +60,6 @@ def test_batch_size_one_is_a_clear_error(shapes, tmp_path, capsys):
 
 
 def test_eval_test_manifest_is_the_held_out_set_and_test_fraction_zero_trains_on_everything(shapes, tmp_path):
-    from ssl_modal.aligner.config import AlignerDataConfig
     from ssl_modal.aligner.recipe import evaluate, read_split, train
 
     from .conftest import tiny_config, write_shapes
@@ -70,13 +69,16 @@ def test_eval_test_manifest_is_the_held_out_set_and_test_fraction_zero_trains_on
     cfg.data.test_fraction = 0.0
     train_pairs, test = read_split(cfg)
     assert len(train_pairs) == 32 and len(test) == 0
-    cfg.eval.test = AlignerDataConfig(manifest=str(other))
+    cfg.eval.test = {"manifest": str(other)}
     train_pairs, test = read_split(cfg)
     assert len(train_pairs) == 32 and len(test) == 16 and all("other" in p for p in test.paths)
     train(cfg)
     table = evaluate(cfg)
     assert table.n_images == 8 and table.n_captions == 16 and table.rows["chance"]["t2i_R@1"] == 1 / 8
-    cfg.eval.test = AlignerDataConfig(manifest=str(shapes))
+    cfg.eval.test = {"manifst": str(other)}
+    with pytest.raises(ValueError, match="unknown key 'eval.test.manifst', did you mean 'manifest'"):
+        read_split(cfg)
+    cfg.eval.test = {"manifest": str(shapes)}
     with pytest.raises(ValueError, match=r"eval.test manifest .* shares 16 image\(s\) with the training data"):
         read_split(cfg)
 
