@@ -48,6 +48,10 @@ class AlignerModelConfig:
     embed_dim: int = 128             # the shared space
     init_logit_scale: float = math.log(1 / 0.07)
     max_logit_scale: float = math.log(100)
+    slip: dict | None = None         # SLIP: an image-only joint-embedding loss (core JointConfig keys), e.g.
+    #                                  {method: simclr, temperature: 0.1, hidden: 512, dim: 128}; see aligner/slip.py
+    slip_weight: float = 1.0
+    views: list[dict] = field(default_factory=list)  # SLIP's view steps; [] = by arch (aligner.slip.default_views)
 
 
 @dataclass

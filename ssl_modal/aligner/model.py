@@ -11,6 +11,7 @@ from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective
 from .data import image_transform, load_image
 from .loss import contrastive_loss, gather_no_grad, gather_with_grad
 from .patches import random_windows
+from .slip import slip_objective
 from .tokenizer import load_tokenizer
 from .towers import TextTower, build_image_tower, lock
 
@@ -151,7 +152,10 @@ def build_aligner_model(config: dict) -> SSLModel:
     encoder = AlignerEncoder(config, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id or 0)
     collate = AlignerCollate(tokenizer, config["text"]["max_length"], config["image"]["image_size"])
     spec = ModelSpec(builder="ssl_modal.aligner.model:build_aligner_model", config=config, kind="aligner")
-    model = SSLModel(encoder, {"contrastive": Contrastive()}, spec=spec, collate=collate)
+    objectives, weights = {"contrastive": Contrastive()}, {"contrastive": 1.0}
+    if config.get("slip"):
+        objectives["slip"], weights["slip"] = slip_objective(config, encoder), float(config.get("slip_weight", 1.0))
+    model = SSLModel(encoder, objectives, weights, spec=spec, collate=collate)
     model.tokenizer = tokenizer
     return model
 

@@ -159,3 +159,35 @@ def test_patch_dictionary_tower_fits_on_images_and_trains_from_cached_maps(shape
     assert not torch.equal(fitted.whiten, torch.eye(108)) and not torch.equal(fitted.feature_std, torch.ones(32))
     paths = read_pairs(shapes).paths[:4]
     assert np.isfinite(encode_images(again, paths)).all()
+
+
+def test_slip_adds_the_core_image_only_simclr_loss_on_two_views(shapes, tmp_path):
+    from ssl_modal.aligner.slip import Flip, PixelCrop
+    from ssl_modal.core.config import ConfigError
+    from ssl_modal.core.joint import JointEmbedding
+
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.slip = {"method": "simclr", "temperature": 0.1, "hidden": 32, "dim": 8}
+    cfg.model.slip_weight = 0.5
+    model = tiny_model(cfg)
+    assert isinstance(model.objectives["slip"], JointEmbedding) and model.weights["slip"] == 0.5
+    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+                           for i, c in enumerate(["a red square", "a blue square", "a green square", "a red one"])])
+    model.train()
+    out = model(batch)
+    torch.testing.assert_close(out["loss"], out["contrastive/loss"] + 0.5 * out["slip/loss"])
+    assert out["slip/loss"] > 0 and "slip/acc" in out
+    out["loss"].backward()
+    assert model.encoder.image_tower.conv_proj.weight.grad is not None
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    view = PixelCrop(0.5)({"pixel_values": pixels, "caption": "x"}, g)
+    assert set(view) == {"pixel_values"} and view["pixel_values"].shape == pixels.shape
+    flipped = Flip()({"pixel_values": pixels}, torch.Generator().manual_seed(1))["pixel_values"]
+    assert all(torch.equal(f, p) or torch.equal(f, p.flip(-1)) for f, p in zip(flipped, pixels))
+    cfg.model.views = [{"name": "pixel_crp"}]
+    with pytest.raises(ConfigError, match="unknown view step 'pixel_crp', did you mean 'pixel_crop'"):
+        tiny_model(cfg)
+    cfg.model.views, cfg.model.slip = [], {"method": "byol"}
+    with pytest.raises(ConfigError, match="model.slip.method: 'byol'"):
+        tiny_model(cfg)
