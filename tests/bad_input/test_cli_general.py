@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
@@ -139,3 +140,25 @@ def test_unwritable_output_folder(tmp_path, models, capsys):
         assert "is not writable (permission denied)" in capsys.readouterr().err
     finally:
         locked.chmod(0o755)
+
+
+@dataclass
+class _Train:
+    max_steps: int = 10
+
+
+@dataclass
+class _Config:
+    train: _Train = field(default_factory=_Train)
+
+
+def test_recipe_scripts_take_overrides_around_flags(tmp_path, capsys):
+    from ssl_modal.core.script import recipe_main
+
+    recipe = write_csv(tmp_path / "r.yaml", "train: {max_steps: 5}\ndemo: {train: {max_steps: 2}}\n")
+    seen = []
+    argv = ["train.max_steps=3", "--config", str(recipe), "--demo"]
+    assert recipe_main(seen.append, _Config, str(recipe), "doc", argv) == 0 and seen[0].train.max_steps == 3
+    with pytest.raises(SystemExit):
+        recipe_main(seen.append, _Config, str(recipe), "doc", ["--config", str(recipe), "a=1", "--bogus", "b=2"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
