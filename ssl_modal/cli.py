@@ -119,7 +119,8 @@ def cmd_features(args) -> int:
 
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".parquet", ".csv"):
-        raise ValueError(f"{args.output}: unknown output suffix '{Path(args.output).suffix}'; supported: .parquet, .csv")
+        found = Path(args.output).suffix
+        raise ValueError(f"{args.output}: unknown output suffix '{found}'; supported: .parquet, .csv")
     check_output_path(args.output, suffix[1:], create=False)  # before any work
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
