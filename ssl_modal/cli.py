@@ -110,6 +110,20 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_preprocess(args) -> int:
+    from ssl_modal.transactions.shards import preprocess_recipe
+
+    module, config = load_recipe(args.recipe, args.overrides, args.demo)
+    if module.__name__ != "ssl_modal.transactions.recipe":
+        raise SystemExit(f"error: {args.recipe}: preprocess supports transactions recipes only")
+    report = preprocess_recipe(config, args.output, engine=args.engine, master=args.master,
+                               partitions=args.partitions, approx=args.approx, driver_memory=args.driver_memory)
+    print(f"wrote {report['windows']} windows of {report['clients']} clients ({report['rows_out']} of "
+          f"{report['rows_in']} rows) to {args.output} in {report['seconds']} s; "
+          f"train with: ssl-modal train {args.recipe} data.shards={args.output}")
+    return 0
+
+
 def cmd_features(args) -> int:
     import os
 
@@ -125,6 +139,16 @@ def cmd_features(args) -> int:
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
+    if getattr(args, "engine", "pandas") == "spark":  # a folder of Parquet part files, table never in one process
+        from ssl_modal.transactions.spark import read_spark_table, spark_session
+        from ssl_modal.transactions.spark_score import write_scores
+
+        spark = spark_session(args.master, args.driver_memory)
+        df = read_spark_table(spark, args.table)
+        write_scores(args.checkpoint, df, args.output, kind=args.kind, partitions=args.partitions,
+                     batch_size=args.batch_size, passes=args.passes)
+        print(f"wrote {args.kind} of {args.table} to {args.output} (Spark, {args.partitions} client buckets)")
+        return 0
     table = features(model, args.table, batch_size=args.batch_size, passes=args.passes, progress=True)
     out = check_output_path(args.output, suffix[1:])
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -237,7 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .parquet or .csv (one row per input transaction)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
+    p.add_argument("--engine", choices=["pandas", "spark"], default="pandas", help="spark: table may be a lake folder")
+    p.add_argument("--kind", choices=["features", "clients"], default="features", help="spark: rows or clients")
+    p.add_argument("--master", default="local[2]", help="Spark master URL (engine spark)")
+    p.add_argument("--partitions", type=int, default=8, help="Spark: client buckets")
+    p.add_argument("--driver-memory", default="2g", help="Spark: spark.driver.memory")
     p.set_defaults(func=cmd_features)
+    p = sub.add_parser("preprocess", help="transactions: write per-client window shards (pandas or Spark)")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.table=lake/")
+    p.add_argument("-o", "--output", required=True, help="output folder (windows/*.parquet, preprocessor.json)")
+    p.add_argument("--engine", choices=["pandas", "spark"], default="pandas")
+    p.add_argument("--master", default="local[2]", help="Spark master URL (engine spark)")
+    p.add_argument("--partitions", type=int, default=8, help="client buckets = output shards")
+    p.add_argument("--approx", action="store_true", help="Spark: amount bin edges by percentile_approx")
+    p.add_argument("--driver-memory", default="2g", help="Spark: spark.driver.memory")
+    p.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
+    p.set_defaults(func=cmd_preprocess)
     p = sub.add_parser("validate", help="check a data file against a schema in data_schemas/")
     p.add_argument("schema", help="schema name (e.g. text_corpus) or path")
     p.add_argument("file")
