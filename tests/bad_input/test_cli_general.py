@@ -79,7 +79,8 @@ CASES = [
         tmp / "r.yaml", f"domain: vectors\nmodel: {{dim: 3}}\ndata: {{file: {vectors_table(tmp / 't.csv')}}}\n"
         f"train: {{output_dir: {tmp / 'f' / 'run'}, max_steps: 1, batch_size: 2, progress: false, "
         "tensorboard: false}\n") and
-        ["train", str(tmp / "r.yaml")], 2, r"run: cannot create this folder: '.*f' is a file, expected a folder", output=None),
+        ["train", str(tmp / "r.yaml")], 2, r"run: cannot create this folder: '.*f' is a file, expected a folder",
+        output=None),
     Case("csv-output-works", embed("vectors", "t.csv", "--id-column", "key"), 0, r"wrote 6 embeddings to .*emb\.csv",
          output="emb.csv"),
     Case("dataset-output-works", embed(), 0, r"wrote 6 embeddings to .*emb_ds", output="emb_ds"),
