@@ -125,9 +125,17 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_features(args) -> int:
+    import os
+
     from ssl_modal.core.export import load_model
+    from ssl_modal.core.writers import check_output_path
     from ssl_modal.transactions.features import features
 
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        found = Path(args.output).suffix
+        raise ValueError(f"{args.output}: unknown output suffix '{found}'; supported: .parquet, .csv")
+    check_output_path(args.output, suffix[1:], create=False)  # before any work
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
@@ -142,8 +150,13 @@ def cmd_features(args) -> int:
         print(f"wrote {args.kind} of {args.table} to {args.output} (Spark, {args.partitions} client buckets)")
         return 0
     table = features(model, args.table, batch_size=args.batch_size, passes=args.passes, progress=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(args.output, index=False)
+    out = check_output_path(args.output, suffix[1:])
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        table.to_parquet(tmp, index=False) if suffix == ".parquet" else table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     report = table.attrs.get("report", {})
     print(f"wrote {len(table)} rows ({report.get('rows_scored', len(table))} scored, "
           f"{report.get('rows_not_scored', 0)} not scored) to {args.output}")
@@ -245,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="per-transaction fraud/anomaly features from a transactions model")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder")
     p.add_argument("table", help="transactions CSV/Parquet with the columns the model was trained on")
-    p.add_argument("-o", "--output", required=True, help="output .parquet (one row per input transaction)")
+    p.add_argument("-o", "--output", required=True, help="output .parquet or .csv (one row per input transaction)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
     p.add_argument("--engine", choices=["pandas", "spark"], default="pandas", help="spark: table may be a lake folder")

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from .checkpoint import CheckpointError
@@ -27,6 +28,11 @@ def user_message(exc: BaseException) -> str:
     """One line for a user error: OSErrors as '<path>: <reason>', KeyErrors without their quotes."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         other = f" -> {exc.filename2}" if exc.filename2 else ""
+        if isinstance(exc, (NotADirectoryError, FileExistsError)):
+            path = Path(str(exc.filename))
+            blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+            if blocker is not None:
+                return f"{exc.filename}: cannot create this folder: '{blocker}' is a file, expected a folder"
         return f"{exc.filename}{other}: {exc.strerror}"
     if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
         return exc.args[0]

@@ -11,7 +11,7 @@ import torch
 
 from ssl_modal.video.colorize import fit_color_centres, frames_to_lab
 from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig, WalkConfig
-from ssl_modal.video.io import ReadReport, read_videos
+from ssl_modal.video.io import FRAME_SUFFIXES, VIDEO_SUFFIXES, ReadReport, read_videos
 
 log = logging.getLogger("ssl_modal")
 
@@ -24,6 +24,24 @@ def read_manifest(path: str | Path) -> list[dict]:
     validate("video_manifest", path).raise_if_failed()
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [{**r, "path": str((path.parent / r["path"]).resolve())} for r in records]
+
+
+def folder_videos(folder: Path) -> tuple[list[str], list[str]]:
+    """(videos, ignored names) of a folder: itself when it holds frames, else its video files and frame folders."""
+    entries = sorted(folder.iterdir())
+    frames = [p for p in entries if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+    videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    if frames and not videos:
+        return [str(folder)], []
+    subfolders = [p for p in entries if p.is_dir() and any(q.suffix.lower() in FRAME_SUFFIXES for q in p.iterdir())]
+    chosen = sorted(videos + subfolders)
+    ignored = [p.name for p in entries if p not in chosen and not p.name.startswith(".")]
+    if not chosen:
+        raise FileNotFoundError(
+            f"{folder}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or frame folders "
+            f"found{' (found only: ' + ', '.join(ignored[:5]) + ')' if ignored else ''}"
+        )
+    return [str(p) for p in chosen], ignored
 
 
 def resolve_videos(patterns: list[str]) -> tuple[list[Path], dict[str, dict]]:
@@ -39,6 +57,12 @@ def resolve_videos(patterns: list[str]) -> tuple[list[Path], dict[str, dict]]:
         else:
             matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
             matches = [Path(m) for m in matches if Path(m).exists()]
+            if len(matches) == 1 and matches[0].is_dir():  # a folder of videos, or one frame folder
+                names, ignored = folder_videos(matches[0])
+                matches = [Path(n) for n in names]
+                if ignored:
+                    log.info("%s: ignored %d entries that are not videos (%s)", pattern, len(ignored),
+                             ", ".join(ignored[:5]))
         if not matches:
             raise FileNotFoundError(f"no video matches '{pattern}' (expected video files or frame folders)")
         found += [m for m in matches if m not in found]

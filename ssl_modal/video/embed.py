@@ -13,28 +13,10 @@ import numpy as np
 
 from ssl_modal.core.export import encode
 from ssl_modal.data.embed_input import EmbedInput, check_on_error
-from ssl_modal.video.data import ClipWindows, resolve_videos
-from ssl_modal.video.io import FRAME_SUFFIXES, VIDEO_SUFFIXES, read_videos
+from ssl_modal.video.data import ClipWindows, folder_videos, resolve_videos
+from ssl_modal.video.io import read_videos
 
 WINDOW, STRIDE, SIZE = 8, 8, (128, 224)
-
-
-def folder_videos(folder: Path) -> tuple[list[str], list[str]]:
-    """(videos, ignored names) of a folder: itself when it holds frames, else its video files and frame folders."""
-    entries = sorted(folder.iterdir())
-    frames = [p for p in entries if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
-    videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
-    if frames and not videos:
-        return [str(folder)], []
-    subfolders = [p for p in entries if p.is_dir() and any(q.suffix.lower() in FRAME_SUFFIXES for q in p.iterdir())]
-    chosen = sorted(videos + subfolders)
-    ignored = [p.name for p in entries if p not in chosen and not p.name.startswith(".")]
-    if not chosen:
-        raise FileNotFoundError(
-            f"{folder}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or frame folders "
-            f"found{' (found only: ' + ', '.join(ignored[:5]) + ')' if ignored else ''}"
-        )
-    return [str(p) for p in chosen], ignored
 
 
 def embed_input(

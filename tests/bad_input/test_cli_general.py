@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
@@ -78,7 +79,8 @@ CASES = [
         tmp / "r.yaml", f"domain: vectors\nmodel: {{dim: 3}}\ndata: {{file: {vectors_table(tmp / 't.csv')}}}\n"
         f"train: {{output_dir: {tmp / 'f' / 'run'}, max_steps: 1, batch_size: 2, progress: false, "
         "tensorboard: false}\n") and
-        ["train", str(tmp / "r.yaml")], 2, r"Not a directory|is a file|File exists", output=None),
+        ["train", str(tmp / "r.yaml")], 2, r"run: cannot create this folder: '.*f' is a file, expected a folder",
+        output=None),
     Case("csv-output-works", embed("vectors", "t.csv", "--id-column", "key"), 0, r"wrote 6 embeddings to .*emb\.csv",
          output="emb.csv"),
     Case("dataset-output-works", embed(), 0, r"wrote 6 embeddings to .*emb_ds", output="emb_ds"),
@@ -139,3 +141,25 @@ def test_unwritable_output_folder(tmp_path, models, capsys):
         assert "is not writable (permission denied)" in capsys.readouterr().err
     finally:
         locked.chmod(0o755)
+
+
+@dataclass
+class _Train:
+    max_steps: int = 10
+
+
+@dataclass
+class _Config:
+    train: _Train = field(default_factory=_Train)
+
+
+def test_recipe_scripts_take_overrides_around_flags(tmp_path, capsys):
+    from ssl_modal.core.script import recipe_main
+
+    recipe = write_csv(tmp_path / "r.yaml", "train: {max_steps: 5}\ndemo: {train: {max_steps: 2}}\n")
+    seen = []
+    argv = ["train.max_steps=3", "--config", str(recipe), "--demo"]
+    assert recipe_main(seen.append, _Config, str(recipe), "doc", argv) == 0 and seen[0].train.max_steps == 3
+    with pytest.raises(SystemExit):
+        recipe_main(seen.append, _Config, str(recipe), "doc", ["--config", str(recipe), "a=1", "--bogus", "b=2"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -73,6 +73,13 @@ CASES = [
          r"client histories .*drop --column"),
     Case("id-column-flag", embed(rows(*GOOD), "--id-column", "tx"), 2, r"one row per client, keyed by its client "
          r"column 'client'; drop --id-column"),
+    Case("features-unknown-suffix", lambda tmp: ["features", "{transactions}", str(tmp / "t.csv"), "-o", "{out}"],
+         2, r"unknown output suffix '\.xlsx'; supported: \.parquet, \.csv", output="f.xlsx"),
+    Case("features-bad-table", lambda tmp: write_csv(tmp / "t.csv", with_row(2, amt="abc")) and
+         ["features", "{transactions}", str(tmp / "t.csv"), "-o", "{out}"], 2, r"data row 2: 'abc'"),
+    Case("features-csv", lambda tmp: write_csv(tmp / "t.csv", rows(*GOOD)) and
+         ["features", "{transactions}", str(tmp / "t.csv"), "-o", "{out}"], 0, r"wrote 6 rows \(6 scored",
+         output="f.csv"),
     Case("numeric-time-no-unit", embed(rows(*[line.replace(f"2024-01-{i + 1:02d} 10:00:00", str(i))
                                               for i, line in enumerate(GOOD)])), 2,
          r"is numeric; say what it holds with columns\.time_format"),

@@ -126,3 +126,12 @@ def test_video_rows_name_their_files(tmp_path, models):
     assert table.column("frames").to_pylist() == [10, 12]
     emb = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
     assert emb.shape == (2, 16) and np.isfinite(emb).all()
+
+
+def test_training_folder_of_user_videos(tmp_path):
+    from ssl_modal.video.data import load_videos
+
+    videos(("README.txt", "text"), ("broken.mp4", "empty"))(tmp_path)
+    report = load_videos([str(tmp_path / "vids")], [32, 48], on_error="skip")
+    assert sorted(p.rsplit("/", 1)[-1] for p in report.videos) == ["one.mp4", "two.mp4"]
+    assert [p.rsplit("/", 1)[-1] for p in report.skipped] == ["broken.mp4"]
