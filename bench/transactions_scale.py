@@ -192,16 +192,38 @@ def measure(stage: str, size: str, partitions: int, steps: int, approx: bool) ->
     return result
 
 
+def markdown(path: Path) -> str:
+    """The results JSON as the docs/benchmarks.md table."""
+    data = json.loads(path.read_text())
+    lines = ["| stage | rows | total s | rows/s | time per stage (s) | peak RSS MB: driver / JVM / Python workers "
+             "(sum; largest one) | load before -> after |", "|---|---|---|---|---|---|---|"]
+    for key in sorted(data, key=lambda k: (k.split("_")[1], k)):
+        r = data[key]
+        stage, size = key.split("_")
+        stages = ", ".join(f"{k} {v}" for k, v in r["times_s"].items() if k != "total")
+        rss = r["peak_rss_mb"]
+        mem = f"{rss['driver']} / {rss['jvm']} / {rss['workers']}; {rss['workers_max_one']}"
+        rows = f"{r['rows']:,}" if r.get("rows") else f"{size} ({r['report'].get('steps')} steps)"
+        rate = f"{r['rows_per_s']:,}" if r.get("rows_per_s") else "-"
+        load = f"{r['load_before'][0]} -> {r['load_after'][0]}"
+        lines.append(f"| {stage} | {rows} | {r['times_s']['total']} | {rate} | {stages} | {mem} | {load} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", choices=list(SIZES), default="1m")
-    ap.add_argument("--stage", choices=["pandas", "spark", "stream"], required=True)
+    ap.add_argument("--stage", choices=["pandas", "spark", "stream"], default="pandas")
     ap.add_argument("--partitions", type=int, default=0, help="client buckets / shards (default 4 per 10^6 rows)")
     ap.add_argument("--steps", type=int, default=60, help="stream: training steps")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "transactions_scale.json")
     ap.add_argument("--approx", action="store_true", help="spark: also fit with percentile_approx, compare edges")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--markdown", action="store_true", help="print the results JSON as a markdown table")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(args.out))
+        return
     partitions = args.partitions or 4 * SIZES[args.rows]
     if args.child:
         print(json.dumps(child(args.stage, args.rows, partitions, args.steps, args.approx)))

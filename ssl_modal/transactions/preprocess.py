@@ -86,7 +86,7 @@ def amount_edges(n: int, bins: int, order_stat) -> np.ndarray:
     gamma = virtual - lo
     ranks = np.unique(np.concatenate([lo, hi]))
     values = _signed_log1p(np.asarray(order_stat(ranks), np.float64))  # monotone: f(sorted x) = sorted f(x)
-    at = dict(zip(ranks.tolist(), values))
+    at = dict(zip(ranks.tolist(), values, strict=True))
     a, b = np.array([at[r] for r in lo]), np.array([at[r] for r in hi])
     diff = b - a
     q = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
@@ -108,7 +108,8 @@ def exact_sum(v: np.ndarray) -> Fraction:
     hi = np.add.reduceat(mi >> 26, starts)         # < 2**27 each: no int64 overflow below 2**36 values
     lo = np.add.reduceat(mi & (2**26 - 1), starts)
     base = int(e[0]) - 53
-    total = sum((int(h) * 2**26 + int(l)) << (int(x) - 53 - base) for h, l, x in zip(hi, lo, e[starts]))
+    total = sum((int(h) * 2**26 + int(low)) << (int(x) - 53 - base)
+                for h, low, x in zip(hi, lo, e[starts], strict=True))
     return Fraction(total) * Fraction(2) ** base
 
 

@@ -27,8 +27,14 @@ import pyarrow as pa
 
 from ssl_modal.data.readers import DataValidationError
 from ssl_modal.transactions.parsing import factorize_text, parse_amount, parse_time
-from ssl_modal.transactions.preprocess import (TransactionPreprocessor, amount_edges, exact_sum, numeric_stats,
-                                               squared_deviations, vocabulary_from_counts)
+from ssl_modal.transactions.preprocess import (
+    TransactionPreprocessor,
+    amount_edges,
+    exact_sum,
+    numeric_stats,
+    squared_deviations,
+    vocabulary_from_counts,
+)
 
 ROW, BUCKET = "__row", "__bucket"
 SUMMED = ("rows_in", "rows_out", "clients", "windows", "events", "single_event_clients", "timestamps_resorted",
@@ -119,7 +125,7 @@ def _sums(cols, source: str, means: list | None):
                 v = parse_amount(frame[c], None, c, source, role="numeric", allow_missing=True)
                 v = v[np.isfinite(v)]
                 s = exact_sum(v if means is None else squared_deviations(v, means[i]))
-                for key, value in zip(out, (i, len(v), str(s.numerator), str(s.denominator))):
+                for key, value in zip(out, (i, len(v), str(s.numerator), str(s.denominator)), strict=True):
                     out[key].append(value)
             yield pa.RecordBatch.from_pydict(out)
     return run
@@ -197,11 +203,11 @@ def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accurac
         means = [float(total / count) if count else 0.0 for count, total in first]
         second = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, means), sums_schema),
                          len(cols.numeric))
-        for c, (count, total), (_, sq) in zip(cols.numeric, first, second):
+        for c, (count, total), (_, sq) in zip(cols.numeric, first, second, strict=True):
             stats[c] = numeric_stats(np.zeros(0), sums=(count, total, sq))
     vocabs = {}
     names = ["mcc", *cols.categorical]
-    for name, (values, counts) in zip(names, _value_counts(df, [cols.mcc, *cols.categorical])):
+    for name, (values, counts) in zip(names, _value_counts(df, [cols.mcc, *cols.categorical]), strict=True):
         codes, text = factorize_text(values)
         per_text = np.zeros(len(text), np.int64)
         np.add.at(per_text, codes[codes >= 0], counts[codes >= 0])
@@ -222,8 +228,17 @@ def _approx_edges(parsed, n: int, bins: int, accuracy: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- transforming
 def _output_schema(pre: TransactionPreprocessor, df):
-    from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, IntegralType, LongType,
-                                   StringType, StructField, StructType)
+    from pyspark.sql.types import (
+        ArrayType,
+        DoubleType,
+        FloatType,
+        IntegerType,
+        IntegralType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+    )
 
     tx = pre.config.columns.transaction_id
     tx_type = LongType() if tx is None or isinstance(df.schema[tx].dataType, IntegralType) else StringType()

@@ -76,3 +76,29 @@ train: {{output_dir: {tmp_path / 'run'}, max_steps: 2, batch_size: 4, progress: 
     assert (tmp_path / "run" / "model.pt").exists()
     with pytest.raises(SystemExit):
         main(["preprocess", str(recipe), "-o", str(tmp_path / "x"), "--engine", "dask"])
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stream_their_own_shards(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _shards(tmp_path, partitions=4)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""domain: transactions
+data: {{shards: {tmp_path / 'shards'}, task: export}}
+encoder: {{hidden: 16, mcc_dim: 4, cat_dim: 4, num_dim: 4}}
+train: {{output_dir: {tmp_path / 'run'}, max_steps: 4, batch_size: 4, progress: false, tensorboard: false,
+         log_every: 1}}
+""")
+    repo = Path(__file__).resolve().parents[2]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "ssl_modal.cli", "train", str(recipe)], cwd=repo, capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("trained to step 4") == 2
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000004.pt")
+    per_epoch = WindowShards(tmp_path / "shards").batches_per_epoch(4, 2)  # the smaller rank share's batches
+    assert len(saved["rng"]) == 2 and per_epoch < 4
+    assert saved["trainer"]["epoch"] * per_epoch + saved["trainer"]["batch_in_epoch"] == 4

@@ -32,7 +32,7 @@ def test_amount_edges_equal_numpy_quantile_and_sums_are_exact():
         x = np.round(rng.lognormal(3, 2, n) * np.where(rng.random(n) < 0.1, -1, 1), 2)
         for bins in (2, 7, 32):
             ref = np.unique(np.quantile(_signed_log1p(x), np.linspace(0, 1, bins + 1)[1:-1]))
-            assert np.array_equal(amount_edges(n, bins, lambda r: np.sort(x)[r]), ref), (n, bins)
+            assert np.array_equal(amount_edges(n, bins, lambda r, x=x: np.sort(x)[r]), ref), (n, bins)
         v = rng.normal(100, 50, n)
         assert exact_sum(v) == exact_sum(v[::-1]) == exact_sum(v[: n // 3]) + exact_sum(v[n // 3:])
         mean, std = numeric_stats(v)
@@ -57,7 +57,7 @@ def spark():
 
 
 def _sorted(table):
-    keys = [(c, w) for c, w in zip(table.column("client_id").to_pylist(), table.column("window").to_pylist())]
+    keys = list(zip(table.column("client_id").to_pylist(), table.column("window").to_pylist(), strict=True))
     return table.take(sorted(range(len(keys)), key=keys.__getitem__))
 
 
@@ -118,8 +118,8 @@ def test_spark_scoring_returns_every_row_once_with_the_single_machine_values(spa
     from ssl_modal.core.export import load_model
     from ssl_modal.transactions.config import TransactionsConfig
     from ssl_modal.transactions.features import client_embeddings, features
-    from ssl_modal.transactions.spark_score import score_spark, write_scores
     from ssl_modal.transactions.shards import train_from_shards, write_shards_pandas
+    from ssl_modal.transactions.spark_score import score_spark, write_scores
 
     from .tables import COLUMNS, raw_table
 
