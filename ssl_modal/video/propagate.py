@@ -93,7 +93,7 @@ class LocalGrid:
         k, p = x.shape[0], self.pad
         x = F.pad(x, (p, self.wp - self.w + p, p, self.hp - self.h + p))
         u = F.unfold(x[None], (self.bh + 2 * p, self.bw + 2 * p), stride=(self.bh, self.bw))[0]  # (K*M, B)
-        return u.view(k, -1, u.shape[-1]).permute(2, 1, 0)
+        return u.view(k, -1, u.shape[-1]).permute(2, 1, 0).contiguous()
 
 
 def local_topk(target: Tensor, ctx_feats: list[Tensor], ctx_labels: list[Tensor], grid: LocalGrid, topk: int,
