@@ -54,6 +54,9 @@ class Objective(nn.Module):
     def forward(self, encoder: Encoder, batch: dict) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def on_step_end(self, encoder: Encoder, step: int, max_steps: int) -> None:
+        """Called by the trainer after every optimizer step (e.g. BYOL's EMA target update). No-op by default."""
+
 
 @dataclass
 class ModelSpec:
@@ -71,6 +74,7 @@ class SSLModel(nn.Module):
     `forward(batch)` returns {"loss": weighted sum, "<name>/loss": ..., "<name>/<metric>": ...}.
     `embed(batch)` returns `encoder(batch).pooled` without gradients, in eval mode.
     `collate` (optional) turns a list of raw examples into a batch, used by `encode`/`export`.
+    `lr_scales` ({parameter-name prefix: factor}) lets the trainer give parts a smaller learning rate.
     """
 
     def __init__(
@@ -96,11 +100,17 @@ class SSLModel(nn.Module):
         self.weights = {name: float(weights.get(name, 1.0)) for name in objectives}
         self.spec = spec
         self.collate = collate
+        self.lr_scales: dict[str, float] = {}
 
     def set_generator(self, generator: torch.Generator) -> None:
         """Make every objective draw its corruptions from `generator`."""
         for objective in self.objectives.values():
-            objective.generator = generator
+            typing_cast_objective(objective).generator = generator
+
+    def on_step_end(self, step: int, max_steps: int) -> None:
+        """Let every objective act after an optimizer step (EMA targets, schedules)."""
+        for objective in self.objectives.values():
+            typing_cast_objective(objective).on_step_end(self.encoder, step, max_steps)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -128,6 +138,11 @@ class SSLModel(nn.Module):
             return self.encoder(batch).pooled
         finally:
             self.train(was_training)
+
+
+def typing_cast_objective(module: nn.Module) -> Objective:
+    """An entry of `SSLModel.objectives` (an nn.ModuleDict, typed as holding plain Modules)."""
+    return module  # type: ignore[return-value]
 
 
 def batch_size_of(batch: Any) -> int:

@@ -5,10 +5,10 @@ import contextlib
 import logging
 import math
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -16,10 +16,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import save_config, to_dict
+from .config import ConfigError, save_config, to_dict
 from .contract import SSLModel, batch_size_of, move_to
 from .distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, barrier, gather_objects, init_distributed
-from .monitors import MetricsSink, collapse_stats
+from .loop import StopRequest, TimeBudget, warmup_cosine
+from .monitors import MetricsSink, collapse_stats, truncate_metrics
+from .precision import resolve_autocast
 
 log = logging.getLogger("ssl_modal")
 
@@ -30,6 +32,8 @@ class TrainConfig:
 
     output_dir: str = "runs/default"
     max_steps: int = 1000            # optimizer steps
+    max_minutes: float = 0.0         # wall-clock budget over all resumes; 0 = none. The LR schedule then follows
+                                     # whichever of steps or minutes runs out first
     batch_size: int = 32             # examples per process per micro-batch
     grad_accum_steps: int = 1
     learning_rate: float = 5e-4
@@ -38,7 +42,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0        # cosine decays to learning_rate * min_lr_ratio
     max_grad_norm: float = 1.0       # 0 disables clipping
-    autocast: str = "no"             # "no" | "bf16" | "fp16" (fp16 on CUDA only)
+    autocast: str = "no"             # "no" | "bf16" | "fp16" (fp16 on CUDA only) | "auto" (bf16 where native)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
@@ -51,14 +55,35 @@ class TrainConfig:
     tensorboard: bool = True
     device: str = "auto"             # "auto" | "cpu" | "cuda" | "cuda:1" ...
     find_unused_parameters: bool = False  # DDP: set when an objective leaves parameters unused
+    early_stopping_patience: int = 0  # with val_data and eval_every: stop after N evaluations without a lower
+                                      # val/loss and keep the best weights in model.pt; 0 = off
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        if self.autocast not in ("no", "bf16", "fp16"):
-            raise ValueError(f"train.autocast: expected 'no', 'bf16' or 'fp16', found '{self.autocast}'")
-        for name in ("max_steps", "batch_size", "grad_accum_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name}: expected >= 1, found {getattr(self, name)}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas: expected two numbers in [0, 1), found {list(self.betas)}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.autocast not in ("no", "bf16", "fp16", "auto"):
+            raise ConfigError(f"train.autocast: expected 'no', 'bf16', 'fp16' or 'auto', found '{self.autocast}'")
+        rules = {  # key: (lowest allowed, strict?)
+            "max_steps": (1, False), "batch_size": (1, False), "grad_accum_steps": (1, False),
+            "log_every": (1, False), "checkpoint_every": (1, False), "keep_last": (1, False),
+            "learning_rate": (0, True), "weight_decay": (0, False), "warmup_steps": (0, False),
+            "min_lr_ratio": (0, False), "max_grad_norm": (0, False), "max_minutes": (0, False),
+            "monitor_every": (0, False), "eval_every": (0, False), "num_workers": (0, False),
+            "early_stopping_patience": (0, False),
+        }
+        for name, (low, strict) in rules.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"train.{name}: expected a number, found {value!r}")
+            if value < low or (strict and value == low) or value != value:
+                raise ConfigError(f"train.{name}: expected {'>' if strict else '>='} {low}, found {value}")
+        if self.min_lr_ratio > 1:
+            raise ConfigError(f"train.min_lr_ratio: expected a ratio in [0, 1], found {self.min_lr_ratio}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas: expected two numbers in [0, 1), found {list(self.betas)}")
+        if self.early_stopping_patience and not self.eval_every:
+            raise ConfigError("train.early_stopping_patience needs train.eval_every > 0 (how often to validate)")
 
 
 @dataclass
@@ -70,22 +95,6 @@ class TrainResult:
     interrupted: bool = False
 
 
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    """LR multiplier: linear warmup to 1, then cosine down to `min_ratio` at `total` steps."""
-
-    def factor(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -97,52 +106,38 @@ def _resolve_device(name: str, info: DistInfo) -> torch.device:
     return device
 
 
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and returns."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = {}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # second signal: give up immediately
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     """AdamW + warmup/cosine, clipping, accumulation, autocast, seeded generators, progress bar,
-    JSONL metrics, collapse monitors, atomic checkpoints, exact resume, clean stop on signals, DDP."""
+    JSONL metrics, collapse monitors, atomic checkpoints, exact resume, clean stop on signals, DDP,
+    a wall-clock budget, early stopping, and a saved last good state when a step raises."""
 
     def __init__(self, config: TrainConfig | None = None) -> None:
         self.config = config or TrainConfig()
 
     # ---- set-up -------------------------------------------------------------------------------
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        """AdamW with weight decay on matrices only; `model.lr_scales` ({name prefix: factor}) scales
+        the learning rate of the parameters under a prefix (e.g. {"encoder.": 0.1} for fine-tuning)."""
+        scales = dict(getattr(model, "lr_scales", None) or {})
         c = self.config
-        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups: dict[tuple[float, bool], list] = {}
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+            decay = not (p.ndim < 2 or "norm" in name.lower())
+            groups.setdefault((scale, decay), []).append(p)
+        params = [{"params": ps, "lr": c.learning_rate * scale, "weight_decay": c.weight_decay if decay else 0.0}
+                  for (scale, decay), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))]
         # fused: one kernel per parameter group instead of a loop of small ops (CPU and CUDA, torch >= 2.4)
-        return torch.optim.AdamW(groups, lr=c.learning_rate, betas=c.betas, fused=True)
+        return torch.optim.AdamW(params, lr=c.learning_rate, betas=c.betas, fused=True)
 
     def _batches(self, data, collate, info: DistInfo, epoch: int, start_batch: int):
         """Yield (epoch, index_in_epoch, batch) forever, starting at a saved position."""
         c = self.config
+        if hasattr(data, "stream_batches"):  # streaming shards (core/streaming.py) keep their own position
+            yield from data.stream_batches(collate, c.batch_size, info, epoch, start_batch, c.seed)
+            return
         per_epoch = ShardedEpochSampler.batches_per_epoch(len(data), c.batch_size, info.world_size)
         while True:
             if start_batch >= per_epoch:
@@ -178,26 +173,37 @@ class Trainer:
         device_type = "cuda" if (c.device == "auto" and torch.cuda.is_available()) or c.device.startswith("cuda") else "cpu"
         info = init_distributed(device_type)
         device = _resolve_device(c.device, info)
-        per_epoch = ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size)
+        per_epoch = (train_data.batches_per_epoch(c.batch_size, info.world_size)
+                     if hasattr(train_data, "batches_per_epoch") else
+                     ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size))
         if per_epoch == 0:
             raise ValueError(
                 f"train_data has {len(train_data)} examples, fewer than one batch "
                 f"(batch_size {c.batch_size} x {info.world_size} process(es)): lower train.batch_size"
             )
-        if c.autocast == "fp16" and device.type != "cuda":
+        precision, reason = resolve_autocast(c.autocast, device)
+        if precision == "fp16" and device.type != "cuda":
             raise ValueError("train.autocast='fp16' needs CUDA; use 'bf16' on CPU")
+        if info.is_main:
+            log.info("precision: %s", reason)
+        if c.early_stopping_patience and val_data is None:
+            raise ValueError("train.early_stopping_patience needs validation data (val_data)")
 
         model.to(device)
         optimizer = self._optimizer(model)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(c.warmup_steps, c.max_steps, c.min_lr_ratio))
-        scaler = torch.amp.GradScaler(device.type, enabled=c.autocast == "fp16")
+        state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0,
+                 "best_val": float("inf"), "bad_evals": 0}
+        resumed = ckpt_io.latest_valid_checkpoint(ckpt_dir) if c.resume else None
+        if resumed is not None:
+            state.update(resumed[1]["trainer"])
+        budget = TimeBudget(c.max_minutes, state["elapsed_s"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+            c.warmup_steps, c.max_steps, c.min_lr_ratio, budget.progress if c.max_minutes else None))
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         generator = torch.Generator(device=device)
         generator.manual_seed(c.seed + 1000 * info.rank)
         model.set_generator(generator)
 
-        step, epoch, batch_in_epoch = 0, 0, 0
-        resumed = ckpt_io.latest_valid_checkpoint(ckpt_dir) if c.resume else None
         if resumed is not None:
             path, saved = resumed
             self._check_resumable(saved, model, path)
@@ -205,7 +211,6 @@ class Trainer:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])
-            step, epoch, batch_in_epoch = (saved["trainer"][k] for k in ("step", "epoch", "batch_in_epoch"))
             rng = saved["rng"]
             if len(rng) == info.world_size:
                 ckpt_io.restore_rng(rng[info.rank], generator)
@@ -213,13 +218,13 @@ class Trainer:
                 log.warning("resuming with %d processes from a %d-process checkpoint: RNG streams restart",
                             info.world_size, len(rng))
             if info.is_main:
-                log.info("resumed from %s at step %d", path, step)
+                log.info("resumed from %s at step %d", path, state["step"])
         else:
             torch.manual_seed(c.seed + info.rank)
             np.random.seed((c.seed + info.rank) % 2**32)
             random.seed(c.seed + info.rank)
 
-        train_model = model
+        train_model: torch.nn.Module = model
         if info.enabled:
             train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -227,30 +232,33 @@ class Trainer:
         if info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             save_config(c, out_dir / "train_config.yaml")
+            truncate_metrics(out_dir, state["step"])  # a resumed run's log carries no repeated steps
             left_out = len(train_data) - per_epoch * c.batch_size * info.world_size
             if left_out:
                 log.info("each epoch uses %d full batches; %d shuffled examples wait for the next epoch",
                          per_epoch, left_out)
         sink = MetricsSink(out_dir, c.tensorboard) if info.is_main else None
-        bar = tqdm(total=c.max_steps, initial=step, disable=not (c.progress and info.is_main),
+        bar = tqdm(total=c.max_steps, initial=state["step"], disable=not (c.progress and info.is_main),
                    desc="train", dynamic_ncols=True)
-        amp_dtype = torch.bfloat16 if c.autocast == "bf16" else torch.float16
+        amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
         def autocast():
-            return torch.autocast(device.type, dtype=amp_dtype) if c.autocast != "no" else contextlib.nullcontext()
+            return torch.autocast(device.type, dtype=amp_dtype) if precision != "no" else contextlib.nullcontext()
 
-        def save(final: bool = False) -> Path:
-            rng_all = gather_objects(ckpt_io.capture_rng(generator), info)
-            path = ckpt_dir / f"step-{step:08d}.pt"
+        def save(final: bool = False, rng: dict | None = None, position: tuple | None = None) -> Path:
+            rng_all = gather_objects(rng or ckpt_io.capture_rng(generator), info)
+            trainer_state = {**state, "elapsed_s": budget.elapsed()}
+            if position is not None:
+                trainer_state["epoch"], trainer_state["batch_in_epoch"] = position
+            path = ckpt_dir / f"step-{state['step']:08d}.pt"
             if info.is_main:
-                state = ckpt_io.make_checkpoint(
+                checkpoint = ckpt_io.make_checkpoint(
                     model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict(), rng=rng_all, train_config=to_dict(c),
-                    trainer={"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch})
-                ckpt_io.atomic_save(state, path)
+                    scaler=scaler.state_dict(), rng=rng_all, train_config=to_dict(c), trainer=trainer_state)
+                ckpt_io.atomic_save(checkpoint, path)
                 ckpt_io.prune_checkpoints(ckpt_dir, c.keep_last)
                 if final:
-                    ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(c)), out_dir / "model.pt")
+                    self._write_final(model, out_dir, state["step"])
             barrier(info)
             return path
 
@@ -258,50 +266,63 @@ class Trainer:
         window: dict[str, float] = {}
         monitor: dict[str, float] = {}  # rank 0's latest collapse stats, logged with the next record
         window_steps, window_examples, window_start = 0, 0, time.perf_counter()
-        batches = self._batches(train_data, collate, info, epoch, batch_in_epoch)
+        batches = self._batches(train_data, collate, info, state["epoch"], state["batch_in_epoch"])
         last_ckpt: Path | None = None
-        interrupted = False
-        with _StopRequest() as stop:
-            while step < c.max_steps:
+        interrupted = early_stopped = False
+        with StopRequest() as stop:
+            while state["step"] < c.max_steps:
                 train_model.train()
                 batch = None
-                for micro in range(c.grad_accum_steps):
-                    epoch, index, batch = next(batches)
-                    batch_in_epoch = index + 1
-                    batch = move_to(batch, device)
-                    sync = micro == c.grad_accum_steps - 1 or not info.enabled
-                    with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast():
-                        out = train_model(batch)
-                    scaler.scale(out["loss"] / c.grad_accum_steps).backward()
-                    for key, value in out.items():
-                        if isinstance(value, torch.Tensor) and value.numel() == 1:
-                            window[key] = window.get(key, 0.0) + float(value.detach()) / c.grad_accum_steps
-                    window_examples += batch_size_of(batch)
-                if not math.isfinite(window["loss"]) and c.autocast != "fp16":
-                    parts = {k: v for k, v in window.items() if k.endswith("/loss")}
-                    raise FloatingPointError(f"loss is not finite at step {step + 1}: {parts}; "
-                                             f"last checkpoint: {last_ckpt}")
-                scaler.unscale_(optimizer)
-                grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-                             if c.max_grad_norm > 0 else torch.tensor(0.0))
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
+                rng_before = ckpt_io.capture_rng(generator) if not info.enabled else None
+                position_before = (state["epoch"], state["batch_in_epoch"])
+                phase = "forward"
+                try:
+                    for micro in range(c.grad_accum_steps):
+                        state["epoch"], index, batch = next(batches)
+                        state["batch_in_epoch"] = index + 1
+                        batch = move_to(batch, device)
+                        sync = micro == c.grad_accum_steps - 1 or not info.enabled
+                        with (contextlib.nullcontext() if sync else cast(Any, train_model).no_sync()), autocast():
+                            out = train_model(batch)
+                        scaler.scale(out["loss"] / c.grad_accum_steps).backward()
+                        for key, value in out.items():
+                            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                                share = 1.0 if key.endswith("real_tokens") else 1.0 / c.grad_accum_steps
+                                window[key] = window.get(key, 0.0) + float(value.detach()) * share
+                        window_examples += batch_size_of(batch)
+                    if not math.isfinite(window["loss"]) and precision != "fp16":
+                        parts = {k: v for k, v in window.items() if k.endswith("/loss")}
+                        raise FloatingPointError(f"loss is not finite at step {state['step'] + 1}: {parts}")
+                    scaler.unscale_(optimizer)
+                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+                                 if c.max_grad_norm > 0 else torch.tensor(0.0))
+                    phase = "update"
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    state["step"] += 1
+                    model.on_step_end(state["step"], c.max_steps)
+                    phase = "after"
+                except Exception as exc:
+                    if phase == "forward" and not info.enabled and state["step"] > 0:
+                        optimizer.zero_grad(set_to_none=True)
+                        last_ckpt = save(rng=rng_before, position=position_before)
+                        log.error("step %d failed; the last good state (after step %d) is saved in %s",
+                                  state["step"] + 1, state["step"], last_ckpt)
+                        if hasattr(exc, "add_note"):  # Python >= 3.11
+                            exc.add_note(f"last good state saved: {last_ckpt} (rerun to resume from it)")
+                    raise
+                step = state["step"]
                 window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
                 window_steps += 1
                 bar.update(1)
 
-                if c.monitor_every and step % c.monitor_every == 0:
+                if c.monitor_every and step % c.monitor_every == 0 and batch is not None:
                     monitor = {f"monitor/{k}": v for k, v in collapse_stats(model.embed(batch)).items()}
                 if step % c.log_every == 0 or step == c.max_steps:
-                    names = sorted(window)
-                    values = all_reduce_mean(torch.tensor([window[k] for k in names], dtype=torch.float64), info)
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": step, "epoch": epoch, **{k: float(v) / window_steps for k, v in zip(names, values)},
-                              "lr": scheduler.get_last_lr()[0],
-                              "examples_per_s": window_examples * info.world_size / max(elapsed, 1e-9), **monitor}
+                    record = self._record(state, window, window_steps, window_examples,
+                                          time.perf_counter() - window_start, budget, scheduler, info, monitor)
                     history.append(record)
                     if sink:
                         sink.write(record)
@@ -312,30 +333,86 @@ class Trainer:
                     window, monitor, window_steps, window_examples = {}, {}, 0, 0
                     window_start = time.perf_counter()
                 if val_data is not None and ((c.eval_every and step % c.eval_every == 0) or step == c.max_steps):
-                    val = self.evaluate(model, val_data, collate, device, autocast)
-                    val = {f"val/{k}": v for k, v in val.items()}
+                    val = {f"val/{k}": v for k, v in self.evaluate(model, val_data, collate, device, autocast).items()}
                     history.append({"step": step, **val})
                     if sink:
                         sink.write({"step": step, **val})
+                    early_stopped = self._early_stopping(model, out_dir, state, val.get("val/loss"), info)
                 stop_now = stop.signum is not None
+                out_of_time = budget.spent()
                 if info.enabled:  # every rank must agree to stop at the same step
-                    stop_now = bool(all_reduce_mean(torch.tensor([float(stop_now)]), info)[0] > 0)
-                if step % c.checkpoint_every == 0 or stop_now or step == c.max_steps:
-                    last_ckpt = save(final=step == c.max_steps)
-                if stop_now:
+                    flags = all_reduce_mean(torch.tensor([float(stop_now), float(out_of_time),
+                                                          float(early_stopped)]), info)
+                    stop_now, out_of_time, early_stopped = (bool(f > 0) for f in flags)
+                finished = step == c.max_steps or out_of_time or early_stopped
+                if step % c.checkpoint_every == 0 or stop_now or finished:
+                    last_ckpt = save(final=finished)
+                if out_of_time and step < c.max_steps and info.is_main:
+                    log.info("train.max_minutes=%g reached at step %d (%.1f min): model saved",
+                             c.max_minutes, step, budget.elapsed() / 60)
+                if early_stopped and info.is_main:
+                    log.info("early stopping at step %d: val/loss did not improve in %d evaluations; "
+                             "model.pt holds the best weights (val/loss %.4f)", step, c.early_stopping_patience,
+                             state["best_val"])
+                if stop_now and not finished:
                     interrupted = True
                     if info.is_main:
                         log.warning("stopped by signal at step %d; checkpoint saved to %s; run again to resume",
                                     step, last_ckpt)
+                if stop_now or finished:
                     break
         bar.close()
         if sink:
             sink.close()
         if not interrupted and info.is_main and not (out_dir / "model.pt").exists():
             # a run that had already reached max_steps but died before writing model.pt
-            ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(c)), out_dir / "model.pt")
+            self._write_final(model, out_dir, state["step"])
         final = out_dir / "model.pt" if not interrupted else last_ckpt
-        return TrainResult(step=step, output_dir=out_dir, checkpoint=final, history=history, interrupted=interrupted)
+        return TrainResult(step=state["step"], output_dir=out_dir, checkpoint=final, history=history,
+                           interrupted=interrupted)
+
+    def _record(self, state, window, window_steps, window_examples, elapsed, budget, scheduler, info,
+                monitor) -> dict:
+        """One metrics.jsonl record: window means (sums for *real_tokens), rates, time stamps, monitors."""
+        names = sorted(window)
+        values = all_reduce_mean(torch.tensor([window[k] for k in names], dtype=torch.float64), info)
+        record: dict = {"step": state["step"], "epoch": state["epoch"]}
+        for key, value in zip(names, values):
+            if key.endswith("real_tokens"):
+                record[f"{key}_per_s"] = float(value) * info.world_size / max(elapsed, 1e-9)
+            else:
+                record[key] = float(value) / window_steps
+        record.update({
+            "lr": scheduler.get_last_lr()[0],
+            "examples_per_s": window_examples * info.world_size / max(elapsed, 1e-9),
+            "steps_per_s": window_steps / max(elapsed, 1e-9),
+            "time": time.time(), "elapsed_s": budget.elapsed(), **monitor,
+        })
+        return record
+
+    def _early_stopping(self, model, out_dir: Path, state: dict, val_loss, info) -> bool:
+        """Keep the best weights in best.pt; True once val/loss has not improved for `patience` evaluations."""
+        patience = self.config.early_stopping_patience
+        if not patience or val_loss is None:
+            return False
+        if val_loss < state["best_val"]:
+            state["best_val"], state["bad_evals"] = float(val_loss), 0
+            if info.is_main:
+                ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(self.config),
+                                                            trainer={"step": state["step"]}), out_dir / "best.pt")
+            return False
+        state["bad_evals"] += 1
+        return state["bad_evals"] >= patience
+
+    def _write_final(self, model: SSLModel, out_dir: Path, step: int) -> None:
+        """model.pt: the final weights, or the best ones when early stopping kept a best.pt (and its step)."""
+        best = out_dir / "best.pt"
+        if self.config.early_stopping_patience and best.exists():
+            saved = ckpt_io.load_checkpoint(best)
+            model.load_state_dict(saved["model"])
+            step = saved["trainer"]["step"]
+        ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(self.config), step=step),
+                            out_dir / "model.pt")
 
     @torch.no_grad()
     def evaluate(self, model: SSLModel, data, collate, device=None, autocast=None) -> dict[str, float]:

@@ -111,11 +111,13 @@ def test_corrupt_newest_checkpoint_is_skipped_with_message(tmp_path):
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
         load_checkpoint(newest)
     (out / "model.pt").unlink()
+    first_log = read_metrics(out)
     again = run_toy(out, steps=40)
     assert again.returncode == 0, again.stderr
     assert "skipping unusable checkpoint" in again.stderr and newest.name in again.stderr
     steps = [r["step"] for r in read_metrics(out)]
-    assert steps[30] == 21, "second run must resume after step 20, the newest intact checkpoint"
+    assert steps == list(range(1, 41)), "the log holds each step once: steps 21-30 of the first run were dropped"
+    assert read_metrics(out)[:20] == first_log[:20], "second run must resume after step 20, not restart"
     assert load_checkpoint(out / "model.pt")["train_config"]["max_steps"] == 40
 
 

@@ -1,0 +1,183 @@
+"""Joint-embedding losses against naive loop references (values and gradients), and the objective's behaviour."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_modal.core.config import ConfigError
+from ssl_modal.core.joint import (JointConfig, JointEmbedding, barlow_twins_loss, byol_loss, info_nce,
+                                  vicreg_loss)
+from ssl_modal.core.views import TwoViews, build_pipeline
+from ssl_modal.vectors import build_vector_model
+
+
+def naive_info_nce(a, b, t):
+    z = [x / x.norm() for x in torch.cat([a, b])]
+    n = a.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        denom = sum(torch.exp(z[i] @ z[k] / t) for k in range(2 * n) if k != i)
+        total = total - torch.log(torch.exp(z[i] @ z[j] / t) / denom)
+    return total / (2 * n)
+
+
+def naive_byol(p, z):
+    return sum(2 - 2 * (p[i] @ z[i]) / (p[i].norm() * z[i].norm()) for i in range(p.shape[0])) / p.shape[0]
+
+
+def naive_barlow(a, b, lambd):
+    n, d = a.shape
+    na = [(a[:, j] - a[:, j].mean()) / (a[:, j].std(unbiased=False) + 1e-5) for j in range(d)]
+    nb = [(b[:, j] - b[:, j].mean()) / (b[:, j].std(unbiased=False) + 1e-5) for j in range(d)]
+    loss = 0.0
+    for i in range(d):
+        for j in range(d):
+            c = (na[i] * nb[j]).sum() / n
+            loss = loss + ((1 - c) ** 2 if i == j else lambd * c ** 2)
+    return loss
+
+
+def naive_vicreg(a, b, s, v, c):
+    n, d = a.shape
+    inv = sum(((a[i] - b[i]) ** 2).sum() for i in range(n)) / (n * d)
+    var = 0.0
+    cov = 0.0
+    for x in (a, b):
+        xc = x - x.mean(0)
+        for j in range(d):
+            var = var + torch.relu(1 - torch.sqrt((xc[:, j] ** 2).sum() / (n - 1) + 1e-4)) / (2 * d)
+        for i in range(d):
+            for j in range(d):
+                if i != j:
+                    cov = cov + ((xc[:, i] * xc[:, j]).sum() / (n - 1)) ** 2 / d
+    return s * inv + v * var + c * cov
+
+
+CASES = [
+    ("info_nce", lambda a, b: info_nce(a, b, 0.2), lambda a, b: naive_info_nce(a, b, 0.2)),
+    ("byol", byol_loss, naive_byol),
+    ("barlow", lambda a, b: barlow_twins_loss(a, b, 0.01), lambda a, b: naive_barlow(a, b, 0.01)),
+    ("vicreg", lambda a, b: vicreg_loss(a, b, 25, 25, 1), lambda a, b: naive_vicreg(a, b, 25, 25, 1)),
+]
+
+
+@pytest.mark.parametrize("name,fast,naive", CASES, ids=[c[0] for c in CASES])
+def test_loss_matches_naive_reference_in_value_and_gradient(name, fast, naive):
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    got = fast(a, b)
+    want = naive(a, b)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-7)
+    ga, gb = torch.autograd.grad(got, (a, b), allow_unused=True)
+    wa, wb = torch.autograd.grad(want, (a, b), allow_unused=True)
+    torch.testing.assert_close(ga, wa.to(ga.dtype), rtol=1e-5, atol=1e-6)
+    if name == "byol":  # the target side is a constant
+        assert gb is None or torch.count_nonzero(gb) == 0
+    else:
+        torch.testing.assert_close(gb, wb.to(gb.dtype), rtol=1e-5, atol=1e-6)
+
+
+def test_info_nce_is_low_for_matched_views_and_high_for_random_ones():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(32, 16, generator=g)
+    assert info_nce(a, a + 0.01 * torch.randn(32, 16, generator=g)) < 0.5
+    assert info_nce(a, torch.randn(32, 16, generator=g)) > math.log(32)
+
+
+def _vector_views():
+    def noise(scale: float = 0.1):
+        def step(batch, generator):
+            x = batch["x"]
+            return {**batch, "x": x + scale * torch.randn(x.shape, generator=generator, device=x.device)}
+        return step
+
+    return TwoViews(build_pipeline([{"name": "noise", "scale": 0.3}], {"noise": noise}))
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "barlow", "vicreg"])
+def test_joint_objective_trains_and_byol_target_follows_by_ema(method):
+    torch.manual_seed(0)
+    base = build_vector_model({"dim": 8, "objectives": {"masked": 1.0}})
+    encoder = base.encoder
+    dim = encoder(base.collate([torch.zeros(8).numpy()] * 2)).pooled.shape[-1]
+    objective = JointEmbedding(JointConfig(method=method, hidden=32, dim=16), dim, _vector_views(), encoder=encoder)
+    from ssl_modal import SSLModel
+
+    model = SSLModel(encoder, {"joint": objective})
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = torch.randn(64, 8)
+    losses = []
+    for step in range(30):
+        out = model({"x": x})
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        model.on_step_end(step + 1, 30)
+        losses.append(float(out["loss"].detach()))
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, (method, losses)
+    if method == "byol":
+        online = torch.cat([p.detach().flatten() for p in encoder.parameters()])
+        target = torch.cat([p.flatten() for p in objective.target_encoder.parameters()])
+        assert not torch.equal(online, target)  # moved by EMA, not copied
+        assert all(not p.requires_grad for p in objective.target_encoder.parameters())
+        assert any(k.startswith("objectives.joint.target_encoder.") for k in model.state_dict())
+        assert objective.momentum(0, 30) == pytest.approx(0.99)
+        assert objective.momentum(30, 30) == pytest.approx(1.0)
+
+
+def test_config_and_view_errors_name_the_key():
+    with pytest.raises(ConfigError, match="joint.method.*found 'simsiam'"):
+        JointConfig(method="simsiam")
+    with pytest.raises(ConfigError, match=r"model.views\[0\]: unknown view step 'nois', did you mean 'noise'"):
+        build_pipeline([{"name": "nois"}], {"noise": lambda scale=0.1: None})
+    with pytest.raises(ConfigError, match=r"unknown parameter 'scal', did you mean 'scale'"):
+        build_pipeline([{"name": "noise", "scal": 1}], {"noise": lambda scale=0.1: None})
+    with pytest.raises(ValueError, match="needs the online encoder"):
+        JointEmbedding(JointConfig(method="byol"), 4, _vector_views())
+
+
+def test_views_are_reproducible_from_the_generator_and_differ_between_the_two_views():
+    views = _vector_views()
+    batch = {"x": torch.zeros(4, 3)}
+    a1, b1 = views(batch, torch.Generator().manual_seed(3))
+    a2, b2 = views(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(a1["x"], a2["x"]) and torch.equal(b1["x"], b2["x"])
+    assert not torch.equal(a1["x"], b1["x"])
+    assert torch.equal(batch["x"], torch.zeros(4, 3))  # the input batch is not modified
+    assert F.mse_loss(a1["x"], b1["x"]) > 0
+
+
+def test_byol_target_survives_checkpoint_and_resume_exactly(tmp_path):
+    from ssl_modal import SSLModel, TrainConfig, Trainer
+    from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
+    from tests.core.train_toy import toy_data
+
+    def build():
+        torch.manual_seed(0)
+        encoder = build_vector_model({"dim": 16}).encoder
+        objective = JointEmbedding(JointConfig(method="byol", hidden=32, dim=16), encoder.net[-1].out_features,
+                                   _vector_views(), encoder=encoder)
+        return SSLModel(encoder, {"byol": objective})
+
+    def collate(items):
+        return {"x": torch.as_tensor(np.stack(items))}
+
+    def fit(out):
+        cfg = TrainConfig(output_dir=str(out), max_steps=10, batch_size=32, learning_rate=1e-3, warmup_steps=2,
+                          log_every=5, checkpoint_every=5, progress=False, tensorboard=False, monitor_every=0)
+        return Trainer(cfg).fit(build(), toy_data(), collate)
+
+    fit(tmp_path)
+    full = load_checkpoint(tmp_path / "model.pt")["model"]
+    step_checkpoints(tmp_path / "checkpoints")[0].unlink()  # keep step 5 only: as if killed after it
+    (tmp_path / "model.pt").unlink()
+    fit(tmp_path)
+    resumed = load_checkpoint(tmp_path / "model.pt")["model"]
+    assert any(k.startswith("objectives.byol.target_encoder.") for k in full)
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
