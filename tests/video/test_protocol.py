@@ -34,8 +34,8 @@ def test_pretraining_on_an_evaluated_sequence_is_refused():
 def test_candidates_override_and_unknown_keys():
     cfg = load_config(VideoConfig, WALK, ["propagation.candidates=[{radius: 3}, {stride: 4, topk: 5}]"])
     got = candidates(cfg.propagation)
-    assert [(p.radius, p.stride, p.topk) for p in got] == [(3, 8, 10), (4, 4, 5)]
-    assert candidates(load_config(VideoConfig, WALK, ["propagation.candidates=[]"]).propagation)[0].radius == 4
+    assert [(p.radius, p.stride, p.topk) for p in got] == [(3, 8, 10), (5, 4, 5)]
+    assert candidates(load_config(VideoConfig, WALK, ["propagation.candidates=[]"]).propagation)[0].radius == 5
     bad = load_config(VideoConfig, WALK, ["propagation.candidates=[{radus: 3}]"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['radus'\]"):
         candidates(bad.propagation)
