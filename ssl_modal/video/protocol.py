@@ -71,10 +71,12 @@ def choose_propagation(cfg: VideoConfig, model, names: list[str]) -> tuple[Propa
     chosen_by = list(cfg.propagation.select_by)
     if not chosen_by or set(chosen_by) - {"raw-Lab", "SSL"}:
         raise ValueError(f"propagation.select_by: expected some of ['raw-Lab', 'SSL'], found {chosen_by}")
-    methods_for = lambda p: {k: v for k, v in tracking_methods(model, p, cfg.train.seed + 1).items()
-                             if k in chosen_by}
+
+    def methods_for(p: PropagationConfig) -> dict:
+        return {k: v for k, v in tracking_methods(model, p, cfg.train.seed + 1).items() if k in chosen_by}
+
     tried = []
-    for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for)):
+    for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for), strict=True):
         overall = table.overall()
         score = float(np.mean([overall[m]["J&F"] for m in chosen_by]))
         tried.append({"settings": settings_of(p), **{f"{m} J&F": overall[m]["J&F"] for m in chosen_by},
