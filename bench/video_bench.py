@@ -192,10 +192,12 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
         """The previous implementation: one dense masked (hw x C*hw) affinity and top-k per frame."""
         t0 = time.perf_counter()
         with torch.no_grad():
-            f = torch.nn.functional.normalize(torch.cat([feats(video[i:i + 8]) for i in range(0, len(video), 8)]), dim=1)
+            f = torch.cat([feats(video[i:i + 8]) for i in range(0, len(video), 8)])
+            f = torch.nn.functional.normalize(f, dim=1)
             t, _, h, w = f.shape
             flat = f.flatten(2).transpose(1, 2)
-            fg = torch.nn.functional.adaptive_avg_pool2d(torch.as_tensor(mask, dtype=torch.float32)[None, None], (h, w))
+            fg = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+            fg = torch.nn.functional.adaptive_avg_pool2d(fg, (h, w))
             labels = [torch.stack([1 - fg.flatten(), fg.flatten()], -1)]
             allowed = local_mask(h, w, radius)
             for i in range(1, t):

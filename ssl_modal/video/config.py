@@ -91,8 +91,9 @@ class PropagationConfig:
     temperature: float = 0.05
     stride: int = 8                  # feature stride (pixels per cell); below the encoder's, frames are upsampled
     # With folds: settings tried on each fold's *training* sequences (overrides of the keys above, e.g.
-    # {radius: 6, stride: 4}); the best mean J&F of raw-Lab and SSL there is used for every method. [] = as set.
+    # {radius: 6, stride: 4}); the best mean J&F of `select_by` there is used for every method. [] = as set.
     candidates: list[dict] = field(default_factory=list)
+    select_by: list[str] = field(default_factory=lambda: ["raw-Lab", "SSL"])  # methods whose mean J&F chooses
 
 
 @dataclass

@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
 
 
 def network_input(rgb: Tensor, channels: str) -> Tensor:
-    """Float RGB (N, 3, H, W) in [0, 1] -> the encoder input: "L" (N, 1, H, W) or "Lab" (N, 3, H, W), about [-1, 1]."""
+    """Float RGB (N, 3, H, W) in [0, 1] (or uint8) -> the encoder input: "L" (N, 1, H, W) or "Lab" (N, 3, H, W), about [-1, 1]."""
     lab = rgb_to_lab(rgb)
     lab = torch.cat([lab[:, :1] / 50.0 - 1.0, lab[:, 1:] / 50.0], 1)
     return lab[:, :1] if channels == "L" else lab
@@ -66,10 +66,10 @@ class VideoEncoder(Encoder):
 
     def feature_map(self, frames: Tensor) -> Tensor:
         """uint8 frames (N, H, W, 3) -> features (N, D, ceil(H/stride), ceil(W/stride))."""
-        return self.feature_map_float(frames.permute(0, 3, 1, 2).float() / 255.0)
+        return self.feature_map_float(frames.permute(0, 3, 1, 2))
 
     def feature_map_float(self, rgb: Tensor) -> Tensor:
-        """Float RGB (N, 3, H, W) in [0, 1] -> features (N, D, ceil(H/stride), ceil(W/stride))."""
+        """Float RGB (N, 3, H, W) in [0, 1] (or uint8) -> features (N, D, ceil(H/stride), ceil(W/stride))."""
         return self.proj(self.stages(self.stem(network_input(rgb, self.channels))))
 
     def frame_vectors(self, frames: Tensor) -> Tensor:

@@ -45,7 +45,7 @@ def check_disjoint(patterns: list[str], evaluated: list[str]) -> None:
 
 
 def candidates(p: PropagationConfig) -> list[PropagationConfig]:
-    fields = {f.name for f in dataclasses.fields(PropagationConfig)} - {"candidates"}
+    fields = {f.name for f in dataclasses.fields(PropagationConfig)} - {"candidates", "select_by"}
     out = []
     for c in p.candidates or [{}]:
         unknown = set(c) - fields
@@ -56,21 +56,31 @@ def candidates(p: PropagationConfig) -> list[PropagationConfig]:
     return out
 
 
+def settings_of(p: PropagationConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(p).items() if k not in ("candidates", "select_by")}
+
+
 def choose_propagation(cfg: VideoConfig, model, names: list[str]) -> tuple[PropagationConfig, list[dict]]:
-    """The candidate with the best mean J&F of raw-Lab and SSL on `names` (the training sequences)."""
+    """The candidate with the best mean J&F of `propagation.select_by` (raw-Lab, SSL or both) on `names` (the
+    training sequences)."""
     from ssl_modal.video.recipe import evaluate_settings, tracking_methods
 
     options = candidates(cfg.propagation)
     if len(options) == 1:
         return options[0], []
-    methods_for = lambda p: {k: v for k, v in tracking_methods(model, p, cfg.train.seed + 1).items()
-                             if k in ("raw-Lab", "SSL")}
+    chosen_by = list(cfg.propagation.select_by)
+    if not chosen_by or set(chosen_by) - {"raw-Lab", "SSL"}:
+        raise ValueError(f"propagation.select_by: expected some of ['raw-Lab', 'SSL'], found {chosen_by}")
+
+    def methods_for(p: PropagationConfig) -> dict:
+        return {k: v for k, v in tracking_methods(model, p, cfg.train.seed + 1).items() if k in chosen_by}
+
     tried = []
-    for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for)):
+    for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for), strict=True):
         overall = table.overall()
-        score = float(np.mean([overall[m]["J&F"] for m in ("raw-Lab", "SSL")]))
-        tried.append({"settings": {k: v for k, v in dataclasses.asdict(p).items() if k != "candidates"},
-                      "raw-Lab J&F": overall["raw-Lab"]["J&F"], "SSL J&F": overall["SSL"]["J&F"], "score": score})
+        score = float(np.mean([overall[m]["J&F"] for m in chosen_by]))
+        tried.append({"settings": settings_of(p), **{f"{m} J&F": overall[m]["J&F"] for m in chosen_by},
+                      "score": score})
         log.info("propagation on training sequences: %s", tried[-1])
     best = max(range(len(options)), key=lambda i: tried[i]["score"])
     return options[best], tried
@@ -110,7 +120,7 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
         chosen = time.perf_counter()
         table = evaluate_tracking(fcfg, model, Path(fcfg.train.output_dir) / "overlays", test_names, p)
         done = time.perf_counter()
-        settings = {k2: v for k2, v in dataclasses.asdict(p).items() if k2 != "candidates"}
+        settings = settings_of(p)
         print(f"\nfold {k}: pretrained on {train_names} ({trained - start:.0f} s), propagation chosen on them "
               f"({chosen - trained:.0f} s): {settings}; unseen sequences {test_names} ({done - chosen:.0f} s):")
         print(table)

@@ -79,7 +79,7 @@ class TrackingTable:
                 "frame_order": self.frame_order, "speed": self.speed}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrackingTable":
+    def from_dict(cls, d: dict) -> TrackingTable:
         table = cls(d["methods"], d["kind"])
         table.scores, table.frame_order = d["sequences"], d.get("frame_order")
         table.speed.update(d.get("speed") or {})

@@ -62,7 +62,9 @@ def color_jitter(x: Tensor, strength: float, gray_p: float, g: torch.Generator) 
     """Per-image colour jitter of float RGB (N, 3, H, W) in [0, 1]: brightness, contrast and saturation factors
     in [1 - s, 1 + s], a hue rotation of up to s/2 turns (in the YIQ plane), grayscale with probability gray_p."""
     n, dev = x.shape[0], x.device
-    u = lambda: (1 + strength * (2 * torch.rand(n, 1, 1, 1, generator=g, device=dev) - 1))
+
+    def u() -> Tensor:
+        return 1 + strength * (2 * torch.rand(n, 1, 1, 1, generator=g, device=dev) - 1)
     x = x * u()
     mean = rgb_to_gray(x).mean((2, 3), keepdim=True)
     x = (x - mean) * u() + mean
@@ -87,7 +89,9 @@ def augment_clip(frames: Tensor, size: tuple[int, int], scale: tuple[float, floa
     b, t, h, w, _ = frames.shape
     dev = frames.device
     x = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 255
-    r = lambda *shape: torch.rand(*shape, generator=g, device=dev)
+
+    def r(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=g, device=dev)
     area = scale[0] + (scale[1] - scale[0]) * r(b, 1)                          # clip crop: fraction of the frame
     s = area.sqrt() * (1 + jitter * (2 * r(b, t) - 1))                         # per-frame scale jitter
     s = s.clamp(max=1.0)

@@ -34,8 +34,8 @@ def test_pretraining_on_an_evaluated_sequence_is_refused():
 def test_candidates_override_and_unknown_keys():
     cfg = load_config(VideoConfig, WALK, ["propagation.candidates=[{radius: 3}, {stride: 4, topk: 5}]"])
     got = candidates(cfg.propagation)
-    assert [(p.radius, p.stride, p.topk) for p in got] == [(3, 8, 10), (4, 4, 5)]
-    assert candidates(load_config(VideoConfig, WALK, ["propagation.candidates=[]"]).propagation)[0].radius == 4
+    assert [(p.radius, p.stride, p.topk) for p in got] == [(3, 8, 10), (5, 4, 5)]
+    assert candidates(load_config(VideoConfig, WALK, ["propagation.candidates=[]"]).propagation)[0].radius == 5
     bad = load_config(VideoConfig, WALK, ["propagation.candidates=[{radus: 3}]"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['radus'\]"):
         candidates(bad.propagation)
@@ -45,11 +45,14 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     root = tmp_path / "davis"
     write_sequence(root, "square", synthetic_frames(12, 48, 64), square_masks(12, 48, 64))
-    write_sequence(root, "square2", synthetic_frames(12, 48, 64)[::-1].copy(), square_masks(12, 48, 64)[::-1].copy())
+    frames, masks = synthetic_frames(12, 48, 64)[::-1].copy(), square_masks(12, 48, 64)[::-1].copy()
+    write_sequence(root, "square2", frames, masks)
     overrides = ["data.train_videos=[]", "data.train_images=[]", "data.folds=[[square], [square2]]",
-                 f"data.fold_videos=['{root}/JPEGImages/{{sequence}}']", f"data.davis_root={root}", "data.size=[48, 64]",
+                 f"data.fold_videos=['{root}/JPEGImages/{{sequence}}']", f"data.davis_root={root}",
+                 "data.size=[48, 64]",
                  "encoder.widths=[8, 16, 16]", "encoder.embed_dim=16", "walk.crop=[32, 32]", "walk.clip_len=3",
-                 "walk.frame_gap=1", "propagation.candidates=[{radius: 2}, {radius: 3}]", "train.max_steps=3",
+                 "walk.frame_gap=1", "propagation.candidates=[{radius: 2}, {radius: 3}]",
+                 "propagation.select_by=[raw-Lab]", "train.max_steps=3",
                  "train.batch_size=2", "train.progress=false", "train.tensorboard=false", "eval.overlays=2",
                  f"train.output_dir={tmp_path / 'run'}"]
     assert recipe_module("video_tracking").main(["--config", WALK, *overrides]) == 0
@@ -59,6 +62,7 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     assert [f["test_sequences"] for f in summary["folds"]] == [["square"], ["square2"]]
     assert [f["train_sequences"] for f in summary["folds"]] == [["square2"], ["square"]]
     assert all(len(f["candidates"]) == 2 and f["propagation"]["radius"] in (2, 3) for f in summary["folds"])
+    assert all(set(c) == {"settings", "raw-Lab J&F", "score"} for f in summary["folds"] for c in f["candidates"])
     assert set(summary["overall"]) == {"copy-first", "raw-Lab", "random-init", "SSL"}
     assert (tmp_path / "run" / "fold0" / "model.pt").is_file() and (tmp_path / "run" / "fold1" / "model.pt").is_file()
     # one fold at a time: the pooled table appears once both folds' results exist

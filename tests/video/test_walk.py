@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_modal.video.model import VideoEncoder, build_video_model
-from ssl_modal.video.walk import ContrastiveWalk, augment_clip, color_jitter, transition, walk_loss
+from ssl_modal.video.walk import augment_clip, color_jitter, transition, walk_loss
 
 
 def naive_walk_loss(nodes, temperature):
@@ -16,7 +16,7 @@ def naive_walk_loss(nodes, temperature):
     for k in range(1, t):
         per_k = 0.0
         for e in range(b):
-            def step(x, y):
+            def step(x, y, e=e):
                 s = [[math.exp(float(nodes[e, x, i] @ nodes[e, y, j]) / temperature) for j in range(n)]
                      for i in range(n)]
                 return np.array([[v / sum(row) for v in row] for row in s])
