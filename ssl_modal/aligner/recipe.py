@@ -45,6 +45,10 @@ def read_split(cfg: AlignerConfig) -> tuple[Pairs, Pairs]:
     return train_pairs, test
 
 
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def _resolved(path: str) -> str:
     return str(Path(path).resolve())
 
@@ -92,6 +96,12 @@ def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, 
     if cfg.data.unlabelled_images and not extra:
         raise ValueError(f"data.unlabelled_images: no file matches '{cfg.data.unlabelled_images}'")
     unlabelled = torch.cat([pixels, *[transform(load_image(p))[None] for p in extra]])
+    d, default = cfg.data, type(cfg.data)()
+    ignored = [k for k in ("random_resized_crop", "horizontal_flip", "augment", "color_jitter", "cache_images")
+               if _plain(getattr(d, k)) != _plain(getattr(default, k))]
+    if ignored:
+        log.warning("aligner: data.%s do not apply to image.arch 'patches': it trains on random windows of its "
+                    "cached response maps", ", data.".join(ignored))
     tower = model.encoder.image_tower
     tower.fit(unlabelled, seed=cfg.train.seed)
     log.info("aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)", tower.k,

@@ -80,6 +80,15 @@ class TextTower(nn.Module):
         from transformers import AutoModel, BertConfig
 
         path = resolve_pretrained(cfg.get("pretrained_path"))
+        self.pooling = cfg.get("pooling", "cls")
+        if cfg.get("arch", "bert") == "bow" and not path:  # bag of words: mean of token embeddings, then an MLP
+            self.model, self.width, self.pooling = None, cfg["width"], "bow"
+            self.embed = nn.Embedding(vocab_size, cfg["width"], padding_idx=pad_id)
+            self.mlp = nn.Sequential(nn.Dropout(cfg.get("dropout", 0.1)), nn.Linear(cfg["width"], cfg["width"]),
+                                     nn.GELU())
+            return
+        if cfg.get("arch", "bert") not in ("bert", "bow"):
+            raise ValueError(f"model.text.arch: expected 'bert' or 'bow', found '{cfg['arch']}'")
         if path:
             # weights from the folder when built; load_model then overwrites them with the checkpoint's
             self.model = AutoModel.from_pretrained(path)
@@ -91,9 +100,11 @@ class TextTower(nn.Module):
                                 attention_probs_dropout_prob=cfg.get("dropout", 0.1))
             self.model = AutoModel.from_config(config, add_pooling_layer=False)
         self.width = self.model.config.hidden_size
-        self.pooling = cfg.get("pooling", "cls")
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        if self.pooling == "bow":
+            weights = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+            return self.mlp((self.embed(input_ids) * weights).sum(1) / weights.sum(1).clamp(min=1.0))
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "mean":
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)

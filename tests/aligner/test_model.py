@@ -191,3 +191,21 @@ def test_slip_adds_the_core_image_only_simclr_loss_on_two_views(shapes, tmp_path
     cfg.model.views, cfg.model.slip = [], {"method": "byol"}
     with pytest.raises(ConfigError, match="model.slip.method: 'byol'"):
         tiny_model(cfg)
+
+
+def test_bag_of_words_text_tower_ignores_padding_and_trains(shapes, tmp_path):
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.text = dataclasses.replace(cfg.model.text, arch="bow", dropout=0.0)
+    model = tiny_model(cfg)
+    model.eval()
+    one = model.collate([{"caption": "a red square"}])
+    padded = model.collate([{"caption": "a red square"}, {"caption": "the blue block is a big blue block"}])
+    torch.testing.assert_close(model.encoder.encode_text(**one)[0], model.encoder.encode_text(**padded)[0])
+    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+                           for i, c in enumerate(["a red square", "a blue square"])])
+    model.train()
+    model(batch)["loss"].backward()
+    assert model.encoder.text_tower.embed.weight.grad is not None
+    cfg.model.text = dataclasses.replace(cfg.model.text, arch="gpt")
+    with pytest.raises(ValueError, match="model.text.arch: expected 'bert' or 'bow', found 'gpt'"):
+        tiny_model(cfg)

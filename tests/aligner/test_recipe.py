@@ -26,16 +26,16 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
     assert "shared" not in demo.data.manifest and (REPO / demo.data.manifest).is_file()
     assert len(pd.read_csv(REPO / demo.data.manifest)) == 500
     full = load_config(AlignerConfig, YAML)
-    assert "shared/data/images/flickr8k" in full.data.manifest and full.model.image.arch == "vit"
+    assert "shared/data/images/flickr8k" in full.data.manifest and full.model.image.arch == "patches"
+    assert demo.model.image.arch == "vit" and demo.model.text.arch == "bert" and not demo.data.sample_captions
 
 
 def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, capsys):
     out = tmp_path / "run"
     overrides = [f"data.manifest={shapes}", "data.image_root=null", f"train.output_dir={out}", "train.max_steps=4",
                  "train.batch_size=8", "train.progress=false", "model.image.image_size=32", "model.image.patch_size=8",
-                 "model.image.width=32", "model.image.layers=1", "model.image.heads=2", "model.text.width=32",
-                 "model.text.layers=1", "model.text.heads=2", "model.text.vocab_size=60", "model.embed_dim=16",
-                 "data.test_fraction=0.25", "eval.grid_captions=2", "eval.zero_shot_classes=[red, green, blue, yellow]"]
+                 "model.image.width=32", "model.image.centroids=16", "model.image.grid=5", "model.text.width=32",
+                 "model.text.vocab_size=60", "model.embed_dim=16", "data.test_fraction=0.25", "eval.grid_captions=2", "eval.zero_shot_classes=[red, green, blue, yellow]"]
     assert recipe_module().main(["--config", str(YAML), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "random-init model" in printed and "trained" in printed and "chance" in printed
