@@ -3,7 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ssl_modal.core.joint import JointConfig
 from ssl_modal.core.trainer import TrainConfig
+
+
+def default_views() -> list[dict]:
+    """BYOL-A's mixup + random resized crop, plus speaker-changing waveform steps (ssl_modal/audio/views.py)."""
+    return [{"name": "gain", "db": 6.0}, {"name": "mixup", "ratio": 0.4, "p": 0.5},
+            {"name": "speed", "factors": [0.9, 0.95, 1.0, 1.05, 1.1]}, {"name": "noise", "snr_db": [10.0, 40.0], "p": 0.5},
+            {"name": "vtlp", "alpha": [0.9, 1.1]}, {"name": "crop"}, {"name": "specaugment", "p": 0.5}]
 
 
 @dataclass
@@ -22,14 +30,19 @@ class FrontendConfig:
 
 @dataclass
 class EncoderConfig:
-    """Conv subsampling (each layer halves the frame rate) + Transformer over the subsampled frames."""
+    """`kind: transformer`: conv subsampling (each layer halves the frame rate) + Transformer over the
+    subsampled frames. `kind: cnn`: BYOL-A's conv stack (3 x conv-BN-ReLU-maxpool, `channels` wide) + MLP."""
 
+    kind: str = "transformer"        # transformer | cnn
     dim: int = 128
     conv_layers: int = 2             # subsampling factor 2 ** conv_layers
     num_layers: int = 4
     num_heads: int = 4
     ff_dim: int = 256
     dropout: float = 0.1
+    channels: int = 64               # cnn: channels of each conv block
+    pooling: str = "mean"            # mean | mean+max (BYOL-A: their sum) | segments (means of equal time parts)
+    segments: int = 3                # pooling: segments -> pooled size segments x dim
 
 
 @dataclass
@@ -63,6 +76,7 @@ class DataConfig:
     window_seconds: float = 1.0      # longer files are cut into windows of this length (offsets kept)
     window_hop_seconds: float | None = None  # null: = window_seconds (no overlap)
     max_files: int | None = None
+    on_error: str = "error"          # unusable files (missing, undecodable, empty): "error" or "skip" (counted, logged)
 
 
 @dataclass
@@ -77,6 +91,21 @@ class EvalConfig:
     baselines: bool = True           # MFCC mean+std + logistic regression, and a random-init encoder
     n_mfcc: int = 20
     tsne: bool = True
+    # the headline protocol (ssl_modal/audio/protocol.py); rotate_column "" = the single-pretraining table above
+    pretrain_all: bool = True        # also pretrain on every clip: model.pt, embeddings, the seen-speaker table
+    rotate_column: str = "speaker"   # pretrain + train probes on all groups but one, test on that one; rotate
+    held_out: list[str] | None = None  # the groups to hold out in turn (None = every group; fewer while iterating)
+    seeds: list[int] = field(default_factory=lambda: [0])          # pretraining / random-init seeds per fold
+    mfcc_segments: int = 3           # the second MFCC row: mean+std over this many equal time parts
+    label_counts: list[int] = field(default_factory=lambda: [0])   # labelled clips per class (0 = all)
+    finetune_counts: list[int] = field(default_factory=list)       # of label_counts: also fine-tune there
+    finetune_steps: int = 300
+    finetune_batch_size: int = 32
+    finetune_lr: float = 1.0e-3      # the head's rate; the encoder's is finetune_lr x encoder_lr_scale
+    encoder_lr_scale: float = 0.1
+    finetune_patience: int = 5       # validation checks without improvement before stopping
+    train: dict | None = None        # core eval-data scheme: the probe learns on eval.train (keys of data:) ...
+    test: dict | None = None         # ... and is scored on eval.test; set, it replaces the rotation
 
 
 @dataclass
@@ -86,6 +115,8 @@ class AudioConfig:
     masked_frames: MaskedFramesConfig = field(default_factory=MaskedFramesConfig)
     time_shift: TimeShiftConfig = field(default_factory=TimeShiftConfig)
     weights: dict[str, float] = field(default_factory=lambda: {"masked_frames": 1.0, "time_shift": 0.5})
+    views: list[dict] = field(default_factory=default_views)   # the joint objective's augmentation pipeline
+    joint: JointConfig = field(default_factory=JointConfig)    # weights.joint > 0 turns it on
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

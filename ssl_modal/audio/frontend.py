@@ -100,13 +100,19 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> Tensor:
 
 
 def mfcc_mean_std(waves: Iterable[np.ndarray], sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int,
-                  n_mels: int) -> np.ndarray:
-    """Hand-crafted baseline features: per clip, mean and std over frames of `n_mfcc` MFCCs -> (N, 2*n_mfcc)."""
+                  n_mels: int, segments: int = 1) -> np.ndarray:
+    """Hand-crafted baseline features: per clip, mean and std over frames of `n_mfcc` MFCCs -> (N, 2*n_mfcc);
+    with `segments` > 1, mean and std over each of that many equal time parts of the clip, concatenated
+    (N, segments*2*n_mfcc): spoken digits differ in the order of their sounds, which one pool discards."""
+    if segments < 1:
+        raise ValueError(f"mfcc segments must be >= 1, found {segments}")
     mfcc = torchaudio.transforms.MFCC(sample_rate=sample_rate, n_mfcc=n_mfcc,
                                       melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels})
     rows = []
     with torch.no_grad():
         for wave in waves:
             m = mfcc(torch.as_tensor(np.asarray(wave, dtype=np.float32)))  # (n_mfcc, T)
-            rows.append(torch.cat([m.mean(1), m.std(1, unbiased=False)]).numpy())
+            bounds = np.linspace(0, m.shape[1], segments + 1).round().astype(int)
+            parts = [m[:, a:max(b, a + 1)] if a < m.shape[1] else m[:, -1:] for a, b in zip(bounds[:-1], bounds[1:])]
+            rows.append(torch.cat([torch.cat([p.mean(1), p.std(1, unbiased=False)]) for p in parts]).numpy())
     return np.stack(rows).astype(np.float32)

@@ -13,11 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ssl_modal.audio.cnn import ConvAudioEncoder, pool, pooled_dim
 from ssl_modal.audio.frontend import LogMel, sinusoidal_positions
 from ssl_modal.audio.objectives import MaskedFrames, TimeShift
+from ssl_modal.audio.views import audio_views
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, SSLModel
 
 BUILDER = "ssl_modal.audio.model:build_audio_model"
+OBJECTIVES = ("masked_frames", "time_shift", "joint")
 FEATURES_KEY = "logmel"  # where `AudioEncoder.features` caches a batch's log-mel
 
 
@@ -29,7 +32,7 @@ def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
 
 class AudioEncoder(Encoder):
     """Log-mel frontend + `conv_layers` stride-2 Conv1d (GELU) + pre-norm Transformer; tokens at
-    1 / 2**conv_layers of the frame rate; pooled = masked mean of the final tokens."""
+    1 / 2**conv_layers of the frame rate; pooled = masked mean of the final tokens (or `encoder.pooling`)."""
 
     def __init__(self, frontend: dict, encoder: dict, stats: dict | None = None):
         super().__init__()
@@ -45,6 +48,7 @@ class AudioEncoder(Encoder):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, encoder["num_layers"], enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+        self.pooling, self.segments = encoder.get("pooling", "mean"), int(encoder.get("segments", 3))
 
     def features(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Normalised log-mel (B, T, n_mels) and frame mask (B, T); computed once per batch and cached
@@ -74,7 +78,7 @@ class AudioEncoder(Encoder):
             pad[empty, 0] = False
         tokens = self.norm(self.transformer(h, src_key_padding_mask=pad))
         tokens = tokens * mask[..., None].to(tokens.dtype)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=pool(tokens, mask, self.pooling, self.segments))
 
     def forward(self, batch: dict) -> EncoderOutput:
         return self.encode_frames(*self.features(batch))
@@ -111,7 +115,26 @@ def audio_model_config(cfg, stats: dict | None = None) -> dict:
     """The plain dict `build_audio_model` takes, from an `AudioConfig` and the frontend statistics."""
     return {"frontend": asdict(cfg.frontend), "encoder": asdict(cfg.encoder),
             "masked_frames": asdict(cfg.masked_frames), "time_shift": asdict(cfg.time_shift),
-            "weights": dict(cfg.weights), "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")}}
+            "weights": dict(cfg.weights), "views": [dict(v) for v in cfg.views], "joint": asdict(cfg.joint), "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")}}
+
+
+def make_encoder(frontend: dict, encoder: dict, stats: dict | None = None) -> nn.Module:
+    """The encoder named by `encoder["kind"]` (transformer when absent: checkpoints from before the choice)."""
+    kind = encoder.get("kind", "transformer")
+    if kind == "transformer":
+        return AudioEncoder(frontend, encoder, stats)
+    if kind == "cnn":
+        stats = stats or {}
+        logmel = LogMel(**frontend, mean=stats.get("mean"), std=stats.get("std"))
+        return ConvAudioEncoder(logmel, frontend["n_mels"], int(encoder["dim"]), int(encoder.get("channels", 64)),
+                                float(encoder.get("dropout", 0.3)), encoder.get("pooling", "mean"),
+                                int(encoder.get("segments", 3)))
+    raise ValueError(f"encoder.kind: expected 'transformer' or 'cnn', found '{kind}'")
+
+
+def encoder_pooled_dim(encoder: dict) -> int:
+    """Size of the encoder's `pooled` vector."""
+    return pooled_dim(int(encoder["dim"]), encoder.get("pooling", "mean"), int(encoder.get("segments", 3)))
 
 
 def build_audio_model(config: dict) -> SSLModel:
@@ -120,16 +143,22 @@ def build_audio_model(config: dict) -> SSLModel:
     if missing:
         raise ValueError(f"audio model config lacks {sorted(missing)}; found keys {sorted(config)}")
     weights = {k: float(v) for k, v in config["weights"].items()}
-    unknown = set(weights) - {"masked_frames", "time_shift"}
+    unknown = set(weights) - set(OBJECTIVES)
     if unknown:
-        raise ValueError(f"weights: unknown objective(s) {sorted(unknown)}; expected masked_frames and/or time_shift")
-    encoder = AudioEncoder(config["frontend"], config["encoder"], config.get("stats"))
+        raise ValueError(f"weights: unknown objective(s) {sorted(unknown)}; expected some of {', '.join(OBJECTIVES)}")
+    encoder = make_encoder(config["frontend"], config["encoder"], config.get("stats"))
     objectives = {}
     if weights.get("masked_frames", 0.0):
         objectives["masked_frames"] = MaskedFrames(encoder.dim, config["frontend"]["n_mels"], encoder.subsample,
                                                    **config["masked_frames"])
     if weights.get("time_shift", 0.0):
-        objectives["time_shift"] = TimeShift(encoder.dim, **config["time_shift"])
+        objectives["time_shift"] = TimeShift(encoder_pooled_dim(config["encoder"]), **config["time_shift"])
+    if weights.get("joint", 0.0):
+        from ssl_modal.core.joint import JointConfig, JointEmbedding
+
+        views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
+        objectives["joint"] = JointEmbedding(JointConfig(**config.get("joint", {})),
+                                             encoder_pooled_dim(config["encoder"]), views, encoder=encoder)
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")
     return SSLModel(encoder, objectives, {k: weights[k] for k in objectives},

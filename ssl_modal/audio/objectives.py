@@ -146,6 +146,10 @@ class MaskedFrames(Objective):
         tokens = encoder.encode_frames(corrupted, frame_mask).tokens              # (B, T', D)
         pred = self.head(tokens).reshape(b, -1, n_mels)[:, :t].float()          # back to frame rate
         target_mask = (time_mask[..., None] | freq_mask[:, None, :]) & frame_mask[..., None]
+        covered = pred.shape[1]
+        if covered < t:  # an encoder that drops a trailing partial window (the CNN's max-pools): not scored
+            pred = F.pad(pred, (0, 0, 0, t - covered))
+            target_mask = target_mask & (torch.arange(t, device=x.device) < covered)[None, :, None]
         loss = masked_l1(pred, x, target_mask)
         return {"loss": loss, "masked_fraction": time_mask.sum() / frame_mask.sum().clamp_min(1)}
 

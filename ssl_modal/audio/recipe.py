@@ -8,7 +8,7 @@ encoder of the same architecture, and the pretrained encoder.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ssl_modal.audio.config import AudioConfig
 from ssl_modal.audio.frontend import LogMel, mfcc_mean_std, streaming_stats
 from ssl_modal.audio.io import AudioReader, load_segments, read_manifest
 from ssl_modal.audio.model import audio_collate, audio_model_config, build_audio_model
-from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
+from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe, probe_split
 from ssl_modal.core.export import encode, load_model
 from ssl_modal.core.trainer import Trainer, TrainResult
 
@@ -27,13 +27,13 @@ log = logging.getLogger("ssl_modal")
 
 def read_segments(cfg: AudioConfig, label_columns=(), window_seconds: float | None = -1.0) -> list[dict]:
     """The recipe's manifest read into windows (`window_seconds=-1`: data.window_seconds; None: whole files)."""
-    frame = read_manifest(cfg.data.manifest, cfg.data.path_column)
+    frame = read_manifest(cfg.data.manifest, cfg.data.path_column, cfg.data.on_error)
     if cfg.data.max_files is not None:
         frame = frame.iloc[: cfg.data.max_files]
     reader = AudioReader(cfg.frontend.sample_rate)
     window = cfg.data.window_seconds if window_seconds == -1.0 else window_seconds
     segments = load_segments(frame, reader, window, cfg.data.window_hop_seconds, list(label_columns),
-                             cfg.data.manifest, cfg.train.progress)
+                             cfg.data.manifest, cfg.train.progress, cfg.data.on_error)
     log.info("%s: %s; %d segments", cfg.data.manifest, reader.summary(), len(segments))
     return segments
 
@@ -59,9 +59,9 @@ def frontend_stats(cfg: AudioConfig, segments: list[dict], batch_size: int = 256
                            total=(len(segments) + batch_size - 1) // batch_size)
 
 
-def train(cfg: AudioConfig) -> TrainResult:
-    """Pretrain on `data.manifest`; the final model is `<train.output_dir>/model.pt`."""
-    segments = read_segments(cfg)
+def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
+    """Pretrain on `segments` (default: `data.manifest`); the final model is `<train.output_dir>/model.pt`."""
+    segments = read_segments(cfg) if segments is None else segments
     count_short(segments, cfg)
     stats = frontend_stats(cfg, segments)
     log.info("log-mel statistics from %s frames", f"{stats['frames']:,}")
@@ -70,6 +70,12 @@ def train(cfg: AudioConfig) -> TrainResult:
     n_params = sum(p.numel() for p in model.parameters())
     log.info("audio encoder: %s parameters, objectives %s", f"{n_params:,}", model.weights)
     return Trainer(cfg.train).fit(model, segments, audio_collate)
+
+
+def pretrain_on(cfg: AudioConfig, segments: list[dict], output_dir, seed: int):
+    """`train` on `segments` into `output_dir` with `seed`; the trained model (for the protocol)."""
+    run_cfg = replace(cfg, train=replace(cfg.train, output_dir=str(output_dir), seed=int(seed)))
+    return load_model(train(run_cfg, segments).checkpoint)
 
 
 def _combine(name: str, results: list[ProbeResult]) -> ProbeResult:
@@ -120,7 +126,56 @@ def probe_table(cfg: AudioConfig, collected: dict) -> ProbeTable:
     return table
 
 
+def separate_table(cfg: AudioConfig, model) -> ProbeTable:
+    """Digit probes trained on `eval.train` (default `data`) and scored on `eval.test`: MFCC (whole clip and
+    `eval.mfcc_segments` time parts), the random-init encoder and `model`, frozen."""
+    from ssl_modal.audio.protocol import folds
+
+    e, f = cfg.eval, cfg.frontend
+    (fold,) = folds(cfg)
+    train_y = [str(c[e.digit_column]) for c in fold["train"]]
+    test_y = [str(c[e.digit_column]) for c in fold["test"]]
+    torch.manual_seed(cfg.train.seed + 1)
+    random_model = build_audio_model(model.spec.config)
+    table = ProbeTable()
+    for n in dict.fromkeys((1, e.mfcc_segments)):
+        x = [mfcc_mean_std([c["wave"] for c in part], f.sample_rate, e.n_mfcc, f.n_fft, f.hop_length, f.n_mels, n)
+             for part in (fold["train"], fold["test"])]
+        table.append(probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed,
+                                 name="digit (eval.test): MFCC mean+std" + (f", {n} time segments" if n > 1 else "")))
+    for name, m in (("random-init encoder", random_model), ("SSL encoder", model)):
+        x = [encode(m, part, e.batch_size) for part in (fold["train"], fold["test"])]
+        table.append(probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed,
+                                 name=f"digit (eval.test): {name}"))
+    return table
+
+
 def evaluate(cfg: AudioConfig, model=None) -> ProbeTable:
-    """Probe the frozen encoder of `train.output_dir` (or `model`) against the baselines."""
+    """Probe the frozen encoder of `train.output_dir` (or `model`) against the baselines; with `eval.test`,
+    train the probes on `eval.train` (default: `data`) and score them on `eval.test`."""
     model = model if model is not None else load_model(cfg.train.output_dir)
+    if cfg.eval.test is not None:
+        return separate_table(cfg, model)
     return probe_table(cfg, probe_features(cfg, model))
+
+
+def finetune_with(cfg: AudioConfig):
+    """The protocol's fine-tuning step: `ssl_modal.core.finetune.finetune` with the recipe's eval settings."""
+    from ssl_modal.core.finetune import finetune
+
+    e = cfg.eval
+
+    def run(model, train_clips, train_labels, test_clips, test_labels, seed, name):
+        return finetune(model, train_clips, list(train_labels), audio_collate, test_examples=test_clips,
+                        test_labels=list(test_labels), max_steps=e.finetune_steps, batch_size=e.finetune_batch_size,
+                        learning_rate=e.finetune_lr, encoder_lr_scale=e.encoder_lr_scale,
+                        patience=e.finetune_patience, seed=seed, name=name)
+    return run
+
+
+def run_protocol(cfg: AudioConfig) -> dict:
+    """The held-out-group protocol of ssl_modal/audio/protocol.py with this recipe's pretraining and probes."""
+    from ssl_modal.audio.protocol import rotate
+
+    return rotate(cfg, pretrain_on, lambda model, clips: encode(model, clips, cfg.eval.batch_size),
+                  finetune_with(cfg) if cfg.eval.finetune_counts else None)

@@ -26,7 +26,10 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
     full = load_config(AudioConfig, YAML, ["train.max_steps=7"])
     assert full.data.manifest.endswith("shared/data/audio/fsdd/metadata.csv") and full.train.max_steps == 7
     assert full.masked_frames.fraction == 0.15 and full.masked_frames.span == 7
-    assert full.weights == {"masked_frames": 1.0, "time_shift": 0.5}
+    assert full.weights == {"joint": 1.0, "masked_frames": 0.0, "time_shift": 0.0} and full.joint.method == "byol"
+    assert [v["name"] for v in full.views][-2:] == ["crop", "specaugment"]
+    assert full.eval.rotate_column == "speaker" and full.eval.held_out is None and full.eval.seeds == [0, 1, 2]
+    assert full.eval.label_counts == [1, 5, 20, 0] and full.eval.finetune_counts == [20]
     assert 0 in full.time_shift.shifts and min(full.time_shift.shifts) < 0 < max(full.time_shift.shifts)
     with pytest.raises(ConfigError, match="unknown key 'time_shift.crop_frame', did you mean 'crop_frames'"):
         load_config(AudioConfig, YAML, ["time_shift.crop_frame=3"], demo=True)
@@ -48,11 +51,13 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     overrides = [f"train.output_dir={out}", f"data.manifest={tmp_path / 'm.csv'}", "train.max_steps=6",
                  "train.log_every=2", "train.progress=false", "train.tensorboard=false", "train.monitor_every=0",
-                 "train.batch_size=16", "encoder.dim=32", "encoder.num_layers=1", "encoder.ff_dim=64",
-                 "eval.speaker_folds=3", "eval.knn_k=3"]
+                 "train.batch_size=16", "encoder.dim=32", "encoder.channels=8",
+                 "eval.speaker_folds=3", "eval.knn_k=3", "eval.held_out=[george]", "eval.label_counts=[2,0]",
+                 "eval.finetune_counts=[2]", "eval.finetune_steps=4"]
     assert recipe_module().main(["--config", YAML, "--demo", *overrides]) == 0
     printed = capsys.readouterr().out
-    for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "tsne_digit.png", "probe.json", "embeddings.parquet"):
+    for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "tsne_digit.png", "probe.json", "embeddings.parquet",
+                 "protocol.json", "protocol.md", "label_efficiency.png"):
         assert (out / name).is_file() and str(out / name) in printed, name
     probes = json.loads((out / "probe.json").read_text())["results"]
     names = [r["name"] for r in probes]
@@ -61,6 +66,15 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
             assert f"{task}: {feats}" in names and f"{task}: {feats}" in printed
     digit = [r for r in probes if r["name"].startswith("digit")]
     assert all(r["folds"] == 4 and r["n_train"] == 90 and r["n_test"] == 30 for r in digit)  # one speaker held out
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["held_out"] == ["george"] and (out / "heldout_george" / "seed0" / "model.pt").is_file()
+    rows = {(r["row"], r["per_class"]) for r in protocol["summary"]}
+    for row in ("MFCC mean+std", "MFCC mean+std, 3 time segments", "random-init encoder, frozen", "SSL encoder, frozen"):
+        assert {(row, 2), (row, 0)} <= rows, row
+    assert {("SSL encoder, fine-tuned", 2), ("random-init encoder, fine-tuned", 2)} <= rows
+    tested = {r["group"] for r in protocol["runs"]}
+    assert tested == {"george"} and all(r["linear_acc"] is not None for r in protocol["runs"])
+    assert "headline: digit on a speaker seen by neither pretraining nor the probe" in printed
     emb = pd.read_parquet(out / "embeddings.parquet")
     assert len(emb) == 120 and {"path", "offset", "embedding"} <= set(emb.columns)
 
