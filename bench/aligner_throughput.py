@@ -11,6 +11,11 @@ Variants, alternated in rounds (o, a, b, o, a, b, ...):
   a  plain PyTorch loop over the ssl_modal aligner (torchvision ViT + HF BERT, WordPiece padded to 32 tokens
      like open_clip; the recipes pad to the longest caption of the batch instead, which is cheaper)
   b  ssl_modal.Trainer over the same aligner and batches (progress bar off)
+  ol open_clip LiT: the same open_clip CLIP with its text tower locked (`lock_text_tower()`): it still runs the
+     text forward every step
+  l  ssl_modal LiT: the same aligner with its text tower locked and its caption features cached once before the
+     run (data.cache_text, what the LiT recipe does); a step runs the image tower and the text projection. The
+     one-off feature pass is timed apart and printed.
 Captions are tokenized inside every timed step for all variants. FLOPs per training step are counted once per
 variant with torch.utils.flop_counter.FlopCounterMode; the fp32 `torch.mm` peak is measured in the same run.
 Writes bench/results/aligner_throughput.json.
@@ -34,8 +39,9 @@ from common import (StepClock, load_average, matmul_peak, parse_round_args,  # n
 REPO = Path(__file__).resolve().parents[1]
 BATCH, SIZE, LR = 64, 128, 5e-4
 VARIANTS = {"o": "open_clip CLIP + ClipLoss", "a": "plain loop over the ssl_modal aligner",
-            "b": "ssl_modal.Trainer over the same aligner"}
-TARGETS = {"a/o": 1.0, "b/o": 1.0, "b/a": 0.95}
+            "b": "ssl_modal.Trainer over the same aligner", "ol": "open_clip LiT (locked text tower)",
+            "l": "ssl_modal LiT (locked text tower, cached caption features)"}
+TARGETS = {"a/o": 1.0, "b/o": 1.0, "b/a": 0.95, "l/ol": 2.0}
 
 
 def load_pairs(n: int) -> tuple[list[torch.Tensor], list[str], str]:
@@ -50,13 +56,14 @@ def load_pairs(n: int) -> tuple[list[torch.Tensor], list[str], str]:
     return [cache[name] for name in frame["image"]], frame["caption"].tolist(), str(root)
 
 
-def ours(captions: list[str]):
+def ours(captions: list[str], locked_text: bool = False):
     from ssl_modal.aligner.config import AlignerModelConfig, ImageTowerConfig, TextTowerConfig
     from ssl_modal.aligner.model import build_aligner_model
     from ssl_modal.aligner.tokenizer import train_wordpiece
 
     cfg = AlignerModelConfig(image=ImageTowerConfig(image_size=SIZE, patch_size=16, width=192, layers=12, heads=3),
-                             text=TextTowerConfig(width=256, layers=4, heads=4, max_length=32, vocab_size=4000),
+                             text=TextTowerConfig(width=256, layers=4, heads=4, max_length=32, vocab_size=4000,
+                                                  locked=locked_text),
                              embed_dim=256)
     config = dataclasses.asdict(cfg)
     config["tokenizer_json"] = train_wordpiece(captions, 4000)
@@ -81,10 +88,26 @@ def items(pixels, captions, start: int, n: int) -> list[dict]:
     return [{"pixel_values": pixels[i], "caption": captions[i], "group": i} for i in range(start, start + n)]
 
 
-def run_open_clip(ctx, steps: int, _run_dir) -> StepClock:
-    model, tokenizer, loss_fn = ctx["open_clip"]
+def open_clip_lit():
+    model, tokenizer, loss_fn = open_clip_model()
+    model.lock_text_tower()
+    return model, tokenizer, loss_fn
+
+
+def ours_lit(captions: list[str]):
+    """The aligner with a locked text tower and each caption's tower feature computed once (timed apart)."""
+    from ssl_modal.aligner.model import text_tower_features
+
+    model = ours(captions, locked_text=True)
+    start = time.perf_counter()
+    features = text_tower_features(model, captions)
+    return model, features, time.perf_counter() - start
+
+
+def run_open_clip(ctx, steps: int, _run_dir, key: str = "open_clip") -> StepClock:
+    model, tokenizer, loss_fn = ctx[key]
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
     clock = StepClock()
     clock.mark()
     for step in range(steps):
@@ -117,6 +140,24 @@ def run_plain(ctx, steps: int, _run_dir) -> StepClock:
     return clock
 
 
+def run_lit(ctx, steps: int, _run_dir) -> StepClock:
+    model, features, _ = ctx["ours_lit"]
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
+    clock = StepClock()
+    clock.mark()
+    for step in range(steps):
+        start = step * BATCH
+        batch = model.collate([{"pixel_values": ctx["pixels"][i], "text_features": features[i], "group": i}
+                               for i in range(start, start + BATCH)])
+        model(batch)["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        clock.mark()
+    return clock
+
+
 def run_trainer(ctx, steps: int, run_dir) -> StepClock:
     from ssl_modal.core.trainer import TrainConfig, Trainer
 
@@ -138,14 +179,15 @@ def run_trainer(ctx, steps: int, run_dir) -> StepClock:
     return clock
 
 
-RUNNERS = {"o": run_open_clip, "a": run_plain, "b": run_trainer}
+RUNNERS = {"o": run_open_clip, "a": run_plain, "b": run_trainer,
+           "ol": lambda ctx, steps, run_dir: run_open_clip(ctx, steps, run_dir, key="open_clip_lit"), "l": run_lit}
 
 
 def count_flops(ctx) -> dict[str, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     out = {}
-    for v in ("o", "a"):
+    for v in ("o", "a", "ol", "l"):
         with FlopCounterMode(display=False) as counter:
             RUNNERS[v](ctx, 1, None)
         out[v] = float(counter.get_total_flops())
@@ -161,7 +203,9 @@ def main(argv=None) -> dict:
     machine, peak_args, peaks = start_run(args.quick)
     total = args.warmup + args.steps
     pixels, captions, source = load_pairs((total + 2) * BATCH)
-    ctx = {"pixels": pixels, "captions": captions, "ours": ours(captions), "open_clip": open_clip_model()}
+    ctx = {"pixels": pixels, "captions": captions, "ours": ours(captions), "open_clip": open_clip_model(),
+           "open_clip_lit": open_clip_lit(), "ours_lit": ours_lit(captions)}
+    print(f"ssl_modal LiT: caption features of {len(captions)} captions computed once in {ctx['ours_lit'][2]:.1f} s")
     params = {"o": sum(p.numel() for p in ctx["open_clip"][0].parameters()),
               "a": sum(p.numel() for p in ctx["ours"].parameters())}
     flops = count_flops(ctx)
@@ -187,7 +231,8 @@ def main(argv=None) -> dict:
                          "text_tower": "4 x 256, 4 heads", "embed_dim": 256, "learning_rate": LR, "dtype": "float32",
                          "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "quick": args.quick},
               "data": source, "parameters": params, "peak": {"flops_per_s": peak, "runs": peaks},
-              "results": results, "ratios": ratios, "wall_s": time.perf_counter() - started}
+              "results": results, "ratios": ratios, "lit_feature_pass_s": ctx["ours_lit"][2],
+              "wall_s": time.perf_counter() - started}
     rows = [[v, VARIANTS[v], f"{results[v]['s_per_step']['median']:.3f}", f"{results[v]['pairs_per_s']:.1f}",
              si(results[v]["achieved_flops_per_s"], "FLOP/s"), f"{results[v]['achieved_fraction_of_peak']:.0%}"]
             for v in VARIANTS]

@@ -28,10 +28,12 @@ from ssl_modal.video.data import ClipDataset, fit_centres  # noqa: E402
 from ssl_modal.video.davis import load_sequence  # noqa: E402
 from ssl_modal.video.io import read_frames  # noqa: E402
 from ssl_modal.video.model import build_video_model  # noqa: E402
-from ssl_modal.video.propagate import encoder_features, lab_patch_features, propagate  # noqa: E402
+from ssl_modal.video.propagate import (encoder_features, lab_pooled_features, local_mask, propagate,  # noqa: E402
+                                       propagate_step)
 
 SHARED = ROOT.parent / "shared" / "data" / "video"
 SMALL = (120, 214)  # resize-at-decode target (height, width)
+RADIUS = 5          # propagation radius (feature cells) of the recipes' headline setting
 
 
 def clip_files(workdir: Path) -> tuple[list[Path], str]:
@@ -186,17 +188,40 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
                 feats(video[i:i + 8])
         return len(video) / (time.perf_counter() - t0)
 
+    def dense_reference(radius: float) -> float:
+        """The previous implementation: one dense masked (hw x C*hw) affinity and top-k per frame."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            f = torch.cat([feats(video[i:i + 8]) for i in range(0, len(video), 8)])
+            f = torch.nn.functional.normalize(f, dim=1)
+            t, _, h, w = f.shape
+            flat = f.flatten(2).transpose(1, 2)
+            fg = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+            fg = torch.nn.functional.adaptive_avg_pool2d(fg, (h, w))
+            labels = [torch.stack([1 - fg.flatten(), fg.flatten()], -1)]
+            allowed = local_mask(h, w, radius)
+            for i in range(1, t):
+                ctx = [0] + list(range(max(1, i - 5), i))
+                labels.append(propagate_step(flat[i], flat[ctx], torch.stack([labels[j] for j in ctx]), 10, 0.05,
+                                             allowed))
+        return len(video) / (time.perf_counter() - t0)
+
     variants = {
-        "propagation, encoder features": lambda: propagate(feats, frames, mask, 5, 10, 12, 0.05)[1],
+        f"propagation, encoder features, radius {RADIUS} (local windows)":
+            lambda: propagate(feats, frames, mask, 5, 10, RADIUS, 0.05)[1],
         "encoder feature extraction only": features_only,
-        "propagation, raw Lab features": lambda: propagate(lab_patch_features, frames, mask, 5, 10, 12, 0.05)[1],
+        "propagation, encoder features, radius 12 (local windows)": lambda: propagate(feats, frames, mask, 5, 10, 12,
+                                                                                      0.05)[1],
+        "propagation, encoder features, radius 12 (dense masked affinity, before)": lambda: dense_reference(12),
+        f"propagation, pooled Lab features, radius {RADIUS}":
+            lambda: propagate(lab_pooled_features(8), frames, mask, 5, 10, RADIUS, 0.05)[1],
     }
     samples = {k: [] for k in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
             samples[name].append(fn())
     names = list(variants)
-    return {"source": source, "frames": len(frames), "settings": {"context": 5, "topk": 10, "radius": 12},
+    return {"source": source, "frames": len(frames), "settings": {"context": 5, "topk": 10, "radius": RADIUS},
             "frames_per_s": {k: summary(v) for k, v in samples.items()},
             "ratio_propagation_vs_features": median(samples[names[0]]) / median(samples[names[1]])}
 
@@ -234,7 +259,7 @@ def print_report(r: dict) -> None:
     print(table(["variant", "clips/s"], [[k, f"{v['median']:.2f}"] for k, v in t["clips_per_s"].items()]))
     print(f"ratio Trainer / plain loop {t['ratio_trainer_vs_plain']:.2f}; {t['training_flops_per_s'] / 1e9:.1f} GFLOP/s "
           f"= {t['fraction_of_matmul_peak']:.0%} of the fp32 matmul peak ({r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)")
-    print(f"\nlabel propagation at 240p ({p['source']}; context 5, top-10, radius 12):")
+    print(f"\nlabel propagation at 240p ({p['source']}; context 5, top-10, stride 8):")
     print(table(["variant", "frames/s"], [[k, f"{v['median']:.1f}"] for k, v in p["frames_per_s"].items()]))
     print(f"ratio propagation / feature extraction alone: {p['ratio_propagation_vs_features']:.2f}")
 

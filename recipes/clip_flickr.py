@@ -26,9 +26,13 @@ def run(cfg: AlignerConfig) -> None:
     result = train(cfg)
     trained = time.perf_counter()
     model = load_model(result.checkpoint)
+    _, test = read_split(cfg)
+    if not len(test):
+        print(f"trained in {trained - start:.0f} s; nothing held out (data.test_fraction=0, no eval.test), so no "
+              f"retrieval table\nwritten:\n  {'model':<18} {result.checkpoint}")
+        return
     table = evaluate(cfg, model)
     evaluated = time.perf_counter()
-    _, test = read_split(cfg)
     images, texts = export_embeddings(model, test, out, cfg.eval.batch_size)
     outputs = [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"),
                ("loss curve", plot_training_curves(out, out / "loss_curve.png", f"image-text aligner ({out.name})",

@@ -1,9 +1,11 @@
-"""Text MLM recipe: pretrain a BERT-style encoder, probe its frozen embeddings, export them.
+"""Text recipe: pretrain a BERT-style encoder (from scratch, or continued from a local model such as
+all-MiniLM-L6-v2), probe its frozen embeddings, export them.
 
     python recipes/text_mlm.py --config recipes/text_mlm.yaml [--demo] [key=value ...]
+    python recipes/text_mlm.py --config recipes/text_minilm.yaml            (continued pretraining)
 
-Prints a probe table (TF-IDF + logistic regression, a random-init encoder of the same architecture,
-and the MLM encoder) and writes, under train.output_dir: model.pt, metrics.jsonl, loss_curve.png,
+Prints a probe table for every probe size (TF-IDF + logistic regression, a random-init encoder of the
+same architecture, the frozen start model when continuing one, and the pretrained encoder) and writes, under train.output_dir: model.pt, metrics.jsonl, loss_curve.png,
 probe.json and embeddings_test.parquet.
 """
 from __future__ import annotations
@@ -33,10 +35,13 @@ def run(cfg: TextConfig) -> None:
     curve = plot_loss_curve(out, out / "loss_curve.png")
     probe_json = table.to_json(out / "probe.json")
     last = (training_records(out) or [{}])[-1]
-    print(f"\nprobe on {cfg.data.test_file} (frozen embeddings, {table.results[-1].n_train} training texts):")
+    print(f"\nprobes on {cfg.data.test_file} (frozen embeddings; n_train = first N training texts):")
     print(table)
-    print(f"\nfinal MLM loss {last.get('mlm/loss', float('nan')):.3f}, masked-token accuracy "
-          f"{last.get('mlm/accuracy', float('nan')):.3f} at step {result.step}")
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.endswith(("/loss", "/accuracy")))
+    print(f"\nat step {result.step}: {parts}")
+    rates = [v for k, v in last.items() if k.endswith("real_tokens_per_s")]
+    if rates:
+        print(f"real (non-padding) tokens/s over the last log window: {rates[0]:,.0f}")
     print(f"time: pretraining {trained - start:.0f} s, probes {probed - trained:.0f} s, "
           f"total {time.perf_counter() - start:.0f} s")
     print("written:")

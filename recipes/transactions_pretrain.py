@@ -79,7 +79,7 @@ def run(cfg: TransactionsConfig) -> None:
               + ", ".join(f"{c} ({s:.2f})" for c, s in enc[["code", "similarity"]].to_numpy())
               + "; skip-gram -> " + ", ".join(f"{c} ({s:.2f})" for c, s in skip[["code", "similarity"]].to_numpy()))
     if feats is not None:
-        cols = [c for c in ("transaction_id", "client_id", "surprise_mcc", "surprise_amount_bin", "order_score",
+        cols = list(feats.columns[:2]) + [c for c in ("surprise_mcc", "surprise_amount_bin", "order_score",
                             "history_distance") if c in feats]
         print("\nfraud-feature table (first rows):")
         print(feats[cols].head(5).to_string(index=False))

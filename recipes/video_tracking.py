@@ -15,8 +15,8 @@ from ssl_modal.video.recipe import run
 
 
 def main(argv: list[str] | None = None) -> int:
-    return recipe_main(lambda cfg: run(cfg, "video colorization tracking"), VideoConfig,
-                       "recipes/video_tracking.yaml", __doc__, argv)
+    title = lambda cfg: "video tracking (" + ("random walk" if cfg.walk.weight else "colorization") + ")"
+    return recipe_main(lambda cfg: run(cfg, title(cfg)), VideoConfig, "recipes/video_tracking.yaml", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -58,34 +58,105 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_embed(args) -> int:
-    from ssl_modal.core.export import export, load_model
+def _domain_of(model) -> str:
+    """The domain package of a model's builder ('ssl_modal.audio.model:build' -> 'audio')."""
+    parts = model.spec.builder.split(":")[0].split(".") if getattr(model, "spec", None) else []
+    return parts[1] if len(parts) > 2 and parts[0] == "ssl_modal" else ""
+
+
+def embed_input(model, args):
+    """The domain's `embed_input` (ssl_modal.<domain>.embed) or the plain table reader (vectors, custom)."""
+    from ssl_modal.data.embed_input import EmbedInput, check_on_error, id_columns, require_column
     from ssl_modal.data.readers import read_table
 
-    model = load_model(args.checkpoint)
+    domain = _domain_of(model)
+    try:
+        module = importlib.import_module(f"ssl_modal.{domain}.embed") if domain else None
+    except ModuleNotFoundError as exc:
+        if exc.name != f"ssl_modal.{domain}.embed":
+            raise
+        module = None
+    if module is not None:
+        return module.embed_input(model, args.data, column=args.column, id_column=args.id_column,
+                                  on_error=args.on_error)
+    check_on_error(args.on_error)
     frame = read_table(args.data)
     if args.column:
-        if args.column not in frame.columns:
-            raise SystemExit(f"error: {args.data}: no column '{args.column}'; columns: {list(frame.columns)}")
-        data = frame[args.column].tolist()
+        require_column(frame, args.column, args.data, "--column")
+    data = frame[args.column].tolist() if args.column else frame
+    return EmbedInput(data=data, ids=id_columns(frame, args.id_column, args.data))
+
+
+def cmd_embed(args) -> int:
+    from ssl_modal.core.export import export, load_model
+    from ssl_modal.core.writers import check_output_path, output_format, write_embeddings
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected an integer >= 1, found {args.batch_size}")
+    fmt = output_format(args.output, args.format)
+    check_output_path(args.output, fmt, create=False)  # before any work
+    model = load_model(args.checkpoint)
+    inp = embed_input(model, args)
+    if inp.note:
+        print(inp.note)
+    if inp.embeddings is not None:
+        path = write_embeddings(args.output, inp.embeddings, inp.ids, fmt)
+        n = len(inp.embeddings)
     else:
-        data = frame
-    ids = frame[args.id_column].tolist() if args.id_column else None
-    path = export(model, data, args.output, ids=ids, batch_size=args.batch_size, normalize=args.normalize)
-    print(f"wrote {len(frame)} embeddings to {path}")
+        path = export(model, inp.data, args.output, ids=inp.ids, batch_size=args.batch_size,
+                      normalize=args.normalize, format=fmt)
+        n = len(inp.data)
+    print(f"wrote {n} embeddings to {path}")
+    return 0
+
+
+def cmd_preprocess(args) -> int:
+    from ssl_modal.transactions.shards import preprocess_recipe
+
+    module, config = load_recipe(args.recipe, args.overrides, args.demo)
+    if module.__name__ != "ssl_modal.transactions.recipe":
+        raise SystemExit(f"error: {args.recipe}: preprocess supports transactions recipes only")
+    report = preprocess_recipe(config, args.output, engine=args.engine, master=args.master,
+                               partitions=args.partitions, approx=args.approx, driver_memory=args.driver_memory)
+    print(f"wrote {report['windows']} windows of {report['clients']} clients ({report['rows_out']} of "
+          f"{report['rows_in']} rows) to {args.output} in {report['seconds']} s; "
+          f"train with: ssl-modal train {args.recipe} data.shards={args.output}")
     return 0
 
 
 def cmd_features(args) -> int:
+    import os
+
     from ssl_modal.core.export import load_model
+    from ssl_modal.core.writers import check_output_path
     from ssl_modal.transactions.features import features
 
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        found = Path(args.output).suffix
+        raise ValueError(f"{args.output}: unknown output suffix '{found}'; supported: .parquet, .csv")
+    check_output_path(args.output, suffix[1:], create=False)  # before any work
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
+    if getattr(args, "engine", "pandas") == "spark":  # a folder of Parquet part files, table never in one process
+        from ssl_modal.transactions.spark import read_spark_table, spark_session
+        from ssl_modal.transactions.spark_score import write_scores
+
+        spark = spark_session(args.master, args.driver_memory)
+        df = read_spark_table(spark, args.table)
+        write_scores(args.checkpoint, df, args.output, kind=args.kind, partitions=args.partitions,
+                     batch_size=args.batch_size, passes=args.passes)
+        print(f"wrote {args.kind} of {args.table} to {args.output} (Spark, {args.partitions} client buckets)")
+        return 0
     table = features(model, args.table, batch_size=args.batch_size, passes=args.passes, progress=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(args.output, index=False)
+    out = check_output_path(args.output, suffix[1:])
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        table.to_parquet(tmp, index=False) if suffix == ".parquet" else table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     report = table.attrs.get("report", {})
     print(f"wrote {len(table)} rows ({report.get('rows_scored', len(table))} scored, "
           f"{report.get('rows_not_scored', 0)} not scored) to {args.output}")
@@ -95,7 +166,31 @@ def cmd_features(args) -> int:
 def cmd_validate(args) -> int:
     from ssl_modal.data.validate import main_validate
 
-    return main_validate(args.schema, args.file)
+    return main_validate(args.schema, args.file, column_map(args))
+
+
+def column_map(args) -> dict[str, str]:
+    """{schema column: file column} from --recipe (a transactions recipe's columns: block) and --map a=b."""
+    mapping: dict[str, str] = {}
+    if args.recipe:
+        from ssl_modal.core.config import recipe_dict
+
+        _, data = recipe_dict(args.recipe, [], False)
+        columns = data.get("columns") or {}
+        roles = {"client_id": "client_id", "event_time": "event_time", "amount": "amount", "mcc": "mcc",
+                 "transaction_id": "transaction_id"}
+        for role, key in roles.items():
+            if isinstance(columns.get(role), str):
+                mapping[key] = columns[role]
+        if not mapping:
+            raise ValueError(f"{args.recipe}: --recipe needs a recipe with a columns: block (client_id, event_time, "
+                             "amount, mcc); found none")
+    for item in args.map or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--map: expected SCHEMA_COLUMN=FILE_COLUMN (e.g. amount=amt), found '{item}'")
+        mapping[key] = value
+    return mapping
 
 
 def _shorten(value, limit: int = 200):
@@ -117,10 +212,11 @@ def cmd_inspect(args) -> int:
     ckpt = resolve_checkpoint(Path(args.checkpoint))
     spec = ckpt.get("spec") or {}
     n_params = sum(t.numel() for t in ckpt["model"].values() if hasattr(t, "numel"))
+    step = ckpt.get("step", (ckpt.get("trainer") or {}).get("step"))
     summary = {
         "kind": spec.get("kind"), "builder": spec.get("builder"),
         "format_version": ckpt["format_version"], "written_by": f"ssl-modal {ckpt['library_version']}",
-        "parameters": n_params, "step": (ckpt.get("trainer") or {}).get("step"),
+        "parameters": n_params, "step": step if step is not None else "unknown (written before ssl-modal stored it)",
         "has_optimizer_state": "optimizer" in ckpt,
     }
     print(yaml.safe_dump(summary, sort_keys=False).rstrip())
@@ -133,6 +229,7 @@ def cmd_inspect(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-modal", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ssl-modal {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="pretrain from a recipe YAML")
     p.add_argument("recipe")
@@ -147,22 +244,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="export embeddings of a data file with a trained model")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder")
     p.add_argument("data", help="CSV/Parquet/JSONL file")
-    p.add_argument("-o", "--output", required=True, help=".parquet, .npy, or a folder (datasets.Dataset)")
-    p.add_argument("--column", help="pass only this column's values to the model (e.g. text)")
-    p.add_argument("--id-column", help="column to carry into the output as 'id'")
+    p.add_argument("-o", "--output", required=True,
+                   help=".parquet, .npy, .csv, or a path without a suffix for a datasets folder")
+    p.add_argument("--format", choices=["parquet", "npy", "csv", "dataset"], help="instead of the output's suffix")
+    p.add_argument("--column", help="the input column: text, caption or image path column, audio path column")
+    p.add_argument("--id-column", help="column carried into the output under its own name (default: 'row', the "
+                   "1-based data row)")
+    p.add_argument("--on-error", choices=["error", "skip"], default="error",
+                   help="empty texts, unreadable audio/video/images: stop with an error, or skip and count them")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     p.set_defaults(func=cmd_embed)
     p = sub.add_parser("features", help="per-transaction fraud/anomaly features from a transactions model")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder")
     p.add_argument("table", help="transactions CSV/Parquet with the columns the model was trained on")
-    p.add_argument("-o", "--output", required=True, help="output .parquet (one row per input transaction)")
+    p.add_argument("-o", "--output", required=True, help="output .parquet or .csv (one row per input transaction)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
+    p.add_argument("--engine", choices=["pandas", "spark"], default="pandas", help="spark: table may be a lake folder")
+    p.add_argument("--kind", choices=["features", "clients"], default="features", help="spark: rows or clients")
+    p.add_argument("--master", default="local[2]", help="Spark master URL (engine spark)")
+    p.add_argument("--partitions", type=int, default=8, help="Spark: client buckets")
+    p.add_argument("--driver-memory", default="2g", help="Spark: spark.driver.memory")
     p.set_defaults(func=cmd_features)
+    p = sub.add_parser("preprocess", help="transactions: write per-client window shards (pandas or Spark)")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.table=lake/")
+    p.add_argument("-o", "--output", required=True, help="output folder (windows/*.parquet, preprocessor.json)")
+    p.add_argument("--engine", choices=["pandas", "spark"], default="pandas")
+    p.add_argument("--master", default="local[2]", help="Spark master URL (engine spark)")
+    p.add_argument("--partitions", type=int, default=8, help="client buckets = output shards")
+    p.add_argument("--approx", action="store_true", help="Spark: amount bin edges by percentile_approx")
+    p.add_argument("--driver-memory", default="2g", help="Spark: spark.driver.memory")
+    p.add_argument("--demo", action="store_true", help="apply the recipe's demo: section (offline sample)")
+    p.set_defaults(func=cmd_preprocess)
     p = sub.add_parser("validate", help="check a data file against a schema in data_schemas/")
     p.add_argument("schema", help="schema name (e.g. text_corpus) or path")
     p.add_argument("file")
+    p.add_argument("--recipe", help="take the column names from a recipe's columns: block (e.g. amount: amt)")
+    p.add_argument("--map", nargs="+", metavar="SCHEMA=FILE", help="column names, e.g. amount=amt client_id=cc_num")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("inspect", help="summarise a checkpoint")
     p.add_argument("checkpoint")
@@ -171,8 +291,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ssl-modal")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags and key=value overrides in any order (`train R --demo train.max_steps=2`)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    takes_overrides = hasattr(args, "overrides")
+    unknown = [e for e in extra if e not in overrides or not takes_overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ssl_modal.core.script import USER_ERRORS, report_user_error
 

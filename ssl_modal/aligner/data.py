@@ -83,10 +83,16 @@ def read_pairs(manifest, image_column: str = "image", caption_column: str = "cap
 
 
 def split_by_group(pairs: Pairs, test_fraction: float, seed: int) -> tuple[Pairs, Pairs]:
-    """(train, test): whole groups (images) go to one side, never split across."""
+    """(train, test): whole groups (images) go to one side, never split across. 0 holds out nothing."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"data.test_fraction: expected 0 <= fraction < 1, found {test_fraction}")
     unique = np.unique(pairs.groups)
     rng = np.random.default_rng(seed)
-    test_groups = rng.choice(unique, size=max(1, int(round(len(unique) * test_fraction))), replace=False)
+    n_test = int(round(len(unique) * test_fraction))
+    if test_fraction > 0 and not 0 < n_test < len(unique):
+        raise ValueError(f"data.test_fraction={test_fraction} of {len(unique)} images holds out {n_test}: expected "
+                         f"at least one image on each side")
+    test_groups = rng.choice(unique, size=n_test, replace=False)
     is_test = np.isin(pairs.groups, test_groups)
     return pairs.select(np.flatnonzero(~is_test)), pairs.select(np.flatnonzero(is_test))
 
@@ -109,36 +115,100 @@ def load_image(path: str | Path):
         raise DataValidationError(f"{path}: cannot decode image ({exc}); expected a JPEG/PNG/... file") from None
 
 
-def image_transform(image_size: int, train: bool, crop_scale=(0.6, 1.0), flip: bool = False):
-    """torchvision v2: random resized crop (+ optional flip) for training, resize + centre crop otherwise."""
+def check_images(pairs: Pairs) -> None:
+    """Decode every distinct image once, fast (JPEG at 1/8 scale), before any training step.
+
+    Raises one DataValidationError listing the undecodable files with their manifest lines.
+    """
+    from PIL import Image
+
+    bad, seen = [], set()
+    for i, path in enumerate(pairs.paths):
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (32, 32))
+                im.load()
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
+            line = pairs.lines[i] if pairs.lines is not None else i + 2
+            bad.append(f"line {line}: {path} ({type(exc).__name__}: {exc})")
+    if bad:
+        raise DataValidationError(f"{pairs.source}: {len(bad)} of {len(seen)} image(s) cannot be decoded, expected "
+                                  f"JPEG/PNG/... files: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+
+
+def image_transform(image_size: int, train: bool, crop_scale=(0.6, 1.0), flip: bool = False, augment: str = "none",
+                    color_jitter: float = 0.0):
+    """torchvision v2: random resized crop (+ flip, colour jitter, TrivialAugment / RandAugment) for training,
+    resize + centre crop otherwise."""
     from torchvision.transforms import v2
 
     if train:
         steps = [v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True)]
         steps += [v2.RandomHorizontalFlip()] if flip else []
+        if color_jitter:
+            steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter, color_jitter / 4))
+        if augment == "trivial":
+            steps.append(v2.TrivialAugmentWide())
+        elif augment == "randaugment":
+            steps.append(v2.RandAugment())
+        elif augment != "none":
+            raise ValueError(f"data.augment: expected 'none', 'trivial' or 'randaugment', found '{augment}'")
     else:
         steps = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
     return v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Items {"pixel_values": (3, H, W), "caption": str, "group": int}, images decoded on access."""
+    """Items {"pixel_values": (3, H, W), "caption": str, "group": int}, images decoded on access.
 
-    def __init__(self, pairs: Pairs, transform):
-        self.pairs, self.transform = pairs, transform
+    `by_image=True`: one item per image with all its captions ("captions": list[str]); the objective draws one per
+    step. `text_features` (one row per pair): precomputed caption features replace the caption strings.
+    `cache=True`: decoded images stay in memory. `image_maps` (image path -> tensor): a frozen image front's
+    precomputed output replaces the pixels ("image_maps").
+    """
+
+    def __init__(self, pairs: Pairs, transform, by_image: bool = False, text_features: torch.Tensor | None = None,
+                 cache: bool = False, image_maps: dict[str, torch.Tensor] | None = None):
+        self.pairs, self.transform, self.text_features, self.image_maps = pairs, transform, text_features, image_maps
+        self.cache = {} if cache else None
+        order = np.argsort(pairs.groups, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(pairs.groups[order]) != 0])
+        self.items = np.split(order, starts[1:]) if by_image else [np.array([i]) for i in range(len(pairs))]
+        self.by_image = by_image
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.items)
 
-    def __getitem__(self, i: int) -> dict:
+    def image(self, i: int):
+        path = self.pairs.paths[i]
+        if self.cache is not None and path in self.cache:
+            return self.cache[path]
         try:
-            image = load_image(self.pairs.paths[i])
+            image = load_image(path)
         except DataValidationError as exc:
             where = f"{self.pairs.source}, line {self.pairs.lines[i]}" if self.pairs.lines is not None else \
                 self.pairs.source
             raise DataValidationError(f"{where}: {exc}") from None
-        return {"pixel_values": self.transform(image), "caption": self.pairs.captions[i],
-                "group": int(self.pairs.groups[i])}
+        if self.cache is not None:
+            self.cache[path] = image
+        return image
+
+    def __getitem__(self, k: int) -> dict:
+        rows = self.items[k]
+        first = int(rows[0])
+        item = {"image_maps": self.image_maps[self.pairs.paths[first]]} if self.image_maps is not None else \
+            {"pixel_values": self.transform(self.image(first))}
+        item["group"] = int(self.pairs.groups[first])
+        if self.text_features is not None:
+            item["text_features"] = self.text_features[rows] if self.by_image else self.text_features[rows[0]]
+        elif self.by_image:
+            item["captions"] = [self.pairs.captions[i] for i in rows]
+        else:
+            item["caption"] = self.pairs.captions[rows[0]]
+        return item
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -10,6 +10,8 @@ from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective
 
 from .data import image_transform, load_image
 from .loss import contrastive_loss, gather_no_grad, gather_with_grad
+from .patches import random_windows
+from .slip import slip_objective
 from .tokenizer import load_tokenizer
 from .towers import TextTower, build_image_tower, lock
 
@@ -51,6 +53,8 @@ class AlignerEncoder(Encoder):
     def forward(self, batch: dict) -> EncoderOutput:
         if "pixel_values" in batch:
             pooled = self.encode_image(batch["pixel_values"])
+        elif "image_maps" in batch:
+            pooled = self.image_proj(self.image_tower.head(batch["image_maps"]))
         elif "input_ids" in batch:
             pooled = self.encode_text(batch["input_ids"], batch["attention_mask"])
         else:
@@ -63,14 +67,50 @@ class Contrastive(Objective):
     """Symmetric InfoNCE over image-text pairs; under torchrun the negatives come from every rank."""
 
     def forward(self, encoder: AlignerEncoder, batch: dict) -> dict[str, Tensor]:
-        image = encoder.encode_image(batch["pixel_values"], normalize=True)
-        text = encoder.encode_text(batch["input_ids"], batch["attention_mask"], normalize=True)
+        if "image_maps" in batch:  # a frozen patch-dictionary front, its maps cached: random windows, then the head
+            maps = random_windows(batch["image_maps"], self.rng(batch["image_maps"].device))
+            image = F.normalize(encoder.image_proj(encoder.image_tower.head(maps)), dim=-1)
+        else:
+            image = encoder.encode_image(batch["pixel_values"], normalize=True)
+        text = encode_batch_text(encoder, batch, self.rng(image.device))
         groups = batch["group"]
         scale = encoder.scale()
         out = contrastive_loss(image, text, gather_with_grad(image), gather_with_grad(text), groups,
                                gather_no_grad(groups), scale)
         out["logit_scale"] = scale.detach()
         return out
+
+
+def one_caption_per_image(caption_image: Tensor, n_images: int, generator: torch.Generator) -> Tensor:
+    """Row indices drawing one caption per image (image j's rows are those with caption_image == j), in image order."""
+    draw = torch.rand(caption_image.shape[0], generator=generator, device=generator.device).to(caption_image.device)
+    order = torch.argsort(caption_image.to(draw.dtype) * 2 + draw)
+    owners = caption_image[order]
+    first = torch.ones_like(owners, dtype=torch.bool)
+    first[1:] = owners[1:] != owners[:-1]
+    picked = order[first]
+    if picked.shape[0] != n_images:
+        raise ValueError(f"caption sampling: expected a caption for each of the {n_images} images, found "
+                         f"{picked.shape[0]}")
+    return picked
+
+
+def encode_batch_text(encoder: AlignerEncoder, batch: dict, generator: torch.Generator) -> Tensor:
+    """L2-normalised text features, one row per image row of the batch.
+
+    Precomputed locked-tower features ("text_features") skip the text tower; with "caption_image" (all captions
+    of each image in the batch), one caption per image is drawn from `generator`.
+    """
+    rows = None
+    if "caption_image" in batch:
+        rows = one_caption_per_image(batch["caption_image"], batch["group"].shape[0], generator)
+    if "text_features" in batch:
+        features = batch["text_features"] if rows is None else batch["text_features"][rows]
+        return F.normalize(encoder.text_proj(features), dim=-1)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if rows is not None:
+        ids, mask = ids[rows], mask[rows]
+    return encoder.encode_text(ids, mask, normalize=True)
 
 
 class AlignerCollate:
@@ -86,10 +126,20 @@ class AlignerCollate:
             batch["pixel_values"] = torch.stack([
                 it["pixel_values"] if "pixel_values" in it else self.transform(load_image(it["image_path"]))
                 for it in items])
-        if "caption" in items[0]:
-            tokens = self.tokenizer([it["caption"] for it in items], padding=self.padding, truncation=True,
+        if "caption" in items[0] or "captions" in items[0]:
+            captions = [it["caption"] for it in items] if "caption" in items[0] else \
+                [c for it in items for c in it["captions"]]
+            tokens = self.tokenizer(captions, padding=self.padding, truncation=True,
                                     max_length=self.max_length, return_tensors="pt")
             batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+        if "text_features" in items[0]:
+            features = [it["text_features"] for it in items]
+            batch["text_features"] = torch.cat(features) if features[0].dim() == 2 else torch.stack(features)
+        if "captions" in items[0] or ("text_features" in items[0] and items[0]["text_features"].dim() == 2):
+            counts = [len(it["captions"]) if "captions" in it else it["text_features"].shape[0] for it in items]
+            batch["caption_image"] = torch.repeat_interleave(torch.arange(len(items)), torch.as_tensor(counts))
+        if "image_maps" in items[0]:
+            batch["image_maps"] = torch.stack([it["image_maps"] for it in items])
         if "group" in items[0]:
             batch["group"] = torch.as_tensor(np.asarray([it["group"] for it in items], dtype=np.int64))
         return batch
@@ -102,6 +152,28 @@ def build_aligner_model(config: dict) -> SSLModel:
     encoder = AlignerEncoder(config, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id or 0)
     collate = AlignerCollate(tokenizer, config["text"]["max_length"], config["image"]["image_size"])
     spec = ModelSpec(builder="ssl_modal.aligner.model:build_aligner_model", config=config, kind="aligner")
-    model = SSLModel(encoder, {"contrastive": Contrastive()}, spec=spec, collate=collate)
+    objectives, weights = {"contrastive": Contrastive()}, {"contrastive": 1.0}
+    if config.get("slip"):
+        objectives["slip"], weights["slip"] = slip_objective(config, encoder), float(config.get("slip_weight", 1.0))
+    model = SSLModel(encoder, objectives, weights, spec=spec, collate=collate)
     model.tokenizer = tokenizer
     return model
+
+
+@torch.no_grad()
+def text_tower_features(model: SSLModel, captions: list[str], batch_size: int = 256) -> Tensor:
+    """The text tower's pooled features (before the projection) of `captions`, (N, width) float32, in eval mode.
+
+    For a locked tower these are exactly what training would compute each step, so they are computed once.
+    """
+    encoder, collate = model.encoder, model.collate
+    was_training = encoder.text_tower.training
+    encoder.text_tower.eval()
+    try:
+        parts = []
+        for start in range(0, len(captions), batch_size):
+            tokens = collate([{"caption": c} for c in captions[start:start + batch_size]])
+            parts.append(encoder.text_tower(tokens["input_ids"], tokens["attention_mask"]).float())
+        return torch.cat(parts)
+    finally:
+        encoder.text_tower.train(was_training)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import re
 from pathlib import Path
@@ -10,14 +11,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ssl_modal.core.eval_data import EvalData
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.plots import pyplot, save_figure
 from ssl_modal.core.trainer import Trainer, TrainResult
 
 from .config import AlignerConfig
-from .data import PairDataset, Pairs, image_transform, load_image, read_pairs, split_by_group
+from .data import PairDataset, Pairs, check_images, image_transform, load_image, read_pairs, split_by_group
 from .evaluate import RetrievalTable, chance_recall, encode_images, encode_texts, recall_at_k, zero_shot
-from .model import build_aligner_model
+from .model import build_aligner_model, text_tower_features
 from .tokenizer import count_truncated, train_wordpiece
 
 Config = AlignerConfig
@@ -25,10 +27,30 @@ log = logging.getLogger(__name__)
 
 
 def read_split(cfg: AlignerConfig) -> tuple[Pairs, Pairs]:
-    """(train, held-out) pairs, split by image."""
+    """(train, held-out) pairs, split by image; the held-out pairs come from `eval.test` when it is set."""
     d = cfg.data
     pairs = read_pairs(d.manifest, d.image_column, d.caption_column, d.group_column, d.image_root, d.max_groups)
-    return split_by_group(pairs, d.test_fraction, d.split_seed)
+    train_pairs, test = split_by_group(pairs, d.test_fraction, d.split_seed)
+    _, t = EvalData(test=cfg.eval.test).resolve(d)
+    if t is None:
+        return train_pairs, test
+    if len(test):
+        log.info("aligner: eval.test is set, so the %d pairs data.test_fraction=%s holds out are neither trained on "
+                 "nor evaluated (set data.test_fraction=0 to train on them)", len(test), d.test_fraction)
+    test = read_pairs(t.manifest, t.image_column, t.caption_column, t.group_column, t.image_root, t.max_groups)
+    shared = sorted(set(map(_resolved, train_pairs.paths)) & set(map(_resolved, test.paths)))
+    if shared:
+        raise ValueError(f"eval.test manifest {t.manifest} shares {len(shared)} image(s) with the training data "
+                         f"{d.manifest} (e.g. {shared[0]}): expected images unseen in training")
+    return train_pairs, test
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 def model_config(cfg: AlignerConfig, captions: list[str]) -> dict:
@@ -49,9 +71,43 @@ def train(cfg: AlignerConfig) -> TrainResult:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}",
              len(train_pairs))
-    transform = image_transform(cfg.model.image.image_size, train=True, crop_scale=cfg.data.random_resized_crop,
-                                flip=cfg.data.horizontal_flip)
-    return Trainer(cfg.train).fit(model, PairDataset(train_pairs, transform), model.collate)
+    d = cfg.data
+    check_images(train_pairs)
+    transform = image_transform(cfg.model.image.image_size, train=True, crop_scale=d.random_resized_crop,
+                                flip=d.horizontal_flip, augment=d.augment, color_jitter=d.color_jitter)
+    features = None
+    if cfg.model.text.locked and d.cache_text:
+        features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
+        log.info("aligner: locked text tower features of %d captions computed once (%s)", len(features),
+                 tuple(features.shape))
+    maps = fit_patch_front(model, train_pairs, cfg) if cfg.model.image.arch == "patches" else None
+    data = PairDataset(train_pairs, transform, by_image=d.sample_captions, text_features=features,
+                       cache=d.cache_images, image_maps=maps)
+    return Trainer(cfg.train).fit(model, data, model.collate)
+
+
+def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, torch.Tensor]:
+    """Fit the patch dictionary on the training images (+ `data.unlabelled_images`), then cache each training
+    image's response map (path -> (K, grid, grid))."""
+    transform = image_transform(cfg.model.image.image_size, train=False)
+    paths = list(dict.fromkeys(train_pairs.paths))
+    pixels = torch.stack([transform(load_image(p)) for p in paths])
+    extra = sorted(glob.glob(cfg.data.unlabelled_images)) if cfg.data.unlabelled_images else []
+    if cfg.data.unlabelled_images and not extra:
+        raise ValueError(f"data.unlabelled_images: no file matches '{cfg.data.unlabelled_images}'")
+    unlabelled = torch.cat([pixels, *[transform(load_image(p))[None] for p in extra]])
+    d, default = cfg.data, type(cfg.data)()
+    ignored = [k for k in ("random_resized_crop", "horizontal_flip", "augment", "color_jitter", "cache_images")
+               if _plain(getattr(d, k)) != _plain(getattr(default, k))]
+    if ignored:
+        log.warning("aligner: data.%s do not apply to image.arch 'patches': it trains on random windows of its "
+                    "cached response maps", ", data.".join(ignored))
+    tower = model.encoder.image_tower
+    tower.fit(unlabelled, seed=cfg.train.seed)
+    log.info("aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)", tower.k,
+             len(unlabelled), len(extra))
+    maps = torch.cat([tower.front(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    return dict(zip(paths, maps))
 
 
 def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -86,6 +142,8 @@ def score(model, pairs: Pairs, cfg: AlignerConfig) -> dict[str, float]:
 def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
     """Retrieval R@1/5/10 both ways + zero-shot accuracy on the held-out images: chance, random init, trained."""
     train_pairs, test = read_split(cfg)
+    if not len(test):
+        raise ValueError("nothing to evaluate: data.test_fraction is 0 and eval.test is not set")
     model = model if model is not None else load_model(cfg.train.output_dir)
     count_truncated(model.tokenizer, test.captions, cfg.model.text.max_length, f"{test.source} (held-out)")
     n_images = len(np.unique(test.groups))

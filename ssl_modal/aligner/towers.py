@@ -33,7 +33,43 @@ def build_image_tower(cfg: dict) -> tuple[nn.Module, int]:
         net = models.resnet18(weights=None)
         net.fc = nn.Identity()
         return net, 512
-    raise ValueError(f"model.image.arch: expected 'vit' or 'resnet18', found '{cfg['arch']}'")
+    if cfg["arch"] == "resnet":
+        return conv_tower(cfg.get("widths", [32, 64, 128, 256]), cfg.get("depths", [2, 2, 2, 2]),
+                          cfg.get("dropout", 0.0)), cfg.get("widths", [32, 64, 128, 256])[-1]
+    if cfg["arch"] == "patches":
+        from .patches import PatchTower
+
+        tower = PatchTower(cfg)
+        return tower, tower.width
+    raise ValueError(f"model.image.arch: expected 'vit', 'resnet', 'resnet18' or 'patches', found '{cfg['arch']}'")
+
+
+def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn.Module:
+    """A small ResNet for few images at low resolution, from torchvision's `BasicBlock`.
+
+    Stem: 3x3 stride-2 conv (no max-pool, so a 64-96 px input keeps spatial detail); stage i has `depths[i]`
+    blocks of width `widths[i]`, stride 2 from the second stage on; global average pool, then dropout.
+    BatchNorm's last gamma per block starts at zero (each block starts as the identity, as in Goyal et al.).
+    """
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    if len(widths) != len(depths) or not widths:
+        raise ValueError(f"model.image: widths and depths need one entry per stage, found {widths} and {depths}")
+    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+                               nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+    inplanes = widths[0]
+    for stage, (width, depth) in enumerate(zip(widths, depths)):
+        for block in range(depth):
+            stride = 2 if stage > 0 and block == 0 else 1
+            down = None
+            if stride != 1 or inplanes != width:
+                down = nn.Sequential(conv1x1(inplanes, width, stride), nn.BatchNorm2d(width))
+            unit = BasicBlock(inplanes, width, stride, down)
+            nn.init.zeros_(unit.bn2.weight)
+            layers.append(unit)
+            inplanes = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
 
 
 class TextTower(nn.Module):
@@ -44,6 +80,15 @@ class TextTower(nn.Module):
         from transformers import AutoModel, BertConfig
 
         path = resolve_pretrained(cfg.get("pretrained_path"))
+        self.pooling = cfg.get("pooling", "cls")
+        if cfg.get("arch", "bert") == "bow" and not path:  # bag of words: mean of token embeddings, then an MLP
+            self.model, self.width, self.pooling = None, cfg["width"], "bow"
+            self.embed = nn.Embedding(vocab_size, cfg["width"], padding_idx=pad_id)
+            self.mlp = nn.Sequential(nn.Dropout(cfg.get("dropout", 0.1)), nn.Linear(cfg["width"], cfg["width"]),
+                                     nn.GELU())
+            return
+        if cfg.get("arch", "bert") not in ("bert", "bow"):
+            raise ValueError(f"model.text.arch: expected 'bert' or 'bow', found '{cfg['arch']}'")
         if path:
             # weights from the folder when built; load_model then overwrites them with the checkpoint's
             self.model = AutoModel.from_pretrained(path)
@@ -55,9 +100,11 @@ class TextTower(nn.Module):
                                 attention_probs_dropout_prob=cfg.get("dropout", 0.1))
             self.model = AutoModel.from_config(config, add_pooling_layer=False)
         self.width = self.model.config.hidden_size
-        self.pooling = cfg.get("pooling", "cls")
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        if self.pooling == "bow":
+            weights = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+            return self.mlp((self.embed(input_ids) * weights).sum(1) / weights.sum(1).clamp(min=1.0))
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "mean":
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)

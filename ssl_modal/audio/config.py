@@ -77,6 +77,7 @@ class DataConfig:
     window_seconds: float = 1.0      # longer files are cut into windows of this length (offsets kept)
     window_hop_seconds: float | None = None  # null: = window_seconds (no overlap)
     max_files: int | None = None
+    on_error: str = "error"          # unusable files (missing, undecodable, empty): "error" or "skip" (counted, logged)
 
 
 @dataclass

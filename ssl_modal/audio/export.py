@@ -23,11 +23,13 @@ ID_COLUMNS = ["path", "offset", "duration"]
 
 
 def manifest_segments(model, source, window_seconds: float | None = 10.0, path_column: str = "path",
-                      label_columns: list[str] | tuple = (), progress: bool = False) -> list[dict]:
-    """Read the files of `source` at the model's sample rate, cut into windows."""
-    reader = AudioReader(model.spec.config["frontend"]["sample_rate"])
-    frame = read_manifest(source, path_column)
-    return load_segments(frame, reader, window_seconds, None, label_columns, str(source), progress)
+                      label_columns: list[str] | tuple = (), progress: bool = False, on_error: str = "error",
+                      reader: AudioReader | None = None) -> list[dict]:
+    """Read the files of `source` at the model's sample rate, cut into windows (`on_error="skip"`: unusable
+    files are left out and listed in `reader.skipped`)."""
+    reader = reader or AudioReader(model.spec.config["frontend"]["sample_rate"])
+    frame = read_manifest(source, path_column, on_error)
+    return load_segments(frame, reader, window_seconds, None, label_columns, str(source), progress, on_error)
 
 
 def per_file(segments: list[dict], emb: np.ndarray, label_columns: list[str] | tuple = ()) -> tuple[pd.DataFrame, np.ndarray]:

@@ -35,6 +35,7 @@ class AudioReader:
         self.sample_rate = int(sample_rate)
         self.counts = {"files": 0, "downmixed": 0, "resampled": 0}
         self.resampled_from: dict[int, int] = {}
+        self.skipped: list[str] = []  # messages of files left out under on_error="skip"
         self._logged: set[str] = set()
 
     def _once(self, kind: str, message: str, *args) -> None:
@@ -96,13 +97,19 @@ class AudioReader:
         if self.counts["resampled"]:
             rates = ", ".join(f"{n:,} from {sr} Hz" for sr, n in sorted(self.resampled_from.items()))
             msg += f"; resampled to {self.sample_rate} Hz: {rates}"
+        if self.skipped:
+            shown = "; ".join(self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
+            msg += f"; {len(self.skipped):,} unusable files skipped ({shown})"
         return msg
 
 
-def read_manifest(source: str | Path, path_column: str = "path") -> pd.DataFrame:
+def read_manifest(source: str | Path, path_column: str = "path", on_error: str = "error") -> pd.DataFrame:
     """A manifest table (CSV/Parquet/...: `path_column`, optional offset/duration in seconds, any label
     columns), or a folder of audio files (one row per file, sorted). Paths come back absolute; every
-    row pointing to a missing file is reported (row number and path) in one AudioError."""
+    row pointing to a missing file is reported (row number and path) in one AudioError, or with
+    `on_error="skip"` dropped and listed in `frame.attrs["skipped"]` ("_manifest_row" keeps each 1-based data row)."""
+    if on_error not in ("error", "skip"):
+        raise ValueError(f"data.on_error: expected 'error' or 'skip', found '{on_error}'")
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -125,10 +132,16 @@ def read_manifest(source: str | Path, path_column: str = "path") -> pd.DataFrame
     base = source.parent
     resolved = [str(p if (p := Path(v)).is_absolute() else base / p) for v in raw]
     missing = [(i + 1, raw[i], resolved[i]) for i in range(len(frame)) if not Path(resolved[i]).is_file()]
+    skipped = []
     if missing:
         shown = "; ".join(f"row {r}: {v} (resolved to {p})" for r, v, p in missing[:5])
         more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise AudioError(f"{source}: {len(missing)} of {len(frame)} manifest rows point to missing files: {shown}{more}")
+        message = f"{source}: {len(missing)} of {len(frame)} manifest rows point to missing files: {shown}{more}"
+        if on_error == "error" or len(missing) == len(frame):
+            hint = "; set data.on_error: skip to leave them out" if len(missing) < len(frame) else ""
+            raise AudioError(message + hint)
+        log.warning("%s; skipped (data.on_error: skip)", message)
+        skipped = [f"{source} row {r}: audio file not found: {p}" for r, _, p in missing]
     for col in ("offset", "duration"):
         if col in frame.columns:
             values = pd.to_numeric(frame[col], errors="coerce")
@@ -139,6 +152,10 @@ def read_manifest(source: str | Path, path_column: str = "path") -> pd.DataFrame
     out = frame.copy()
     out["rel_path"] = raw.astype(str)
     out["path"] = resolved
+    out["_manifest_row"] = np.arange(1, len(out) + 1)
+    if skipped:
+        out = out.drop(index=[r - 1 for r, _, _ in missing]).reset_index(drop=True)
+    out.attrs["skipped"] = skipped
     return out
 
 
@@ -158,13 +175,17 @@ def windows(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
 
 def load_segments(frame: pd.DataFrame, reader: AudioReader, window_seconds: float | None = 1.0,
                   hop_seconds: float | None = None, label_columns: list[str] | tuple = (),
-                  source: str = "manifest", progress: bool = True) -> list[dict]:
+                  source: str = "manifest", progress: bool = True, on_error: str = "error") -> list[dict]:
     """Read every row of a manifest frame (from `read_manifest`) and cut it into windows.
 
     Returns one dict per window: path (as written in the manifest), offset (seconds from the start of
     the file), duration (seconds), wave (float32 mono at `reader.sample_rate`), row (1-based) and the
-    label columns. `window_seconds=None` keeps whole files.
+    label columns. `window_seconds=None` keeps whole files. `on_error="skip"`: a file that cannot be read
+    (undecodable, zero-length, no samples, NaN) is left out and its message kept in `reader.skipped`.
     """
+    if on_error not in ("error", "skip"):
+        raise ValueError(f"data.on_error: expected 'error' or 'skip', found '{on_error}'")
+    reader.skipped.extend(frame.attrs.get("skipped", []))
     missing = [c for c in label_columns if c not in frame.columns]
     if missing:
         raise AudioError(f"{source}: label column(s) {missing} not found; columns: {', '.join(map(str, frame.columns))}")
@@ -180,9 +201,20 @@ def load_segments(frame: pd.DataFrame, reader: AudioReader, window_seconds: floa
     for i, rec in enumerate(rows):
         base_offset, dur = (None if pd.isna(v := rec.get(k)) else float(v) for k in ("offset", "duration"))
         base_offset = base_offset or 0.0
-        wave = reader.read(rec["path"], base_offset, dur, where=f"{source} row {i + 1}")
+        row = int(rec.get("_manifest_row", i + 1))
+        try:
+            wave = reader.read(rec["path"], base_offset, dur, where=f"{source} row {row}")
+        except AudioError as exc:
+            if on_error == "error":
+                raise AudioError(f"{exc}; set data.on_error: skip to leave such files out") from None
+            reader.skipped.append(str(exc))
+            log.warning("skipping %s", exc)
+            continue
         labels = {c: rec[c] for c in label_columns}
         for start, stop in (windows(len(wave), win, hop) if win else [(0, len(wave))]):
             out.append({"path": rec["rel_path"], "offset": round(base_offset + start / sr, 6),
-                        "duration": round((stop - start) / sr, 6), "wave": wave[start:stop], "row": i + 1, **labels})
+                        "duration": round((stop - start) / sr, 6), "wave": wave[start:stop], "row": row, **labels})
+    if not out:
+        raise AudioError(f"{source}: no usable audio: all {len(frame)} files were skipped "
+                         f"({'; '.join(reader.skipped[:3])})")
     return out

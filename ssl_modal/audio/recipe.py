@@ -27,13 +27,13 @@ log = logging.getLogger("ssl_modal")
 
 def read_segments(cfg: AudioConfig, label_columns=(), window_seconds: float | None = -1.0) -> list[dict]:
     """The recipe's manifest read into windows (`window_seconds=-1`: data.window_seconds; None: whole files)."""
-    frame = read_manifest(cfg.data.manifest, cfg.data.path_column)
+    frame = read_manifest(cfg.data.manifest, cfg.data.path_column, cfg.data.on_error)
     if cfg.data.max_files is not None:
         frame = frame.iloc[: cfg.data.max_files]
     reader = AudioReader(cfg.frontend.sample_rate)
     window = cfg.data.window_seconds if window_seconds == -1.0 else window_seconds
     segments = load_segments(frame, reader, window, cfg.data.window_hop_seconds, list(label_columns),
-                             cfg.data.manifest, cfg.train.progress)
+                             cfg.data.manifest, cfg.train.progress, cfg.data.on_error)
     log.info("%s: %s; %d segments", cfg.data.manifest, reader.summary(), len(segments))
     return segments
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import typing
 import warnings
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def prune_checkpoints(folder: str | Path, keep_last: int) -> None:
 
 def capture_rng(generator: torch.Generator | None) -> dict:
     """RNG states as tensors and plain values, so they survive weights_only loading."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = typing.cast(tuple, np.random.get_state())
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

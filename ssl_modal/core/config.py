@@ -32,7 +32,7 @@ def _dataclass_type(tp: Any) -> type | None:
         return tp
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg):
+            if dataclasses.is_dataclass(arg) and isinstance(arg, type):
                 return arg
     return None
 
@@ -58,7 +58,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, found {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(typing.cast(Any, cls))]
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key

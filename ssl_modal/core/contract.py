@@ -105,12 +105,12 @@ class SSLModel(nn.Module):
     def set_generator(self, generator: torch.Generator) -> None:
         """Make every objective draw its corruptions from `generator`."""
         for objective in self.objectives.values():
-            objective.generator = generator
+            typing_cast_objective(objective).generator = generator
 
     def on_step_end(self, step: int, max_steps: int) -> None:
         """Let every objective act after an optimizer step (EMA targets, schedules)."""
         for objective in self.objectives.values():
-            objective.on_step_end(self.encoder, step, max_steps)
+            typing_cast_objective(objective).on_step_end(self.encoder, step, max_steps)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -138,6 +138,11 @@ class SSLModel(nn.Module):
             return self.encoder(batch).pooled
         finally:
             self.train(was_training)
+
+
+def typing_cast_objective(module: nn.Module) -> Objective:
+    """An entry of `SSLModel.objectives` (an nn.ModuleDict, typed as holding plain Modules)."""
+    return module  # type: ignore[return-value]
 
 
 def batch_size_of(batch: Any) -> int:

@@ -11,7 +11,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,7 +62,7 @@ def _label(value) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _check_inputs(features, labels) -> tuple[object, np.ndarray]:
+def _check_inputs(features, labels) -> tuple[Any, np.ndarray]:
     """Validate shapes and values; return (features as ndarray/CSR, labels as 1-D array)."""
     if sp.issparse(features):
         X = sp.csr_matrix(features)
@@ -135,7 +135,7 @@ def _splits(y: np.ndarray, train_idx, test_idx, cv: int, seed: int) -> list[tupl
 
 def probe(
     features,
-    labels: Sequence,
+    labels: Sequence | np.ndarray,
     *,
     train_idx=None,
     test_idx=None,
@@ -246,7 +246,8 @@ class ProbeTable:
         return path
 
 
-def probe_split(train_features, train_labels: Sequence, test_features, test_labels: Sequence, *,
+def probe_split(train_features, train_labels: Sequence | np.ndarray, test_features,
+                test_labels: Sequence | np.ndarray, *,
                 k: int = 20, seed: int = 0, name: str = "") -> ProbeResult:
     """`probe` trained on one set and tested on another (e.g. eval.train and eval.test manifests)."""
     if sp.issparse(train_features) or sp.issparse(test_features):

@@ -1,28 +1,39 @@
-"""Embedding export: `encode` to numpy, `export` to Parquet / .npy / datasets.Dataset, `load_model`."""
+"""Embedding export: `encode` to numpy, `export` to Parquet / .npy / CSV / datasets.Dataset, `load_model`."""
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
-import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint
 from .contract import ModelSpec, SSLModel, move_to
+from .writers import EmbeddingWriter, check_output_path, id_array, output_format
 
 
 def _rows(data, start: int, stop: int) -> list:
-    """Items `start:stop` of a list, pandas DataFrame (as dicts) or datasets.Dataset (as dicts)."""
+    """Items `start:stop` of a list, pandas Series, DataFrame (as dicts) or datasets.Dataset (as dicts)."""
     if hasattr(data, "iloc"):
-        return data.iloc[start:stop].to_dict("records")
+        part = data.iloc[start:stop]
+        return part.tolist() if getattr(part, "ndim", 2) == 1 else part.to_dict("records")
     if hasattr(data, "column_names") and hasattr(data, "select"):
         cols = data[start:stop]
-        return [dict(zip(cols, values)) for values in zip(*cols.values())]
+        return [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
     return [data[i] for i in range(start, stop)]
+
+
+def _check_data(data, what: str) -> int:
+    """len(data); a bare str/bytes (which would encode one example per character) is refused."""
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"{what}: data is a single {type(data).__name__} ({len(data)} characters); "
+                        "pass a list of examples, e.g. [text], so it is not encoded character by character")
+    try:
+        return len(data)
+    except TypeError:
+        raise TypeError(f"{what}: expected a sized collection of examples (list, pandas Series/DataFrame, "
+                        f"datasets.Dataset), found {type(data).__name__}") from None
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -38,8 +49,10 @@ def iter_embeddings(model: SSLModel, data, batch_size: int = 64, normalize: bool
     collate = collate or model.collate
     if collate is None:
         raise ValueError("no collate function: pass collate=... or build the model with one")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, found {batch_size!r}")
     device = _model_device(model)
-    n = len(data)
+    n = _check_data(data, "encode")
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -55,23 +68,34 @@ def iter_embeddings(model: SSLModel, data, batch_size: int = 64, normalize: bool
 
 def encode(model: SSLModel, data, batch_size: int = 64, normalize: bool = False,
            collate: Callable | None = None, progress: bool = False) -> np.ndarray:
-    """One float32 vector per example of `data`, in input order: shape (len(data), D)."""
+    """One float32 vector per example of `data` (a list, pandas Series/DataFrame or datasets.Dataset; a bare
+    str is refused), in input order: shape (len(data), D)."""
     blocks = list(iter_embeddings(model, data, batch_size, normalize, collate, progress))
     if not blocks:
         raise ValueError("encode got no data (0 examples)")
     return np.concatenate(blocks, axis=0)
 
 
-def _id_table(data, ids, id_columns: Sequence[str] | None, start: int, stop: int) -> dict:
+def _id_columns(data, ids, id_columns: Sequence[str] | None, n: int) -> dict:
+    """{name: column} of the ids to write beside the embeddings, dtypes kept, mixed types refused."""
     if id_columns:
-        missing = [c for c in id_columns if c not in getattr(data, "columns", getattr(data, "column_names", []))]
+        found = list(getattr(data, "columns", getattr(data, "column_names", [])))
+        missing = [c for c in id_columns if c not in found]
         if missing:
-            raise KeyError(f"id_columns {missing} are not columns of the data")
-        rows = data.iloc[start:stop] if hasattr(data, "iloc") else data[start:stop]
-        return {c: np.asarray(rows[c]) for c in id_columns}
-    if ids is not None:
-        return {"id": np.asarray(ids[start:stop])}
-    return {"row": np.arange(start, stop)}
+            raise KeyError(f"id_columns {missing} are not columns of the data (found: {found})")
+        return {c: id_array(np.asarray(data[c]) if not hasattr(data, "iloc") else data[c], c) for c in id_columns}
+    if ids is None:
+        return {"row": np.arange(n)}
+    if isinstance(ids, (str, bytes)):
+        raise TypeError("ids: expected one id per row (a list or column), found a single string")
+    named = ({str(c): ids[c] for c in ids.columns} if hasattr(ids, "columns")
+             else dict(ids) if isinstance(ids, dict) else {"id": ids})
+    out = {}
+    for name, values in named.items():
+        if len(values) != n:
+            raise ValueError(f"ids '{name}' has {len(values)} entries but data has {n} rows")
+        out[name] = id_array(values, name)
+    return out
 
 
 def export(model: SSLModel, data, path: str | Path, *, ids=None, id_columns: Sequence[str] | None = None,
@@ -80,81 +104,35 @@ def export(model: SSLModel, data, path: str | Path, *, ids=None, id_columns: Seq
     """Write embeddings of `data` to `path`, streaming `chunk_size` rows at a time.
 
     Format from `format` or the suffix: ".parquet" (id columns + "embedding" list<float32>),
-    ".npy" (a (N, D) float32 array), or "dataset" (a folder written by `datasets.Dataset.save_to_disk`).
-    Ids: `id_columns` of a DataFrame/Dataset, or `ids` (one per row), else a "row" column.
+    ".npy" (a (N, D) float32 array), ".csv" (id columns + emb_000 ...), or "dataset" (a folder written by
+    `datasets.Dataset.save_to_disk`: a path without a suffix, or format="dataset"). Other suffixes raise.
+    Ids: `id_columns` of a DataFrame/Dataset, or `ids` (one per row; a DataFrame or dict gives several named
+    columns), else a "row" column. Id dtypes are kept; a mix of types (1 and "b") raises.
+    Nothing is left at `path` (or beside it) when writing fails.
     """
-    path = Path(path)
-    fmt = format or {".parquet": "parquet", ".npy": "npy"}.get(path.suffix, "dataset")
-    if fmt not in ("parquet", "npy", "dataset"):
-        raise ValueError(f"export format: expected 'parquet', 'npy' or 'dataset', found '{fmt}'")
-    n = len(data)
+    fmt = output_format(path, format)
+    n = _check_data(data, "export")
     if n == 0:
         raise ValueError("export got no data (0 examples)")
-    if ids is not None and len(ids) != n:
-        raise ValueError(f"ids has {len(ids)} entries but data has {n} rows")
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def chunks():
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            part = _rows(data, start, stop) if not hasattr(data, "iloc") else data.iloc[start:stop]
-            emb = np.concatenate(list(iter_embeddings(model, part, batch_size, normalize, collate)), axis=0)
-            yield start, stop, emb
-
+    id_cols = _id_columns(data, ids, id_columns, n)
+    path = check_output_path(path, fmt)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=f"export {path.name}", unit="ex")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        if fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            writer = None
-            for start, stop, emb in chunks():
-                cols = {k: pa.array(v) for k, v in _id_table(data, ids, id_columns, start, stop).items()}
-                cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
-                table = pa.table(cols)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                bar and bar.update(stop - start)
-            writer.close()
-            os.replace(tmp, path)
-        elif fmt == "npy":
-            out = None
-            for start, stop, emb in chunks():
-                if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
-                out[start:stop] = emb
-                bar and bar.update(stop - start)
-            out.flush()
-            del out
-            os.replace(tmp, path)
-        else:
-            import datasets
-
-            def rows():
-                for start, stop, emb in chunks():
-                    idt = _id_table(data, ids, id_columns, start, stop)
-                    for i in range(stop - start):
-                        yield {**{k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in idt.items()},
-                               "embedding": emb[i]}
-                    bar and bar.update(stop - start)
-
-            with tempfile.TemporaryDirectory() as cache:
-                ds = datasets.Dataset.from_generator(rows, cache_dir=cache)
-                ds.save_to_disk(str(tmp))
-                del ds
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+        with EmbeddingWriter(path, fmt, n) as writer:
+            for start in range(0, n, chunk_size):
+                stop = min(n, start + chunk_size)
+                part = data.iloc[start:stop] if hasattr(data, "iloc") else _rows(data, start, stop)
+                emb = np.concatenate(list(iter_embeddings(model, part, batch_size, normalize, collate)), axis=0)
+                writer.write({k: v[start:stop] for k, v in id_cols.items()}, emb)
+                if bar:
+                    bar.update(stop - start)
     finally:
         if bar:
             bar.close()
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     return path
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -31,6 +32,18 @@ def collapse_stats(pooled: torch.Tensor) -> dict[str, float]:
     return {"std_mean": float(std.mean()), "std_min": float(std.min()), "effective_rank": eff_rank}
 
 
+_warned: set[str] = set()
+
+
+def _warn_no_tensorboard() -> None:
+    """Said once per process: train.tensorboard is on but the package is missing (metrics.jsonl still written)."""
+    if "tensorboard" not in _warned:
+        _warned.add("tensorboard")
+        logging.getLogger("ssl_modal").warning(
+            "train.tensorboard is true but TensorBoard is not installed: only metrics.jsonl is written; "
+            "pip install 'ssl-modal[tensorboard]' or set train.tensorboard: false")
+
+
 class MetricsSink:
     """Appends one JSON object per call to `metrics.jsonl`; mirrors scalars to TensorBoard if installed."""
 
@@ -46,6 +59,7 @@ class MetricsSink:
                 self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
             except ImportError:
                 self._tb = None
+                _warn_no_tensorboard()
 
     def write(self, record: dict) -> None:
         self._fh.write(json.dumps(record) + "\n")

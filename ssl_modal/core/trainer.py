@@ -8,6 +8,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,7 +59,9 @@ class TrainConfig:
                                       # val/loss and keep the best weights in model.pt; 0 = off
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas: expected two numbers in [0, 1), found {list(self.betas)}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.autocast not in ("no", "bf16", "fp16", "auto"):
             raise ConfigError(f"train.autocast: expected 'no', 'bf16', 'fp16' or 'auto', found '{self.autocast}'")
         rules = {  # key: (lowest allowed, strict?)
@@ -77,7 +80,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: expected {'>' if strict else '>='} {low}, found {value}")
         if self.min_lr_ratio > 1:
             raise ConfigError(f"train.min_lr_ratio: expected a ratio in [0, 1], found {self.min_lr_ratio}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas: expected two numbers in [0, 1), found {list(self.betas)}")
         if self.early_stopping_patience and not self.eval_every:
             raise ConfigError("train.early_stopping_patience needs train.eval_every > 0 (how often to validate)")
@@ -132,6 +135,9 @@ class Trainer:
     def _batches(self, data, collate, info: DistInfo, epoch: int, start_batch: int):
         """Yield (epoch, index_in_epoch, batch) forever, starting at a saved position."""
         c = self.config
+        if hasattr(data, "stream_batches"):  # streaming shards (core/streaming.py) keep their own position
+            yield from data.stream_batches(collate, c.batch_size, info, epoch, start_batch, c.seed)
+            return
         per_epoch = ShardedEpochSampler.batches_per_epoch(len(data), c.batch_size, info.world_size)
         while True:
             if start_batch >= per_epoch:
@@ -167,7 +173,9 @@ class Trainer:
         device_type = "cuda" if (c.device == "auto" and torch.cuda.is_available()) or c.device.startswith("cuda") else "cpu"
         info = init_distributed(device_type)
         device = _resolve_device(c.device, info)
-        per_epoch = ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size)
+        per_epoch = (train_data.batches_per_epoch(c.batch_size, info.world_size)
+                     if hasattr(train_data, "batches_per_epoch") else
+                     ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size))
         if per_epoch == 0:
             raise ValueError(
                 f"train_data has {len(train_data)} examples, fewer than one batch "
@@ -183,7 +191,7 @@ class Trainer:
 
         model.to(device)
         optimizer = self._optimizer(model)
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0,
+        state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0,
                  "best_val": float("inf"), "bad_evals": 0}
         resumed = ckpt_io.latest_valid_checkpoint(ckpt_dir) if c.resume else None
         if resumed is not None:
@@ -216,7 +224,7 @@ class Trainer:
             np.random.seed((c.seed + info.rank) % 2**32)
             random.seed(c.seed + info.rank)
 
-        train_model = model
+        train_model: torch.nn.Module = model
         if info.enabled:
             train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -274,7 +282,7 @@ class Trainer:
                         state["batch_in_epoch"] = index + 1
                         batch = move_to(batch, device)
                         sync = micro == c.grad_accum_steps - 1 or not info.enabled
-                        with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast():
+                        with (contextlib.nullcontext() if sync else cast(Any, train_model).no_sync()), autocast():
                             out = train_model(batch)
                         scaler.scale(out["loss"] / c.grad_accum_steps).backward()
                         for key, value in out.items():
@@ -302,14 +310,15 @@ class Trainer:
                         last_ckpt = save(rng=rng_before, position=position_before)
                         log.error("step %d failed; the last good state (after step %d) is saved in %s",
                                   state["step"] + 1, state["step"], last_ckpt)
-                        exc.add_note(f"last good state saved: {last_ckpt} (rerun to resume from it)")
+                        if hasattr(exc, "add_note"):  # Python >= 3.11
+                            exc.add_note(f"last good state saved: {last_ckpt} (rerun to resume from it)")
                     raise
                 step = state["step"]
                 window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
                 window_steps += 1
                 bar.update(1)
 
-                if c.monitor_every and step % c.monitor_every == 0:
+                if c.monitor_every and step % c.monitor_every == 0 and batch is not None:
                     monitor = {f"monitor/{k}": v for k, v in collapse_stats(model.embed(batch)).items()}
                 if step % c.log_every == 0 or step == c.max_steps:
                     record = self._record(state, window, window_steps, window_examples,

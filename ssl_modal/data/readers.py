@@ -14,13 +14,15 @@ from __future__ import annotations
 import difflib
 import gzip
 import json
+import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger("ssl_modal")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _TEXT_FORMATS = {"csv", "tsv", "jsonl", "json"}
@@ -189,15 +191,27 @@ def _csv_frame(path: Path, sep: str, as_text: bool) -> tuple[pd.DataFrame, np.nd
     return df, lines, skipped
 
 
-def read_frame(path: str | Path, *, as_text: bool = False) -> tuple[pd.DataFrame, np.ndarray, list, str]:
+def csv_separator(path: Path, gz: bool, default: str) -> str:
+    """`default`, or ';' / tab when the header line has those but no `default` (bank exports: 'date;amount')."""
+    with _open_bytes(path, gz) as f:
+        header = f.readline(1 << 16).decode("utf-8", errors="replace")
+    for sep in (";", "\t", ","):
+        if sep != default and sep in header and default not in header:
+            log.info("%s: the header line is %r-separated; reading it with that separator", path, sep)
+            return sep
+    return default
+
+
+def read_frame(path: str | Path, *, as_text: bool = False) -> tuple[pd.DataFrame, np.ndarray | None, list, str]:
     """The reader behind read_table and validate: (frame, line per row or None, parse problems, format).
 
     Parse problems are (line, message) pairs for malformed CSV/JSONL lines that were skipped.
     `as_text=True` keeps CSV fields as strings ("" for empty) so validation sees what the user wrote.
     """
     path, fmt, gz = check_file(path)
+    lines: np.ndarray | None
     if fmt in ("csv", "tsv"):
-        df, lines, problems = _csv_frame(path, "," if fmt == "csv" else "\t", as_text)
+        df, lines, problems = _csv_frame(path, csv_separator(path, gz, "," if fmt == "csv" else "\t"), as_text)
         return df, lines, problems, fmt
     if fmt == "parquet":
         try:

@@ -33,8 +33,11 @@ class SchemaError(ValueError):
 
 
 def schema_dir() -> Path:
-    """data_schemas/ at the repository root (the parent of the ssl_modal package)."""
-    return Path(__file__).resolve().parents[2] / "data_schemas"
+    """The schema folder: ssl_modal/schemas/ in an installed wheel (setup.py copies it there at build time),
+    else data_schemas/ at the repository root (the source of truth, next to the ssl_modal package)."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "schemas"
+    return shipped if shipped.is_dir() else package.parent / "data_schemas"
 
 
 def available_schemas() -> list[str]:
@@ -280,6 +283,9 @@ def check_table(report: ValidationReport, df: pd.DataFrame, spec: dict,
     """Add every problem of `df` against table schema `spec` to `report` (no per-row Python loops)."""
     columns, found = spec["columns"], [str(c) for c in df.columns]
     df = df.set_axis(found, axis=1)
+    categorical = [c for c in found if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    if categorical:  # Parquet dictionary columns: check the values they hold
+        df = df.astype({c: object for c in categorical})
     extra = [c for c in found if c not in columns]
     for name, col in columns.items():
         if name in df.columns:

@@ -17,8 +17,7 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 
-from .readers import (DataValidationError, check_file, read_frame, read_json_document,
-                      read_jsonl_records)
+from .readers import DataValidationError, check_file, read_frame, read_json_document, read_jsonl_records
 from .report import Problem, ValidationReport, show_value
 from .schema import Schema, SchemaError, check_table, load_schema
 
@@ -50,25 +49,43 @@ def _check_manifest(report: ValidationReport, schema: Schema, file: str | Path) 
     for i, record in enumerate(records):
         for err in validator.iter_errors(record):
             row = None if single else i + 1
-            line = int(lines[i]) if lines is not None else None
+            at_line = int(lines[i]) if lines is not None else None
             column = str(err.absolute_path[0]) if err.absolute_path else None
             found = (f"keys {sorted(err.instance)}" if err.validator == "required" and isinstance(err.instance, dict)
                      else show_value(err.instance))
             expected = f"{err.validator} {show_value(err.validator_value)}"
-            where = Problem(row=row, line=line, path=err.json_path).where() or "$"
+            where = Problem(row=row, line=at_line, path=err.json_path).where() or "$"
             message = f"{where}: {err.message}"
             report.add("json_schema", message, column=column, expected=expected, found=found,
-                       row=row, line=line, path=err.json_path)
+                       row=row, line=at_line, path=err.json_path)
 
 
-def validate(schema: str | Path | Schema, file: str | Path, *, max_examples: int = 5) -> ValidationReport:
+def _apply_mapping(report: ValidationReport, schema: Schema, df: pd.DataFrame, mapping: dict) -> pd.DataFrame:
+    """Rename the file's columns to the schema's names ({schema column: file column}); unknown names are problems."""
+    known = list(schema.spec.get("columns", {}))
+    for key, column in mapping.items():
+        if key not in known:
+            raise SchemaError(f"column mapping '{key}={column}': '{key}' is not a column of schema '{schema.name}' "
+                              f"(its columns: {', '.join(known)})")
+        if column not in df.columns:
+            report.add("mapping", f"column '{column}' (mapped to '{key}') is not in the file", column=column,
+                       expected=f"a column '{column}'", found=", ".join(map(str, df.columns)))
+    return df.rename(columns={column: key for key, column in mapping.items()})
+
+
+def validate(schema: str | Path | Schema, file: str | Path, *, max_examples: int = 5,
+             mapping: dict[str, str] | None = None) -> ValidationReport:
     """Check `file` against a schema name (data_schemas/<name>.schema.json) or schema path.
 
-    Every problem is reported; per kind of problem all are counted and the first `max_examples`
-    are kept with row, line, column, expected and found. Raises SchemaError only for a bad schema.
+    `mapping` ({schema column: file column}, e.g. {"amount": "amt"}) reads a file whose columns have other
+    names, as a recipe's `columns:` block does. Every problem is reported; per kind of problem all are counted
+    and the first `max_examples` are kept with row, line, column, expected and found. Raises SchemaError only
+    for a bad schema (or a mapping naming a column the schema does not have).
     """
     schema = _as_schema(schema)
     report = ValidationReport(file=str(file), schema=schema.name, max_examples=max_examples)
+    if mapping and schema.kind == "json":
+        raise SchemaError(f"schema '{schema.name}' describes JSON manifests: a column mapping applies to tables only")
     try:
         if schema.kind == "json":
             _check_manifest(report, schema, file)
@@ -77,6 +94,8 @@ def validate(schema: str | Path | Schema, file: str | Path, *, max_examples: int
     except DataValidationError as exc:
         report.add("file", str(exc), expected="a readable data file", found=type(exc).__name__)
         return report
+    if mapping:
+        df = _apply_mapping(report, schema, df, mapping)
     for line, message in parse_errors:
         report.add("parse", f"line {line}: {message}", line=line, expected="a well-formed line", found=message)
     report.n_rows = len(df)
@@ -95,10 +114,10 @@ def validate_frame(schema: str | Path | Schema, df: pd.DataFrame, *, name: str =
     return report
 
 
-def main_validate(schema: str, file: str) -> int:
+def main_validate(schema: str, file: str, mapping: dict[str, str] | None = None) -> int:
     """CLI entry: print the report; exit code 0 valid, 1 problems, 2 schema missing or malformed."""
     try:
-        report = validate(schema, file)
+        report = validate(schema, file, mapping=mapping)
     except SchemaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

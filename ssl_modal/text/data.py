@@ -165,7 +165,8 @@ class TextCollate:
     Items may be raw strings, mappings with a `text_key` entry (rows of a table), or pre-tokenized
     mappings with "input_ids" (rows of `tokenize_texts`). Output: input_ids, attention_mask,
     special_tokens_mask (1 at special tokens and padding) and, with `word_ids=True`, word_ids (-1 at
-    special tokens and padding).
+    special tokens and padding). Packed rows (items with "segment_ids", see `text.packing`) keep their
+    segment_ids (-1 at padding).
     """
 
     def __init__(self, tokenizer: TextTokenizer, word_ids: bool = False, text_key: str = "text"):
@@ -191,7 +192,8 @@ class TextCollate:
             raise ValueError("cannot collate an empty list of examples")
         first = items[0]
         if not isinstance(first, str) and hasattr(first, "keys") and "input_ids" in first.keys():
-            columns = {key: [item[key] for item in items] for key in ("input_ids", "special_tokens_mask")}
+            keys = ("input_ids", "special_tokens_mask") + (("segment_ids",) if "segment_ids" in first.keys() else ())
+            columns = {key: [item[key] for item in items] for key in keys}
             if self.word_ids:
                 if "word_ids" not in first.keys():
                     raise KeyError("whole-word masking needs 'word_ids': tokenize with word_ids=True")
@@ -208,13 +210,15 @@ class TextCollate:
             "attention_mask": torch.zeros((batch, length), dtype=torch.long),
             "special_tokens_mask": torch.ones((batch, length), dtype=torch.long),
         }
-        if "word_ids" in columns:
-            out["word_ids"] = torch.full((batch, length), -1, dtype=torch.long)
+        for key in ("word_ids", "segment_ids"):
+            if key in columns:
+                out[key] = torch.full((batch, length), -1, dtype=torch.long)
         for row, seq in enumerate(ids):
             n = len(seq)
             out["input_ids"][row, :n] = torch.as_tensor(seq, dtype=torch.long)
             out["attention_mask"][row, :n] = 1
             out["special_tokens_mask"][row, :n] = torch.as_tensor(columns["special_tokens_mask"][row], dtype=torch.long)
-            if "word_ids" in out:
-                out["word_ids"][row, :n] = torch.as_tensor(columns["word_ids"][row], dtype=torch.long)
+            for key in ("word_ids", "segment_ids"):
+                if key in out:
+                    out[key][row, :n] = torch.as_tensor(columns[key][row], dtype=torch.long)
         return out

@@ -1,4 +1,5 @@
-"""Recipe support for `domain: text`: MLM pretraining, then a frozen-encoder probe against baselines.
+"""Recipe support for `domain: text`: pretraining (MLM, SimCSE, span crops; from scratch or continued from
+a local model), then frozen-encoder probes against baselines.
 
 Used by `recipes/text_mlm.py` and by `ssl-modal train|eval recipes/text_mlm.yaml`.
 """
@@ -16,7 +17,8 @@ from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
 from ssl_modal.text.config import TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
-from ssl_modal.text.model import build_text_model, text_model_config
+from ssl_modal.text.model import build_text_model, resolve_init_from, text_model_config
+from ssl_modal.text.packing import fill_ratio, pack_texts
 from ssl_modal.text.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer_path
 
 Config = TextConfig
@@ -43,20 +45,32 @@ def recipe_tokenizer(cfg: TextConfig, texts: list[str]) -> TextTokenizer:
         tokenizer = build_tokenizer(cfg.tokenizer, cfg.model.max_length, texts)
         tokenizer.save(saved)
         return tokenizer
-    return build_tokenizer(cfg.tokenizer, cfg.model.max_length, texts, cfg.model.pretrained_path)
+    init_from = resolve_init_from(cfg.model.init_from) if cfg.model.init_from else None
+    return build_tokenizer(cfg.tokenizer, cfg.model.max_length, texts, init_from)
+
+
+def recipe_model_config(cfg: TextConfig, tokenizer: TextTokenizer) -> dict:
+    return text_model_config(cfg.model, cfg.mlm, tokenizer, cfg.data.text_column, cfg.objectives)
 
 
 def train(cfg: TextConfig) -> TrainResult:
-    """Pretrain the MLM on `data.train_file`; the final model is `<train.output_dir>/model.pt`."""
+    """Pretrain on `data.train_file`; the final model is `<train.output_dir>/model.pt`."""
     corpus = read_split(cfg, "train", max_examples=cfg.data.max_train_examples)
     log.info("%s", corpus.report())
     tokenizer = recipe_tokenizer(cfg, corpus.texts)
     torch.manual_seed(cfg.train.seed)
-    model = build_text_model(text_model_config(cfg.model, cfg.mlm, tokenizer, cfg.data.text_column))
+    model = build_text_model(recipe_model_config(cfg, tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("text MLM: %s parameters, vocabulary %s, max_length %d",
-             f"{n_params:,}", f"{tokenizer.vocab_size:,}", cfg.model.max_length)
+    log.info("text model: %s parameters, vocabulary %s, max_length %d, objectives %s",
+             f"{n_params:,}", f"{tokenizer.vocab_size:,}", cfg.model.max_length, model.weights)
+    if cfg.data.pack and cfg.mlm.whole_word:
+        raise ValueError("data.pack: true does not support mlm.whole_word: true; set one of them off")
     data = tokenize_texts(corpus.texts, tokenizer, word_ids=cfg.mlm.whole_word)
+    if cfg.data.pack:
+        rows = pack_texts(data["input_ids"], data["special_tokens_mask"], cfg.model.max_length, cfg.train.seed)
+        log.info("packed %s texts into %s rows of %d tokens (%.1f %% real tokens)", f"{len(data):,}",
+                 f"{len(rows):,}", cfg.model.max_length, 100 * fill_ratio(rows, cfg.model.max_length))
+        data = rows
     return Trainer(cfg.train).fit(model, data, model.collate)
 
 
@@ -69,27 +83,81 @@ def tfidf_features(train_texts: list[str], test_texts: list[str]):
     return sp.vstack([vectorizer.fit_transform(train_texts), vectorizer.transform(test_texts)]).tocsr()
 
 
+def encode_sorted(model, texts: list[str], batch_size: int) -> np.ndarray:
+    """`encode` with the texts taken in order of length (batches pad less), rows back in input order."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = encode(model, [texts[i] for i in order], batch_size)
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
+def probe_sizes(cfg: TextConfig, n_train: int) -> list[int]:
+    """Training-set sizes of the probes: eval.probe_train_examples, then eval.label_efficiency (null: all)."""
+    sizes = [n_train if n is None else min(n, n_train) for n in cfg.eval.probe_train_examples]
+    return list(dict.fromkeys(sizes + [min(n, n_train) for n in cfg.eval.label_efficiency]))
+
+
+def feature_rows(cfg: TextConfig, model) -> list[tuple[str, object]]:
+    """(name, SSLModel) of the encoders to probe: random init, the frozen start model, the trained one."""
+    device = next(model.parameters()).device
+    rows = []
+    if cfg.eval.baselines:
+        torch.manual_seed(cfg.train.seed + 1)
+        rows.append(("random-init encoder", build_text_model(model.spec.config).to(device)))
+    init_from = model.spec.config["model"].get("init_from")
+    if init_from and cfg.eval.init_baseline:
+        start = build_text_model({**model.spec.config, "hf_config": None}).to(device)
+        rows.append((f"frozen {Path(init_from).name} (start)", start))
+    rows.append(("pretrained encoder" if not init_from else "continued-pretrained encoder", model))
+    return rows
+
+
 def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
-    """Probe frozen embeddings (first `eval.probe_train_examples` training texts -> test file) for the
-    labels; with `eval.baselines` also TF-IDF + logistic regression and a random-init encoder."""
+    """Probe frozen embeddings for the labels: a probe fitted on the first N training texts for each N of
+    `eval.probe_train_examples` and `eval.label_efficiency`, tested on the test file; with `eval.baselines`
+    also TF-IDF + logistic regression and a random-init encoder, and the frozen `model.init_from`."""
     if not cfg.data.test_file or not cfg.data.label_column:
         raise ValueError("evaluation needs data.test_file and data.label_column")
     model = model if model is not None else load_model(cfg.train.output_dir)
-    train_part = read_split(cfg, "train", labels=True, max_examples=cfg.eval.probe_train_examples)
+    full = read_split(cfg, "train", labels=True)
     test_part = read_split(cfg, "test", labels=True)
-    texts = train_part.texts + test_part.texts
-    labels = np.asarray([str(y) for y in train_part.labels + test_part.labels])
-    split = {"train_idx": np.arange(len(train_part)), "test_idx": np.arange(len(train_part), len(texts)),
-             "k": cfg.eval.knn_k, "seed": cfg.train.seed}
+    sizes = probe_sizes(cfg, len(full))
+    n_probe = max(sizes)
+    train_texts, train_labels = full.texts[:n_probe], full.labels[:n_probe]
+    texts = train_texts + test_part.texts
+    labels = np.asarray([str(y) for y in train_labels + test_part.labels])
+    test_idx = np.arange(n_probe, len(texts))
+    features: list[tuple[str, object]] = []
+    for name, encoder in feature_rows(cfg, model):
+        log.info("embedding %s texts with the %s", f"{len(texts):,}", name)
+        features.append((name, encode_sorted(encoder, texts, cfg.eval.batch_size)))
     results: list[ProbeResult] = []
-    if cfg.eval.baselines:
-        results.append(probe(tfidf_features(train_part.texts, test_part.texts), labels, name="tf-idf + logreg", **split))
-        torch.manual_seed(cfg.train.seed + 1)
-        random_model = build_text_model(model.spec.config).to(next(model.parameters()).device)
-        results.append(probe(encode(random_model, texts, cfg.eval.batch_size), labels,
-                             name="random-init encoder", **split))
-    results.append(probe(encode(model, texts, cfg.eval.batch_size), labels, name="mlm encoder", **split))
+    for n in sizes:
+        split = {"train_idx": np.arange(n), "test_idx": test_idx, "k": cfg.eval.knn_k, "seed": cfg.train.seed}
+        if cfg.eval.baselines:
+            results.append(probe(tfidf_features(train_texts[:n], test_part.texts), labels[np.r_[:n, test_idx]],
+                                 name="tf-idf + logreg", train_idx=np.arange(n),
+                                 test_idx=np.arange(n, n + len(test_idx)), k=cfg.eval.knn_k, seed=cfg.train.seed))
+        for name, X in features:
+            results.append(probe(X, labels, name=name, **split))
+    if cfg.eval.finetune_steps > 0:
+        results.append(finetune_row(cfg, model, full, test_part))
     return ProbeTable(results)
+
+
+def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus) -> ProbeResult:
+    """The pretrained encoder fine-tuned with a linear head (`ssl_modal.core.finetune`) on the first
+    `eval.finetune_examples` training texts, scored on the test file."""
+    from ssl_modal.core.finetune import finetune
+
+    n = len(full) if cfg.eval.finetune_examples is None else min(cfg.eval.finetune_examples, len(full))
+    log.info("fine-tuning on %s texts for at most %d steps", f"{n:,}", cfg.eval.finetune_steps)
+    return finetune(model, full.texts[:n], [str(y) for y in full.labels[:n]], model.collate,
+                    test_examples=test_part.texts, test_labels=[str(y) for y in test_part.labels],
+                    max_steps=cfg.eval.finetune_steps, batch_size=cfg.train.batch_size if not cfg.data.pack else 32,
+                    learning_rate=cfg.eval.finetune_learning_rate, seed=cfg.train.seed, k=cfg.eval.knn_k,
+                    name="pretrained encoder, fine-tuned")
 
 
 def plot_loss_curve(output_dir: str | Path, png_path: str | Path) -> Path:

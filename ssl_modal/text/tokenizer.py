@@ -206,5 +206,5 @@ def build_tokenizer(
         return load_tokenizer_path(pretrained_path, config.lowercase, max_length)
     raise TokenizerError(
         "no tokenizer configured: set tokenizer.vocab_file (a vocab.txt / tokenizer.json / folder), "
-        "tokenizer.train_vocab_size (train WordPiece on the corpus), or model.pretrained_path"
+        "tokenizer.train_vocab_size (train WordPiece on the corpus), or model.init_from"
     )

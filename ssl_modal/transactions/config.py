@@ -116,6 +116,7 @@ class DataConfig:
     positive_label: str | None = None
     split_time: str | None = None     # fraud: e.g. "2019-09-01"
     max_rows: int | None = None       # first N rows only (after reading)
+    shards: str | None = None         # train on window shards from `ssl-modal preprocess` (streamed) instead
 
     def __post_init__(self) -> None:
         if self.task not in ("probe", "fraud", "export"):

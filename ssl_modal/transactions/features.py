@@ -168,7 +168,8 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
 def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, progress: bool = True,
              method: str = "auto") -> pd.DataFrame:
     """One row per row of `table` (DataFrame or CSV/Parquet path), in input order, with its transaction
-    id, client id, `scored` and the feature columns described in the module docstring."""
+    id and client id (named and typed as in the input: e.g. `trans_num`; "transaction_id" = the 0-based row
+    when no id column is mapped), `scored` and the feature columns described in the module docstring."""
     pre = _preprocessor(model)
     frame = _read(table)
     sequences = pre.transform(frame)
@@ -192,6 +193,9 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
     scored = located >= 0
     result.loc[~scored, result.columns[1:]] = np.nan
     result.insert(2, "scored", scored)
+    cols = pre.config.columns  # the keys keep the input's column names and dtypes, so a merge back matches
+    result[CLIENT_ID] = frame[cols.client_id].to_numpy()
+    result = result.rename(columns={TRANSACTION_ID: cols.transaction_id or TRANSACTION_ID, CLIENT_ID: cols.client_id})
     report = dict(getattr(sequences, "report", {}) or {})
     report["rows_scored"], report["rows_not_scored"] = int(scored.sum()), int((~scored).sum())
     result.attrs["report"] = report
@@ -202,9 +206,11 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
 
 
 def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
-    """One row per client: client_id, windows, events, emb_000 ... (mean of its windows' pooled vectors)."""
+    """One row per client: client_id, windows, events, emb_000 ... (mean of its windows' pooled vectors).
+    From a raw table, client_id keeps the input column's dtype (integers stay integers)."""
     pre = _preprocessor(model)
-    sequences = table if hasattr(table, "table") and hasattr(table, "report") else pre.transform(_read(table))
+    raw = None if hasattr(table, "table") and hasattr(table, "report") else _read(table)
+    sequences = table if raw is None else pre.transform(raw)
     emb = encode(model, sequences, batch_size=batch_size, progress=progress)
     frame = pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])])
     frame.insert(0, "events", window_lengths(sequences))
@@ -213,4 +219,10 @@ def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress
     out = grouped[[c for c in frame.columns if c.startswith("emb_")]].mean()
     out.insert(0, "events", grouped["events"].sum())
     out.insert(0, "windows", grouped.size())
-    return out.reset_index()
+    out = out.reset_index()
+    if raw is not None:
+        from ssl_modal.transactions.parsing import as_text
+
+        values = pd.Series(raw[pre.config.columns.client_id].dropna().unique())
+        out[CLIENT_ID] = out[CLIENT_ID].map(dict(zip(as_text(values), values, strict=True))).astype(values.dtype)
+    return out

@@ -1,4 +1,7 @@
-"""Vectorised parsing of the mapped columns with errors that name the column, rows and values."""
+"""Vectorised parsing of the mapped columns with errors that name the column, rows and values.
+
+Rows in messages are 1-based data rows: the first row after a CSV header (or the first Parquet row) is row 1.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +16,7 @@ SHOW = 5  # offending rows quoted in an error message
 
 def _rows(bad: np.ndarray, values: pd.Series) -> str:
     idx = np.flatnonzero(bad)
-    shown = ", ".join(f"row {i}: {values.iloc[i]!r}" for i in idx[:SHOW])
+    shown = ", ".join(f"data row {i + 1}: {values.iloc[i]!r}" for i in idx[:SHOW])
     more = f" (and {len(idx) - SHOW} more)" if len(idx) > SHOW else ""
     return f"{len(idx)} row(s) ({shown}{more})"
 
@@ -29,7 +32,7 @@ def parse_amount(s: pd.Series, fmt: str | None, column: str, source: str, role: 
                  allow_missing: bool = False) -> np.ndarray:
     """float64 amounts; `fmt` "currency" strips currency signs/thousands commas, "decimal_comma" reads
     1.234,50. Anything left unparsable (or empty, unless allow_missing: then NaN) raises naming the
-    rows (0-based input rows)."""
+    (1-based data) rows."""
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         values = s.to_numpy(dtype=np.float64, na_value=np.nan)
         text = s
@@ -89,7 +92,8 @@ def parse_time(frame: pd.DataFrame, columns: list[str], fmt: str | None, source:
         text = s.astype(str).str.strip() if numeric else s
         if numeric and pd.api.types.is_float_dtype(s.dtype):  # 930101.0 -> "930101"
             text = s.astype("Int64").astype(str)
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+        dayfirst = None if fmt or numeric else day_first(text, label, source)
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True, dayfirst=bool(dayfirst))
         values = _epoch_seconds(parsed.dt.tz_localize(None))
         kind = "seconds"
         expected = f"a datetime in format '{fmt}'" if fmt else "a datetime (format inferred from the first value)"
@@ -102,6 +106,41 @@ def parse_time(frame: pd.DataFrame, columns: list[str], fmt: str | None, source:
         raise DataValidationError(f"{source}: {label} (columns.event_time): expected {expected}, found empty "
                                   f"values in {_rows(missing, s)}")
     return values, kind
+
+
+_DMY = r"^\s*(\d{1,2})([/.\-])(\d{1,2})\2(\d{2}|\d{4})\b"
+
+
+def day_first(text: pd.Series, label: str, source: str) -> bool | None:
+    """For dates written nn/nn/yyyy (or with . or -): True when day-first, False when month-first, None when
+    not such dates. Both orders possible for every value (all numbers <= 12) is refused, and so is a column
+    where some values can only be day-first and others only month-first; either way columns.time_format decides."""
+    parts = text.astype(str).str.extract(_DMY)
+    found = parts[0].notna().to_numpy()
+    if not found.any():
+        return None
+    first, second = parts[0][found].astype(int).to_numpy(), parts[2][found].astype(int).to_numpy()
+    rows = np.flatnonzero(found)
+    sep = parts[1][found].iloc[0]
+    year = "%Y" if len(parts[3][found].iloc[0]) == 4 else "%y"
+    formats = f"'%d{sep}%m{sep}{year}' (day first) or '%m{sep}%d{sep}{year}' (month first)"
+    if (first > 12).any() and (second > 12).any():
+        def show(sel):
+            return ", ".join(f"data row {rows[i] + 1}: {text.iloc[rows[i]]!r}" for i in np.flatnonzero(sel)[:3])
+        raise DataValidationError(
+            f"{source}: {label} (columns.event_time): expected one date order, found day-first dates "
+            f"({show(first > 12)}) and month-first dates ({show(second > 12)}); fix the column, then set "
+            f"columns.time_format: {formats}")
+    if (first > 12).any():
+        return True
+    if (second > 12).any():
+        return False
+    if (first == second).all():
+        return False  # 01/01, 02/02, ...: both orders give the same dates
+    raise DataValidationError(
+        f"{source}: {label} (columns.event_time): dates such as {text.iloc[rows[0]]!r} (data row {rows[0] + 1}) read "
+        f"as different days day-first and month-first, and no value tells which (every number <= 12); "
+        f"set columns.time_format: {formats}")
 
 
 def _epoch_seconds(t: pd.Series) -> np.ndarray:
@@ -123,7 +162,12 @@ def as_text(uniques) -> np.ndarray:
 
 def factorize_text(s: pd.Series, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(codes with -1 for missing, distinct values as text) -- one Python call per distinct value at most.
-    sort: codes follow the sorted distinct values (numbers numerically; mixed types by their text)."""
+    sort: codes follow the sorted distinct values (numbers numerically; mixed types by their text).
+    Text that is empty or only whitespace (Berka's k_symbol " ") is missing, like an empty cell."""
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        blank = s.astype(str).str.strip().eq("").to_numpy() & s.notna().to_numpy()
+        if blank.any():
+            s = s.mask(blank)
     try:
         codes, uniques = pd.factorize(s, use_na_sentinel=True, sort=sort)
     except TypeError:  # mixed types cannot be compared: sort by text
@@ -156,7 +200,8 @@ def transaction_ids(frame: pd.DataFrame, column: str | None, source: str) -> np.
     text = s.astype(str).reset_index(drop=True)
     d = text[text.duplicated(keep=False).to_numpy()]
     groups = d.groupby(d, sort=False).groups
-    shown = "; ".join(f"{k!r} at rows {list(v)[:SHOW]}" for k, v in list(groups.items())[:SHOW])
+    shown = "; ".join(f"{k!r} at data rows {[int(i) + 1 for i in list(v)[:SHOW]]}"
+                      for k, v in list(groups.items())[:SHOW])
     more = f" (and {len(groups) - SHOW} more ids)" if len(groups) > SHOW else ""
     raise DataValidationError(f"{source}: column '{column}' (columns.transaction_id): expected unique ids, "
                               f"found {len(groups)} duplicated id(s): {shown}{more}")

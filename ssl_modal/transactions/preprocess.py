@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,76 @@ class PreprocessConfig:
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
+
+
+def vocabulary_from_counts(text: np.ndarray, counts: np.ndarray, min_frequency: int) -> list[str]:
+    """Vocabulary (most frequent first, ties by text) from distinct values as text and their counts;
+    equal texts are merged. One function for the pandas and the Spark engine."""
+    s = pd.Series(np.asarray(counts, np.int64), index=pd.Index(text, dtype=object)).groupby(level=0).sum()
+    s = s[s >= min_frequency].sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    return [str(v) for v in s.index]
+
+
+def amount_edges(n: int, bins: int, order_stat) -> np.ndarray:
+    """Quantile bin edges of the signed-log1p amount, numpy's "linear" quantile rule (equal to
+    `np.quantile(a, np.linspace(0, 1, bins + 1)[1:-1])`), from `order_stat(ranks)`: the raw amounts at
+    these 0-based ranks of the sorted amounts. The Spark engine answers `order_stat` from a distributed
+    value histogram, so both engines give the same edges bit for bit."""
+    if bins <= 1 or n == 0:
+        return np.zeros(0, np.float64)
+    virtual = (n - 1) * np.linspace(0, 1, bins + 1)[1:-1]
+    lo = np.floor(virtual).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    gamma = virtual - lo
+    ranks = np.unique(np.concatenate([lo, hi]))
+    values = _signed_log1p(np.asarray(order_stat(ranks), np.float64))  # monotone: f(sorted x) = sorted f(x)
+    at = dict(zip(ranks.tolist(), values, strict=True))
+    a, b = np.array([at[r] for r in lo]), np.array([at[r] for r in hi])
+    diff = b - a
+    q = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+    return np.unique(q)
+
+
+def exact_sum(v: np.ndarray) -> Fraction:
+    """The exact sum of finite float64 values (integer arithmetic on mantissas): independent of the order
+    and of how the values are split into parts, so per-partition sums add up to the same number."""
+    v = np.asarray(v, np.float64)
+    v = v[np.isfinite(v) & (v != 0)]
+    if len(v) == 0:
+        return Fraction(0)
+    m, e = np.frexp(v)
+    mi = (m * 2.0**53).astype(np.int64)  # v = mi * 2**(e - 53), exactly
+    order = np.argsort(e, kind="stable")
+    e, mi = e[order], mi[order]
+    starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
+    hi = np.add.reduceat(mi >> 26, starts)         # < 2**27 each: no int64 overflow below 2**36 values
+    lo = np.add.reduceat(mi & (2**26 - 1), starts)
+    base = int(e[0]) - 53
+    total = sum((int(h) * 2**26 + int(low)) << (int(x) - 53 - base)
+                for h, low, x in zip(hi, lo, e[starts], strict=True))
+    return Fraction(total) * Fraction(2) ** base
+
+
+def numeric_stats(v: np.ndarray, sums: tuple | None = None) -> list[float]:
+    """[mean, std] over the finite values (std 0 -> 1), from exact sums; `sums` = (count, exact_sum(v),
+    exact sum of squared deviations) when computed elsewhere (Spark), else computed from `v`."""
+    if sums is None:
+        finite = v[np.isfinite(v)]
+        count, total = len(finite), exact_sum(finite)
+        mean = float(total / count) if count else 0.0
+        sq = exact_sum(squared_deviations(finite, mean))
+    else:
+        count, total, sq = sums
+        mean = float(total / count) if count else 0.0
+    if not count:
+        return [0.0, 1.0]
+    std = float(np.sqrt(float(sq / count)))
+    return [mean, std if std > 0 else 1.0]
+
+
+def squared_deviations(v: np.ndarray, mean: float) -> np.ndarray:
+    finite = v[np.isfinite(v)]
+    return (finite - mean) ** 2
 
 
 def calendar_values(times: np.ndarray, name: str, kind: str) -> np.ndarray:
@@ -116,30 +187,28 @@ class TransactionPreprocessor:
     # ---------------------------------------------------------------- fitting
     def _fit_parsed(self, p: dict) -> None:
         cfg = self.config
-        vocabs = {}
-        for name, (codes, text) in p["cat"].items():
-            counts = np.bincount(codes[codes >= 0], minlength=len(text))
-            s = pd.Series(counts, index=text).groupby(level=0).sum()
-            s = s[s >= cfg.min_frequency].sort_index(kind="stable").sort_values(ascending=False, kind="stable")
-            vocabs[name] = [str(v) for v in s.index]
-        a = _signed_log1p(p["amount"])
-        q = np.quantile(a, np.linspace(0, 1, cfg.amount_bins + 1)[1:-1]) if cfg.amount_bins > 1 else []
-        edges = np.unique(np.asarray(q, dtype=np.float64))
-        stats = {}
-        for name, v in p["num"].items():
-            mean = float(np.nanmean(v)) if np.isfinite(v).any() else 0.0
-            std = float(np.nanstd(v)) if np.isfinite(v).any() else 1.0
-            stats[name] = [mean, std if std > 0 else 1.0]
-        calendar = [c for c in cfg.calendar if p["time_kind"] != "days" or c == "weekday"]
+        vocabs = {name: vocabulary_from_counts(text, np.bincount(codes[codes >= 0], minlength=len(text)),
+                                               cfg.min_frequency)
+                  for name, (codes, text) in p["cat"].items()}
+        amount = p["amount"]
+        edges = amount_edges(len(amount), cfg.amount_bins, lambda ranks: np.partition(amount, ranks)[ranks])
+        stats = {name: numeric_stats(v) for name, v in p["num"].items()}
+        self._finish_fit(vocabs, edges, stats, p["time_kind"], bool(np.any(np.mod(p["time"], 86400.0))))
+
+    def _finish_fit(self, vocabs: dict, edges: np.ndarray, stats: dict, time_kind: str, any_time_of_day: bool):
+        """The fitted state from the aggregates (shared by this class and the Spark engine)."""
+        cfg = self.config
+        calendar = [c for c in cfg.calendar if time_kind != "days" or c == "weekday"]
         why = "event times are day offsets"
-        if "hour" in calendar and not np.any(np.mod(p["time"], 86400.0)):
+        if "hour" in calendar and not any_time_of_day:
             calendar.remove("hour")
             why = "every event time is at midnight (dates without a time of day)"
         skipped = [c for c in cfg.calendar if c not in calendar]
         if skipped:
             log.warning("preprocess: calendar field(s) %s skipped: %s", skipped, why)
         self._state = {"format": STATE_FORMAT, "config": asdict(cfg), "vocabularies": vocabs,
-                       "amount_edges": edges.tolist(), "numeric_stats": stats, "time_kind": p["time_kind"],
+                       "amount_edges": np.asarray(edges, np.float64).tolist(), "numeric_stats": stats,
+                       "time_kind": time_kind,
                        "calendar": calendar, "calendar_skipped": skipped}
 
     def fit(self, table) -> "TransactionPreprocessor":

@@ -80,6 +80,10 @@ def train_rows(frame: pd.DataFrame, cfg: TransactionsConfig, columns) -> np.ndar
 
 def train(cfg: TransactionsConfig) -> TrainResult:
     """Fit the preprocessing and pretrain on the table (fraud: on the rows before data.split_time only)."""
+    if cfg.data.shards:  # windows written by `ssl-modal preprocess`, streamed from Parquet shards
+        from ssl_modal.transactions.shards import train_from_shards
+
+        return train_from_shards(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pcfg = preprocess_config(cfg)

@@ -38,7 +38,7 @@ def _list(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
 
 def build_windows(client_of: np.ndarray, lengths: np.ndarray, tx: np.ndarray, times: np.ndarray,
                   columns: dict[str, np.ndarray], fields: dict, max_length: int, stride: int,
-                  report: dict) -> "SequenceSet":
+                  report: dict) -> SequenceSet:
     """Cut client histories (rows sorted by client, then time; `lengths` per client) into windows."""
     client, start, length = window_bounds(lengths, max_length, stride)
     first = np.cumsum(lengths) - lengths
@@ -126,6 +126,13 @@ def collate_sequences(items: list[dict], fields: dict[str, dict]) -> dict:
     if not items:
         raise ValueError("collate_sequences: empty batch")
     names = list(fields)
+    first = _event_fields(items[0]) if isinstance(items[0], dict) else {}
+    lacking = [n for n in names if n not in first]
+    if lacking:
+        keys = sorted(map(str, items[0])) if isinstance(items[0], dict) else f"a {type(items[0]).__name__}"
+        raise ValueError(f"a transactions model encodes client windows of its fields {names}, but the first item "
+                         f"lacks {lacking} (found {keys}); for a raw table use "
+                         "ssl_modal.transactions.client_embeddings(model, table) or `ssl-modal embed`")
     evs = [_event_fields(it) for it in items]
     lengths = np.array([len(ev[names[0]]) for ev in evs], dtype=np.int64)
     T = max(int(lengths.max()), 1)

@@ -18,10 +18,19 @@ _RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883])
 
 
-def rgb_to_lab(rgb: Tensor) -> Tensor:
-    """sRGB in [0, 1], channels at dim -3 (..., 3, H, W) -> CIE Lab (L in [0, 100], a/b about [-128, 127])."""
+def srgb_to_linear(rgb: Tensor) -> Tensor:
+    """sRGB -> linear RGB: float in [0, 1] by the formula, uint8 (0..255) by a 256-entry table (same values)."""
+    if rgb.dtype == torch.uint8:
+        table = srgb_to_linear(torch.arange(256, dtype=torch.float32, device=rgb.device) / 255.0)
+        return table[rgb.long()]
     rgb = rgb.float()
-    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+def rgb_to_lab(rgb: Tensor) -> Tensor:
+    """sRGB float in [0, 1] (or uint8), channels at dim -3 (..., 3, H, W) -> CIE Lab (L in [0, 100], a/b about
+    [-128, 127])."""
+    linear = srgb_to_linear(rgb)
     xyz = torch.einsum("ij,...jhw->...ihw", _RGB2XYZ.to(rgb.device), linear)
     xyz = xyz / _WHITE.to(rgb.device).view(3, 1, 1)
     f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
@@ -33,7 +42,7 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
 
 def frames_to_lab(frames: Tensor) -> Tensor:
     """uint8 RGB frames (..., H, W, 3) -> Lab (..., 3, H, W) float."""
-    return rgb_to_lab(frames.movedim(-1, -3).float() / 255.0)
+    return rgb_to_lab(frames.movedim(-1, -3))
 
 
 def fit_color_centres(ab: np.ndarray, k: int = 16, seed: int = 0, max_points: int = 50_000) -> np.ndarray:

@@ -15,6 +15,7 @@ class EncoderConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     blocks: int = 1
     embed_dim: int = 64
+    channels: str = "L"              # network input: "L" (colorization must not see colour) or "Lab"
 
 
 @dataclass
@@ -45,10 +46,33 @@ class FrameOrderConfig:
 
 
 @dataclass
+class WalkConfig:
+    """Contrastive random walk (Jabri et al. 2020) on clips of `clip_len` frames `frame_gap` apart, with crops
+    (`crop` size, clip area fraction in `scale`, per-frame `jitter`) and colour jitter (`color_strength`,
+    grayscale probability `gray_p`); see ssl_modal/video/walk.py."""
+
+    weight: float = 0.0              # 0 disables the objective
+    clip_len: int = 4
+    frame_gap: int = 2
+    temperature: float = 0.07
+    edge_drop: float = 0.1
+    crop: list[int] = field(default_factory=lambda: [96, 96])
+    scale: list[float] = field(default_factory=lambda: [0.3, 1.0])
+    jitter: float = 0.1
+    color_strength: float = 0.4
+    gray_p: float = 0.2
+
+
+@dataclass
 class DataConfig:
     """Training videos (files, frame folders or glob patterns) and the DAVIS folder for evaluation."""
 
     train_videos: list[str] = field(default_factory=lambda: ["../shared/data/video/clips/*.mp4"])
+    train_images: list[str] = field(default_factory=list)  # still images (random walk only): single-frame views
+    # Sequence-disjoint protocol: with `folds` (lists of DAVIS sequence names), each fold is evaluated by a model
+    # pretrained on the other folds' sequences only (their `fold_videos`, `{sequence}` filled in) + train_videos.
+    folds: list[list[str]] | None = None
+    fold_videos: list[str] = field(default_factory=lambda: ["../shared/data/video/clips/{sequence}.mp4"])
     heldout_videos: list[str] = field(default_factory=list)  # frame-order accuracy is measured on these
     size: list[int] = field(default_factory=lambda: [128, 224])  # training (height, width), resized at decode
     davis_root: str = "../shared/data/video/davis"
@@ -63,8 +87,13 @@ class PropagationConfig:
 
     context: int = 5
     topk: int = 10
-    radius: int = 12                 # in feature cells (stride 8); 0 = no spatial limit
+    radius: float = 12               # in feature cells (of `stride` pixels); 0 = no spatial limit
     temperature: float = 0.05
+    stride: int = 8                  # feature stride (pixels per cell); below the encoder's, frames are upsampled
+    # With folds: settings tried on each fold's *training* sequences (overrides of the keys above, e.g.
+    # {radius: 6, stride: 4}); the best mean J&F of `select_by` there is used for every method. [] = as set.
+    candidates: list[dict] = field(default_factory=list)
+    select_by: list[str] = field(default_factory=lambda: ["raw-Lab", "SSL"])  # methods whose mean J&F chooses
 
 
 @dataclass
@@ -75,6 +104,8 @@ class EvalConfig:
     window: int = 8                  # clip-embedding export: frames per window
     window_stride: int = 8
     frame_order_batches: int = 20    # held-out frame-order accuracy: batches of train.batch_size
+    only_fold: int | None = None     # with data.folds: run this fold only (its result is kept in fold<k>/fold.json;
+                                     # the pooled table is printed once every fold has one)
 
 
 @dataclass
@@ -82,6 +113,7 @@ class VideoConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
     frame_order: FrameOrderConfig = field(default_factory=FrameOrderConfig)
+    walk: WalkConfig = field(default_factory=WalkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ssl_modal.video.colorize import fit_color_centres, frames_to_lab
-from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig
-from ssl_modal.video.io import ReadReport, read_videos
+from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig, WalkConfig
+from ssl_modal.video.io import FRAME_SUFFIXES, VIDEO_SUFFIXES, ReadReport, read_videos
 
 log = logging.getLogger("ssl_modal")
 
@@ -24,6 +24,24 @@ def read_manifest(path: str | Path) -> list[dict]:
     validate("video_manifest", path).raise_if_failed()
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [{**r, "path": str((path.parent / r["path"]).resolve())} for r in records]
+
+
+def folder_videos(folder: Path) -> tuple[list[str], list[str]]:
+    """(videos, ignored names) of a folder: itself when it holds frames, else its video files and frame folders."""
+    entries = sorted(folder.iterdir())
+    frames = [p for p in entries if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+    videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    if frames and not videos:
+        return [str(folder)], []
+    subfolders = [p for p in entries if p.is_dir() and any(q.suffix.lower() in FRAME_SUFFIXES for q in p.iterdir())]
+    chosen = sorted(videos + subfolders)
+    ignored = [p.name for p in entries if p not in chosen and not p.name.startswith(".")]
+    if not chosen:
+        raise FileNotFoundError(
+            f"{folder}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or frame folders "
+            f"found{' (found only: ' + ', '.join(ignored[:5]) + ')' if ignored else ''}"
+        )
+    return [str(p) for p in chosen], ignored
 
 
 def resolve_videos(patterns: list[str]) -> tuple[list[Path], dict[str, dict]]:
@@ -39,6 +57,12 @@ def resolve_videos(patterns: list[str]) -> tuple[list[Path], dict[str, dict]]:
         else:
             matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
             matches = [Path(m) for m in matches if Path(m).exists()]
+            if len(matches) == 1 and matches[0].is_dir():  # a folder of videos, or one frame folder
+                names, ignored = folder_videos(matches[0])
+                matches = [Path(n) for n in names]
+                if ignored:
+                    log.info("%s: ignored %d entries that are not videos (%s)", pattern, len(ignored),
+                             ", ".join(ignored[:5]))
         if not matches:
             raise FileNotFoundError(f"no video matches '{pattern}' (expected video files or frame folders)")
         found += [m for m in matches if m not in found]
@@ -104,6 +128,54 @@ class ClipDataset(torch.utils.data.Dataset):
             idx = [start + k * (o.clip_len + o.gap) + j for k in range(o.num_clips) for j in range(o.clip_len)]
             item["order_frames"] = frames[idx]
         return item
+
+
+def load_images(patterns: list[str], size: list[int]) -> list[np.ndarray]:
+    """Still images (files or glob patterns) as uint8 (height, width, 3) arrays resized to `size`; an image that
+    fails to decode is an error naming it."""
+    from PIL import Image
+
+    paths = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        matches = [m for m in matches if Path(m).is_file()]
+        if not matches:
+            raise FileNotFoundError(f"no image matches '{pattern}' (data.train_images)")
+        paths += matches
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                out.append(np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)))
+        except OSError as e:
+            raise ValueError(f"{p}: cannot be decoded as an image ({e})") from e
+    return out
+
+
+class WalkClips(torch.utils.data.Dataset):
+    """Random-walk clips: every start of `clip_len` frames `frame_gap` apart in each video, then every still
+    image as `clip_len` copies (the objective's per-frame crop jitter makes them move). Item: {"frames"}."""
+
+    def __init__(self, videos: dict[str, np.ndarray], images: list[np.ndarray], cfg: WalkConfig):
+        self.videos, self.images, self.cfg = videos, images, cfg
+        span = (cfg.clip_len - 1) * cfg.frame_gap + 1
+        self.index: list[tuple[str, int]] = []
+        for name, frames in videos.items():
+            if len(frames) < span:
+                raise ValueError(f"{name}: the sequence has {len(frames)} frames, but the random walk "
+                                 f"({cfg.clip_len} frames, gap {cfg.frame_gap}) needs at least {span}")
+            self.index += [(name, s) for s in range(len(frames) - span + 1)]
+        self.index += [("", i) for i in range(len(images))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        name, start = self.index[i]
+        if not name:
+            return {"frames": np.repeat(self.images[start][None], self.cfg.clip_len, axis=0)}
+        span = (self.cfg.clip_len - 1) * self.cfg.frame_gap + 1
+        return {"frames": self.videos[name][start:start + span:self.cfg.frame_gap]}
 
 
 def sample_ab(videos: dict[str, np.ndarray], num_frames: int, seed: int = 0, pixels_per_frame: int = 2000) -> np.ndarray:

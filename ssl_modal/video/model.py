@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective, SSLModel
-from ssl_modal.video.colorize import colorization_loss, frames_to_lab, quantize_ab
+from ssl_modal.video.colorize import colorization_loss, frames_to_lab, quantize_ab, rgb_to_lab
+from ssl_modal.video.walk import ContrastiveWalk
 
 BUILDER = "ssl_modal.video.model:build_video_model"
 
@@ -36,18 +37,24 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(y)) + self.skip(x))
 
 
-def lightness(frames: Tensor) -> Tensor:
-    """uint8 RGB (..., H, W, 3) -> normalised L channel (..., 1, H, W) in about [-1, 1]."""
-    return frames_to_lab(frames)[..., :1, :, :] / 50.0 - 1.0
+def network_input(rgb: Tensor, channels: str) -> Tensor:
+    """Float RGB (N, 3, H, W) in [0, 1] (or uint8) -> the encoder input: "L" (N, 1, H, W) or "Lab" (N, 3, H, W), about [-1, 1]."""
+    lab = rgb_to_lab(rgb)
+    lab = torch.cat([lab[:, :1] / 50.0 - 1.0, lab[:, 1:] / 50.0], 1)
+    return lab[:, :1] if channels == "L" else lab
 
 
 class VideoEncoder(Encoder):
-    """Per-frame CNN on L. `feature_map` is the stride-2^len(widths) map; `forward` gives per-frame
-    vectors as tokens (B, T, D) and their mean over frames as the clip embedding."""
+    """Per-frame CNN on L (or Lab: `channels`). `feature_map` is the stride-2^len(widths) map; `forward` gives
+    per-frame vectors as tokens (B, T, D) and their mean over frames as the clip embedding."""
 
-    def __init__(self, widths: list[int], blocks: int = 1, embed_dim: int = 64):
+    def __init__(self, widths: list[int], blocks: int = 1, embed_dim: int = 64, channels: str = "L"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        if channels not in ("L", "Lab"):
+            raise ValueError(f"encoder.channels: expected 'L' or 'Lab', found {channels!r}")
+        self.channels = channels
+        self.stem = nn.Sequential(nn.Conv2d(len(channels), widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU())
         stages, cin = [], widths[0]
         for w in widths[1:]:
             stages += [BasicBlock(cin, w, 2)] + [BasicBlock(w, w, 1) for _ in range(blocks - 1)]
@@ -59,7 +66,11 @@ class VideoEncoder(Encoder):
 
     def feature_map(self, frames: Tensor) -> Tensor:
         """uint8 frames (N, H, W, 3) -> features (N, D, ceil(H/stride), ceil(W/stride))."""
-        return self.proj(self.stages(self.stem(lightness(frames))))
+        return self.feature_map_float(frames.permute(0, 3, 1, 2))
+
+    def feature_map_float(self, rgb: Tensor) -> Tensor:
+        """Float RGB (N, 3, H, W) in [0, 1] (or uint8) -> features (N, D, ceil(H/stride), ceil(W/stride))."""
+        return self.proj(self.stages(self.stem(network_input(rgb, self.channels))))
 
     def frame_vectors(self, frames: Tensor) -> Tensor:
         """uint8 frames (B, T, H, W, 3) -> spatial means of the feature maps (B, T, D)."""
@@ -164,7 +175,8 @@ def collate(items: list[dict]) -> dict[str, Tensor]:
 def build_video_model(config: dict) -> SSLModel:
     """Rebuild from a plain dict (see module doc). An objective with weight 0 is left out."""
     enc = config["encoder"]
-    encoder = VideoEncoder(list(enc["widths"]), int(enc.get("blocks", 1)), int(enc["embed_dim"]))
+    encoder = VideoEncoder(list(enc["widths"]), int(enc.get("blocks", 1)), int(enc["embed_dim"]),
+                           enc.get("channels", "L"))
     objectives, weights = {}, {}
     color = config.get("colorization") or {}
     if color.get("weight", 0):
@@ -176,7 +188,13 @@ def build_video_model(config: dict) -> SSLModel:
                                          int(order.get("hidden", 128)), float(order.get("dropout", 0.3)),
                                          int(order.get("pool", 1)), bool(order.get("pair_diff", False)))
         weights["order"] = float(order["weight"])
+    walk = config.get("walk") or {}
+    if walk.get("weight", 0):
+        objectives["walk"] = ContrastiveWalk(walk["temperature"], walk["edge_drop"], walk["crop"], walk["scale"],
+                                             walk["jitter"], walk["color_strength"], walk["gray_p"])
+        weights["walk"] = float(walk["weight"])
     if not objectives:
-        raise ValueError("video model: colorization.weight and frame_order.weight are both 0: nothing to train")
+        raise ValueError("video model: colorization.weight, frame_order.weight and walk.weight are all 0: "
+                         "nothing to train")
     spec = ModelSpec(builder=BUILDER, config=config, kind="video-" + "+".join(objectives))
     return SSLModel(encoder, objectives, weights, spec=spec, collate=collate)

@@ -53,8 +53,8 @@ class TrackingTable:
         fmt = lambda r: "  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]).rstrip()
         lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body]
         lines.append("(J = IoU, F = DAVIS boundary F-measure: means over frames 1..T-2 of each sequence, then over "
-                     "sequences. copy-first = first mask copied to every frame; raw-Lab = Lab pixel patches as "
-                     f"features; random-init = untrained encoder; SSL = the pretrained {self.kind} encoder)")
+                     "sequences. copy-first = first mask copied to every frame; raw-Lab = Lab pixels average-pooled "
+                     f"to the feature stride; random-init = untrained encoder; SSL = the pretrained {self.kind} encoder)")
         speed = {m: v["frames_per_s"] for m, v in self.overall().items() if v["frames_per_s"]}
         if speed:
             lines.append("propagation frames/s (median over sequences): "
@@ -76,7 +76,14 @@ class TrackingTable:
 
     def to_dict(self) -> dict:
         return {"methods": self.methods, "kind": self.kind, "overall": self.overall(), "sequences": self.scores,
-                "frame_order": self.frame_order}
+                "frame_order": self.frame_order, "speed": self.speed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrackingTable:
+        table = cls(d["methods"], d["kind"])
+        table.scores, table.frame_order = d["sequences"], d.get("frame_order")
+        table.speed.update(d.get("speed") or {})
+        return table
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)

@@ -98,3 +98,57 @@ def test_undecodable_image_during_training_names_the_manifest_line(shapes):
     dataset = PairDataset(pairs, image_transform(16, train=False))
     with pytest.raises(DataValidationError, match=r"captions.csv, line 8: .*img003.png: cannot decode image"):
         dataset[6]
+
+
+def test_test_fraction_zero_holds_out_nothing_and_bad_fractions_are_errors(shapes):
+    pairs = read_pairs(shapes)
+    train, test = split_by_group(pairs, 0.0, seed=0)
+    assert len(train) == len(pairs) and len(test) == 0
+    with pytest.raises(ValueError, match="data.test_fraction: expected 0 <= fraction < 1, found 1.0"):
+        split_by_group(pairs, 1.0, seed=0)
+    with pytest.raises(ValueError, match="holds out 0: expected at least one image on each side"):
+        split_by_group(pairs, 0.01, seed=0)
+
+
+def test_every_image_is_checked_before_the_first_step(shapes, tmp_path):
+    from ssl_modal.aligner.recipe import train
+
+    from .conftest import tiny_config
+
+    good = (shapes.parent / "img005.png").read_bytes()
+    (shapes.parent / "img005.png").write_bytes(good[: len(good) // 2])  # truncated: the header still reads
+    (shapes.parent / "img009.png").write_bytes(b"not a png")
+    cfg = tiny_config(shapes, tmp_path / "run")
+    cfg.data.test_fraction = 0.0
+    with pytest.raises(DataValidationError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "captions.csv: 2 of 16 image(s) cannot be decoded" in message
+    assert "line 12: " in message and "img005.png" in message and "line 20: " in message and "img009.png" in message
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("augment", ["none", "trivial", "randaugment"])
+def test_strong_augmentation_keeps_the_shape_and_changes_pixels(shapes, augment):
+    import torch
+
+    image = load_image(read_pairs(shapes).paths[0])
+    transform = image_transform(24, train=True, crop_scale=(0.3, 1.0), flip=True, augment=augment, color_jitter=0.4)
+    torch.manual_seed(0)
+    views = [transform(image) for _ in range(2)]
+    assert views[0].shape == (3, 24, 24) and not torch.equal(views[0], views[1])
+    with pytest.raises(ValueError, match="data.augment: expected 'none', 'trivial' or 'randaugment', found 'auto'"):
+        image_transform(24, train=True, augment="auto")
+
+
+def test_by_image_items_carry_every_caption_and_cache_decodes_once(shapes):
+    from ssl_modal.aligner.data import PairDataset
+
+    pairs = read_pairs(shapes)
+    dataset = PairDataset(pairs, image_transform(16, train=False), by_image=True, cache=True)
+    assert len(dataset) == 16
+    item = dataset[3]
+    assert item["captions"] == [c for c, g in zip(pairs.captions, pairs.groups) if g == item["group"]]
+    assert len(item["captions"]) == 2 and len(dataset.cache) == 1
+    dataset[3]
+    assert len(dataset.cache) == 1

@@ -81,3 +81,131 @@ def test_pretrained_minilm_text_tower_offline(shapes, tmp_path):
     assert model.encoder.text_tower.width == 384 and model.spec.config["tokenizer_json"] is None
     emb = encode_texts(model, ["a dog runs on the grass", "a child plays in the water"])
     assert emb.shape == (2, 16) and np.isfinite(emb).all()
+
+
+def test_conv_tower_from_torchvision_blocks_maps_images_to_its_last_width(shapes, tmp_path):
+    from torchvision.models.resnet import BasicBlock
+
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.image = dataclasses.replace(cfg.model.image, arch="resnet", widths=[8, 16], depths=[1, 2], dropout=0.1)
+    model = tiny_model(cfg)
+    tower = model.encoder.image_tower
+    assert sum(isinstance(m, BasicBlock) for m in tower.modules()) == 3
+    assert tower(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    assert model.encoder.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    cfg.model.image = dataclasses.replace(cfg.model.image, arch="convnet")
+    with pytest.raises(ValueError, match="expected 'vit', 'resnet', 'resnet18' or 'patches', found 'convnet'"):
+        tiny_model(cfg)
+
+
+def test_one_caption_per_image_draws_each_caption_of_its_own_image():
+    from ssl_modal.aligner.model import one_caption_per_image
+
+    owner = torch.tensor([0, 0, 0, 1, 2, 2])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([one_caption_per_image(owner, 3, g) for _ in range(200)])
+    assert (owner[draws] == torch.arange(3)).all()  # row j of each draw is a caption of image j
+    assert set(draws[:, 0].tolist()) == {0, 1, 2} and set(draws[:, 2].tolist()) == {4, 5}
+    with pytest.raises(ValueError, match="expected a caption for each of the 4 images, found 3"):
+        one_caption_per_image(owner, 4, g)
+
+
+def test_cached_locked_text_features_give_the_same_loss_as_the_text_tower(shapes, tmp_path):
+    from ssl_modal.aligner.data import PairDataset, image_transform, read_pairs
+    from ssl_modal.aligner.model import text_tower_features
+
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.text = dataclasses.replace(cfg.model.text, locked=True)
+    pairs = read_pairs(shapes)
+    model = tiny_model(cfg, pairs.captions)
+    model.train()
+    features = text_tower_features(model, pairs.captions)
+    assert features.shape == (len(pairs), 32)
+    transform = image_transform(32, train=False)
+    losses = []
+    for feats in (None, features):
+        data = PairDataset(pairs, transform, by_image=True, text_features=feats)
+        batch = model.collate([data[i] for i in range(6)])
+        assert ("text_features" in batch) == (feats is not None) and batch["caption_image"].shape == (12,)
+        model.set_generator(torch.Generator().manual_seed(3))
+        torch.manual_seed(0)
+        losses.append(model(batch)["loss"])
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_patch_dictionary_tower_fits_on_images_and_trains_from_cached_maps(shapes, tmp_path):
+    from ssl_modal.aligner.data import image_transform, load_image, read_pairs
+    from ssl_modal.aligner.patches import random_windows
+
+    cfg = tiny_config(shapes, tmp_path / "run")
+    cfg.model.image = dataclasses.replace(cfg.model.image, arch="patches", patch_size=6, centroids=8, grid=5,
+                                          width=16, dropout=0.0)
+    model = tiny_model(cfg)
+    tower = model.encoder.image_tower
+    pixels = torch.stack([image_transform(32, train=False)(load_image(p)) for p in read_pairs(shapes).paths[::2]])
+    tower.fit(pixels)
+    assert torch.isfinite(tower.centroids).all() and not torch.equal(tower.whiten, torch.eye(108))
+    maps = tower.front(pixels)
+    assert maps.shape == (16, 8, 5, 5) and (maps >= 0).all()
+    torch.testing.assert_close(tower(pixels[:3]), tower.head(maps[:3]))  # cached maps = the same tower
+    crops = random_windows(maps, torch.Generator().manual_seed(0), scale=(0.4, 0.6))
+    assert crops.shape == maps.shape and not torch.allclose(crops, maps)
+    assert not any(b.requires_grad for b in tower.buffers())
+    cfg.train = dataclasses.replace(cfg.train, max_steps=3)
+    cfg.data = dataclasses.replace(cfg.data, sample_captions=True)
+    result = train(cfg)
+    again = load_model(result.checkpoint)  # the fitted dictionary travels in the checkpoint
+    fitted = again.encoder.image_tower
+    assert not torch.equal(fitted.whiten, torch.eye(108)) and not torch.equal(fitted.feature_std, torch.ones(32))
+    paths = read_pairs(shapes).paths[:4]
+    assert np.isfinite(encode_images(again, paths)).all()
+
+
+def test_slip_adds_the_core_image_only_simclr_loss_on_two_views(shapes, tmp_path):
+    from ssl_modal.aligner.slip import Flip, PixelCrop
+    from ssl_modal.core.config import ConfigError
+    from ssl_modal.core.joint import JointEmbedding
+
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.slip = {"method": "simclr", "temperature": 0.1, "hidden": 32, "dim": 8}
+    cfg.model.slip_weight = 0.5
+    model = tiny_model(cfg)
+    assert isinstance(model.objectives["slip"], JointEmbedding) and model.weights["slip"] == 0.5
+    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+                           for i, c in enumerate(["a red square", "a blue square", "a green square", "a red one"])])
+    model.train()
+    out = model(batch)
+    torch.testing.assert_close(out["loss"], out["contrastive/loss"] + 0.5 * out["slip/loss"])
+    assert out["slip/loss"] > 0 and "slip/acc" in out
+    out["loss"].backward()
+    assert model.encoder.image_tower.conv_proj.weight.grad is not None
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    view = PixelCrop(0.5)({"pixel_values": pixels, "caption": "x"}, g)
+    assert set(view) == {"pixel_values"} and view["pixel_values"].shape == pixels.shape
+    flipped = Flip()({"pixel_values": pixels}, torch.Generator().manual_seed(1))["pixel_values"]
+    assert all(torch.equal(f, p) or torch.equal(f, p.flip(-1)) for f, p in zip(flipped, pixels))
+    cfg.model.views = [{"name": "pixel_crp"}]
+    with pytest.raises(ConfigError, match="unknown view step 'pixel_crp', did you mean 'pixel_crop'"):
+        tiny_model(cfg)
+    cfg.model.views, cfg.model.slip = [], {"method": "byol"}
+    with pytest.raises(ConfigError, match="model.slip.method: 'byol'"):
+        tiny_model(cfg)
+
+
+def test_bag_of_words_text_tower_ignores_padding_and_trains(shapes, tmp_path):
+    cfg = tiny_config(shapes, tmp_path)
+    cfg.model.text = dataclasses.replace(cfg.model.text, arch="bow", dropout=0.0)
+    model = tiny_model(cfg)
+    model.eval()
+    one = model.collate([{"caption": "a red square"}])
+    padded = model.collate([{"caption": "a red square"}, {"caption": "the blue block is a big blue block"}])
+    torch.testing.assert_close(model.encoder.encode_text(**one)[0], model.encoder.encode_text(**padded)[0])
+    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+                           for i, c in enumerate(["a red square", "a blue square"])])
+    model.train()
+    model(batch)["loss"].backward()
+    assert model.encoder.text_tower.embed.weight.grad is not None
+    cfg.model.text = dataclasses.replace(cfg.model.text, arch="gpt")
+    with pytest.raises(ValueError, match="model.text.arch: expected 'bert' or 'bow', found 'gpt'"):
+        tiny_model(cfg)

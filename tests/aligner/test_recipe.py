@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ssl_modal.aligner.config import AlignerConfig
 from ssl_modal.cli import main as cli_main
@@ -25,16 +26,16 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
     assert "shared" not in demo.data.manifest and (REPO / demo.data.manifest).is_file()
     assert len(pd.read_csv(REPO / demo.data.manifest)) == 500
     full = load_config(AlignerConfig, YAML)
-    assert "shared/data/images/flickr8k" in full.data.manifest and full.model.image.arch == "vit"
+    assert "shared/data/images/flickr8k" in full.data.manifest and full.model.image.arch == "patches"
+    assert demo.model.image.arch == "vit" and demo.model.text.arch == "bert" and not demo.data.sample_captions
 
 
 def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, capsys):
     out = tmp_path / "run"
     overrides = [f"data.manifest={shapes}", "data.image_root=null", f"train.output_dir={out}", "train.max_steps=4",
                  "train.batch_size=8", "train.progress=false", "model.image.image_size=32", "model.image.patch_size=8",
-                 "model.image.width=32", "model.image.layers=1", "model.image.heads=2", "model.text.width=32",
-                 "model.text.layers=1", "model.text.heads=2", "model.text.vocab_size=60", "model.embed_dim=16",
-                 "data.test_fraction=0.25", "eval.grid_captions=2", "eval.zero_shot_classes=[red, green, blue, yellow]"]
+                 "model.image.width=32", "model.image.centroids=16", "model.image.grid=5", "model.text.width=32",
+                 "model.text.vocab_size=60", "model.embed_dim=16", "data.test_fraction=0.25", "eval.grid_captions=2", "eval.zero_shot_classes=[red, green, blue, yellow]"]
     assert recipe_module().main(["--config", str(YAML), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "random-init model" in printed and "trained" in printed and "chance" in printed
@@ -56,3 +57,40 @@ def test_batch_size_one_is_a_clear_error(shapes, tmp_path, capsys):
                                  "train.progress=false", "model.image.layers=1", "model.text.layers=1"])
     assert code == 2
     assert "contrastive loss needs at least 2 image-text pairs per (global) batch, found 1" in capsys.readouterr().err
+
+
+def test_eval_test_manifest_is_the_held_out_set_and_test_fraction_zero_trains_on_everything(shapes, tmp_path):
+    from ssl_modal.aligner.recipe import evaluate, read_split, train
+
+    from .conftest import tiny_config, write_shapes
+
+    other = write_shapes(tmp_path / "other", n_images=8, seed=1)
+    cfg = tiny_config(shapes, tmp_path / "run")
+    cfg.data.test_fraction = 0.0
+    train_pairs, test = read_split(cfg)
+    assert len(train_pairs) == 32 and len(test) == 0
+    cfg.eval.test = {"manifest": str(other)}
+    train_pairs, test = read_split(cfg)
+    assert len(train_pairs) == 32 and len(test) == 16 and all("other" in p for p in test.paths)
+    train(cfg)
+    table = evaluate(cfg)
+    assert table.n_images == 8 and table.n_captions == 16 and table.rows["chance"]["t2i_R@1"] == 1 / 8
+    cfg.eval.test = {"manifst": str(other)}
+    with pytest.raises(ValueError, match="unknown key 'eval.test.manifst', did you mean 'manifest'"):
+        read_split(cfg)
+    cfg.eval.test = {"manifest": str(shapes)}
+    with pytest.raises(ValueError, match=r"eval.test manifest .* shares 16 image\(s\) with the training data"):
+        read_split(cfg)
+
+
+def test_eval_test_section_in_yaml_and_nothing_held_out_is_said(shapes, tmp_path, capsys):
+    other = Path(str(shapes).replace("shapes", "unused"))  # a missing eval manifest is a clear error
+    overrides = [f"data.manifest={shapes}", "data.image_root=null", f"train.output_dir={tmp_path / 'r'}",
+                 "train.max_steps=2", "train.batch_size=8", "train.progress=false", "model.image.image_size=32",
+                 "model.image.patch_size=8", "model.image.width=32", "model.image.layers=1", "model.image.heads=2",
+                 "model.text.width=32", "model.text.layers=1", "model.text.heads=2", "model.text.vocab_size=60",
+                 "data.test_fraction=0"]
+    assert recipe_module().main(["--config", str(YAML), *overrides]) == 0
+    assert "nothing held out (data.test_fraction=0, no eval.test)" in capsys.readouterr().out
+    code = recipe_module().main(["--config", str(YAML), *overrides, f"eval.test.manifest={other}"])
+    assert code == 2 and "unused" in capsys.readouterr().err

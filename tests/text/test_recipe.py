@@ -36,28 +36,44 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
         load_config(TextConfig, YAML, ["mlm.probabilty=0.2"], demo=True)
 
 
-def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("extra", [[], ["data.pack=true", "objectives.simcse=0.5", "train.batch_size=4",
+                                    "eval.finetune_steps=6", "eval.finetune_examples=200"]])
+def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
     overrides = [f"train.output_dir={out}", "train.max_steps=12", "train.log_every=4", "train.progress=false",
                  "train.tensorboard=false", "train.monitor_every=0", "tokenizer.train_vocab_size=600",
                  "model.hidden_size=32", "model.num_layers=1", "model.intermediate_size=64",
-                 "data.max_train_examples=400", "eval.probe_train_examples=400", "eval.knn_k=5"]
+                 "data.max_train_examples=400",
+                 "eval.probe_train_examples=400", "eval.label_efficiency=100", "eval.knn_k=5", *extra]
     assert recipe_module().main(["--config", YAML, "--demo", *overrides]) == 0
     printed = capsys.readouterr().out
-    for row in ("tf-idf + logreg", "random-init encoder", "mlm encoder"):
+    for row in ("tf-idf + logreg", "random-init encoder", "pretrained encoder"):
         assert row in printed
     for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "probe.json", "embeddings_test.parquet"):
         assert (out / name).is_file() and str(out / name) in printed, name
     assert (out / "tokenizer.json").is_file()  # the trained vocabulary, reused on resume
     probes = json.loads((out / "probe.json").read_text())["results"]
-    assert [r["name"] for r in probes] == ["tf-idf + logreg", "random-init encoder", "mlm encoder"]
-    assert all(r["n_train"] == 400 and r["n_test"] == 1000 for r in probes)
+    names = ["tf-idf + logreg", "random-init encoder", "pretrained encoder"] * 2
+    assert [r["name"] for r in probes] == names + (["pretrained encoder, fine-tuned"] if extra else [])
+    assert [r["n_train"] for r in probes][:6] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
     assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
     emb = pd.read_parquet(out / "embeddings_test.parquet")
     assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32
     assert emb.id.tolist()[:3] == [1, 2, 3]  # 1-based data rows of the test file
-    assert [r["step"] for r in training_records(out)] == [4, 8, 12]
+    records = training_records(out)
+    assert [r["step"] for r in records] == [4, 8, 12]
+    assert all(r["mlm/real_tokens_per_s"] > 0 and r["time"] > 0 for r in records)  # trainer: sum / s
+    if extra:
+        assert "simcse/loss" in records[-1]
+
+
+def test_minilm_recipe_config():
+    cfg = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [])
+    assert cfg.model.init_from == "minilm" and cfg.tokenizer.vocab_file is None
+    assert cfg.objectives.span_crop > 0 and cfg.eval.probe_train_examples == [5000, None]
+    demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
+    assert "shared" not in demo.data.train_file and demo.train.max_steps <= 50
 
 
 def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):

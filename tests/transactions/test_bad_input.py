@@ -96,7 +96,7 @@ def test_unparsable_timestamps_name_rows_and_values():
     with pytest.raises(ValueError) as err:
         pre().fit(frame)
     msg = str(err.value)
-    assert "'ts'" in msg and "yesterday" in msg and "2024-13-45" in msg and "row 3" in msg
+    assert "'ts'" in msg and "yesterday" in msg and "2024-13-45" in msg and "data row 4" in msg
 
 
 def test_numeric_time_without_unit_asks_for_time_format():
@@ -173,11 +173,11 @@ def test_field_names_that_clash_with_python_or_torch_attributes(names):
 def test_empty_amount_or_time_is_an_error_naming_the_rows():
     frame = table()
     frame.loc[4, "amt"] = np.nan
-    with pytest.raises(ValueError, match=r"'amt'.*empty.*row 4"):
+    with pytest.raises(ValueError, match=r"'amt'.*empty.*data row 5"):
         pre().fit(frame)
     frame = table()
     frame.loc[6, "ts"] = None
-    with pytest.raises(ValueError, match=r"'ts'.*empty.*row 6"):
+    with pytest.raises(ValueError, match=r"'ts'.*empty.*data row 7"):
         pre().fit(frame)
 
 

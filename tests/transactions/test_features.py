@@ -1,5 +1,4 @@
 """features / client_embeddings / MCC export on a briefly trained model, and `ssl-modal features`."""
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -38,9 +37,10 @@ def trained(tmp_path_factory):
 def test_one_row_per_transaction_in_input_order(trained):
     model, table, _ = trained
     feats = features(model, table, progress=False)
-    assert len(feats) == len(table) and feats["transaction_id"].tolist() == table["tx"].tolist()
+    assert len(feats) == len(table) and feats["tx"].tolist() == table["tx"].tolist()
     assert feats["scored"].all() and set(FEATURES) <= set(feats.columns)
-    assert (feats["client_id"].astype(str) == table["client"].astype(str)).all()
+    assert list(feats.columns[:3]) == ["tx", "client", "scored"]  # the input's key names and dtypes
+    assert feats["tx"].dtype == table["tx"].dtype and (feats["client"] == table["client"]).all()
     first = feats["position"] == 0
     assert feats.loc[first, "history_distance"].isna().all() and feats.loc[~first, "history_distance"].notna().all()
     assert feats.loc[:, ["surprise_mcc", "order_score"]].notna().all().all()
@@ -50,10 +50,10 @@ def test_one_row_per_transaction_in_input_order(trained):
 def test_features_do_not_depend_on_input_row_order(trained):
     model, table, _ = trained
     shuffled = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    a = features(model, table, progress=False).set_index("transaction_id")
+    a = features(model, table, progress=False).set_index("tx")
     b = features(model, shuffled, progress=False)
-    assert b["transaction_id"].tolist() == shuffled["tx"].tolist()
-    b = b.set_index("transaction_id").loc[a.index]
+    assert b["tx"].tolist() == shuffled["tx"].tolist()
+    b = b.set_index("tx").loc[a.index]
     pd.testing.assert_frame_equal(a[FEATURES], b[FEATURES], atol=1e-5, rtol=1e-5)
 
 
@@ -70,7 +70,7 @@ def test_implausible_mcc_is_more_surprising_than_typical(trained):
     victim = odd.index[(odd["client"] == "c0")][20]
     odd.loc[victim, "mcc"] = 7011  # a hotel code inside a grocery-only history
     feats = features(model, odd, progress=False)
-    client = feats[feats["client_id"].astype(str) == "c0"]
+    client = feats[feats["client"].astype(str) == "c0"]
     typical = client.drop(index=victim)["surprise_mcc"].median()
     assert feats.loc[victim, "surprise_mcc"] > typical + 1.0, (feats.loc[victim, "surprise_mcc"], typical)
 
@@ -108,7 +108,7 @@ def test_cli_features_writes_one_row_per_transaction(trained, tmp_path, capsys):
     table.to_csv(src, index=False)
     assert main(["features", str(result.checkpoint), str(src), "-o", str(out)]) == 0
     written = pd.read_parquet(out)
-    assert len(written) == len(table) and written["transaction_id"].astype(str).tolist() == table["tx"].tolist()
+    assert len(written) == len(table) and written["tx"].tolist() == table["tx"].tolist()
     assert f"wrote {len(table)} rows" in capsys.readouterr().out
 
 

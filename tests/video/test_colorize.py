@@ -100,3 +100,11 @@ def test_colorization_loss_is_low_when_features_match_colours():
     assert float(acc) == 1.0 and float(loss) < 1e-3
     shuffled, _ = colorization_loss(feats, feats, colors, colors.roll(1, 1), 4)
     assert float(shuffled) > 5
+
+
+def test_uint8_lab_table_matches_the_float_formula():
+    from ssl_modal.video.colorize import rgb_to_lab
+
+    x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16).clone()
+    x[0, 1] = x[0, 1].flip(-1)
+    assert torch.allclose(rgb_to_lab(x), rgb_to_lab(x.float() / 255.0), atol=1e-4)

@@ -129,7 +129,7 @@ def test_sequence_shorter_than_frame_order_needs():
 def test_model_config_errors():
     with pytest.raises(ValueError, match="num_clips: expected 3 or 4, found 5"):
         build_video_model(config(color=0.0, order=1.0, num_clips=5))
-    with pytest.raises(ValueError, match="both 0: nothing to train"):
+    with pytest.raises(ValueError, match="walk.weight are all 0: nothing to train"):
         build_video_model(config(color=0.0, order=0.0))
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ssl_modal.video.davis import region_j
-from ssl_modal.video.propagate import (copy_first_frame, lab_patch_features, local_mask, propagate,
-                                       propagate_step)
+from ssl_modal.video.propagate import (LocalGrid, copy_first_frame, encoder_features, lab_patch_features,
+                                       lab_pooled_features, local_mask, propagate, propagate_maps, propagate_step)
 from tests.video.conftest import square_masks, synthetic_frames
 
 
@@ -54,3 +54,43 @@ def test_first_mask_of_another_size():
     frames, masks = synthetic_frames(3), square_masks(3)
     with pytest.raises(ValueError, match=r"first mask is 32x24 \(WxH\) but the frames are 64x48"):
         propagate(lab_patch_features, frames, masks[0, :24, :32])
+
+
+def dense_maps(feats, first, context, topk, radius, temperature):
+    """Reference: the dense masked affinity of `propagate_step`, frame by frame."""
+    feats = torch.nn.functional.normalize(feats, dim=1)
+    t, d, h, w = feats.shape
+    flat = feats.flatten(2).transpose(1, 2)
+    labels = [first.flatten(1).T]
+    allowed = local_mask(h, w, radius)
+    for i in range(1, t):
+        ctx = [0] + list(range(max(1, i - context), i))
+        labels.append(propagate_step(flat[i], flat[ctx], torch.stack([labels[j] for j in ctx]), topk, temperature,
+                                     allowed))
+    return torch.stack(labels).transpose(1, 2).reshape(t, -1, h, w)
+
+
+@pytest.mark.parametrize("h,w,radius,block", [(7, 11, 3, None), (9, 13, 2.5, 3), (6, 10, 4, 5), (5, 8, 0, None)])
+def test_local_propagation_matches_dense_masked_affinity(h, w, radius, block):
+    g = torch.Generator().manual_seed(h * w)
+    feats = torch.randn(6, 5, h, w, generator=g)
+    first = torch.softmax(torch.randn(3, h, w, generator=g), 0)
+    got = propagate_maps(feats, first, context=2, topk=4, radius=radius, temperature=0.1, block=block)
+    want = dense_maps(feats, first, context=2, topk=4, radius=radius, temperature=0.1)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_local_grid_tiles_round_trip():
+    grid = LocalGrid(7, 10, radius=3, block=3)
+    x = torch.randn(2, 7, 10)
+    assert torch.equal(grid.untile(grid.tiles(x)), x)
+    assert grid.bias.shape == (3 * 4, 9, 81)
+
+
+def test_pooled_lab_and_encoder_stride():
+    frames = torch.as_tensor(synthetic_frames(2, 48, 64))
+    assert lab_pooled_features(4)(frames).shape == (2, 3, 12, 16)
+    from ssl_modal.video.model import VideoEncoder
+    enc = VideoEncoder([8, 8, 8], 1, 6)
+    assert encoder_features(enc)(frames).shape == (2, 6, 6, 8)
+    assert encoder_features(enc, stride=4)(frames).shape == (2, 6, 12, 16)

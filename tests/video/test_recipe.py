@@ -25,6 +25,7 @@ def test_configs_load_and_demo_is_offline():
     for path in (TRACKING, ORDER):
         demo = load_config(VideoConfig, path, [], demo=True)
         paths = demo.data.train_videos + demo.data.heldout_videos + [demo.data.davis_root]
+        paths += [p.format(sequence=n) for fold in demo.data.folds or [] for n in fold for p in demo.data.fold_videos]
         assert not any("shared" in p for p in paths) and all((REPO / p).exists() for p in paths), paths
         full = load_config(VideoConfig, path, [])
         assert "shared" in full.data.davis_root and full.propagation.temperature == 0.05
@@ -38,7 +39,7 @@ def tiny_overrides(tmp_path):
     root = tmp_path / "davis"
     a = write_sequence(root, "square", synthetic_frames(14, 48, 64), square_masks(14, 48, 64))
     b = write_sequence(root, "square2", synthetic_frames(12, 48, 64)[::-1].copy(), square_masks(12, 48, 64)[::-1].copy())
-    return [f"data.train_videos=[{a}]", f"data.heldout_videos=[{b}]", f"data.davis_root={root}", "data.size=[48, 64]",
+    return ["data.folds=null", f"data.train_videos=[{a}]", f"data.heldout_videos=[{b}]", f"data.davis_root={root}", "data.size=[48, 64]",
             "encoder.widths=[8, 16, 16]", "encoder.embed_dim=16", "colorization.kmeans_frames=4",
             "train.max_steps=6", "train.batch_size=4", "train.log_every=2", "train.progress=false",
             "train.tensorboard=false", "train.monitor_every=0", "eval.window=4", "eval.window_stride=4",
