@@ -55,7 +55,7 @@ def test_locked_text_tower_gets_no_gradient_but_its_projection_does(shapes, tmp_
 @pytest.mark.slow
 def test_training_aligns_colours_and_reloads_identically(shapes, tmp_path):
     cfg = tiny_config(shapes, tmp_path / "run", seed=0)
-    cfg.data = dataclasses.replace(cfg.data, test_fraction=0.0001, random_resized_crop=(0.9, 1.0))
+    cfg.data = dataclasses.replace(cfg.data, test_fraction=1 / 16, random_resized_crop=(0.9, 1.0))
     cfg.train = dataclasses.replace(cfg.train, max_steps=60, learning_rate=3e-3, checkpoint_every=30, log_every=5)
     result = train(cfg)
     losses = [r["loss"] for r in training_records(cfg.train.output_dir)]
