@@ -302,7 +302,7 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
                     state["step"] += 1
-                    model.on_step_end(state["step"], c.max_steps)
+                    model.on_step_end(state["step"], self._expected_steps(state["step"], budget))
                     phase = "after"
                 except Exception as exc:
                     if phase == "forward" and not info.enabled and state["step"] > 0:
@@ -370,6 +370,15 @@ class Trainer:
         final = out_dir / "model.pt" if not interrupted else last_ckpt
         return TrainResult(step=state["step"], output_dir=out_dir, checkpoint=final, history=history,
                            interrupted=interrupted)
+
+    def _expected_steps(self, step: int, budget: TimeBudget) -> int:
+        """Steps the run will make: max_steps, or fewer when train.max_minutes will stop it first (estimated
+        from the pace so far), so schedules driven by `on_step_end` (BYOL's EMA) end with the run."""
+        c = self.config
+        progress = budget.progress() if c.max_minutes else 0.0
+        if progress <= 0:
+            return c.max_steps
+        return max(step, min(c.max_steps, int(step / progress)))
 
     def _record(self, state, window, window_steps, window_examples, elapsed, budget, scheduler, info,
                 monitor) -> dict:

@@ -173,3 +173,28 @@ def test_metrics_log_is_valid_jsonl_for_pandas(tmp_path):
     frame = pd.read_json(tmp_path / "metrics.jsonl", lines=True)
     assert frame["step"].is_unique and list(frame["step"]) == [2, 4, 6]
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 2
+
+
+def test_on_step_end_sees_the_steps_the_time_budget_allows(tmp_path):
+    seen = []
+
+    class Watch(Objective):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, encoder, batch):
+            return {"loss": (encoder(batch).pooled.mean() * self.w) ** 2}
+
+        def on_step_end(self, encoder, step, max_steps):
+            seen.append((step, max_steps))
+
+    def slow(items):
+        time.sleep(0.05)
+        return collate_vectors(items)
+
+    model = SSLModel(build_vector_model({"dim": 16}).encoder, {"watch": Watch()})
+    Trainer(config(tmp_path, max_steps=100000, max_minutes=1.0 / 60)).fit(model, toy_data(), slow)
+    last_step, expected = seen[-1]
+    assert expected < 1000, seen[-3:]  # paced by the clock (about 20 steps a second), not 100000 steps
+    assert abs(expected - last_step) <= max(3, 0.3 * last_step)
