@@ -9,6 +9,7 @@ label_efficiency.png. With eval.pretrain_all, also one pretraining on every clip
 loss_curve.png, tsne_digit.png, probe.json (digit with the test speaker seen in pretraining, speaker
 identity) and embeddings.parquet.
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,28 +32,69 @@ def pretrain_all(cfg: AudioConfig, out: Path) -> tuple[list, str]:
     model = load_model(result.checkpoint)
     collected = probe_features(cfg, model)
     table = probe_table(cfg, collected)
-    outputs = [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"),
-               ("loss curve", plot_training_curves(
-                   out, out / "loss_curve.png", f"audio pretraining ({out.name})",
-                   loss_label="BYOL / L1 per masked frame+bin / cross-entropy",
-                   losses=[("joint/loss", "joint embedding"), ("masked_frames/loss", "masked frames"),
-                           ("time_shift/loss", "time shift")],
-                   accuracies=[("time_shift/accuracy", "time-shift accuracy")]))]
+    outputs = [
+        ("model", result.checkpoint),
+        ("metrics", out / "metrics.jsonl"),
+        (
+            "loss curve",
+            plot_training_curves(
+                out,
+                out / "loss_curve.png",
+                f"audio pretraining ({out.name})",
+                loss_label="BYOL / L1 per masked frame+bin / cross-entropy",
+                losses=[
+                    ("joint/loss", "joint embedding"),
+                    ("masked_frames/loss", "masked frames"),
+                    ("time_shift/loss", "time shift"),
+                ],
+                accuracies=[("time_shift/accuracy", "time-shift accuracy")],
+            ),
+        ),
+    ]
     if cfg.eval.tsne:
-        outputs.append(("t-SNE by digit", plot_embedding_map(
-            collected["features"]["SSL encoder"], collected["digit"], out / "tsne_digit.png",
-            "SSL encoder embeddings (t-SNE), by digit", legend_title="digit", seed=cfg.train.seed)))
+        outputs.append(
+            (
+                "t-SNE by digit",
+                plot_embedding_map(
+                    collected["features"]["SSL encoder"],
+                    collected["digit"],
+                    out / "tsne_digit.png",
+                    "SSL encoder embeddings (t-SNE), by digit",
+                    legend_title="digit",
+                    seed=cfg.train.seed,
+                ),
+            )
+        )
     outputs.append(("probe table", table.to_json(out / "probe.json")))
-    outputs.append(("embeddings", export_manifest(model, cfg.data.manifest, out / "embeddings.parquet",
-                                                  window_seconds=cfg.data.window_seconds,
-                                                  path_column=cfg.data.path_column, batch_size=cfg.eval.batch_size)))
+    outputs.append(
+        (
+            "embeddings",
+            export_manifest(
+                model,
+                cfg.data.manifest,
+                out / "embeddings.parquet",
+                window_seconds=cfg.data.window_seconds,
+                path_column=cfg.data.path_column,
+                batch_size=cfg.eval.batch_size,
+            ),
+        )
+    )
     last = (training_records(out) or [{}])[-1]
-    parts = [f"{name} {last[key]:.3f}" for key, name in (("joint/loss", "joint"), ("masked_frames/loss", "masked frames"),
-                                                          ("time_shift/loss", "time shift"),
-                                                          ("time_shift/accuracy", "time-shift accuracy")) if key in last]
-    report = (f"\nprobes on {cfg.data.manifest} ({len(collected['digit'])} clips, frozen embeddings of the encoder "
-              f"pretrained on every clip; the digit probe's test speaker was seen in pretraining):\n{table}\n"
-              f"final losses at step {result.step}: {', '.join(parts)}")
+    parts = [
+        f"{name} {last[key]:.3f}"
+        for key, name in (
+            ("joint/loss", "joint"),
+            ("masked_frames/loss", "masked frames"),
+            ("time_shift/loss", "time shift"),
+            ("time_shift/accuracy", "time-shift accuracy"),
+        )
+        if key in last
+    ]
+    report = (
+        f"\nprobes on {cfg.data.manifest} ({len(collected['digit'])} clips, frozen embeddings of the encoder "
+        f"pretrained on every clip; the digit probe's test speaker was seen in pretraining):\n{table}\n"
+        f"final losses at step {result.step}: {', '.join(parts)}"
+    )
     return outputs, report
 
 
@@ -66,11 +108,15 @@ def run(cfg: AudioConfig) -> None:
     if cfg.eval.rotate_column or cfg.eval.test is not None:
         protocol = run_protocol(cfg)
         outputs += list(write_protocol(protocol, out, f"digit on a held-out {cfg.eval.rotate_column}").items())
-        print(f"\nheadline: digit on a {cfg.eval.rotate_column} seen by neither pretraining nor the probe "
-              f"(held out in turn: {', '.join(protocol['held_out'])}; seeds {protocol['seeds']}):")
+        print(
+            f"\nheadline: digit on a {cfg.eval.rotate_column} seen by neither pretraining nor the probe "
+            f"(held out in turn: {', '.join(protocol['held_out'])}; seeds {protocol['seeds']}):"
+        )
         print(format_summary(protocol["summary"]))
-    print(f"time: pretraining on every clip and its probes {trained - start:.0f} s, protocol "
-          f"{time.perf_counter() - trained:.0f} s, total {time.perf_counter() - start:.0f} s")
+    print(
+        f"time: pretraining on every clip and its probes {trained - start:.0f} s, protocol "
+        f"{time.perf_counter() - trained:.0f} s, total {time.perf_counter() - start:.0f} s"
+    )
     print("written:")
     for name, path in outputs:
         print(f"  {name:<16} {path}")

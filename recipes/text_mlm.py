@@ -5,9 +5,10 @@ all-MiniLM-L6-v2), probe its frozen embeddings, export them.
     python recipes/text_mlm.py --config recipes/text_minilm.yaml            (continued pretraining)
 
 Prints a probe table for every probe size (TF-IDF + logistic regression, a random-init encoder of the
-same architecture, the frozen start model when continuing one, and the pretrained encoder) and writes, under train.output_dir: model.pt, metrics.jsonl, loss_curve.png,
-probe.json and embeddings_test.parquet.
+same architecture, the frozen start model when continuing one, and the pretrained encoder) and writes, under
+train.output_dir: model.pt, metrics.jsonl, loss_curve.png, probe.json and embeddings_test.parquet.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 
 from ssl_modal.core.export import export, load_model
+from ssl_modal.core.monitors import training_records
 from ssl_modal.core.script import recipe_main
 from ssl_modal.text.config import TextConfig
-from ssl_modal.core.monitors import training_records
 from ssl_modal.text.recipe import evaluate, plot_loss_curve, read_split, train
 
 
@@ -30,8 +31,14 @@ def run(cfg: TextConfig) -> None:
     table = evaluate(cfg, model)
     probed = time.perf_counter()
     test = read_split(cfg, "test")
-    embeddings = export(model, test.texts, out / "embeddings_test.parquet", ids=test.rows,
-                        batch_size=cfg.eval.batch_size, progress=False)
+    embeddings = export(
+        model,
+        test.texts,
+        out / "embeddings_test.parquet",
+        ids=test.rows,
+        batch_size=cfg.eval.batch_size,
+        progress=False,
+    )
     curve = plot_loss_curve(out, out / "loss_curve.png")
     probe_json = table.to_json(out / "probe.json")
     last = (training_records(out) or [{}])[-1]
@@ -42,11 +49,18 @@ def run(cfg: TextConfig) -> None:
     rates = [v for k, v in last.items() if k.endswith("real_tokens_per_s")]
     if rates:
         print(f"real (non-padding) tokens/s over the last log window: {rates[0]:,.0f}")
-    print(f"time: pretraining {trained - start:.0f} s, probes {probed - trained:.0f} s, "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        f"time: pretraining {trained - start:.0f} s, probes {probed - trained:.0f} s, "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     print("written:")
-    for name, path in [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"), ("loss curve", curve),
-                       ("probe table", probe_json), ("test embeddings", embeddings)]:
+    for name, path in [
+        ("model", result.checkpoint),
+        ("metrics", out / "metrics.jsonl"),
+        ("loss curve", curve),
+        ("probe table", probe_json),
+        ("test embeddings", embeddings),
+    ]:
         print(f"  {name:<16} {path}")
 
 

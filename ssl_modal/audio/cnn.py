@@ -9,6 +9,7 @@ Padded frames are zeroed after every block, so padding a clip does not change it
 "segments": the mean of each of `segments` equal parts of the clip's real tokens, concatenated
 (B, segments x dim): spoken digits differ in the order of their sounds, which a plain mean discards.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,9 +31,9 @@ def pool(tokens: Tensor, mask: Tensor, mode: str, segments: int = 3) -> Tensor:
         peak = tokens.masked_fill(~mask[..., None], float("-inf")).amax(1)
         return mean + torch.where(mask.any(1, keepdim=True), peak, torch.zeros_like(peak))
     if mode == "segments":
-        length = mask.sum(1, keepdim=True).clamp_min(1)                           # (B, 1)
+        length = mask.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
         pos = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
-        seg = (pos * segments) // length                                           # (B, T) segment of each token
+        seg = (pos * segments) // length  # (B, T) segment of each token
         parts = []
         for s in range(segments):
             w = ((seg == s) & mask).to(tokens.dtype).unsqueeze(-1)
@@ -54,8 +55,17 @@ def token_dim(n_mels: int, dim: int, channels: int, stack: bool) -> int:
 class ConvAudioEncoder(Encoder):
     """Log-mel frontend + BYOL-A's conv stack and MLP; tokens every 8 frames; `pooled` per `pooling`."""
 
-    def __init__(self, frontend_module: nn.Module, n_mels: int, dim: int, channels: int = 64,
-                 dropout: float = 0.3, pooling: str = "mean+max", segments: int = 3, stack: bool = False):
+    def __init__(
+        self,
+        frontend_module: nn.Module,
+        n_mels: int,
+        dim: int,
+        channels: int = 64,
+        dropout: float = 0.3,
+        pooling: str = "mean+max",
+        segments: int = 3,
+        stack: bool = False,
+    ):
         super().__init__()
         if pooling not in POOLING:
             raise ValueError(f"encoder.pooling: expected one of {POOLING}, found '{pooling}'")
@@ -66,11 +76,17 @@ class ConvAudioEncoder(Encoder):
         self.stack = bool(stack)  # BYOL-A v2: tokens = [flattened conv map, MLP output]
         self.token_dim = token_dim(n_mels, self.dim, channels, self.stack)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1), nn.BatchNorm2d(channels),
-                          nn.ReLU(), nn.MaxPool2d(2, stride=2))
-            for i in range(3))
-        self.fc = nn.Sequential(nn.Linear(channels * (n_mels // 8), dim), nn.ReLU(), nn.Dropout(dropout),
-                                nn.Linear(dim, dim), nn.ReLU())
+            nn.Sequential(
+                nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+                nn.MaxPool2d(2, stride=2),
+            )
+            for i in range(3)
+        )
+        self.fc = nn.Sequential(
+            nn.Linear(channels * (n_mels // 8), dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU()
+        )
 
     def features(self, batch: dict) -> tuple[Tensor, Tensor]:
         from ssl_modal.audio.model import AudioEncoder
@@ -79,10 +95,10 @@ class ConvAudioEncoder(Encoder):
 
     def encode_frames(self, x: Tensor, frame_mask: Tensor) -> EncoderOutput:
         """Encode normalised log-mel frames (B, T, n_mels) with mask (B, T)."""
-        h, mask = x[:, None], frame_mask                       # (B, 1, T, F)
+        h, mask = x[:, None], frame_mask  # (B, 1, T, F)
         for block in self.blocks:
             h = block(h)
-            lengths = mask.sum(1) // 2                          # max-pool 2 drops a trailing odd frame
+            lengths = mask.sum(1) // 2  # max-pool 2 drops a trailing odd frame
             mask = torch.arange(h.shape[2], device=h.device)[None, :] < lengths[:, None]
             h = h * mask[:, None, :, None].to(h.dtype)
         b, c, t, f = h.shape

@@ -8,6 +8,7 @@ Files are cut into windows of `window_seconds` (the last one shorter); a file's 
 its windows' vectors weighted by their duration. Per-window export goes through the core `export`
 (id_columns), so it streams; per-file rows are written with the same Parquet layout.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,16 @@ from ssl_modal.core.export import encode, export
 ID_COLUMNS = ["path", "offset", "duration"]
 
 
-def manifest_segments(model, source, window_seconds: float | None = 10.0, path_column: str = "path",
-                      label_columns: list[str] | tuple = (), progress: bool = False, on_error: str = "error",
-                      reader: AudioReader | None = None) -> list[dict]:
+def manifest_segments(
+    model,
+    source,
+    window_seconds: float | None = 10.0,
+    path_column: str = "path",
+    label_columns: list[str] | tuple = (),
+    progress: bool = False,
+    on_error: str = "error",
+    reader: AudioReader | None = None,
+) -> list[dict]:
     """Read the files of `source` at the model's sample rate, cut into windows (`on_error="skip"`: unusable
     files are left out and listed in `reader.skipped`)."""
     reader = reader or AudioReader(model.spec.config["frontend"]["sample_rate"])
@@ -32,7 +40,9 @@ def manifest_segments(model, source, window_seconds: float | None = 10.0, path_c
     return load_segments(frame, reader, window_seconds, None, label_columns, str(source), progress, on_error)
 
 
-def per_file(segments: list[dict], emb: np.ndarray, label_columns: list[str] | tuple = ()) -> tuple[pd.DataFrame, np.ndarray]:
+def per_file(
+    segments: list[dict], emb: np.ndarray, label_columns: list[str] | tuple = ()
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Duration-weighted mean of window embeddings per manifest row, in manifest order."""
     rows = np.asarray([s["row"] for s in segments])
     weights = np.asarray([s["duration"] for s in segments], dtype=np.float64)
@@ -44,14 +54,28 @@ def per_file(segments: list[dict], emb: np.ndarray, label_columns: list[str] | t
         w = weights[sel] / max(weights[sel].sum(), 1e-12)
         out[j] = (emb[sel] * w[:, None]).sum(0)
         first = segments[sel[0]]
-        records.append({"path": first["path"], "offset": first["offset"], "duration": float(weights[sel].sum()),
-                        "windows": len(sel), **{c: first[c] for c in label_columns}})
+        records.append(
+            {
+                "path": first["path"],
+                "offset": first["offset"],
+                "duration": float(weights[sel].sum()),
+                "windows": len(sel),
+                **{c: first[c] for c in label_columns},
+            }
+        )
     return pd.DataFrame(records), out
 
 
-def encode_manifest(model, source, per_window: bool = False, window_seconds: float | None = 10.0,
-                    path_column: str = "path", label_columns: list[str] | tuple = (), batch_size: int = 64,
-                    normalize: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+def encode_manifest(
+    model,
+    source,
+    per_window: bool = False,
+    window_seconds: float | None = 10.0,
+    path_column: str = "path",
+    label_columns: list[str] | tuple = (),
+    batch_size: int = 64,
+    normalize: bool = False,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """(ids frame, float32 embeddings): per file (path, offset, duration, windows) or, with `per_window`,
     per window (path, offset in seconds from the file start, duration); rows line up with the array."""
     segments = manifest_segments(model, source, window_seconds, path_column, label_columns)
@@ -65,21 +89,31 @@ def encode_manifest(model, source, per_window: bool = False, window_seconds: flo
     return frame, emb.astype(np.float32)
 
 
-def export_manifest(model, source, path: str | Path, per_window: bool = False, window_seconds: float | None = 10.0,
-                    path_column: str = "path", batch_size: int = 64, normalize: bool = False) -> Path:
+def export_manifest(
+    model,
+    source,
+    path: str | Path,
+    per_window: bool = False,
+    window_seconds: float | None = 10.0,
+    path_column: str = "path",
+    batch_size: int = 64,
+    normalize: bool = False,
+) -> Path:
     """Write embeddings to Parquet with path/offset/duration columns (see `encode_manifest`)."""
     path = Path(path)
     if per_window:
         segments = manifest_segments(model, source, window_seconds, path_column)
         frame = pd.DataFrame(segments)
-        return export(model, frame, path, id_columns=ID_COLUMNS, batch_size=batch_size, normalize=normalize,
-                      progress=False)
+        return export(
+            model, frame, path, id_columns=ID_COLUMNS, batch_size=batch_size, normalize=normalize, progress=False
+        )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     frame, emb = encode_manifest(model, source, False, window_seconds, path_column, (), batch_size, normalize)
     table = pa.Table.from_pandas(frame, preserve_index=False).append_column(
-        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
+        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)

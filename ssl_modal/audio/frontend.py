@@ -7,10 +7,11 @@ Normalisation statistics (per mel bin, over every real frame of the training dat
 `streaming_stats`, a single pass in batches; they are stored in the model's config (plain lists), so
 `load_model` rebuilds the same frontend from the checkpoint alone.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -24,17 +25,36 @@ class LogMel(nn.Module):
     """torchaudio MelSpectrogram -> log -> (x - mean) / std per mel bin (-> minus the clip's own mean per bin
     when `utterance_mean_norm`); padded frames set to 0."""
 
-    def __init__(self, sample_rate: int, n_fft: int, win_length: int, hop_length: int, n_mels: int,
-                 f_min: float = 0.0, f_max: float | None = None, utterance_mean_norm: bool = False,
-                 mean: list | None = None, std: list | None = None):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int,
+        win_length: int,
+        hop_length: int,
+        n_mels: int,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        utterance_mean_norm: bool = False,
+        mean: list | None = None,
+        std: list | None = None,
+    ):
         super().__init__()
         if win_length > n_fft:
             raise ValueError(f"frontend.win_length ({win_length}) must be <= frontend.n_fft ({n_fft})")
         self.hop_length, self.n_mels = int(hop_length), int(n_mels)
         self.utterance_mean_norm = bool(utterance_mean_norm)
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length, f_min=f_min,
-            f_max=f_max, n_mels=n_mels, center=True, pad_mode="constant", power=2.0)
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            center=True,
+            pad_mode="constant",
+            power=2.0,
+        )
         for name, values, default in (("mean", mean, 0.0), ("std", std, 1.0)):
             if values is not None and len(values) != n_mels:
                 raise ValueError(f"normalisation {name} has {len(values)} values, expected n_mels={n_mels}")
@@ -64,8 +84,13 @@ class LogMel(nn.Module):
 
 
 @torch.no_grad()
-def streaming_stats(frontend: LogMel, batches: Iterable[dict], device: str | torch.device = "cpu",
-                    progress: bool = True, total: int | None = None) -> dict:
+def streaming_stats(
+    frontend: LogMel,
+    batches: Iterable[dict],
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    total: int | None = None,
+) -> dict:
     """Per-mel-bin mean and std of the log-mel over every real frame, in one pass over `batches`
     (dicts with "wave" and "lengths", as the audio collate makes them). Sums are kept in float64."""
     frontend = frontend.to(device)
@@ -80,11 +105,11 @@ def streaming_stats(frontend: LogMel, batches: Iterable[dict], device: str | tor
         real = feats[mask].double().cpu()
         count += real.shape[0]
         total_sum += real.sum(0)
-        total_sq += (real ** 2).sum(0)
+        total_sq += (real**2).sum(0)
     if count == 0:
         raise ValueError("log-mel statistics: no frames seen (empty data)")
     mean = total_sum / count
-    var = (total_sq / count - mean ** 2).clamp_min(0.0)
+    var = (total_sq / count - mean**2).clamp_min(0.0)
     std = torch.sqrt(var).clamp_min(1e-5)
     return {"mean": [float(x) for x in mean], "std": [float(x) for x in std], "frames": int(count)}
 
@@ -99,20 +124,31 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> Tensor:
     return out
 
 
-def mfcc_mean_std(waves: Iterable[np.ndarray], sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int,
-                  n_mels: int, segments: int = 1) -> np.ndarray:
+def mfcc_mean_std(
+    waves: Iterable[np.ndarray],
+    sample_rate: int,
+    n_mfcc: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    segments: int = 1,
+) -> np.ndarray:
     """Hand-crafted baseline features: per clip, mean and std over frames of `n_mfcc` MFCCs -> (N, 2*n_mfcc);
     with `segments` > 1, mean and std over each of that many equal time parts of the clip, concatenated
     (N, segments*2*n_mfcc): spoken digits differ in the order of their sounds, which one pool discards."""
     if segments < 1:
         raise ValueError(f"mfcc segments must be >= 1, found {segments}")
-    mfcc = torchaudio.transforms.MFCC(sample_rate=sample_rate, n_mfcc=n_mfcc,
-                                      melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels})
+    mfcc = torchaudio.transforms.MFCC(
+        sample_rate=sample_rate, n_mfcc=n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
+    )
     rows = []
     with torch.no_grad():
         for wave in waves:
             m = mfcc(torch.as_tensor(np.asarray(wave, dtype=np.float32)))  # (n_mfcc, T)
             bounds = np.linspace(0, m.shape[1], segments + 1).round().astype(int)
-            parts = [m[:, a:max(b, a + 1)] if a < m.shape[1] else m[:, -1:] for a, b in zip(bounds[:-1], bounds[1:])]
+            parts = [
+                m[:, a : max(b, a + 1)] if a < m.shape[1] else m[:, -1:]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=False)
+            ]
             rows.append(torch.cat([torch.cat([p.mean(1), p.std(1, unbiased=False)]) for p in parts]).numpy())
     return np.stack(rows).astype(np.float32)

@@ -7,6 +7,7 @@ first file it happened to) and counted in `AudioReader.summary()`. Files longer 
 into windows of `window_seconds` (the last, shorter window is kept), each with its offset in seconds,
 so embeddings map back to time. Bad input raises `AudioError` naming the file (and manifest row).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,11 +47,12 @@ class AudioReader:
     @staticmethod
     def _undecodable(path: Path, at: str, exc: Exception) -> AudioError:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return AudioError(f"{at}{path}: cannot decode audio ({reason}); expected a file soundfile can "
-                          f"read ({', '.join(s.lstrip('.').upper() for s in AUDIO_SUFFIXES[:4])})")
+        return AudioError(
+            f"{at}{path}: cannot decode audio ({reason}); expected a file soundfile can "
+            f"read ({', '.join(s.lstrip('.').upper() for s in AUDIO_SUFFIXES[:4])})"
+        )
 
-    def read(self, path: str | Path, offset: float = 0.0, duration: float | None = None,
-             where: str = "") -> np.ndarray:
+    def read(self, path: str | Path, offset: float = 0.0, duration: float | None = None, where: str = "") -> np.ndarray:
         """Samples of `path` from `offset` seconds for `duration` seconds (None: to the end)."""
         path = Path(path)
         at = f"{where}: " if where else ""
@@ -74,20 +76,27 @@ class AudioReader:
         bad = ~np.isfinite(data)
         if bad.any():
             first = int(np.argmax(bad.any(axis=1)))
-            raise AudioError(f"{at}{path}: {int(bad.sum())} NaN/inf samples (first at sample {first}, "
-                             f"{first / sr:.3f} s); expected finite samples")
+            raise AudioError(
+                f"{at}{path}: {int(bad.sum())} NaN/inf samples (first at sample {first}, "
+                f"{first / sr:.3f} s); expected finite samples"
+            )
         self.counts["files"] += 1
         if data.shape[1] > 1:
             self.counts["downmixed"] += 1
-            self._once("downmix", "down-mixing %d-channel audio to mono by averaging the channels (first: %s)",
-                       data.shape[1], path)
+            self._once(
+                "downmix",
+                "down-mixing %d-channel audio to mono by averaging the channels (first: %s)",
+                data.shape[1],
+                path,
+            )
         wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
         if sr != self.sample_rate:
             self.counts["resampled"] += 1
             self.resampled_from[sr] = self.resampled_from.get(sr, 0) + 1
             self._once(f"resample-{sr}", "resampling %d Hz audio to %d Hz (first: %s)", sr, self.sample_rate, path)
-            wave = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(wave)), sr,
-                                                  self.sample_rate).numpy()
+            wave = torchaudio.functional.resample(
+                torch.from_numpy(np.ascontiguousarray(wave)), sr, self.sample_rate
+            ).numpy()
         return np.ascontiguousarray(wave, dtype=np.float32)
 
     def summary(self) -> str:
@@ -120,8 +129,10 @@ def read_manifest(source: str | Path, path_column: str = "path", on_error: str =
         raise DataFileNotFoundError(f"audio manifest not found: {source} (working directory {Path.cwd()})")
     frame = read_table(source)
     if path_column not in frame.columns:
-        raise AudioError(f"{source}: no path column '{path_column}'; columns found: {', '.join(map(str, frame.columns))}. "
-                         "Set data.path_column to the column holding the audio file paths")
+        raise AudioError(
+            f"{source}: no path column '{path_column}'; columns found: {', '.join(map(str, frame.columns))}. "
+            "Set data.path_column to the column holding the audio file paths"
+        )
     if len(frame) == 0:
         raise AudioError(f"{source}: the manifest has no rows")
     frame = frame.reset_index(drop=True)
@@ -147,8 +158,10 @@ def read_manifest(source: str | Path, path_column: str = "path", on_error: str =
             values = pd.to_numeric(frame[col], errors="coerce")
             bad = [int(i) + 1 for i in np.flatnonzero(values.isna() & frame[col].notna() | (values < 0))]
             if bad:
-                raise AudioError(f"{source}: column '{col}' must hold seconds >= 0; rows {bad[:5]} do not "
-                                 f"(found {frame[col].iloc[bad[0] - 1]!r})")
+                raise AudioError(
+                    f"{source}: column '{col}' must hold seconds >= 0; rows {bad[:5]} do not "
+                    f"(found {frame[col].iloc[bad[0] - 1]!r})"
+                )
     out = frame.copy()
     out["rel_path"] = raw.astype(str)
     out["path"] = resolved
@@ -173,9 +186,16 @@ def windows(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
     return out
 
 
-def load_segments(frame: pd.DataFrame, reader: AudioReader, window_seconds: float | None = 1.0,
-                  hop_seconds: float | None = None, label_columns: list[str] | tuple = (),
-                  source: str = "manifest", progress: bool = True, on_error: str = "error") -> list[dict]:
+def load_segments(
+    frame: pd.DataFrame,
+    reader: AudioReader,
+    window_seconds: float | None = 1.0,
+    hop_seconds: float | None = None,
+    label_columns: list[str] | tuple = (),
+    source: str = "manifest",
+    progress: bool = True,
+    on_error: str = "error",
+) -> list[dict]:
     """Read every row of a manifest frame (from `read_manifest`) and cut it into windows.
 
     Returns one dict per window: path (as written in the manifest), offset (seconds from the start of
@@ -188,7 +208,9 @@ def load_segments(frame: pd.DataFrame, reader: AudioReader, window_seconds: floa
     reader.skipped.extend(frame.attrs.get("skipped", []))
     missing = [c for c in label_columns if c not in frame.columns]
     if missing:
-        raise AudioError(f"{source}: label column(s) {missing} not found; columns: {', '.join(map(str, frame.columns))}")
+        raise AudioError(
+            f"{source}: label column(s) {missing} not found; columns: {', '.join(map(str, frame.columns))}"
+        )
     sr = reader.sample_rate
     win = None if window_seconds is None else max(1, int(round(window_seconds * sr)))
     hop = win if hop_seconds is None or win is None else max(1, int(round(hop_seconds * sr)))
@@ -211,10 +233,19 @@ def load_segments(frame: pd.DataFrame, reader: AudioReader, window_seconds: floa
             log.warning("skipping %s", exc)
             continue
         labels = {c: rec[c] for c in label_columns}
-        for start, stop in (windows(len(wave), win, hop) if win else [(0, len(wave))]):
-            out.append({"path": rec["rel_path"], "offset": round(base_offset + start / sr, 6),
-                        "duration": round((stop - start) / sr, 6), "wave": wave[start:stop], "row": row, **labels})
+        for start, stop in windows(len(wave), win, hop) if win else [(0, len(wave))]:
+            out.append(
+                {
+                    "path": rec["rel_path"],
+                    "offset": round(base_offset + start / sr, 6),
+                    "duration": round((stop - start) / sr, 6),
+                    "wave": wave[start:stop],
+                    "row": row,
+                    **labels,
+                }
+            )
     if not out:
-        raise AudioError(f"{source}: no usable audio: all {len(frame)} files were skipped "
-                         f"({'; '.join(reader.skipped[:3])})")
+        raise AudioError(
+            f"{source}: no usable audio: all {len(frame)} files were skipped ({'; '.join(reader.skipped[:3])})"
+        )
     return out

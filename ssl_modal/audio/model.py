@@ -5,6 +5,7 @@ respects the padding: the frontend's frames do not see padding (see frontend.py)
 are zeroed after each convolution, attention ignores them, and `pooled` is the mean over real tokens;
 a clip's embedding does not change when it is padded (tested).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -39,13 +40,21 @@ class AudioEncoder(Encoder):
         stats = stats or {}
         self.frontend = LogMel(**frontend, mean=stats.get("mean"), std=stats.get("std"))
         dim, n_conv = int(encoder["dim"]), int(encoder["conv_layers"])
-        self.dim, self.subsample = dim, 2 ** n_conv
+        self.dim, self.subsample = dim, 2**n_conv
         self.convs = nn.ModuleList(
             nn.Conv1d(frontend["n_mels"] if i == 0 else dim, dim, kernel_size=3, stride=2, padding=1)
-            for i in range(n_conv))
+            for i in range(n_conv)
+        )
         self.input_proj = nn.Linear(frontend["n_mels"], dim) if n_conv == 0 else nn.Identity()
-        layer = nn.TransformerEncoderLayer(dim, encoder["num_heads"], encoder["ff_dim"], encoder["dropout"],
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim,
+            encoder["num_heads"],
+            encoder["ff_dim"],
+            encoder["dropout"],
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.transformer = nn.TransformerEncoder(layer, encoder["num_layers"], enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.pooling, self.segments = encoder.get("pooling", "mean"), int(encoder.get("segments", 3))
@@ -87,9 +96,11 @@ class AudioEncoder(Encoder):
 def _wave_of(item, i: int) -> np.ndarray:
     if isinstance(item, dict) or hasattr(item, "keys"):
         if "wave" not in item.keys():
-            raise KeyError(f"audio item {i} has no 'wave' (keys: {sorted(item.keys())[:10]}); "
-                           "audio files are read by ssl_modal.audio.encode_manifest / export_manifest (`ssl-modal embed` "
-                           "reads tables, not audio)")
+            raise KeyError(
+                f"audio item {i} has no 'wave' (keys: {sorted(item.keys())[:10]}); "
+                "audio files are read by ssl_modal.audio.encode_manifest / export_manifest (`ssl-modal embed` "
+                "reads tables, not audio)"
+            )
         item = item["wave"]
     wave = item.numpy() if isinstance(item, Tensor) else np.asarray(item, dtype=np.float32)
     if wave.ndim != 1:
@@ -113,9 +124,16 @@ def audio_collate(items: list) -> dict[str, Tensor]:
 
 def audio_model_config(cfg, stats: dict | None = None) -> dict:
     """The plain dict `build_audio_model` takes, from an `AudioConfig` and the frontend statistics."""
-    return {"frontend": asdict(cfg.frontend), "encoder": asdict(cfg.encoder),
-            "masked_frames": asdict(cfg.masked_frames), "time_shift": asdict(cfg.time_shift),
-            "weights": dict(cfg.weights), "views": [dict(v) for v in cfg.views], "joint": asdict(cfg.joint), "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")}}
+    return {
+        "frontend": asdict(cfg.frontend),
+        "encoder": asdict(cfg.encoder),
+        "masked_frames": asdict(cfg.masked_frames),
+        "time_shift": asdict(cfg.time_shift),
+        "weights": dict(cfg.weights),
+        "views": [dict(v) for v in cfg.views],
+        "joint": asdict(cfg.joint),
+        "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")},
+    }
 
 
 def make_encoder(frontend: dict, encoder: dict, stats: dict | None = None) -> nn.Module:
@@ -126,9 +144,16 @@ def make_encoder(frontend: dict, encoder: dict, stats: dict | None = None) -> nn
     if kind == "cnn":
         stats = stats or {}
         logmel = LogMel(**frontend, mean=stats.get("mean"), std=stats.get("std"))
-        return ConvAudioEncoder(logmel, frontend["n_mels"], int(encoder["dim"]), int(encoder.get("channels", 64)),
-                                float(encoder.get("dropout", 0.3)), encoder.get("pooling", "mean"),
-                                int(encoder.get("segments", 3)), bool(encoder.get("stack", False)))
+        return ConvAudioEncoder(
+            logmel,
+            frontend["n_mels"],
+            int(encoder["dim"]),
+            int(encoder.get("channels", 64)),
+            float(encoder.get("dropout", 0.3)),
+            encoder.get("pooling", "mean"),
+            int(encoder.get("segments", 3)),
+            bool(encoder.get("stack", False)),
+        )
     raise ValueError(f"encoder.kind: expected 'transformer' or 'cnn', found '{kind}'")
 
 
@@ -152,9 +177,12 @@ def build_audio_model(config: dict) -> SSLModel:
     encoder = make_encoder(config["frontend"], config["encoder"], config.get("stats"))
     objectives = {}
     if weights.get("masked_frames", 0.0):
-        objectives["masked_frames"] = MaskedFrames(getattr(encoder, "token_dim", encoder.dim),
-                                                   config["frontend"]["n_mels"], encoder.subsample,
-                                                   **config["masked_frames"])
+        objectives["masked_frames"] = MaskedFrames(
+            getattr(encoder, "token_dim", encoder.dim),
+            config["frontend"]["n_mels"],
+            encoder.subsample,
+            **config["masked_frames"],
+        )
     if weights.get("time_shift", 0.0):
         pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
         objectives["time_shift"] = TimeShift(pooled, **config["time_shift"])
@@ -166,5 +194,10 @@ def build_audio_model(config: dict) -> SSLModel:
         objectives["joint"] = JointEmbedding(JointConfig(**config.get("joint", {})), pooled, views, encoder=encoder)
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")
-    return SSLModel(encoder, objectives, {k: weights[k] for k in objectives},
-                    spec=ModelSpec(builder=BUILDER, config=config, kind="audio-logmel"), collate=audio_collate)
+    return SSLModel(
+        encoder,
+        objectives,
+        {k: weights[k] for k in objectives},
+        spec=ModelSpec(builder=BUILDER, config=config, kind="audio-logmel"),
+        collate=audio_collate,
+    )

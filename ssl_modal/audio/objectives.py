@@ -11,6 +11,7 @@ the second crop overlaps the anchor or not, lies before, on, or after it by one 
 and the classifier must name the exact bin, including "no shift": the encodings must carry where in
 the clip each crop's content sits, at the resolution of the bins.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,9 @@ KEEP, ZERO, RANDOM = 0, 1, 2
 
 
 # ---- masked frames: pure functions ---------------------------------------------------------------
-def draw_span_starts(lengths: Tensor, max_len: int, fraction: float, span: int,
-                     generator: torch.Generator | None = None) -> Tensor:
+def draw_span_starts(
+    lengths: Tensor, max_len: int, fraction: float, span: int, generator: torch.Generator | None = None
+) -> Tensor:
     """Bool (B, max_len): span starts. Row b gets round-at-random(fraction * L_b / span) distinct starts
     (at least 1 when L_b > 0), uniform over [0, max(1, L_b - span + 1))."""
     if not 0.0 <= fraction <= 1.0 or span < 1:
@@ -50,13 +52,20 @@ def spans_to_mask(starts: Tensor, span: int, lengths: Tensor) -> Tensor:
     return mask & (torch.arange(starts.shape[1], device=starts.device)[None, :] < lengths[:, None])
 
 
-def draw_frame_actions(shape: tuple[int, int], lengths: Tensor, zero_prob: float, random_prob: float,
-                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def draw_frame_actions(
+    shape: tuple[int, int],
+    lengths: Tensor,
+    zero_prob: float,
+    random_prob: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     """(action (B, T) long: KEEP/ZERO/RANDOM with probabilities (1-z-r, z, r), source (B, T) long: a random
     real frame of the same clip, used where action == RANDOM)."""
     if zero_prob < 0 or random_prob < 0 or zero_prob + random_prob > 1:
-        raise ValueError(f"masked_frames: zero_prob and random_prob must be >= 0 and sum to <= 1, "
-                         f"found {zero_prob} and {random_prob}")
+        raise ValueError(
+            f"masked_frames: zero_prob and random_prob must be >= 0 and sum to <= 1, "
+            f"found {zero_prob} and {random_prob}"
+        )
     u = torch.rand(shape, device=lengths.device, generator=generator)
     action = torch.full(shape, KEEP, dtype=torch.long, device=lengths.device)
     action[u < zero_prob + random_prob] = RANDOM
@@ -66,8 +75,9 @@ def draw_frame_actions(shape: tuple[int, int], lengths: Tensor, zero_prob: float
     return action, source
 
 
-def draw_freq_bands(batch: int, n_mels: int, prob: float, max_width: int,
-                    generator: torch.Generator | None = None, device=None) -> Tensor:
+def draw_freq_bands(
+    batch: int, n_mels: int, prob: float, max_width: int, generator: torch.Generator | None = None, device=None
+) -> Tensor:
     """Bool (B, n_mels): with probability `prob` per clip, one band of 1..max_width adjacent bins."""
     if prob <= 0 or max_width <= 0:
         return torch.zeros(batch, n_mels, dtype=torch.bool, device=device)
@@ -78,8 +88,9 @@ def draw_freq_bands(batch: int, n_mels: int, prob: float, max_width: int,
     return on[:, None] & (bins >= start[:, None]) & (bins < (start + width)[:, None])
 
 
-def apply_frame_corruption(x: Tensor, time_mask: Tensor, action: Tensor, source: Tensor,
-                           freq_mask: Tensor, frame_mask: Tensor) -> Tensor:
+def apply_frame_corruption(
+    x: Tensor, time_mask: Tensor, action: Tensor, source: Tensor, freq_mask: Tensor, frame_mask: Tensor
+) -> Tensor:
     """Corrupted copy of x (B, T, F): masked frames zeroed / replaced by frame `source` of the same clip /
     kept per `action`; bands in `freq_mask` (B, F) zeroed on every real frame. `x` is not modified."""
     replacement = torch.gather(x, 1, source[..., None].expand_as(x))
@@ -96,8 +107,7 @@ def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 # ---- time shift: pure functions ------------------------------------------------------------------
-def draw_crop_starts(lengths: Tensor, shifts: Tensor, crop: int,
-                     generator: torch.Generator | None = None) -> Tensor:
+def draw_crop_starts(lengths: Tensor, shifts: Tensor, crop: int, generator: torch.Generator | None = None) -> Tensor:
     """Anchor starts (B,) so that both the anchor and the crop at anchor + shift lie inside the clip
     when it is long enough (L >= crop + |shift|); shorter clips get the earliest valid start."""
     lo = (-shifts).clamp_min(0)
@@ -123,9 +133,18 @@ class MaskedFrames(Objective):
     from the encoder's tokens with L1 on masked positions only. Logs loss (L1 per masked frame and bin)
     and masked_fraction (share of real frames in masked spans)."""
 
-    def __init__(self, dim: int, n_mels: int, subsample: int, fraction: float = 0.15, span: int = 7,
-                 zero_prob: float = 0.8, random_prob: float = 0.1, freq_mask_prob: float = 0.0,
-                 freq_mask_width: int = 8):
+    def __init__(
+        self,
+        dim: int,
+        n_mels: int,
+        subsample: int,
+        fraction: float = 0.15,
+        span: int = 7,
+        zero_prob: float = 0.8,
+        random_prob: float = 0.1,
+        freq_mask_prob: float = 0.0,
+        freq_mask_width: int = 8,
+    ):
         super().__init__()
         self.n_mels, self.subsample = n_mels, subsample
         self.fraction, self.span = float(fraction), int(span)
@@ -143,8 +162,8 @@ class MaskedFrames(Objective):
         action, source = draw_frame_actions((b, t), lengths, self.zero_prob, self.random_prob, g)
         freq_mask = draw_freq_bands(b, n_mels, self.freq_mask_prob, self.freq_mask_width, g, x.device)
         corrupted = apply_frame_corruption(x, time_mask, action, source, freq_mask, frame_mask)
-        tokens = encoder.encode_frames(corrupted, frame_mask).tokens              # (B, T', D)
-        pred = self.head(tokens).reshape(b, -1, n_mels)[:, :t].float()          # back to frame rate
+        tokens = encoder.encode_frames(corrupted, frame_mask).tokens  # (B, T', D)
+        pred = self.head(tokens).reshape(b, -1, n_mels)[:, :t].float()  # back to frame rate
         target_mask = (time_mask[..., None] | freq_mask[:, None, :]) & frame_mask[..., None]
         covered = pred.shape[1]
         if covered < t:  # an encoder that drops a trailing partial window (the CNN's max-pools): not scored

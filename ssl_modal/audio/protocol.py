@@ -11,6 +11,7 @@ on those same groups' labels, test on g. Rows, each reported as mean and range o
 - the label-efficiency curve: the same rows with `eval.label_counts` labelled clips per class
   (0 = all), drawn from the training groups with the run's seed; saved as a PNG.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,13 @@ def format_summary(summary: list[dict]) -> str:
     """A Markdown table: row, labelled clips per class, linear acc mean [min, max], kNN acc, runs."""
     lines = ["| row | labels per class | linear acc (mean [min, max]) | kNN acc | runs |", "|---|---:|---|---|---:|"]
     for e in summary:
-        def cell(key):
+
+        def cell(key, e=e):
             return f"{e[key]:.3f} [{e[key + '_min']:.3f}, {e[key + '_max']:.3f}]" if key in e else "-"
-        lines.append(f"| {e['row']} | {e['per_class'] or 'all'} | {cell('linear_acc')} | {cell('knn_acc')} | {e['runs']} |")
+
+        lines.append(
+            f"| {e['row']} | {e['per_class'] or 'all'} | {cell('linear_acc')} | {cell('knn_acc')} | {e['runs']} |"
+        )
     return "\n".join(lines)
 
 
@@ -90,8 +95,14 @@ def plot_label_efficiency(summary: list[dict], png_path: str | Path, title: str)
 
 
 def _row(result: ProbeResult, row: str, group, seed, per_class, knn: bool = True) -> dict:
-    return {"row": row, "group": str(group), "seed": seed, "per_class": per_class,
-            "linear_acc": float(result.linear_acc), "knn_acc": float(result.knn_acc) if knn else None}
+    return {
+        "row": row,
+        "group": str(group),
+        "seed": seed,
+        "per_class": per_class,
+        "linear_acc": float(result.linear_acc),
+        "knn_acc": float(result.knn_acc) if knn else None,
+    }
 
 
 def folds(cfg) -> list[dict]:
@@ -108,23 +119,37 @@ def folds(cfg) -> list[dict]:
     if e.test is not None:
         train_data, test_data = EvalData(train=e.train, test=e.test).resolve(cfg.data)
         read = lambda data, labels, window: read_segments(replace(cfg, data=data), labels, window)  # noqa: E731
-        return [{"name": test_data.manifest, "windows": read_segments(cfg),
-                 "train": read(train_data, [e.digit_column], None), "test": read(test_data, [e.digit_column], None)}]
+        return [
+            {
+                "name": test_data.manifest,
+                "windows": read_segments(cfg),
+                "train": read(train_data, [e.digit_column], None),
+                "test": read(test_data, [e.digit_column], None),
+            }
+        ]
     column = e.rotate_column
     clips = read_segments(cfg, [e.digit_column, column], window_seconds=None)
     windows = read_segments(cfg, [column])
     groups = sorted({str(c[column]) for c in clips})
     if len(groups) < 2:
-        raise ValueError(f"eval.rotate_column '{column}': needs at least 2 groups in {cfg.data.manifest}, "
-                         f"found {groups}")
+        raise ValueError(
+            f"eval.rotate_column '{column}': needs at least 2 groups in {cfg.data.manifest}, found {groups}"
+        )
     unknown = sorted(set(map(str, e.held_out or [])) - set(groups))
     if unknown:
-        raise ValueError(f"eval.held_out: {unknown} not found in column '{column}' of {cfg.data.manifest}; "
-                         f"its groups are {groups}")
+        raise ValueError(
+            f"eval.held_out: {unknown} not found in column '{column}' of {cfg.data.manifest}; its groups are {groups}"
+        )
     chosen = [g for g in groups if e.held_out is None or g in set(map(str, e.held_out))]
-    return [{"name": g, "windows": [w for w in windows if str(w[column]) != g],
-             "train": [c for c in clips if str(c[column]) != g], "test": [c for c in clips if str(c[column]) == g]}
-            for g in chosen]
+    return [
+        {
+            "name": g,
+            "windows": [w for w in windows if str(w[column]) != g],
+            "train": [c for c in clips if str(c[column]) != g],
+            "test": [c for c in clips if str(c[column]) == g],
+        }
+        for g in chosen
+    ]
 
 
 def rotate(cfg, pretrain, encode_clips, finetune_fn=None) -> dict:
@@ -148,8 +173,15 @@ def rotate(cfg, pretrain, encode_clips, finetune_fn=None) -> dict:
             name = "MFCC mean+std" + ("" if n == 1 else f", {n} time segments")
             for per_class in e.label_counts:
                 sub = labelled_subset(labels, train_idx, per_class, 0)
-                runs.append(_row(probe(x, labels, train_idx=sub, test_idx=test_idx, k=min(e.knn_k, len(sub))),
-                                 name, g, None, per_class))
+                runs.append(
+                    _row(
+                        probe(x, labels, train_idx=sub, test_idx=test_idx, k=min(e.knn_k, len(sub))),
+                        name,
+                        g,
+                        None,
+                        per_class,
+                    )
+                )
         for seed in e.seeds:
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(str(g)).stem)
             model = pretrain(cfg, fold["windows"], Path(cfg.train.output_dir) / f"heldout_{safe}" / f"seed{seed}", seed)
@@ -159,16 +191,42 @@ def rotate(cfg, pretrain, encode_clips, finetune_fn=None) -> dict:
                 x = encode_clips(m, clips)
                 for per_class in e.label_counts:
                     sub = labelled_subset(labels, train_idx, per_class, seed)
-                    runs.append(_row(probe(x, labels, train_idx=sub, test_idx=test_idx, k=min(e.knn_k, len(sub))),
-                                     f"{name}, frozen", g, seed, per_class))
+                    runs.append(
+                        _row(
+                            probe(x, labels, train_idx=sub, test_idx=test_idx, k=min(e.knn_k, len(sub))),
+                            f"{name}, frozen",
+                            g,
+                            seed,
+                            per_class,
+                        )
+                    )
                     if finetune_fn is not None and per_class in e.finetune_counts:
-                        result = finetune_fn(m, [clips[i] for i in sub], labels[sub], [clips[i] for i in test_idx],
-                                             labels[test_idx], seed, f"{name}, fine-tuned")
+                        result = finetune_fn(
+                            m,
+                            [clips[i] for i in sub],
+                            labels[sub],
+                            [clips[i] for i in test_idx],
+                            labels[test_idx],
+                            seed,
+                            f"{name}, fine-tuned",
+                        )
                         runs.append(_row(result, f"{name}, fine-tuned", g, seed, per_class))
-            log.info("held out %s, seed %s: %s", g, seed, [(r["row"], r["per_class"], round(r["linear_acc"], 3))
-                                                         for r in runs if r["group"] == str(g) and r["seed"] == seed])
-    return {"held_out": [str(fold["name"]) for fold in fold_list], "seeds": list(e.seeds), "runs": runs,
-            "summary": summarise(runs)}
+            log.info(
+                "held out %s, seed %s: %s",
+                g,
+                seed,
+                [
+                    (r["row"], r["per_class"], round(r["linear_acc"], 3))
+                    for r in runs
+                    if r["group"] == str(g) and r["seed"] == seed
+                ],
+            )
+    return {
+        "held_out": [str(fold["name"]) for fold in fold_list],
+        "seeds": list(e.seeds),
+        "runs": runs,
+        "summary": summarise(runs),
+    }
 
 
 def write_protocol(result: dict, out_dir: str | Path, title: str) -> dict[str, Path]:
@@ -193,9 +251,13 @@ def merge_protocols(paths: list[str | Path]) -> dict:
         if key not in seen:
             seen.add(key)
             unique.append(r)
-    return {"held_out": sorted({g for res in results for g in res["held_out"]}),
-            "seeds": sorted({s for res in results for s in res["seeds"]}), "runs": unique,
-            "summary": summarise(unique), "merged_from": [str(p) for p in paths]}
+    return {
+        "held_out": sorted({g for res in results for g in res["held_out"]}),
+        "seeds": sorted({s for res in results for s in res["seeds"]}),
+        "runs": unique,
+        "summary": summarise(unique),
+        "merged_from": [str(p) for p in paths],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,4 +279,13 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["merge_protocols", "folds", "format_summary", "labelled_subset", "plot_label_efficiency", "rotate", "summarise", "write_protocol"]
+__all__ = [
+    "merge_protocols",
+    "folds",
+    "format_summary",
+    "labelled_subset",
+    "plot_label_efficiency",
+    "rotate",
+    "summarise",
+    "write_protocol",
+]

@@ -5,6 +5,7 @@ Probes: digit on speakers the probe's training split never saw (leave-one-speake
 speakers) and speaker identity (stratified k-fold CV), each for MFCC mean+std features, a random-init
 encoder of the same architecture, and the pretrained encoder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,16 @@ def read_segments(cfg: AudioConfig, label_columns=(), window_seconds: float | No
         frame = frame.iloc[: cfg.data.max_files]
     reader = AudioReader(cfg.frontend.sample_rate)
     window = cfg.data.window_seconds if window_seconds == -1.0 else window_seconds
-    segments = load_segments(frame, reader, window, cfg.data.window_hop_seconds, list(label_columns),
-                             cfg.data.manifest, cfg.train.progress, cfg.data.on_error)
+    segments = load_segments(
+        frame,
+        reader,
+        window,
+        cfg.data.window_hop_seconds,
+        list(label_columns),
+        cfg.data.manifest,
+        cfg.train.progress,
+        cfg.data.on_error,
+    )
     log.info("%s: %s; %d segments", cfg.data.manifest, reader.summary(), len(segments))
     return segments
 
@@ -44,19 +53,33 @@ def count_short(segments: list[dict], cfg: AudioConfig) -> int:
     hop = cfg.frontend.hop_length
     short = sum(len(s["wave"]) // hop + 1 < needed for s in segments)
     if short and cfg.weights.get("time_shift", 0.0):
-        action = ("padded (the crop runs into masked padding)" if cfg.time_shift.short_clips == "pad"
-                  else "left out of the time-shift loss (still used by masked frames)")
-        log.info("%d of %d segments are shorter than the %d frames (%.3f s) the time-shift objective needs: %s",
-                 short, len(segments), needed, (needed - 1) * hop / cfg.frontend.sample_rate, action)
+        action = (
+            "padded (the crop runs into masked padding)"
+            if cfg.time_shift.short_clips == "pad"
+            else "left out of the time-shift loss (still used by masked frames)"
+        )
+        log.info(
+            "%d of %d segments are shorter than the %d frames (%.3f s) the time-shift objective needs: %s",
+            short,
+            len(segments),
+            needed,
+            (needed - 1) * hop / cfg.frontend.sample_rate,
+            action,
+        )
     return short
 
 
 def frontend_stats(cfg: AudioConfig, segments: list[dict], batch_size: int = 256) -> dict:
     """Per-mel-bin mean/std of the training data in one streaming pass (on the training device)."""
     device = cfg.train.device if cfg.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    batches = (audio_collate(segments[i:i + batch_size]) for i in range(0, len(segments), batch_size))
-    return streaming_stats(LogMel(**asdict(cfg.frontend)), batches, device, cfg.train.progress,
-                           total=(len(segments) + batch_size - 1) // batch_size)
+    batches = (audio_collate(segments[i : i + batch_size]) for i in range(0, len(segments), batch_size))
+    return streaming_stats(
+        LogMel(**asdict(cfg.frontend)),
+        batches,
+        device,
+        cfg.train.progress,
+        total=(len(segments) + batch_size - 1) // batch_size,
+    )
 
 
 def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
@@ -83,16 +106,33 @@ def _combine(name: str, results: list[ProbeResult]) -> ProbeResult:
     keys = ("linear_acc", "linear_f1", "knn_acc", "knn_f1")
     mean = {k: float(np.mean([getattr(r, k) for r in results])) for k in keys}
     std = {f"{k}_std": float(np.std([getattr(r, k) for r in results])) for k in keys}
-    return ProbeResult(name=name, **mean, **std, n_train=int(round(np.mean([r.n_train for r in results]))),
-                       n_test=int(round(np.mean([r.n_test for r in results]))), n_classes=results[0].n_classes,
-                       folds=len(results), k=results[0].k)
+    return ProbeResult(
+        name=name,
+        **mean,
+        **std,
+        n_train=int(round(np.mean([r.n_train for r in results]))),
+        n_test=int(round(np.mean([r.n_test for r in results]))),
+        n_classes=results[0].n_classes,
+        folds=len(results),
+        k=results[0].k,
+    )
 
 
 def probe_unseen_groups(features, labels, groups, name: str, k: int, seed: int) -> ProbeResult:
     """Train the probe on all groups but one, test on the held-out group; every group once."""
     labels, groups = np.asarray(labels), np.asarray(groups)
-    results = [probe(features, labels, train_idx=np.flatnonzero(groups != g), test_idx=np.flatnonzero(groups == g),
-                     k=k, seed=seed, name=name) for g in np.unique(groups)]
+    results = [
+        probe(
+            features,
+            labels,
+            train_idx=np.flatnonzero(groups != g),
+            test_idx=np.flatnonzero(groups == g),
+            k=k,
+            seed=seed,
+            name=name,
+        )
+        for g in np.unique(groups)
+    ]
     return _combine(name, results)
 
 
@@ -103,26 +143,41 @@ def probe_features(cfg: AudioConfig, model) -> dict:
     features = {}
     if e.baselines:
         f = cfg.frontend
-        features["MFCC mean+std"] = mfcc_mean_std((s["wave"] for s in segments), f.sample_rate, e.n_mfcc, f.n_fft,
-                                                  f.hop_length, f.n_mels)
+        features["MFCC mean+std"] = mfcc_mean_std(
+            (s["wave"] for s in segments), f.sample_rate, e.n_mfcc, f.n_fft, f.hop_length, f.n_mels
+        )
         torch.manual_seed(cfg.train.seed + 1)
         random_model = build_audio_model(model.spec.config).to(next(model.parameters()).device)
         features["random-init encoder"] = encode(random_model, segments, e.batch_size)
     features["SSL encoder"] = encode(model, segments, e.batch_size)
-    return {"segments": segments, "features": features,
-            "digit": np.asarray([str(s[e.digit_column]) for s in segments]),
-            "speaker": np.asarray([str(s[e.speaker_column]) for s in segments])}
+    return {
+        "segments": segments,
+        "features": features,
+        "digit": np.asarray([str(s[e.digit_column]) for s in segments]),
+        "speaker": np.asarray([str(s[e.speaker_column]) for s in segments]),
+    }
 
 
 def probe_table(cfg: AudioConfig, collected: dict) -> ProbeTable:
     e, seed = cfg.eval, cfg.train.seed
     table = ProbeTable()
     for name, x in collected["features"].items():
-        table.append(probe_unseen_groups(x, collected["digit"], collected["speaker"],
-                                         f"digit (unseen speakers): {name}", e.knn_k, seed))
+        table.append(
+            probe_unseen_groups(
+                x, collected["digit"], collected["speaker"], f"digit (unseen speakers): {name}", e.knn_k, seed
+            )
+        )
     for name, x in collected["features"].items():
-        table.append(probe(x, collected["speaker"], cv=e.speaker_folds, k=e.knn_k, seed=seed,
-                           name=f"speaker ({e.speaker_folds}-fold CV): {name}"))
+        table.append(
+            probe(
+                x,
+                collected["speaker"],
+                cv=e.speaker_folds,
+                k=e.knn_k,
+                seed=seed,
+                name=f"speaker ({e.speaker_folds}-fold CV): {name}",
+            )
+        )
     return table
 
 
@@ -139,14 +194,26 @@ def separate_table(cfg: AudioConfig, model) -> ProbeTable:
     random_model = build_audio_model(model.spec.config)
     table = ProbeTable()
     for n in dict.fromkeys((1, e.mfcc_segments)):
-        x = [mfcc_mean_std([c["wave"] for c in part], f.sample_rate, e.n_mfcc, f.n_fft, f.hop_length, f.n_mels, n)
-             for part in (fold["train"], fold["test"])]
-        table.append(probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed,
-                                 name="digit (eval.test): MFCC mean+std" + (f", {n} time segments" if n > 1 else "")))
+        x = [
+            mfcc_mean_std([c["wave"] for c in part], f.sample_rate, e.n_mfcc, f.n_fft, f.hop_length, f.n_mels, n)
+            for part in (fold["train"], fold["test"])
+        ]
+        table.append(
+            probe_split(
+                x[0],
+                train_y,
+                x[1],
+                test_y,
+                k=e.knn_k,
+                seed=cfg.train.seed,
+                name="digit (eval.test): MFCC mean+std" + (f", {n} time segments" if n > 1 else ""),
+            )
+        )
     for name, m in (("random-init encoder", random_model), ("SSL encoder", model)):
         x = [encode(m, part, e.batch_size) for part in (fold["train"], fold["test"])]
-        table.append(probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed,
-                                 name=f"digit (eval.test): {name}"))
+        table.append(
+            probe_split(x[0], train_y, x[1], test_y, k=e.knn_k, seed=cfg.train.seed, name=f"digit (eval.test): {name}")
+        )
     return table
 
 
@@ -166,10 +233,22 @@ def finetune_with(cfg: AudioConfig):
     e = cfg.eval
 
     def run(model, train_clips, train_labels, test_clips, test_labels, seed, name):
-        return finetune(model, train_clips, list(train_labels), audio_collate, test_examples=test_clips,
-                        test_labels=list(test_labels), max_steps=e.finetune_steps, batch_size=e.finetune_batch_size,
-                        learning_rate=e.finetune_lr, encoder_lr_scale=e.encoder_lr_scale,
-                        patience=e.finetune_patience, seed=seed, name=name)
+        return finetune(
+            model,
+            train_clips,
+            list(train_labels),
+            audio_collate,
+            test_examples=test_clips,
+            test_labels=list(test_labels),
+            max_steps=e.finetune_steps,
+            batch_size=e.finetune_batch_size,
+            learning_rate=e.finetune_lr,
+            encoder_lr_scale=e.encoder_lr_scale,
+            patience=e.finetune_patience,
+            seed=seed,
+            name=name,
+        )
+
     return run
 
 
@@ -177,5 +256,9 @@ def run_protocol(cfg: AudioConfig) -> dict:
     """The held-out-group protocol of ssl_modal/audio/protocol.py with this recipe's pretraining and probes."""
     from ssl_modal.audio.protocol import rotate
 
-    return rotate(cfg, pretrain_on, lambda model, clips: encode(model, clips, cfg.eval.batch_size),
-                  finetune_with(cfg) if cfg.eval.finetune_counts else None)
+    return rotate(
+        cfg,
+        pretrain_on,
+        lambda model, clips: encode(model, clips, cfg.eval.batch_size),
+        finetune_with(cfg) if cfg.eval.finetune_counts else None,
+    )

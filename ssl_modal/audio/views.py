@@ -14,6 +14,7 @@ the generator on the batch's device; within a batch each clip gets its own stren
 a spoken word says and change who says it and how: loudness, background, speaking rate, pitch,
 vocal-tract length (formant positions), timing and spectral detail.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,6 @@ import torchaudio
 from torch import Tensor, nn
 
 FEATURES_KEY = "logmel"  # = ssl_modal.audio.model.FEATURES_KEY (the encoder's log-mel cache)
-
-
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> Tensor:
@@ -44,7 +43,7 @@ def real_samples(wave: Tensor, lengths: Tensor) -> Tensor:
 
 def rms(wave: Tensor, lengths: Tensor) -> Tensor:
     """(B,) root mean square over each clip's real samples."""
-    return ((wave ** 2).sum(1) / lengths.clamp_min(1).to(wave.dtype)).sqrt().clamp_min(1e-8)
+    return ((wave**2).sum(1) / lengths.clamp_min(1).to(wave.dtype)).sqrt().clamp_min(1e-8)
 
 
 # ---- waveform steps --------------------------------------------------------------------------------
@@ -90,16 +89,20 @@ def _regroup(wave: Tensor, lengths: Tensor, groups: Tensor, values: list[float],
 
 def speed(wave: Tensor, lengths: Tensor, groups: Tensor, factors: list[float], sample_rate: int):
     """Speed perturbation (tempo and pitch together): clip b plays `factors[groups[b]]` times faster."""
+
     def fn(sub, factor):
         orig = int(round(sample_rate * factor / 100)) * 100  # gcd-friendly rates keep the kernel small
         return torchaudio.functional.resample(sub, orig, sample_rate), sample_rate / orig
+
     return _regroup(wave, lengths, groups, factors, fn)
 
 
 def pitch(wave: Tensor, lengths: Tensor, groups: Tensor, semitones: list[float], sample_rate: int):
     """Pitch shift by `semitones[groups[b]]` keeping the duration (torchaudio phase vocoder)."""
+
     def fn(sub, steps):
         return torchaudio.functional.pitch_shift(sub, sample_rate, steps, n_fft=256), 1.0
+
     return _regroup(wave, lengths, groups, semitones, fn)
 
 
@@ -136,20 +139,27 @@ def resized_crop(x: Tensor, frames: Tensor, boxes: Tensor) -> Tensor:
     bilinear, zeros (the normalised mean) outside the clip. x: (B, T, F) with zeros past each clip."""
     b, t_max, n_mels = x.shape
     dtype, device = x.dtype, x.device
-    out_t = torch.arange(t_max, device=device, dtype=dtype)[None, :] + 0.5          # (1, T) pixel centres
-    out_f = torch.arange(n_mels, device=device, dtype=dtype)[None, :] + 0.5         # (1, F)
+    out_t = torch.arange(t_max, device=device, dtype=dtype)[None, :] + 0.5  # (1, T) pixel centres
+    out_f = torch.arange(n_mels, device=device, dtype=dtype)[None, :] + 0.5  # (1, F)
     length = frames.to(dtype).clamp_min(1)[:, None]
-    src_t = boxes[:, 2:3] + out_t / length * boxes[:, 3:4]                            # (B, T) input frames
-    src_f = boxes[:, 0:1] + out_f / n_mels * boxes[:, 1:2]                           # (B, F) input bins
-    grid_t = src_t / t_max * 2 - 1                                                    # align_corners=False
+    src_t = boxes[:, 2:3] + out_t / length * boxes[:, 3:4]  # (B, T) input frames
+    src_f = boxes[:, 0:1] + out_f / n_mels * boxes[:, 1:2]  # (B, F) input bins
+    grid_t = src_t / t_max * 2 - 1  # align_corners=False
     grid_f = src_f / n_mels * 2 - 1
     grid = torch.stack([grid_f[:, None, :].expand(-1, t_max, -1), grid_t[:, :, None].expand(-1, -1, n_mels)], -1)
     out = F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
     return out
 
 
-def spec_masks(shape: tuple[int, int, int], lengths: Tensor, time_masks: int, time_width: int, freq_masks: int,
-               freq_width: int, g: torch.Generator) -> Tensor:
+def spec_masks(
+    shape: tuple[int, int, int],
+    lengths: Tensor,
+    time_masks: int,
+    time_width: int,
+    freq_masks: int,
+    freq_width: int,
+    g: torch.Generator,
+) -> Tensor:
     """Bool (B, T, F), True = masked: `time_masks` spans of up to `time_width` frames inside each clip and
     `freq_masks` bands of up to `freq_width` bins (SpecAugment)."""
     b, t, f = shape
@@ -165,8 +175,6 @@ def spec_masks(shape: tuple[int, int, int], lengths: Tensor, time_masks: int, ti
         start = (torch.rand(b, device=device, generator=g) * (f - width).clamp_min(1)).long()
         mask |= ((pos_f >= start[:, None]) & (pos_f < (start + width)[:, None]))[:, None, :]
     return mask
-
-
 
 
 # ---- steps (callables `step(batch, generator) -> batch`, see ssl_modal.core.views) -----------------------
@@ -305,13 +313,22 @@ class SpecAugment(LogMelStep):
         self.freq_masks, self.freq_width = int(freq_masks), int(freq_width)
 
     def apply(self, x, mask, g):
-        masked = spec_masks(tuple(x.shape), mask.sum(1), self.time_masks, self.time_width, self.freq_masks,
-                            self.freq_width, g)
+        masked = spec_masks(
+            tuple(x.shape), mask.sum(1), self.time_masks, self.time_width, self.freq_masks, self.freq_width, g
+        )
         return x.masked_fill(masked, 0.0)
 
 
-STEPS = {"gain": Gain, "mixup": Mixup, "speed": Speed, "pitch": Pitch, "noise": Noise,
-         "vtlp": Vtlp, "crop": Crop, "specaugment": SpecAugment}
+STEPS = {
+    "gain": Gain,
+    "mixup": Mixup,
+    "speed": Speed,
+    "pitch": Pitch,
+    "noise": Noise,
+    "vtlp": Vtlp,
+    "crop": Crop,
+    "specaugment": SpecAugment,
+}
 
 
 class ToLogMel:
@@ -344,11 +361,13 @@ def audio_views(specs: list, frontend: nn.Module, sample_rate: int, where: str =
         if isinstance(spec, dict) and "sample_rate" in spec:
             raise ConfigError(f"{where}[{i}] ({spec.get('name')}): sample_rate comes from frontend.sample_rate")
     steps = build_pipeline(specs, registry, where).steps
-    stages = [getattr(getattr(s, "step", s), "stage") for s in steps]
+    stages = [getattr(s, "step", s).stage for s in steps]
     first_mel = next((i for i, st in enumerate(stages) if st == "logmel"), len(steps))
     late = [i for i in range(first_mel, len(steps)) if stages[i] == "wave"]
     if late:
-        raise ConfigError(f"{where}[{late[0]}] ({specs[late[0]]['name']}): a waveform step after the log-mel step "
-                          f"'{specs[first_mel]['name']}' ({where}[{first_mel}]); list waveform steps "
-                          f"({', '.join(n for n, c in STEPS.items() if c.stage == 'wave')}) first")
+        raise ConfigError(
+            f"{where}[{late[0]}] ({specs[late[0]]['name']}): a waveform step after the log-mel step "
+            f"'{specs[first_mel]['name']}' ({where}[{first_mel}]); list waveform steps "
+            f"({', '.join(n for n, c in STEPS.items() if c.stage == 'wave')}) first"
+        )
     return TwoViews(Pipeline(steps[:first_mel] + [ToLogMel(frontend)] + steps[first_mel:]))

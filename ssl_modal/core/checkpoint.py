@@ -6,6 +6,7 @@ A checkpoint is one file holding only tensors and plain Python values:
 Writes go to a temp file in the same folder, are fsynced, then `os.replace`d into place, so a crash
 leaves either the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import os
@@ -119,7 +120,7 @@ def latest_valid_checkpoint(folder: str | Path) -> tuple[Path, dict] | None:
 
 def prune_checkpoints(folder: str | Path, keep_last: int) -> None:
     """Delete all but the `keep_last` newest step checkpoints."""
-    for path in step_checkpoints(folder)[max(1, keep_last):]:
+    for path in step_checkpoints(folder)[max(1, keep_last) :]:
         path.unlink(missing_ok=True)
 
 
@@ -129,8 +130,12 @@ def capture_rng(generator: torch.Generator | None) -> dict:
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
         "generator": None if generator is None else generator.get_state(),
     }
@@ -142,8 +147,9 @@ def capture_rng(generator: torch.Generator | None) -> dict:
 def restore_rng(state: dict, generator: torch.Generator | None) -> None:
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
-                         npst["has_gauss"], npst["gauss"]))
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
+    )
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     if generator is not None and state.get("generator") is not None:

@@ -3,6 +3,7 @@
 `from_dict` builds nested dataclasses and rejects unknown keys with a suggestion;
 `load_config` reads YAML and applies `key.sub=value` overrides from the command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -135,8 +136,9 @@ def recipe_dict(path: str | Path, overrides: list[str] | None = None, demo: bool
     return data.pop("domain", domain), data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                demo: bool = False) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, demo: bool = False
+) -> T:
     """Read a YAML recipe into dataclass `cls` (see `recipe_dict`), applying command-line overrides."""
     data = recipe_dict(path, overrides, demo)[1] if path is not None else apply_overrides({}, overrides or [])
     try:

@@ -1,8 +1,10 @@
 """The three small types every domain meets: EncoderOutput, Encoder, Objective, and their composition SSLModel."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,8 +94,7 @@ class SSLModel(nn.Module):
         unknown = set(weights) - set(objectives)
         if unknown:
             raise ValueError(
-                f"weights name objectives that do not exist: {sorted(unknown)}; "
-                f"objectives are {sorted(objectives)}"
+                f"weights name objectives that do not exist: {sorted(unknown)}; objectives are {sorted(objectives)}"
             )
         self.encoder = encoder
         self.objectives = nn.ModuleDict(dict(objectives))

@@ -3,6 +3,7 @@
 Under `torchrun` the usual env vars (RANK, WORLD_SIZE, LOCAL_RANK) are set; we use gloo on CPU and
 NCCL on CUDA. Without them everything degrades to a single process.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,16 @@ class ShardedEpochSampler(torch.utils.data.Sampler):
     (different examples each epoch) is left out so that all ranks step together.
     """
 
-    def __init__(self, num_examples: int, batch_size: int, epoch: int, seed: int, info: DistInfo,
-                 shuffle: bool = True, start_batch: int = 0) -> None:
+    def __init__(
+        self,
+        num_examples: int,
+        batch_size: int,
+        epoch: int,
+        seed: int,
+        info: DistInfo,
+        shuffle: bool = True,
+        start_batch: int = 0,
+    ) -> None:
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.epoch = epoch

@@ -10,6 +10,7 @@
 `eval.train` and `eval.test` take the same keys as `data:` and inherit every key they do not set from it.
 Leave `eval.train` out to probe on `data:` itself; leave both out for the domain's own split.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,7 @@ class EvalData:
         for key in ("train", "test"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, dict):
-                raise ConfigError(f"eval.{key}: expected a mapping with the keys of the data: section, "
-                                  f"found {value!r}")
+                raise ConfigError(f"eval.{key}: expected a mapping with the keys of the data: section, found {value!r}")
         if self.train is not None and self.test is None:
             raise ConfigError("eval.train is set but eval.test is not: say which data the probe is scored on")
 
@@ -44,8 +44,9 @@ class EvalData:
 
     def resolve(self, data: D) -> tuple[D, D | None]:
         """(probe-training data config, test data config or None): each section merged over `data`."""
-        return _merged(data, self.train, "eval.train"), (_merged(data, self.test, "eval.test")
-                                                          if self.test is not None else None)
+        return _merged(data, self.train, "eval.train"), (
+            _merged(data, self.test, "eval.test") if self.test is not None else None
+        )
 
 
 def _merged(data: Any, section: dict | None, where: str) -> Any:

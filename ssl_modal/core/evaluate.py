@@ -5,13 +5,15 @@ distance-weighted cosine kNN on the same split, and reports accuracy and macro-F
 Pass `train_idx`/`test_idx` for a fixed split, otherwise stratified k-fold CV is used and
 every metric is a mean with its standard deviation over folds. `ProbeTable` prints results.
 """
+
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,8 +84,10 @@ def _check_inputs(features, labels) -> tuple[Any, np.ndarray]:
         )
     missing = np.flatnonzero(pd.isna(y))
     if missing.size:
-        raise ValueError(f"probe: labels are missing (None/NaN) in {missing.size} rows "
-                         f"(row indices {_first(missing.tolist())}); drop those examples first")
+        raise ValueError(
+            f"probe: labels are missing (None/NaN) in {missing.size} rows "
+            f"(row indices {_first(missing.tolist())}); drop those examples first"
+        )
     if sp.issparse(X):
         bad_vals = ~np.isfinite(X.data)
         bad_rows = np.unique(np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[bad_vals])
@@ -107,8 +111,9 @@ def _splits(y: np.ndarray, train_idx, test_idx, cv: int, seed: int) -> list[tupl
     if train_idx is not None:
         tr, te = np.asarray(train_idx), np.asarray(test_idx)
         if tr.dtype == bool or te.dtype == bool:
-            raise ValueError("probe: train_idx/test_idx must be integer indices, not boolean masks "
-                             "(use np.flatnonzero(mask))")
+            raise ValueError(
+                "probe: train_idx/test_idx must be integer indices, not boolean masks (use np.flatnonzero(mask))"
+            )
         if tr.size == 0 or te.size == 0:
             raise ValueError(f"probe: empty split (train {tr.size} examples, test {te.size} examples)")
         n = y.shape[0]
@@ -124,7 +129,7 @@ def _splits(y: np.ndarray, train_idx, test_idx, cv: int, seed: int) -> list[tupl
     classes, counts = np.unique(y, return_counts=True)
     small = counts < cv
     if small.any():
-        detail = ", ".join(f"class {_label(c)} has {n}" for c, n in zip(classes[small], counts[small]))
+        detail = ", ".join(f"class {_label(c)} has {n}" for c, n in zip(classes[small], counts[small], strict=True))
         raise ValueError(
             f"probe: every class needs at least cv={cv} examples for stratified {cv}-fold CV, but {detail}; "
             "lower cv, drop those classes, or pass train_idx/test_idx"
@@ -162,10 +167,8 @@ def probe(
         )
         k_used = min(k, len(tr))
         if k_used < k:
-            warnings.warn(f"probe: k={k} exceeds the {len(tr)} training examples; using k={k_used}",
-                          stacklevel=2)
-        knn = KNeighborsClassifier(n_neighbors=k_used, weights="distance", metric="cosine",
-                                   algorithm="brute")
+            warnings.warn(f"probe: k={k} exceeds the {len(tr)} training examples; using k={k_used}", stacklevel=2)
+        knn = KNeighborsClassifier(n_neighbors=k_used, weights="distance", metric="cosine", algorithm="brute")
         for key, model in (("linear", linear), ("knn", knn)):
             pred = model.fit(X[tr], y[tr]).predict(X[te])
             scores[f"{key}_acc"].append(accuracy_score(y[te], pred))
@@ -174,8 +177,16 @@ def probe(
     mean = {key: float(np.mean(v)) for key, v in scores.items()}
     std = {f"{key}_std": float(np.std(v)) for key, v in scores.items()}
     n_train, n_test = (int(round(x)) for x in np.mean(sizes, axis=0))
-    return ProbeResult(name=name, **mean, **std, n_train=n_train, n_test=n_test,
-                       n_classes=int(np.unique(y).size), folds=len(splits), k=k_used)
+    return ProbeResult(
+        name=name,
+        **mean,
+        **std,
+        n_train=n_train,
+        n_test=n_test,
+        n_classes=int(np.unique(y).size),
+        folds=len(splits),
+        k=k_used,
+    )
 
 
 _COLUMNS = ("name", "linear acc", "linear F1", "kNN acc", "kNN F1", "n_train", "n_test")
@@ -204,15 +215,17 @@ class ProbeTable:
         """The table body as strings, one list per result (column order as in the header)."""
         out = []
         for i, r in enumerate(self.results):
-            out.append([
-                r.name or f"probe {i + 1}",
-                self._score(r.linear_acc, r.linear_acc_std, r.folds),
-                self._score(r.linear_f1, r.linear_f1_std, r.folds),
-                self._score(r.knn_acc, r.knn_acc_std, r.folds),
-                self._score(r.knn_f1, r.knn_f1_std, r.folds),
-                str(r.n_train),
-                str(r.n_test),
-            ])
+            out.append(
+                [
+                    r.name or f"probe {i + 1}",
+                    self._score(r.linear_acc, r.linear_acc_std, r.folds),
+                    self._score(r.linear_f1, r.linear_f1_std, r.folds),
+                    self._score(r.knn_acc, r.knn_acc_std, r.folds),
+                    self._score(r.knn_f1, r.knn_f1_std, r.folds),
+                    str(r.n_train),
+                    str(r.n_test),
+                ]
+            )
         return out
 
     def __str__(self) -> str:
@@ -220,7 +233,7 @@ class ProbeTable:
         widths = [max(len(row[j]) for row in rows) for j in range(len(_COLUMNS))]
 
         def fmt(row):  # name left-aligned, numbers right-aligned
-            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
             return "  ".join(cells).rstrip()
 
         lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
@@ -246,9 +259,16 @@ class ProbeTable:
         return path
 
 
-def probe_split(train_features, train_labels: Sequence | np.ndarray, test_features,
-                test_labels: Sequence | np.ndarray, *,
-                k: int = 20, seed: int = 0, name: str = "") -> ProbeResult:
+def probe_split(
+    train_features,
+    train_labels: Sequence | np.ndarray,
+    test_features,
+    test_labels: Sequence | np.ndarray,
+    *,
+    k: int = 20,
+    seed: int = 0,
+    name: str = "",
+) -> ProbeResult:
     """`probe` trained on one set and tested on another (e.g. eval.train and eval.test manifests)."""
     if sp.issparse(train_features) or sp.issparse(test_features):
         X = sp.vstack([sp.csr_matrix(train_features), sp.csr_matrix(test_features)]).tocsr()
@@ -260,5 +280,4 @@ def probe_split(train_features, train_labels: Sequence | np.ndarray, test_featur
         y = y.astype(np.asarray(train_labels).dtype)
     except (TypeError, ValueError):
         pass
-    return probe(X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed,
-                 name=name)
+    return probe(X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed, name=name)

@@ -1,4 +1,5 @@
 """Embedding export: `encode` to numpy, `export` to Parquet / .npy / CSV / datasets.Dataset, `load_model`."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,13 +28,17 @@ def _rows(data, start: int, stop: int) -> list:
 def _check_data(data, what: str) -> int:
     """len(data); a bare str/bytes (which would encode one example per character) is refused."""
     if isinstance(data, (str, bytes)):
-        raise TypeError(f"{what}: data is a single {type(data).__name__} ({len(data)} characters); "
-                        "pass a list of examples, e.g. [text], so it is not encoded character by character")
+        raise TypeError(
+            f"{what}: data is a single {type(data).__name__} ({len(data)} characters); "
+            "pass a list of examples, e.g. [text], so it is not encoded character by character"
+        )
     try:
         return len(data)
     except TypeError:
-        raise TypeError(f"{what}: expected a sized collection of examples (list, pandas Series/DataFrame, "
-                        f"datasets.Dataset), found {type(data).__name__}") from None
+        raise TypeError(
+            f"{what}: expected a sized collection of examples (list, pandas Series/DataFrame, "
+            f"datasets.Dataset), found {type(data).__name__}"
+        ) from None
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -43,8 +48,14 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def iter_embeddings(model: SSLModel, data, batch_size: int = 64, normalize: bool = False,
-                    collate: Callable | None = None, progress: bool = False) -> Iterator[np.ndarray]:
+def iter_embeddings(
+    model: SSLModel,
+    data,
+    batch_size: int = 64,
+    normalize: bool = False,
+    collate: Callable | None = None,
+    progress: bool = False,
+) -> Iterator[np.ndarray]:
     """Yield float32 embedding blocks of `batch_size` rows, in input order."""
     collate = collate or model.collate
     if collate is None:
@@ -66,8 +77,14 @@ def iter_embeddings(model: SSLModel, data, batch_size: int = 64, normalize: bool
         yield pooled.cpu().numpy().astype(np.float32, copy=False)
 
 
-def encode(model: SSLModel, data, batch_size: int = 64, normalize: bool = False,
-           collate: Callable | None = None, progress: bool = False) -> np.ndarray:
+def encode(
+    model: SSLModel,
+    data,
+    batch_size: int = 64,
+    normalize: bool = False,
+    collate: Callable | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """One float32 vector per example of `data` (a list, pandas Series/DataFrame or datasets.Dataset; a bare
     str is refused), in input order: shape (len(data), D)."""
     blocks = list(iter_embeddings(model, data, batch_size, normalize, collate, progress))
@@ -88,8 +105,13 @@ def _id_columns(data, ids, id_columns: Sequence[str] | None, n: int) -> dict:
         return {"row": np.arange(n)}
     if isinstance(ids, (str, bytes)):
         raise TypeError("ids: expected one id per row (a list or column), found a single string")
-    named = ({str(c): ids[c] for c in ids.columns} if hasattr(ids, "columns")
-             else dict(ids) if isinstance(ids, dict) else {"id": ids})
+    named = (
+        {str(c): ids[c] for c in ids.columns}
+        if hasattr(ids, "columns")
+        else dict(ids)
+        if isinstance(ids, dict)
+        else {"id": ids}
+    )
     out = {}
     for name, values in named.items():
         if len(values) != n:
@@ -98,9 +120,20 @@ def _id_columns(data, ids, id_columns: Sequence[str] | None, n: int) -> dict:
     return out
 
 
-def export(model: SSLModel, data, path: str | Path, *, ids=None, id_columns: Sequence[str] | None = None,
-           batch_size: int = 64, normalize: bool = False, collate: Callable | None = None,
-           format: str | None = None, chunk_size: int = 8192, progress: bool = True) -> Path:
+def export(
+    model: SSLModel,
+    data,
+    path: str | Path,
+    *,
+    ids=None,
+    id_columns: Sequence[str] | None = None,
+    batch_size: int = 64,
+    normalize: bool = False,
+    collate: Callable | None = None,
+    format: str | None = None,
+    chunk_size: int = 8192,
+    progress: bool = True,
+) -> Path:
     """Write embeddings of `data` to `path`, streaming `chunk_size` rows at a time.
 
     Format from `format` or the suffix: ".parquet" (id columns + "embedding" list<float32>),
@@ -165,13 +198,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SSLModel
     path = Path(path)
     ckpt = resolve_checkpoint(path)
     if not ckpt.get("spec"):
-        raise CheckpointError(f"{path} stores no model spec (builder + config), so it cannot be rebuilt; "
-                              "build the model yourself and load_state_dict(checkpoint['model'])")
+        raise CheckpointError(
+            f"{path} stores no model spec (builder + config), so it cannot be rebuilt; "
+            "build the model yourself and load_state_dict(checkpoint['model'])"
+        )
     spec = ModelSpec(**ckpt["spec"])
     model = build_from_spec(spec)
     result = model.load_state_dict(ckpt["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path}: weights do not fit the '{spec.kind}' model built from its config: "
-            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
     return model.to(device).eval()

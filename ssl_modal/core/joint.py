@@ -10,12 +10,13 @@ Pure losses (each tested against a naive reference in tests/core/test_joint.py):
 `views(batch, generator) -> (view_a, view_b)` (usually `TwoViews(build_pipeline(config, REGISTRY))`, see
 `ssl_modal.core.views`) and the size of its encoder's pooled output.
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -77,12 +78,12 @@ def vicreg_loss(a: Tensor, b: Tensor, sim: float = 25.0, var: float = 25.0, cov:
 class JointConfig:
     """A joint-embedding objective (a recipe's `model.joint:` section)."""
 
-    method: str = "byol"          # simclr | byol | barlow | vicreg
-    hidden: int = 1024            # projector (and BYOL predictor) hidden width
-    dim: int = 256                # projection size the loss sees
-    temperature: float = 0.1      # simclr
-    ema: float = 0.99             # byol: target momentum at step 0, cosine-increased to 1 at max_steps
-    barlow_lambda: float = 5e-3   # barlow: weight of the off-diagonal terms
+    method: str = "byol"  # simclr | byol | barlow | vicreg
+    hidden: int = 1024  # projector (and BYOL predictor) hidden width
+    dim: int = 256  # projection size the loss sees
+    temperature: float = 0.1  # simclr
+    ema: float = 0.99  # byol: target momentum at step 0, cosine-increased to 1 at max_steps
+    barlow_lambda: float = 5e-3  # barlow: weight of the off-diagonal terms
     vicreg_sim: float = 25.0
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
@@ -101,8 +102,9 @@ class JointConfig:
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """Linear-BN-ReLU-Linear, the projector/predictor of SimCLR, BYOL, Barlow Twins and VICReg."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+    )
 
 
 class JointEmbedding(Objective):
@@ -113,8 +115,13 @@ class JointEmbedding(Objective):
     optimizer step to move the target.
     """
 
-    def __init__(self, config: JointConfig, input_dim: int, views: Callable[[dict, torch.Generator], tuple],
-                 encoder: Encoder | None = None) -> None:
+    def __init__(
+        self,
+        config: JointConfig,
+        input_dim: int,
+        views: Callable[[dict, torch.Generator], tuple],
+        encoder: Encoder | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.views = views
@@ -139,9 +146,9 @@ class JointEmbedding(Objective):
             return
         tau = self.momentum(step, max_steps)
         for online, target in ((encoder, self.target_encoder), (self.projector, self.target_projector)):
-            for p_o, p_t in zip(online.parameters(), target.parameters()):
+            for p_o, p_t in zip(online.parameters(), target.parameters(), strict=True):
                 p_t.lerp_(p_o.detach(), 1 - tau)
-            for b_o, b_t in zip(online.buffers(), target.buffers()):
+            for b_o, b_t in zip(online.buffers(), target.buffers(), strict=True):
                 b_t.copy_(b_o)
 
     def _target(self, batch: dict) -> Tensor:

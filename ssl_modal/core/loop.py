@@ -1,11 +1,12 @@
 """Small pieces of the training loop: LR schedule, wall-clock budget, clean stop on signals, seeding."""
+
 from __future__ import annotations
 
 import math
 import random
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

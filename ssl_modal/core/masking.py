@@ -10,6 +10,7 @@ Whole-word masking selects *words* (each with `probability`) and masks all of th
 80/10/10 replacement is then decided per token, as in Google's original BERT pretraining code.
 Everything runs on the device of `input_ids` (give a generator on that device).
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,9 +33,7 @@ def maskable_positions(
     return allowed
 
 
-def select_tokens(
-    allowed: Tensor, probability: float, generator: torch.Generator | None = None
-) -> Tensor:
+def select_tokens(allowed: Tensor, probability: float, generator: torch.Generator | None = None) -> Tensor:
     """Bool (B, T): each allowed position selected independently with `probability`."""
     probs = torch.full(allowed.shape, float(probability), device=allowed.device)
     probs.masked_fill_(~allowed, 0.0)
@@ -42,7 +41,9 @@ def select_tokens(
 
 
 def select_words(
-    word_ids: Tensor, probability: float, generator: torch.Generator | None = None,
+    word_ids: Tensor,
+    probability: float,
+    generator: torch.Generator | None = None,
     allowed: Tensor | None = None,
 ) -> Tensor:
     """Bool (B, T): each word (same non-negative id within a row) selected with `probability`;
@@ -90,9 +91,7 @@ def mask_tokens(
     allowed = maskable_positions(input_ids, special_tokens_mask, attention_mask)
     if word_ids is not None:
         if word_ids.shape != input_ids.shape:
-            raise ValueError(
-                f"word_ids shape {tuple(word_ids.shape)} differs from input_ids {tuple(input_ids.shape)}"
-            )
+            raise ValueError(f"word_ids shape {tuple(word_ids.shape)} differs from input_ids {tuple(input_ids.shape)}")
         selected = select_words(word_ids.to(input_ids.device), probability, generator, allowed)
     else:
         selected = select_tokens(allowed, probability, generator)

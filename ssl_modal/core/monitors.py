@@ -1,4 +1,5 @@
 """Collapse monitors on pooled embeddings and the metrics sink (JSONL + TensorBoard when installed)."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,8 @@ def _warn_no_tensorboard() -> None:
         _warned.add("tensorboard")
         logging.getLogger("ssl_modal").warning(
             "train.tensorboard is true but TensorBoard is not installed: only metrics.jsonl is written; "
-            "pip install 'ssl-modal[tensorboard]' or set train.tensorboard: false")
+            "pip install 'ssl-modal[tensorboard]' or set train.tensorboard: false"
+        )
 
 
 class MetricsSink:

@@ -1,13 +1,13 @@
 """PNG plots every recipe saves: training curves from metrics.jsonl and 2-D maps of embeddings."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .monitors import training_records
-
 
 LOSS_COLORS = ("tab:blue", "tab:cyan", "tab:brown", "tab:olive", "tab:pink", "tab:gray")
 ACCURACY_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple")
@@ -32,9 +32,15 @@ def save_figure(fig, png_path: str | Path, dpi: int = 120) -> Path:
     return png_path
 
 
-def plot_training_curves(output_dir: str | Path, png_path: str | Path, title: str, *,
-                         losses: Sequence[tuple[str, str]] = (), accuracies: Sequence[tuple[str, str]] = (),
-                         loss_label: str = "loss") -> Path:
+def plot_training_curves(
+    output_dir: str | Path,
+    png_path: str | Path,
+    title: str,
+    *,
+    losses: Sequence[tuple[str, str]] = (),
+    accuracies: Sequence[tuple[str, str]] = (),
+    loss_label: str = "loss",
+) -> Path:
     """Total loss, the metrics `losses` ((key, label) pairs) on the left axis, `accuracies` on a right axis.
 
     A metric is drawn when every training record of the latest run has it.
@@ -47,7 +53,7 @@ def plot_training_curves(output_dir: str | Path, png_path: str | Path, title: st
     fig, ax = plt.subplots(figsize=(7, 4))
     lines = ax.plot(steps, [r["loss"] for r in records], color="black", label="total loss")
     drawn = [(key, label) for key, label in losses if all(key in r for r in records)]
-    for (key, label), color in zip(drawn, LOSS_COLORS):
+    for (key, label), color in zip(drawn, LOSS_COLORS, strict=False):
         lines += ax.plot(steps, [r[key] for r in records], color=color, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel(loss_label)
@@ -55,7 +61,7 @@ def plot_training_curves(output_dir: str | Path, png_path: str | Path, title: st
     present = [(key, label) for key, label in accuracies if all(key in r for r in records)]
     if present:
         right = ax.twinx()
-        for (key, label), color in zip(present, ACCURACY_COLORS):
+        for (key, label), color in zip(present, ACCURACY_COLORS, strict=False):
             lines += right.plot(steps, [r[key] for r in records], color=color, linestyle="--", label=label)
         right.set_ylabel("accuracy")
         right.set_ylim(0, 1)
@@ -64,8 +70,16 @@ def plot_training_curves(output_dir: str | Path, png_path: str | Path, title: st
     return save_figure(fig, png_path)
 
 
-def plot_embedding_map(features: np.ndarray, labels, png_path: str | Path, title: str, *,
-                       legend_title: str = "", method: str = "tsne", seed: int = 0) -> Path:
+def plot_embedding_map(
+    features: np.ndarray,
+    labels,
+    png_path: str | Path,
+    title: str,
+    *,
+    legend_title: str = "",
+    method: str = "tsne",
+    seed: int = 0,
+) -> Path:
     """2-D t-SNE (or PCA) of `features`, one colour per label value (legend up to 20 values)."""
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels)

@@ -4,6 +4,7 @@ On CPUs without native bf16 (no AVX512-BF16 / AMX) bf16 matrix products are emul
 fp32 (measured on a 2-core AMD EPYC with AVX2 only: 0.26 GFLOP/s in bf16 against 14.6 in fp32), so `auto`
 falls back to fp32 there and says so in the log.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,5 +45,6 @@ def resolve_autocast(setting: str, device: torch.device, flags: set[str] | None 
         return "fp16", "train.autocast=auto: fp16 (the GPU has no bf16)"
     if cpu_has_native_bf16(flags):
         return "bf16", "train.autocast=auto: bf16 (the CPU has native bf16: AVX512-BF16/AMX)"
-    return "no", ("train.autocast=auto: fp32 (this CPU has no native bf16 instructions; bf16 would be "
-                  "emulated and slower)")
+    return "no", (
+        "train.autocast=auto: fp32 (this CPU has no native bf16 instructions; bf16 would be emulated and slower)"
+    )

@@ -1,9 +1,10 @@
 """The command line every `recipes/<name>.py` script shares: `--config`, `--demo`, `key=value` overrides.
 
-    def run(config: MyConfig) -> None: ...
-    if __name__ == "__main__":
-        sys.exit(recipe_main(run, MyConfig, "recipes/my.yaml", __doc__))
+def run(config: MyConfig) -> None: ...
+if __name__ == "__main__":
+    sys.exit(recipe_main(run, MyConfig, "recipes/my.yaml", __doc__))
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def report_user_error(exc: BaseException) -> int:
     return 2
 
 
-def recipe_main(run: Callable[[T], object], config_cls: type[T], default_config: str, doc: str | None,
-                argv: list[str] | None = None) -> int:
+def recipe_main(
+    run: Callable[[T], object], config_cls: type[T], default_config: str, doc: str | None, argv: list[str] | None = None
+) -> int:
     """Parse the arguments, load the config (demo section merged with --demo) and call `run(config)`."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
     parser.add_argument("--config", default=default_config, help="recipe YAML")

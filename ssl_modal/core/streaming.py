@@ -9,6 +9,7 @@ share), so the ranks step together. Peak memory: the shuffle buffer plus one rec
 The trainer recognises a streaming dataset by `stream_batches` / `batches_per_epoch` (see `Trainer.fit`).
 Rows are handed out as `{"row": running index, "fields": {column: numpy value}}`: list columns as 1-D arrays.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,10 @@ class ParquetStream:
 
     def rank_files(self, info: DistInfo) -> list[int]:
         if len(self.files) < info.world_size:
-            raise ValueError(f"{len(self.files)} shard(s) for {info.world_size} processes: every rank needs at "
-                             "least one shard; write more partitions (ssl-modal preprocess --partitions N)")
+            raise ValueError(
+                f"{len(self.files)} shard(s) for {info.world_size} processes: every rank needs at "
+                "least one shard; write more partitions (ssl-modal preprocess --partitions N)"
+            )
         return list(range(info.rank, len(self.files), info.world_size))
 
     def batches_per_epoch(self, batch_size: int, world_size: int) -> int:
@@ -70,7 +73,7 @@ class ParquetStream:
                     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
                         flat = col.values.to_numpy(zero_copy_only=False)
                         offsets = col.offsets.to_numpy()
-                        values[name] = [flat[offsets[k]:offsets[k + 1]] for k in range(len(col))]
+                        values[name] = [flat[offsets[k] : offsets[k + 1]] for k in range(len(col))]
                     else:
                         values[name] = col.to_pylist()
                 for k in range(batch.num_rows):

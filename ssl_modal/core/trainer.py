@@ -1,4 +1,5 @@
 """One trainer for every domain: `Trainer(config).fit(model, train_data, collate, val_data=None)`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,32 +32,32 @@ class TrainConfig:
     """Everything the trainer does is set here (a recipe's `train:` section)."""
 
     output_dir: str = "runs/default"
-    max_steps: int = 1000            # optimizer steps
-    max_minutes: float = 0.0         # wall-clock budget over all resumes; 0 = none. The LR schedule then follows
-                                     # whichever of steps or minutes runs out first
-    batch_size: int = 32             # examples per process per micro-batch
+    max_steps: int = 1000  # optimizer steps
+    max_minutes: float = 0.0  # wall-clock budget over all resumes; 0 = none. The LR schedule then follows
+    # whichever of steps or minutes runs out first
+    batch_size: int = 32  # examples per process per micro-batch
     grad_accum_steps: int = 1
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 100
-    min_lr_ratio: float = 0.0        # cosine decays to learning_rate * min_lr_ratio
-    max_grad_norm: float = 1.0       # 0 disables clipping
-    autocast: str = "no"             # "no" | "bf16" | "fp16" (fp16 on CUDA only) | "auto" (bf16 where native)
+    min_lr_ratio: float = 0.0  # cosine decays to learning_rate * min_lr_ratio
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    autocast: str = "no"  # "no" | "bf16" | "fp16" (fp16 on CUDA only) | "auto" (bf16 where native)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
     keep_last: int = 2
-    monitor_every: int = 50          # collapse monitors on pooled embeddings; 0 disables
-    eval_every: int = 0              # validation loss every N steps; 0 = only at the end
-    resume: bool = True              # continue from the newest valid checkpoint in output_dir
+    monitor_every: int = 50  # collapse monitors on pooled embeddings; 0 disables
+    eval_every: int = 0  # validation loss every N steps; 0 = only at the end
+    resume: bool = True  # continue from the newest valid checkpoint in output_dir
     num_workers: int = 0
     progress: bool = True
     tensorboard: bool = True
-    device: str = "auto"             # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     find_unused_parameters: bool = False  # DDP: set when an objective leaves parameters unused
     early_stopping_patience: int = 0  # with val_data and eval_every: stop after N evaluations without a lower
-                                      # val/loss and keep the best weights in model.pt; 0 = off
+    # val/loss and keep the best weights in model.pt; 0 = off
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2:
@@ -65,11 +66,21 @@ class TrainConfig:
         if self.autocast not in ("no", "bf16", "fp16", "auto"):
             raise ConfigError(f"train.autocast: expected 'no', 'bf16', 'fp16' or 'auto', found '{self.autocast}'")
         rules = {  # key: (lowest allowed, strict?)
-            "max_steps": (1, False), "batch_size": (1, False), "grad_accum_steps": (1, False),
-            "log_every": (1, False), "checkpoint_every": (1, False), "keep_last": (1, False),
-            "learning_rate": (0, True), "weight_decay": (0, False), "warmup_steps": (0, False),
-            "min_lr_ratio": (0, False), "max_grad_norm": (0, False), "max_minutes": (0, False),
-            "monitor_every": (0, False), "eval_every": (0, False), "num_workers": (0, False),
+            "max_steps": (1, False),
+            "batch_size": (1, False),
+            "grad_accum_steps": (1, False),
+            "log_every": (1, False),
+            "checkpoint_every": (1, False),
+            "keep_last": (1, False),
+            "learning_rate": (0, True),
+            "weight_decay": (0, False),
+            "warmup_steps": (0, False),
+            "min_lr_ratio": (0, False),
+            "max_grad_norm": (0, False),
+            "max_minutes": (0, False),
+            "monitor_every": (0, False),
+            "eval_every": (0, False),
+            "num_workers": (0, False),
             "early_stopping_patience": (0, False),
         }
         for name, (low, strict) in rules.items():
@@ -93,8 +104,6 @@ class TrainResult:
     checkpoint: Path | None
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
-
-
 
 
 def _resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -127,8 +136,10 @@ class Trainer:
             scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
             decay = not (p.ndim < 2 or "norm" in name.lower())
             groups.setdefault((scale, decay), []).append(p)
-        params = [{"params": ps, "lr": c.learning_rate * scale, "weight_decay": c.weight_decay if decay else 0.0}
-                  for (scale, decay), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))]
+        params = [
+            {"params": ps, "lr": c.learning_rate * scale, "weight_decay": c.weight_decay if decay else 0.0}
+            for (scale, decay), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))
+        ]
         # fused: one kernel per parameter group instead of a loop of small ops (CPU and CUDA, torch >= 2.4)
         return torch.optim.AdamW(params, lr=c.learning_rate, betas=c.betas, fused=True)
 
@@ -144,9 +155,15 @@ class Trainer:
                 epoch, start_batch = epoch + 1, 0
             sampler = ShardedEpochSampler(len(data), c.batch_size, epoch, c.seed, info, start_batch=start_batch)
             # a private generator keeps DataLoader from drawing on the global RNG (exact resume)
-            loader = DataLoader(data, batch_size=c.batch_size, sampler=sampler, collate_fn=collate,
-                                num_workers=c.num_workers, drop_last=True,
-                                generator=torch.Generator().manual_seed(c.seed + epoch))
+            loader = DataLoader(
+                data,
+                batch_size=c.batch_size,
+                sampler=sampler,
+                collate_fn=collate,
+                num_workers=c.num_workers,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(c.seed + epoch),
+            )
             for i, batch in enumerate(loader, start=start_batch):
                 yield epoch, i, batch
             epoch, start_batch = epoch + 1, 0
@@ -154,8 +171,10 @@ class Trainer:
     def _check_resumable(self, saved: dict, model: SSLModel, path: Path) -> None:
         spec = model.spec
         saved_spec = saved.get("spec") or {}
-        if spec is not None and saved_spec and (saved_spec.get("builder"), saved_spec.get("config")) != (
-            spec.builder, spec.config
+        if (
+            spec is not None
+            and saved_spec
+            and (saved_spec.get("builder"), saved_spec.get("config")) != (spec.builder, spec.config)
         ):
             raise ckpt_io.CheckpointError(
                 f"{path} holds a different model (kind '{saved_spec.get('kind')}', builder "
@@ -170,12 +189,16 @@ class Trainer:
             raise ValueError("train_data is empty: nothing to train on")
         out_dir = Path(c.output_dir)
         ckpt_dir = out_dir / "checkpoints"
-        device_type = "cuda" if (c.device == "auto" and torch.cuda.is_available()) or c.device.startswith("cuda") else "cpu"
+        device_type = (
+            "cuda" if (c.device == "auto" and torch.cuda.is_available()) or c.device.startswith("cuda") else "cpu"
+        )
         info = init_distributed(device_type)
         device = _resolve_device(c.device, info)
-        per_epoch = (train_data.batches_per_epoch(c.batch_size, info.world_size)
-                     if hasattr(train_data, "batches_per_epoch") else
-                     ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size))
+        per_epoch = (
+            train_data.batches_per_epoch(c.batch_size, info.world_size)
+            if hasattr(train_data, "batches_per_epoch")
+            else ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size)
+        )
         if per_epoch == 0:
             raise ValueError(
                 f"train_data has {len(train_data)} examples, fewer than one batch "
@@ -191,14 +214,22 @@ class Trainer:
 
         model.to(device)
         optimizer = self._optimizer(model)
-        state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0,
-                 "best_val": float("inf"), "bad_evals": 0}
+        state: dict[str, Any] = {
+            "step": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "elapsed_s": 0.0,
+            "best_val": float("inf"),
+            "bad_evals": 0,
+        }
         resumed = ckpt_io.latest_valid_checkpoint(ckpt_dir) if c.resume else None
         if resumed is not None:
             state.update(resumed[1]["trainer"])
         budget = TimeBudget(c.max_minutes, state["elapsed_s"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
-            c.warmup_steps, c.max_steps, c.min_lr_ratio, budget.progress if c.max_minutes else None))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            warmup_cosine(c.warmup_steps, c.max_steps, c.min_lr_ratio, budget.progress if c.max_minutes else None),
+        )
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         generator = torch.Generator(device=device)
         generator.manual_seed(c.seed + 1000 * info.rank)
@@ -215,8 +246,11 @@ class Trainer:
             if len(rng) == info.world_size:
                 ckpt_io.restore_rng(rng[info.rank], generator)
             else:
-                log.warning("resuming with %d processes from a %d-process checkpoint: RNG streams restart",
-                            info.world_size, len(rng))
+                log.warning(
+                    "resuming with %d processes from a %d-process checkpoint: RNG streams restart",
+                    info.world_size,
+                    len(rng),
+                )
             if info.is_main:
                 log.info("resumed from %s at step %d", path, state["step"])
         else:
@@ -227,19 +261,27 @@ class Trainer:
         train_model: torch.nn.Module = model
         if info.enabled:
             train_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=c.find_unused_parameters)
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=c.find_unused_parameters,
+            )
         if info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             save_config(c, out_dir / "train_config.yaml")
             truncate_metrics(out_dir, state["step"])  # a resumed run's log carries no repeated steps
             left_out = len(train_data) - per_epoch * c.batch_size * info.world_size
             if left_out:
-                log.info("each epoch uses %d full batches; %d shuffled examples wait for the next epoch",
-                         per_epoch, left_out)
+                log.info(
+                    "each epoch uses %d full batches; %d shuffled examples wait for the next epoch", per_epoch, left_out
+                )
         sink = MetricsSink(out_dir, c.tensorboard) if info.is_main else None
-        bar = tqdm(total=c.max_steps, initial=state["step"], disable=not (c.progress and info.is_main),
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=c.max_steps,
+            initial=state["step"],
+            disable=not (c.progress and info.is_main),
+            desc="train",
+            dynamic_ncols=True,
+        )
         amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
         def autocast():
@@ -253,8 +295,14 @@ class Trainer:
             path = ckpt_dir / f"step-{state['step']:08d}.pt"
             if info.is_main:
                 checkpoint = ckpt_io.make_checkpoint(
-                    model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict(), rng=rng_all, train_config=to_dict(c), trainer=trainer_state)
+                    model,
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict(),
+                    rng=rng_all,
+                    train_config=to_dict(c),
+                    trainer=trainer_state,
+                )
                 ckpt_io.atomic_save(checkpoint, path)
                 ckpt_io.prune_checkpoints(ckpt_dir, c.keep_last)
                 if final:
@@ -282,7 +330,7 @@ class Trainer:
                         state["batch_in_epoch"] = index + 1
                         batch = move_to(batch, device)
                         sync = micro == c.grad_accum_steps - 1 or not info.enabled
-                        with (contextlib.nullcontext() if sync else cast(Any, train_model).no_sync()), autocast():
+                        with contextlib.nullcontext() if sync else cast(Any, train_model).no_sync(), autocast():
                             out = train_model(batch)
                         scaler.scale(out["loss"] / c.grad_accum_steps).backward()
                         for key, value in out.items():
@@ -294,8 +342,11 @@ class Trainer:
                         parts = {k: v for k, v in window.items() if k.endswith("/loss")}
                         raise FloatingPointError(f"loss is not finite at step {state['step'] + 1}: {parts}")
                     scaler.unscale_(optimizer)
-                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-                                 if c.max_grad_norm > 0 else torch.tensor(0.0))
+                    grad_norm = (
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+                        if c.max_grad_norm > 0
+                        else torch.tensor(0.0)
+                    )
                     phase = "update"
                     scaler.step(optimizer)
                     scaler.update()
@@ -308,8 +359,12 @@ class Trainer:
                     if phase == "forward" and not info.enabled and state["step"] > 0:
                         optimizer.zero_grad(set_to_none=True)
                         last_ckpt = save(rng=rng_before, position=position_before)
-                        log.error("step %d failed; the last good state (after step %d) is saved in %s",
-                                  state["step"] + 1, state["step"], last_ckpt)
+                        log.error(
+                            "step %d failed; the last good state (after step %d) is saved in %s",
+                            state["step"] + 1,
+                            state["step"],
+                            last_ckpt,
+                        )
                         if hasattr(exc, "add_note"):  # Python >= 3.11
                             exc.add_note(f"last good state saved: {last_ckpt} (rerun to resume from it)")
                     raise
@@ -321,15 +376,27 @@ class Trainer:
                 if c.monitor_every and step % c.monitor_every == 0 and batch is not None:
                     monitor = {f"monitor/{k}": v for k, v in collapse_stats(model.embed(batch)).items()}
                 if step % c.log_every == 0 or step == c.max_steps:
-                    record = self._record(state, window, window_steps, window_examples,
-                                          time.perf_counter() - window_start, budget, scheduler, info, monitor)
+                    record = self._record(
+                        state,
+                        window,
+                        window_steps,
+                        window_examples,
+                        time.perf_counter() - window_start,
+                        budget,
+                        scheduler,
+                        info,
+                        monitor,
+                    )
                     history.append(record)
                     if sink:
                         sink.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
                     if record.get("monitor/std_mean", 1.0) < 1e-4:
-                        log.warning("step %d: pooled embeddings look collapsed (per-dim std %.2e)",
-                                    step, record["monitor/std_mean"])
+                        log.warning(
+                            "step %d: pooled embeddings look collapsed (per-dim std %.2e)",
+                            step,
+                            record["monitor/std_mean"],
+                        )
                     window, monitor, window_steps, window_examples = {}, {}, 0, 0
                     window_start = time.perf_counter()
                 if val_data is not None and ((c.eval_every and step % c.eval_every == 0) or step == c.max_steps):
@@ -341,24 +408,34 @@ class Trainer:
                 stop_now = stop.signum is not None
                 out_of_time = budget.spent()
                 if info.enabled:  # every rank must agree to stop at the same step
-                    flags = all_reduce_mean(torch.tensor([float(stop_now), float(out_of_time),
-                                                          float(early_stopped)]), info)
+                    flags = all_reduce_mean(
+                        torch.tensor([float(stop_now), float(out_of_time), float(early_stopped)]), info
+                    )
                     stop_now, out_of_time, early_stopped = (bool(f > 0) for f in flags)
                 finished = step == c.max_steps or out_of_time or early_stopped
                 if step % c.checkpoint_every == 0 or stop_now or finished:
                     last_ckpt = save(final=finished)
                 if out_of_time and step < c.max_steps and info.is_main:
-                    log.info("train.max_minutes=%g reached at step %d (%.1f min): model saved",
-                             c.max_minutes, step, budget.elapsed() / 60)
+                    log.info(
+                        "train.max_minutes=%g reached at step %d (%.1f min): model saved",
+                        c.max_minutes,
+                        step,
+                        budget.elapsed() / 60,
+                    )
                 if early_stopped and info.is_main:
-                    log.info("early stopping at step %d: val/loss did not improve in %d evaluations; "
-                             "model.pt holds the best weights (val/loss %.4f)", step, c.early_stopping_patience,
-                             state["best_val"])
+                    log.info(
+                        "early stopping at step %d: val/loss did not improve in %d evaluations; "
+                        "model.pt holds the best weights (val/loss %.4f)",
+                        step,
+                        c.early_stopping_patience,
+                        state["best_val"],
+                    )
                 if stop_now and not finished:
                     interrupted = True
                     if info.is_main:
-                        log.warning("stopped by signal at step %d; checkpoint saved to %s; run again to resume",
-                                    step, last_ckpt)
+                        log.warning(
+                            "stopped by signal at step %d; checkpoint saved to %s; run again to resume", step, last_ckpt
+                        )
                 if stop_now or finished:
                     break
         bar.close()
@@ -368,8 +445,9 @@ class Trainer:
             # a run that had already reached max_steps but died before writing model.pt
             self._write_final(model, out_dir, state["step"])
         final = out_dir / "model.pt" if not interrupted else last_ckpt
-        return TrainResult(step=state["step"], output_dir=out_dir, checkpoint=final, history=history,
-                           interrupted=interrupted)
+        return TrainResult(
+            step=state["step"], output_dir=out_dir, checkpoint=final, history=history, interrupted=interrupted
+        )
 
     def _expected_steps(self, step: int, budget: TimeBudget) -> int:
         """Steps the run will make: max_steps, or fewer when train.max_minutes will stop it first (estimated
@@ -380,23 +458,26 @@ class Trainer:
             return c.max_steps
         return max(step, min(c.max_steps, int(step / progress)))
 
-    def _record(self, state, window, window_steps, window_examples, elapsed, budget, scheduler, info,
-                monitor) -> dict:
+    def _record(self, state, window, window_steps, window_examples, elapsed, budget, scheduler, info, monitor) -> dict:
         """One metrics.jsonl record: window means (sums for *real_tokens), rates, time stamps, monitors."""
         names = sorted(window)
         values = all_reduce_mean(torch.tensor([window[k] for k in names], dtype=torch.float64), info)
         record: dict = {"step": state["step"], "epoch": state["epoch"]}
-        for key, value in zip(names, values):
+        for key, value in zip(names, values, strict=True):
             if key.endswith("real_tokens"):
                 record[f"{key}_per_s"] = float(value) * info.world_size / max(elapsed, 1e-9)
             else:
                 record[key] = float(value) / window_steps
-        record.update({
-            "lr": scheduler.get_last_lr()[0],
-            "examples_per_s": window_examples * info.world_size / max(elapsed, 1e-9),
-            "steps_per_s": window_steps / max(elapsed, 1e-9),
-            "time": time.time(), "elapsed_s": budget.elapsed(), **monitor,
-        })
+        record.update(
+            {
+                "lr": scheduler.get_last_lr()[0],
+                "examples_per_s": window_examples * info.world_size / max(elapsed, 1e-9),
+                "steps_per_s": window_steps / max(elapsed, 1e-9),
+                "time": time.time(),
+                "elapsed_s": budget.elapsed(),
+                **monitor,
+            }
+        )
         return record
 
     def _early_stopping(self, model, out_dir: Path, state: dict, val_loss, info) -> bool:
@@ -407,8 +488,10 @@ class Trainer:
         if val_loss < state["best_val"]:
             state["best_val"], state["bad_evals"] = float(val_loss), 0
             if info.is_main:
-                ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(self.config),
-                                                            trainer={"step": state["step"]}), out_dir / "best.pt")
+                ckpt_io.atomic_save(
+                    ckpt_io.make_checkpoint(model, train_config=to_dict(self.config), trainer={"step": state["step"]}),
+                    out_dir / "best.pt",
+                )
             return False
         state["bad_evals"] += 1
         return state["bad_evals"] >= patience
@@ -420,8 +503,9 @@ class Trainer:
             saved = ckpt_io.load_checkpoint(best)
             model.load_state_dict(saved["model"])
             step = saved["trainer"]["step"]
-        ckpt_io.atomic_save(ckpt_io.make_checkpoint(model, train_config=to_dict(self.config), step=step),
-                            out_dir / "model.pt")
+        ckpt_io.atomic_save(
+            ckpt_io.make_checkpoint(model, train_config=to_dict(self.config), step=step), out_dir / "model.pt"
+        )
 
     @torch.no_grad()
     def evaluate(self, model: SSLModel, data, collate, device=None, autocast=None) -> dict[str, float]:
@@ -443,7 +527,7 @@ class Trainer:
                         totals[key] = totals.get(key, 0.0) + float(value)
                 n += 1
         finally:
-            for o, g in zip(model.objectives.values(), saved):
+            for o, g in zip(model.objectives.values(), saved, strict=True):
                 o.generator = g
             model.train(was_training)
         return {k: v / max(n, 1) for k, v in totals.items()}

@@ -9,10 +9,11 @@ A domain keeps a registry `{name: callable(**params) -> step}`; each step is `st
 and draws its randomness from `generator` only (reproducible, resumable). `p` (default 1) is the probability
 that a step is applied to an example batch. `build_pipeline` checks names and parameters and says which is wrong.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -62,15 +63,17 @@ class TwoViews:
         return self.pipeline_a(dict(batch), generator), self.pipeline_b(dict(batch), generator)
 
 
-def build_pipeline(specs: Sequence[Mapping], registry: Mapping[str, Callable[..., Step]],
-                   where: str = "model.views") -> Pipeline:
+def build_pipeline(
+    specs: Sequence[Mapping], registry: Mapping[str, Callable[..., Step]], where: str = "model.views"
+) -> Pipeline:
     """A Pipeline from `[{name: ..., p: ..., **params}, ...]`; ConfigError naming the step otherwise."""
     steps: list[Step] = []
     for i, spec in enumerate(specs or []):
         key = f"{where}[{i}]"
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ConfigError(f"{key}: expected a mapping with a 'name' (one of {', '.join(sorted(registry))}), "
-                              f"found {spec!r}")
+            raise ConfigError(
+                f"{key}: expected a mapping with a 'name' (one of {', '.join(sorted(registry))}), found {spec!r}"
+            )
         params = dict(spec)
         name = params.pop("name")
         p = float(params.pop("p", 1.0))

@@ -9,6 +9,7 @@ Row convention used throughout ssl_modal.data: row 1 is the first data record (t
 header is not counted; blank lines, and CSV rows whose fields are all empty, are skipped);
 `line` is the physical line in the file, counting the newlines inside quoted fields.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -23,8 +24,15 @@ import numpy as np
 import pandas as pd
 
 log = logging.getLogger("ssl_modal")
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
-           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
 _TEXT_FORMATS = {"csv", "tsv", "jsonl", "json"}
 
 
@@ -49,8 +57,7 @@ def detect_format(path: str | Path) -> tuple[str, bool]:
     fmt = FORMATS.get(ext)
     if fmt is None or (gz and fmt == "parquet"):
         known = ", ".join(sorted(FORMATS)) + " (text formats may end in .gz)"
-        raise DataValidationError(f"{path}: unknown file extension '{''.join(path.suffixes)}'; "
-                                  f"supported: {known}")
+        raise DataValidationError(f"{path}: unknown file extension '{''.join(path.suffixes)}'; supported: {known}")
     return fmt, gz
 
 
@@ -145,8 +152,9 @@ def read_json_document(path: str | Path, gz: bool = False):
         try:
             return json.load(f)
         except json.JSONDecodeError as exc:
-            raise DataValidationError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                                      f"{exc.msg}") from None
+            raise DataValidationError(
+                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
 
 
 def _csv_frame(path: Path, sep: str, as_text: bool) -> tuple[pd.DataFrame, np.ndarray, list]:
@@ -155,8 +163,7 @@ def _csv_frame(path: Path, sep: str, as_text: bool) -> tuple[pd.DataFrame, np.nd
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            df = pd.read_csv(path, sep=sep, skip_blank_lines=False, on_bad_lines="warn",
-                             encoding="utf-8", **kwargs)
+            df = pd.read_csv(path, sep=sep, skip_blank_lines=False, on_bad_lines="warn", encoding="utf-8", **kwargs)
         except pd.errors.EmptyDataError:
             raise DataValidationError(f"{path}: file is empty (no header line)") from None
         except (pd.errors.ParserError, ValueError) as exc:
@@ -164,7 +171,8 @@ def _csv_frame(path: Path, sep: str, as_text: bool) -> tuple[pd.DataFrame, np.nd
     if not df.index.equals(pd.RangeIndex(len(df))):  # pandas took the extra leading fields as an index
         raise DataValidationError(
             f"{path}: line 2 has more fields than the header line ({len(df.columns)} columns: "
-            f"{', '.join(map(str, df.columns))}); add the missing column names to the header")
+            f"{', '.join(map(str, df.columns))}); add the missing column names to the header"
+        )
     # Physical lines: each row adds 1 + the newlines inside its quoted fields.
     text_cols = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c])]
     embedded = np.zeros(len(df), dtype=np.int64)
@@ -177,7 +185,7 @@ def _csv_frame(path: Path, sep: str, as_text: bool) -> tuple[pd.DataFrame, np.nd
     messages = [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
     for part in "\n".join(messages).splitlines():
         if part.startswith("Skipping line "):
-            record, _, reason = part[len("Skipping line "):].partition(": ")
+            record, _, reason = part[len("Skipping line ") :].partition(": ")
             kept_before = min(max(int(record) - 2 - len(skipped), 0), len(df))
             line = header_lines + int(record) - 1 + (int(cum[kept_before - 1]) if kept_before else 0)
             skipped.append((line, f"malformed CSV line: {reason.strip()}"))
@@ -224,21 +232,25 @@ def read_frame(path: str | Path, *, as_text: bool = False) -> tuple[pd.DataFrame
     else:
         records = read_json_document(path, gz)
         if not isinstance(records, list):
-            raise DataValidationError(f"{path}: expected a JSON array of records for a table, "
-                                      f"found a JSON {type(records).__name__}")
+            raise DataValidationError(
+                f"{path}: expected a JSON array of records for a table, found a JSON {type(records).__name__}"
+            )
         lines = None
     not_objects = [i for i, r in enumerate(records) if not isinstance(r, dict)]
     if not_objects:
         i = not_objects[0]
         where = f"line {lines[i]}" if lines is not None else f"element {i}"
-        raise DataValidationError(f"{path}: {where}: expected a JSON object per record, "
-                                  f"found {type(records[i]).__name__} ({len(not_objects)} such records)")
+        raise DataValidationError(
+            f"{path}: {where}: expected a JSON object per record, "
+            f"found {type(records[i]).__name__} ({len(not_objects)} such records)"
+        )
     df = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     return df, lines, problems if fmt == "jsonl" else [], fmt
 
 
-def read_table(path: str | Path, *, columns: Sequence[str] | None = None,
-               allow_empty: bool = False, as_text: bool = False) -> pd.DataFrame:
+def read_table(
+    path: str | Path, *, columns: Sequence[str] | None = None, allow_empty: bool = False, as_text: bool = False
+) -> pd.DataFrame:
     """Read CSV/TSV/Parquet/JSONL/JSON into a DataFrame with clear errors.
 
     columns: required columns (missing ones raise, naming the columns found and the closest match);
@@ -257,6 +269,9 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None,
             raise DataValidationError(missing_columns_message(path, missing, list(df.columns)))
         df = df[list(columns)]
     if len(df) == 0 and not allow_empty:
-        raise DataValidationError(f"{path}: no data rows (only a header: {', '.join(map(str, df.columns))})"
-                                  if len(df.columns) else f"{path}: no data rows")
+        raise DataValidationError(
+            f"{path}: no data rows (only a header: {', '.join(map(str, df.columns))})"
+            if len(df.columns)
+            else f"{path}: no data rows"
+        )
     return df

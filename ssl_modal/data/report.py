@@ -5,18 +5,21 @@ skipped); `line` is the physical line in the file (CSV/JSONL) so an editor can j
 `Problem.where()` prints the line only when it differs from the row (as in JSONL files).
 For huge files each kind of problem keeps its total count but only the first examples.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .readers import DataValidationError
 
-ROW_CONVENTION = ("row N = the N-th data record, 1-based, header not counted, blank lines skipped; "
-                  "line = line number in the file")
+ROW_CONVENTION = (
+    "row N = the N-th data record, 1-based, header not counted, blank lines skipped; line = line number in the file"
+)
 
 
 def show_value(value: Any, limit: int = 60) -> str:
@@ -80,17 +83,25 @@ class ValidationReport:
         """Total number of problem places, including those not kept as examples."""
         return sum(self.counts.values())
 
-    def add(self, kind: str, message: str, *, column=None, expected=None, found=None,
-            row=None, line=None, path=None) -> None:
+    def add(
+        self, kind: str, message: str, *, column=None, expected=None, found=None, row=None, line=None, path=None
+    ) -> None:
         """Record one problem (kept as an example while its group has fewer than max_examples)."""
         key = (kind, column, expected)
         self.counts[key] = self.counts.get(key, 0) + 1
         if self.counts[key] <= self.max_examples:
             self.problems.append(Problem(row, column, expected, found, message, line, self.file, kind, path))
 
-    def add_rows(self, kind: str, column: str | None, expected: str, mask: np.ndarray,
-                 found: pd.Series | Callable[[np.ndarray], list], lines: np.ndarray | None,
-                 detail: Callable[[np.ndarray], list[str]] | None = None) -> None:
+    def add_rows(
+        self,
+        kind: str,
+        column: str | None,
+        expected: str,
+        mask: np.ndarray,
+        found: pd.Series | Callable[[np.ndarray], list],
+        lines: np.ndarray | None,
+        detail: Callable[[np.ndarray], list[str]] | None = None,
+    ) -> None:
         """Record every row where `mask` is True: count all, build messages for the first few only."""
         idx = np.flatnonzero(mask)
         if idx.size == 0:
@@ -101,21 +112,24 @@ class ValidationReport:
         take = idx[: max(self.max_examples - already, 0)]
         values = found(take) if callable(found) else [show_value(v) for v in found.iloc[take]]
         extras = detail(take) if detail is not None else [""] * len(take)
-        for i, value, extra in zip(take.tolist(), values, extras):
+        for i, value, extra in zip(take.tolist(), values, extras, strict=True):
             line = int(lines[i]) if lines is not None else None
             where = Problem(row=i + 1, line=line).where()
             col = f", column '{column}'" if column is not None else ""
             message = f"{where}{col}: expected {expected}, found {value}{extra}"
-            self.problems.append(Problem(i + 1, column, expected, value, message, line, self.file, kind,
-                                         note=extra.strip()))
+            self.problems.append(
+                Problem(i + 1, column, expected, value, message, line, self.file, kind, note=extra.strip())
+            )
 
     def __str__(self) -> str:
         if self.ok:
             rows = f" ({self.n_rows} rows)" if self.n_rows is not None else ""
             return f"OK: {self.file} matches schema '{self.schema}'{rows}"
         n = self.n_problems
-        head = [f"FAILED: {self.file} does not match schema '{self.schema}': {n} problem{'s' * (n != 1)} "
-                f"of {len(self.counts)} kind{'s' * (len(self.counts) != 1)}"]
+        head = [
+            f"FAILED: {self.file} does not match schema '{self.schema}': {n} problem{'s' * (n != 1)} "
+            f"of {len(self.counts)} kind{'s' * (len(self.counts) != 1)}"
+        ]
         if any(p.row is not None for p in self.problems):
             head.append(f"  ({ROW_CONVENTION})")
         for key, count in self.counts.items():
@@ -125,23 +139,35 @@ class ValidationReport:
                 continue
             kind, column, expected = key
             json = kind == "json_schema"
-            subject = (f"field '{column}'" if json else f"column '{column}'") if column is not None else \
-                ("record" if json else kind)
+            subject = (
+                (f"field '{column}'" if json else f"column '{column}'")
+                if column is not None
+                else ("record" if json else kind)
+            )
             unit = "records" if json else ("rows" if all(p.row is not None for p in examples) else "places")
             shown = f", first {len(examples)} shown" if len(examples) < count else ""
             head.append(f"  - {subject}: expected {expected}: {count} {unit}{shown}")
             for p in examples:
-                text = p.message if json or p.found is None else f"{p.where()}: found {p.found}{' ' + p.note if p.note else ''}"
+                text = (
+                    p.message
+                    if json or p.found is None
+                    else f"{p.where()}: found {p.found}{' ' + p.note if p.note else ''}"
+                )
                 head.append(f"      {text}")
         return "\n".join(head)
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "schema": self.schema, "ok": self.ok, "n_rows": self.n_rows,
-                "n_problems": self.n_problems, "problems": [p.to_dict() for p in self.problems],
-                "counts": [{"kind": k[0], "column": k[1], "expected": k[2], "count": c}
-                           for k, c in self.counts.items()]}
+        return {
+            "file": self.file,
+            "schema": self.schema,
+            "ok": self.ok,
+            "n_rows": self.n_rows,
+            "n_problems": self.n_problems,
+            "problems": [p.to_dict() for p in self.problems],
+            "counts": [{"kind": k[0], "column": k[1], "expected": k[2], "count": c} for k, c in self.counts.items()],
+        }
 
-    def raise_if_failed(self) -> "ValidationReport":
+    def raise_if_failed(self) -> ValidationReport:
         """Raise DataValidationError carrying this report when there are problems; else return self."""
         if not self.ok:
             raise DataValidationError(str(self), report=self)

@@ -8,6 +8,7 @@ Two kinds of schema file, both named `data_schemas/<name>.schema.json`:
   of a JSON/JSONL manifest. Used with `jsonschema` by `validate`.
 A value is missing when it is null/NaN or a string that is empty or only whitespace.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -55,8 +56,10 @@ def find_schema(name_or_path: str | Path) -> Path:
     names = available_schemas()
     close = difflib.get_close_matches(str(name_or_path), names, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise SchemaError(f"schema '{name_or_path}' not found: not a file, and no {candidate}{hint} "
-                      f"(available: {', '.join(names) or 'none'})")
+    raise SchemaError(
+        f"schema '{name_or_path}' not found: not a file, and no {candidate}{hint} "
+        f"(available: {', '.join(names) or 'none'})"
+    )
 
 
 @dataclass
@@ -136,8 +139,7 @@ def load_schema(name_or_path: str | Path) -> Schema:
         errors, kind = _check_table_spec(spec), "table"
     else:
         cls = jsonschema.validators.validator_for(spec, default=jsonschema.Draft202012Validator)
-        errors = [f"{_json_path(e.absolute_path)}: {e.message}"
-                  for e in cls(cls.META_SCHEMA).iter_errors(spec)]
+        errors = [f"{_json_path(e.absolute_path)}: {e.message}" for e in cls(cls.META_SCHEMA).iter_errors(spec)]
         kind = "json"
     if errors:
         raise SchemaError(f"{path}: invalid {kind} schema:\n  " + "\n  ".join(errors))
@@ -145,6 +147,7 @@ def load_schema(name_or_path: str | Path) -> Schema:
 
 
 # ---------------------------------------------------------------- vectorised table checks
+
 
 def _ranked(dtypes: list[str]) -> str:
     """The dtype used for min/max/allowed/unique: the first orderable one, else the first."""
@@ -210,8 +213,10 @@ def parse(s: pd.Series, dtype: str, fmt: str | None = None) -> tuple[np.ndarray,
 
 
 def _expected(dtypes: list[str], fmt: str | None) -> str:
-    names = {"datetime": f"datetime ({fmt or 'ISO 8601, e.g. 2024-01-31 or 2024-01-31T12:00:00'})",
-             "boolean": "boolean (true/false, yes/no, 1/0)"}
+    names = {
+        "datetime": f"datetime ({fmt or 'ISO 8601, e.g. 2024-01-31 or 2024-01-31T12:00:00'})",
+        "boolean": "boolean (true/false, yes/no, 1/0)",
+    }
     return " or ".join(names.get(d, d) for d in dtypes)
 
 
@@ -222,8 +227,7 @@ def _key(s: pd.Series, dtypes: list[str], fmt: str | None) -> pd.Series:
     return s.astype(str).str.strip()
 
 
-def _check_column(report: ValidationReport, s: pd.Series, name: str, col: dict,
-                  lines: np.ndarray | None) -> None:
+def _check_column(report: ValidationReport, s: pd.Series, name: str, col: dict, lines: np.ndarray | None) -> None:
     dtypes = [col["dtype"]] if isinstance(col["dtype"], str) else list(col["dtype"])
     fmt = col.get("format")
     missing = missing_mask(s)
@@ -256,8 +260,15 @@ def _check_column(report: ValidationReport, s: pd.Series, name: str, col: dict,
             report.add_rows("min_length", name, f"at least {col['min_length']} characters", bad, s, lines)
         if "max_length" in col:
             bad = is_text & (lengths > col["max_length"])
-            report.add_rows("max_length", name, f"at most {col['max_length']} characters", bad, s, lines,
-                            detail=lambda idx: [f" ({int(lengths[i])} characters)" for i in idx])
+            report.add_rows(
+                "max_length",
+                name,
+                f"at most {col['max_length']} characters",
+                bad,
+                s,
+                lines,
+                detail=lambda idx: [f" ({int(lengths[i])} characters)" for i in idx],
+            )
         if "pattern" in col:
             bad = is_text & ~_mask(texts.str.fullmatch(col["pattern"]))
             report.add_rows("pattern", name, f"text matching /{col['pattern']}/", bad, s, lines)
@@ -274,12 +285,18 @@ def _check_column(report: ValidationReport, s: pd.Series, name: str, col: dict,
         dup[np.flatnonzero(valid)[_mask(key[valid].duplicated(keep="first"))]] = True
         first = key[valid].drop_duplicates()
         first_row = pd.Series(first.index.to_numpy() + 1, index=first.to_numpy())
-        report.add_rows("unique", name, "unique values", dup, s, lines,
-                        detail=lambda idx: [f" (also in row {first_row.get(key.iloc[i])})" for i in idx])
+        report.add_rows(
+            "unique",
+            name,
+            "unique values",
+            dup,
+            s,
+            lines,
+            detail=lambda idx: [f" (also in row {first_row.get(key.iloc[i])})" for i in idx],
+        )
 
 
-def check_table(report: ValidationReport, df: pd.DataFrame, spec: dict,
-                lines: np.ndarray | None) -> None:
+def check_table(report: ValidationReport, df: pd.DataFrame, spec: dict, lines: np.ndarray | None) -> None:
     """Add every problem of `df` against table schema `spec` to `report` (no per-row Python loops)."""
     columns, found = spec["columns"], [str(c) for c in df.columns]
     df = df.set_axis(found, axis=1)
@@ -294,25 +311,48 @@ def check_table(report: ValidationReport, df: pd.DataFrame, spec: dict,
         hint = f"; did you mean '{close[0]}'?" if close else ""
         listing = f"(found columns: {', '.join(found) or 'none'})"
         if col.get("required", True):
-            report.add("missing_column", f"missing column '{name}'{hint} {listing}", column=name,
-                       expected=f"a column named '{name}'", found=", ".join(found))
+            report.add(
+                "missing_column",
+                f"missing column '{name}'{hint} {listing}",
+                column=name,
+                expected=f"a column named '{name}'",
+                found=", ".join(found),
+            )
         elif close:
-            report.add("misnamed_column", f"optional column '{name}' not found, but '{close[0]}' looks like "
-                       f"a misspelling of it {listing}", column=name,
-                       expected=f"a column named '{name}'", found=close[0])
+            report.add(
+                "misnamed_column",
+                f"optional column '{name}' not found, but '{close[0]}' looks like a misspelling of it {listing}",
+                column=name,
+                expected=f"a column named '{name}'",
+                found=close[0],
+            )
     if not spec.get("additional_columns", True):
         for name in extra:
-            report.add("unexpected_column", f"column '{name}' is not in the schema (allowed: "
-                       f"{', '.join(columns)})", column=name, expected="no such column", found=name)
+            report.add(
+                "unexpected_column",
+                f"column '{name}' is not in the schema (allowed: {', '.join(columns)})",
+                column=name,
+                expected="no such column",
+                found=name,
+            )
     if len(df) < spec.get("min_rows", 1):
-        report.add("too_few_rows", f"expected at least {spec.get('min_rows', 1)} data rows, found {len(df)}",
-                   expected=f">= {spec.get('min_rows', 1)} rows", found=str(len(df)))
+        report.add(
+            "too_few_rows",
+            f"expected at least {spec.get('min_rows', 1)} data rows, found {len(df)}",
+            expected=f">= {spec.get('min_rows', 1)} rows",
+            found=str(len(df)),
+        )
     for name, col in columns.items():
         if name in df.columns:
             _check_column(report, df[name], name, col, lines)
     key = [c for c in spec.get("primary_key", []) if c in df.columns]
     if key and len(key) == len(spec["primary_key"]):
         dup = df.duplicated(subset=key, keep="first").to_numpy()
-        report.add_rows("primary_key", None, f"a unique ({', '.join(key)}) per row", dup,
-                        lambda idx: [", ".join(f"{k}={show_value(df[k].iloc[i])}" for k in key) for i in idx],
-                        lines)
+        report.add_rows(
+            "primary_key",
+            None,
+            f"a unique ({', '.join(key)}) per row",
+            dup,
+            lambda idx: [", ".join(f"{k}={show_value(df[k].iloc[i])}" for k in key) for i in idx],
+            lines,
+        )

@@ -9,6 +9,7 @@ JSONL file, each element of a JSON array, or a single JSON object. Problems in t
 (missing, empty, not UTF-8, malformed lines) are reported the same way, so nothing is raised
 except SchemaError for a schema that cannot be found or is malformed.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,15 +33,15 @@ def _check_manifest(report: ValidationReport, schema: Schema, file: str | Path) 
         records, lines, parse_errors = read_jsonl_records(path, gz)
         single = False
         for line, message in parse_errors:
-            report.add("parse", f"line {line}: {message}", line=line, expected="one JSON value per line",
-                       found=message)
+            report.add("parse", f"line {line}: {message}", line=line, expected="one JSON value per line", found=message)
     elif fmt == "json":
         document = read_json_document(path, gz)
         single = not isinstance(document, list)
         records, lines = ([document] if single else document), None
     else:
-        raise DataValidationError(f"{path}: schema '{schema.name}' is a JSON Schema for JSON/JSONL "
-                                  f"manifests, but this is a {fmt} file")
+        raise DataValidationError(
+            f"{path}: schema '{schema.name}' is a JSON Schema for JSON/JSONL manifests, but this is a {fmt} file"
+        )
     report.n_rows = len(records)
     if not records and not report.problems:
         report.add("empty", f"{path}: no records", expected="at least one record", found="none")
@@ -51,13 +52,24 @@ def _check_manifest(report: ValidationReport, schema: Schema, file: str | Path) 
             row = None if single else i + 1
             at_line = int(lines[i]) if lines is not None else None
             column = str(err.absolute_path[0]) if err.absolute_path else None
-            found = (f"keys {sorted(err.instance)}" if err.validator == "required" and isinstance(err.instance, dict)
-                     else show_value(err.instance))
+            found = (
+                f"keys {sorted(err.instance)}"
+                if err.validator == "required" and isinstance(err.instance, dict)
+                else show_value(err.instance)
+            )
             expected = f"{err.validator} {show_value(err.validator_value)}"
             where = Problem(row=row, line=at_line, path=err.json_path).where() or "$"
             message = f"{where}: {err.message}"
-            report.add("json_schema", message, column=column, expected=expected, found=found,
-                       row=row, line=at_line, path=err.json_path)
+            report.add(
+                "json_schema",
+                message,
+                column=column,
+                expected=expected,
+                found=found,
+                row=row,
+                line=at_line,
+                path=err.json_path,
+            )
 
 
 def _apply_mapping(report: ValidationReport, schema: Schema, df: pd.DataFrame, mapping: dict) -> pd.DataFrame:
@@ -65,16 +77,24 @@ def _apply_mapping(report: ValidationReport, schema: Schema, df: pd.DataFrame, m
     known = list(schema.spec.get("columns", {}))
     for key, column in mapping.items():
         if key not in known:
-            raise SchemaError(f"column mapping '{key}={column}': '{key}' is not a column of schema '{schema.name}' "
-                              f"(its columns: {', '.join(known)})")
+            raise SchemaError(
+                f"column mapping '{key}={column}': '{key}' is not a column of schema '{schema.name}' "
+                f"(its columns: {', '.join(known)})"
+            )
         if column not in df.columns:
-            report.add("mapping", f"column '{column}' (mapped to '{key}') is not in the file", column=column,
-                       expected=f"a column '{column}'", found=", ".join(map(str, df.columns)))
+            report.add(
+                "mapping",
+                f"column '{column}' (mapped to '{key}') is not in the file",
+                column=column,
+                expected=f"a column '{column}'",
+                found=", ".join(map(str, df.columns)),
+            )
     return df.rename(columns={column: key for key, column in mapping.items()})
 
 
-def validate(schema: str | Path | Schema, file: str | Path, *, max_examples: int = 5,
-             mapping: dict[str, str] | None = None) -> ValidationReport:
+def validate(
+    schema: str | Path | Schema, file: str | Path, *, max_examples: int = 5, mapping: dict[str, str] | None = None
+) -> ValidationReport:
     """Check `file` against a schema name (data_schemas/<name>.schema.json) or schema path.
 
     `mapping` ({schema column: file column}, e.g. {"amount": "amt"}) reads a file whose columns have other
@@ -103,8 +123,9 @@ def validate(schema: str | Path | Schema, file: str | Path, *, max_examples: int
     return report
 
 
-def validate_frame(schema: str | Path | Schema, df: pd.DataFrame, *, name: str = "<DataFrame>",
-                   max_examples: int = 5) -> ValidationReport:
+def validate_frame(
+    schema: str | Path | Schema, df: pd.DataFrame, *, name: str = "<DataFrame>", max_examples: int = 5
+) -> ValidationReport:
     """Check an in-memory DataFrame against a table schema (rows are 1-based positions)."""
     schema = _as_schema(schema)
     if schema.kind != "table":

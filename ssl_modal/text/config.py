@@ -1,4 +1,5 @@
 """The text recipe's config: one dataclass per section of `recipes/text_mlm.yaml`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ class ModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 1024
-    max_length: int = 128            # tokens per text, [CLS] and [SEP] included; longer texts are truncated
+    max_length: int = 128  # tokens per text, [CLS] and [SEP] included; longer texts are truncated
     dropout: float = 0.1
-    init_from: str | None = None     # local HF folder or "minilm" (never downloaded)
-    pooling: str = "mean"            # sentence vector: "mean" of the last layer over real tokens, or "cls"
+    init_from: str | None = None  # local HF folder or "minilm" (never downloaded)
+    pooling: str = "mean"  # sentence vector: "mean" of the last layer over real tokens, or "cls"
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
@@ -38,7 +39,7 @@ class TokenizerConfig:
     vocab_file: str | None = None
     train_vocab_size: int | None = None
     lowercase: bool = True
-    min_frequency: int = 2           # for training: minimum count of a merged piece
+    min_frequency: int = 2  # for training: minimum count of a merged piece
 
 
 @dataclass
@@ -62,9 +63,9 @@ class ObjectivesConfig:
     mlm: float = 1.0
     simcse: float = 0.0
     span_crop: float = 0.0
-    temperature: float = 0.05        # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
-    crop_min: float = 0.3            # span_crop: each view keeps a random fraction in [crop_min, crop_max]
-    crop_max: float = 0.7            #   of a text's tokens, as one contiguous span
+    temperature: float = 0.05  # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
+    crop_min: float = 0.3  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
+    crop_max: float = 0.7  #   of a text's tokens, as one contiguous span
 
     def __post_init__(self) -> None:
         for name in ("mlm", "simcse", "span_crop"):
@@ -73,8 +74,10 @@ class ObjectivesConfig:
         if not (self.mlm or self.simcse or self.span_crop):
             raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop); give one a weight > 0")
         if not 0 < self.crop_min <= self.crop_max <= 1:
-            raise ValueError(f"objectives.crop_min/crop_max: expected 0 < crop_min <= crop_max <= 1, "
-                             f"found {self.crop_min} and {self.crop_max}")
+            raise ValueError(
+                f"objectives.crop_min/crop_max: expected 0 < crop_min <= crop_max <= 1, "
+                f"found {self.crop_min} and {self.crop_max}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"objectives.temperature: expected > 0, found {self.temperature}")
 
@@ -86,11 +89,11 @@ class DataConfig:
     train_file: str = ""
     test_file: str | None = None
     text_column: str = "text"
-    label_column: str | None = "label"   # null: no labels, no probe
+    label_column: str | None = "label"  # null: no labels, no probe
     max_train_examples: int | None = None
-    on_empty: str = "skip"               # empty/missing texts: "skip" (counted, reported) or "error"
-    pack: bool = False                   # pack whole texts into rows of model.max_length tokens (no padding);
-                                         # attention stays inside each text; train.batch_size counts rows
+    on_empty: str = "skip"  # empty/missing texts: "skip" (counted, reported) or "error"
+    pack: bool = False  # pack whole texts into rows of model.max_length tokens (no padding);
+    # attention stays inside each text; train.batch_size counts rows
 
 
 @dataclass
@@ -99,13 +102,13 @@ class EvalConfig:
 
     probe_train_examples: list = field(default_factory=lambda: [5000, None])  # first N training texts (null: all)
     label_efficiency: list = field(default_factory=lambda: [100, 1000])  # extra probes on the first N texts
-    init_baseline: bool = True              # with model.init_from: also the frozen model it started from
+    init_baseline: bool = True  # with model.init_from: also the frozen model it started from
     knn_k: int = 20
     batch_size: int = 128
-    baselines: bool = True                  # also TF-IDF + logistic regression and a random-init encoder
-    finetune_steps: int = 0                 # > 0: also fine-tune the pretrained encoder + a linear head (core
-    finetune_examples: int | None = 5000    #   finetune) on the first N training texts, for at most this many steps
-    finetune_learning_rate: float = 1e-3    # head learning rate; the encoder gets 0.1 x this
+    baselines: bool = True  # also TF-IDF + logistic regression and a random-init encoder
+    finetune_steps: int = 0  # > 0: also fine-tune the pretrained encoder + a linear head (core
+    finetune_examples: int | None = 5000  #   finetune) on the first N training texts, for at most this many steps
+    finetune_learning_rate: float = 1e-3  # head learning rate; the encoder gets 0.1 x this
 
     def __post_init__(self) -> None:  # a single value (key=value override) means a one-item list
         if not isinstance(self.probe_train_examples, (list, tuple)):
@@ -114,8 +117,10 @@ class EvalConfig:
             self.label_efficiency = [] if self.label_efficiency is None else [self.label_efficiency]
         for n in [*self.probe_train_examples, *self.label_efficiency]:
             if n is not None and (not isinstance(n, int) or n < 2):
-                raise ValueError(f"eval.probe_train_examples / eval.label_efficiency: expected counts >= 2 "
-                                 f"(or null: all), found {n!r}")
+                raise ValueError(
+                    f"eval.probe_train_examples / eval.label_efficiency: expected counts >= 2 "
+                    f"(or null: all), found {n!r}"
+                )
 
 
 @dataclass

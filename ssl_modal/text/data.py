@@ -4,13 +4,15 @@ Reading never loses rows silently: empty or missing texts are counted and report
 `Corpus.report()` (or raise with `on_empty="error"`); every error names the file. Table formats
 go through the shared `ssl_modal.data.readers` (errors name file, line and byte offset).
 """
+
 from __future__ import annotations
 
 import difflib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -70,8 +72,10 @@ def read_table(path: str | Path, text_column: str = "text"):
     try:
         detect_format(path)
     except DataValidationError:
-        raise CorpusError(f"{path}: unsupported file type '{''.join(path.suffixes)}'; a text corpus is one of "
-                          f"{', '.join(sorted([*FORMATS, '.txt']))} (text formats may end in .gz)") from None
+        raise CorpusError(
+            f"{path}: unsupported file type '{''.join(path.suffixes)}'; a text corpus is one of "
+            f"{', '.join(sorted([*FORMATS, '.txt']))} (text formats may end in .gz)"
+        ) from None
     return read_data_table(path)
 
 
@@ -124,7 +128,9 @@ def read_corpus(
         raise CorpusError(f"{path}: all {len(raw):,} texts in column '{text_column}' are empty or missing")
     if empty:
         rows = ", ".join(str(i + 1) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
-        msg = f"{path}: {len(empty):,} of {len(raw):,} texts in column '{text_column}' are empty or missing (rows {rows})"
+        msg = (
+            f"{path}: {len(empty):,} of {len(raw):,} texts in column '{text_column}' are empty or missing (rows {rows})"
+        )
         if on_empty == "error":
             raise CorpusError(msg)
         warnings.warn(msg + "; they are skipped", stacklevel=2)
@@ -135,9 +141,8 @@ def read_corpus(
         all_labels = frame[label_column].tolist()
         bad = [i + 1 for i in keep if _is_empty(all_labels[i])]
         if bad:
-            raise CorpusError(
-                f"{path}: {len(bad):,} row(s) have a text but no '{label_column}' label (rows {', '.join(map(str, bad[:10]))})"
-            )
+            rows = ", ".join(map(str, bad[:10]))
+            raise CorpusError(f"{path}: {len(bad):,} row(s) have a text but no '{label_column}' label (rows {rows})")
         labels = [all_labels[i] for i in keep]
     texts = [str(raw[i]) for i in keep]
     rows = [i + 1 for i in keep]
@@ -155,8 +160,14 @@ def tokenize_texts(texts: Sequence[str], tokenizer: TextTokenizer, word_ids: boo
         return tokenizer(batch["text"], word_ids=word_ids)
 
     ds = datasets.Dataset.from_dict({"text": list(texts)})
-    return ds.map(encode, batched=True, batch_size=batch_size, remove_columns=["text"], desc="tokenize",
-                  new_fingerprint=f"tokenize-{len(texts)}-{word_ids}-{id(tokenizer)}")
+    return ds.map(
+        encode,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=["text"],
+        desc="tokenize",
+        new_fingerprint=f"tokenize-{len(texts)}-{word_ids}-{id(tokenizer)}",
+    )
 
 
 class TextCollate:

@@ -7,6 +7,7 @@ the cache as well. The result is a map-style `datasets.Dataset` the Trainer samp
 token ids as `tokenize_texts(read_corpus(...).texts, ...)` for the same texts. `streaming=True` returns a
 `datasets.IterableDataset` instead (nothing cached; for one pass, e.g. embedding a corpus).
 """
+
 from __future__ import annotations
 
 import glob
@@ -36,8 +37,10 @@ def corpus_files(source: str | Path | list) -> tuple[str, list[str]]:
         raise DataFileNotFoundError(f"{missing[0]}: file not found (working directory {Path.cwd()})")
     kinds = {BUILDERS.get(Path(f).suffix.lower()) for f in files}
     if None in kinds or len(kinds) != 1:
-        raise CorpusError(f"{source}: expected shards of one format ({', '.join(BUILDERS)}), found suffixes "
-                          f"{sorted({Path(f).suffix for f in files})}")
+        raise CorpusError(
+            f"{source}: expected shards of one format ({', '.join(BUILDERS)}), found suffixes "
+            f"{sorted({Path(f).suffix for f in files})}"
+        )
     return kinds.pop(), files
 
 
@@ -49,8 +52,10 @@ def load_corpus_files(source, text_column: str = "text", *, cache_dir: str | Non
     ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, streaming=streaming)
     columns = list(ds.column_names or ([] if streaming else []))
     if columns and text_column not in columns:
-        raise CorpusError(f"{files[0]} has no text column '{text_column}'; columns found: {', '.join(columns)}. "
-                          "Set data.text_column to one of them.")
+        raise CorpusError(
+            f"{files[0]} has no text column '{text_column}'; columns found: {', '.join(columns)}. "
+            "Set data.text_column to one of them."
+        )
 
     def keep(batch):
         return [isinstance(t, str) and bool(t.strip()) for t in batch[text_column]]
@@ -66,8 +71,16 @@ def load_corpus_files(source, text_column: str = "text", *, cache_dir: str | Non
     return ds
 
 
-def tokenize_corpus_files(source, tokenizer: TextTokenizer, text_column: str = "text", *, word_ids: bool = False,
-                          batch_size: int = 1000, cache_dir: str | None = None, streaming: bool = False):
+def tokenize_corpus_files(
+    source,
+    tokenizer: TextTokenizer,
+    text_column: str = "text",
+    *,
+    word_ids: bool = False,
+    batch_size: int = 1000,
+    cache_dir: str | None = None,
+    streaming: bool = False,
+):
     """Token ids (input_ids, special_tokens_mask[, word_ids]) of every non-empty text, memory-mapped."""
     ds = load_corpus_files(source, text_column, cache_dir=cache_dir, streaming=streaming)
 

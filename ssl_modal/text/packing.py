@@ -9,27 +9,31 @@ restart at every text, so a packed text is encoded exactly as it would be alone 
 Texts are placed by online best fit (each text, in a seeded random order, goes to the open row with
 the least room that still fits it), which fills rows without reordering by length.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 
-def pack_texts(input_ids: Sequence[Sequence[int]], special_tokens_mask: Sequence[Sequence[int]],
-               max_length: int, seed: int = 0) -> list[dict[str, list[int]]]:
+def pack_texts(
+    input_ids: Sequence[Sequence[int]], special_tokens_mask: Sequence[Sequence[int]], max_length: int, seed: int = 0
+) -> list[dict[str, list[int]]]:
     """Rows of packed texts: dicts with input_ids, special_tokens_mask and segment_ids (one list each)."""
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2, found {max_length}")
     order = list(range(len(input_ids)))
     random.Random(seed).shuffle(order)
-    rows: list[list[int]] = []                        # text indices per row
-    room: list[int] = []                              # free positions per row
+    rows: list[list[int]] = []  # text indices per row
+    room: list[int] = []  # free positions per row
     by_room: list[list[int]] = [[] for _ in range(max_length + 1)]  # open rows by free positions
     for index in order:
         n = len(input_ids[index])
         if n > max_length:
-            raise ValueError(f"text {index} has {n} tokens, more than max_length={max_length}: "
-                             "tokenize with truncation to max_length before packing")
+            raise ValueError(
+                f"text {index} has {n} tokens, more than max_length={max_length}: "
+                "tokenize with truncation to max_length before packing"
+            )
         if n == 0:
             continue
         free = next((r for r in range(n, max_length + 1) if by_room[r]), None)

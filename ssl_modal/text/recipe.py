@@ -3,6 +3,7 @@ a local model), then frozen-encoder probes against baselines.
 
 Used by `recipes/text_mlm.py` and by `ssl-modal train|eval recipes/text_mlm.yaml`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,9 @@ def read_split(cfg: TextConfig, which: str, labels: bool = False, max_examples: 
     path = cfg.data.train_file if which == "train" else cfg.data.test_file
     if not path:
         raise ValueError(f"data.{which}_file is not set")
-    return read_corpus(path, cfg.data.text_column, cfg.data.label_column if labels else None,
-                       max_examples, cfg.data.on_empty)
+    return read_corpus(
+        path, cfg.data.text_column, cfg.data.label_column if labels else None, max_examples, cfg.data.on_empty
+    )
 
 
 def recipe_tokenizer(cfg: TextConfig, texts: list[str]) -> TextTokenizer:
@@ -61,15 +63,25 @@ def train(cfg: TextConfig) -> TrainResult:
     torch.manual_seed(cfg.train.seed)
     model = build_text_model(recipe_model_config(cfg, tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("text model: %s parameters, vocabulary %s, max_length %d, objectives %s",
-             f"{n_params:,}", f"{tokenizer.vocab_size:,}", cfg.model.max_length, model.weights)
+    log.info(
+        "text model: %s parameters, vocabulary %s, max_length %d, objectives %s",
+        f"{n_params:,}",
+        f"{tokenizer.vocab_size:,}",
+        cfg.model.max_length,
+        model.weights,
+    )
     if cfg.data.pack and cfg.mlm.whole_word:
         raise ValueError("data.pack: true does not support mlm.whole_word: true; set one of them off")
     data = tokenize_texts(corpus.texts, tokenizer, word_ids=cfg.mlm.whole_word)
     if cfg.data.pack:
         rows = pack_texts(data["input_ids"], data["special_tokens_mask"], cfg.model.max_length, cfg.train.seed)
-        log.info("packed %s texts into %s rows of %d tokens (%.1f %% real tokens)", f"{len(data):,}",
-                 f"{len(rows):,}", cfg.model.max_length, 100 * fill_ratio(rows, cfg.model.max_length))
+        log.info(
+            "packed %s texts into %s rows of %d tokens (%.1f %% real tokens)",
+            f"{len(data):,}",
+            f"{len(rows):,}",
+            cfg.model.max_length,
+            100 * fill_ratio(rows, cfg.model.max_length),
+        )
         data = rows
     return Trainer(cfg.train).fit(model, data, model.collate)
 
@@ -136,9 +148,17 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
     for n in sizes:
         split = {"train_idx": np.arange(n), "test_idx": test_idx, "k": cfg.eval.knn_k, "seed": cfg.train.seed}
         if cfg.eval.baselines:
-            results.append(probe(tfidf_features(train_texts[:n], test_part.texts), labels[np.r_[:n, test_idx]],
-                                 name="tf-idf + logreg", train_idx=np.arange(n),
-                                 test_idx=np.arange(n, n + len(test_idx)), k=cfg.eval.knn_k, seed=cfg.train.seed))
+            results.append(
+                probe(
+                    tfidf_features(train_texts[:n], test_part.texts),
+                    labels[np.r_[:n, test_idx]],
+                    name="tf-idf + logreg",
+                    train_idx=np.arange(n),
+                    test_idx=np.arange(n, n + len(test_idx)),
+                    k=cfg.eval.knn_k,
+                    seed=cfg.train.seed,
+                )
+            )
         for name, X in features:
             results.append(probe(X, labels, name=name, **split))
     if cfg.eval.finetune_steps > 0:
@@ -153,15 +173,28 @@ def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus) -> Pro
 
     n = len(full) if cfg.eval.finetune_examples is None else min(cfg.eval.finetune_examples, len(full))
     log.info("fine-tuning on %s texts for at most %d steps", f"{n:,}", cfg.eval.finetune_steps)
-    return finetune(model, full.texts[:n], [str(y) for y in full.labels[:n]], model.collate,
-                    test_examples=test_part.texts, test_labels=[str(y) for y in test_part.labels],
-                    max_steps=cfg.eval.finetune_steps, batch_size=cfg.train.batch_size if not cfg.data.pack else 32,
-                    learning_rate=cfg.eval.finetune_learning_rate, seed=cfg.train.seed, k=cfg.eval.knn_k,
-                    name="pretrained encoder, fine-tuned")
+    return finetune(
+        model,
+        full.texts[:n],
+        [str(y) for y in full.labels[:n]],
+        model.collate,
+        test_examples=test_part.texts,
+        test_labels=[str(y) for y in test_part.labels],
+        max_steps=cfg.eval.finetune_steps,
+        batch_size=cfg.train.batch_size if not cfg.data.pack else 32,
+        learning_rate=cfg.eval.finetune_learning_rate,
+        seed=cfg.train.seed,
+        k=cfg.eval.knn_k,
+        name="pretrained encoder, fine-tuned",
+    )
 
 
 def plot_loss_curve(output_dir: str | Path, png_path: str | Path) -> Path:
     """MLM loss and masked-token accuracy against step, from the trainer's metrics.jsonl."""
-    return plot_training_curves(output_dir, png_path, f"text MLM pretraining ({Path(output_dir).name})",
-                                loss_label="MLM loss (cross-entropy)",
-                                accuracies=[("mlm/accuracy", "masked-token accuracy")])
+    return plot_training_curves(
+        output_dir,
+        png_path,
+        f"text MLM pretraining ({Path(output_dir).name})",
+        loss_label="MLM loss (cross-entropy)",
+        accuracies=[("mlm/accuracy", "masked-token accuracy")],
+    )

@@ -10,6 +10,7 @@ pooling, mean or [CLS]) and apply the core InfoNCE (`ssl_modal.core.joint.info_n
   fraction in [crop_min, crop_max] of the text's tokens (drawn per text and view from the objective's
   generator). Overlapping or adjacent spans of one document are positives, as in DeCLUTR-style span pairs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,11 +49,12 @@ class SimCSE(Objective):
         return out
 
 
-def span_crops(input_ids: Tensor, attention_mask: Tensor, crop_min: float, crop_max: float,
-               generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def span_crops(
+    input_ids: Tensor, attention_mask: Tensor, crop_min: float, crop_max: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """One random contiguous span per row, kept between the row's first and last real token
     ([CLS] ... [SEP]): (B, T) -> (B, T') ids and attention mask, T' = longest crop + 2."""
-    lengths = attention_mask.sum(1)                              # real tokens incl. the 2 specials
+    lengths = attention_mask.sum(1)  # real tokens incl. the 2 specials
     inner = (lengths - 2).clamp(min=1)
     u = torch.rand(input_ids.shape[0], generator=generator, device=input_ids.device)
     keep = (crop_min + (crop_max - crop_min) * u) * inner
@@ -75,16 +77,19 @@ def span_crops(input_ids: Tensor, attention_mask: Tensor, crop_min: float, crop_
 class SpanCrop(Objective):
     """Two random spans of each text as the views, InfoNCE between them (unpacked batches only)."""
 
-    def __init__(self, temperature: float = 0.05, crop_min: float = 0.3, crop_max: float = 0.7,
-                 count_tokens: bool = False):
+    def __init__(
+        self, temperature: float = 0.05, crop_min: float = 0.3, crop_max: float = 0.7, count_tokens: bool = False
+    ):
         super().__init__()
         self.temperature, self.crop_min, self.crop_max = float(temperature), float(crop_min), float(crop_max)
         self.count_tokens = bool(count_tokens)
 
     def forward(self, encoder, batch: dict) -> dict[str, Tensor]:
         if "segment_ids" in batch:
-            raise ValueError("objectives.span_crop needs one text per row: set data.pack: false "
-                             "(or use simcse, which works on packed rows)")
+            raise ValueError(
+                "objectives.span_crop needs one text per row: set data.pack: false "
+                "(or use simcse, which works on packed rows)"
+            )
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if ids.shape[0] < 2:
             raise ValueError("span_crop needs at least 2 texts per batch (in-batch negatives); raise train.batch_size")

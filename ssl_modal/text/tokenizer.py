@@ -5,10 +5,11 @@ and knows its mask and padding tokens. It comes from a BERT `vocab.txt`, a `toke
 HF folder, or is trained here with WordPiece on the user's corpus. Its whole state is a plain dict
 (`to_config`), which the model stores in its checkpoint so `load_model` rebuilds it without files.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer
 
@@ -80,7 +81,7 @@ class TextTokenizer:
         return path
 
     @classmethod
-    def from_config(cls, state: dict, max_length: int = 128) -> "TextTokenizer":
+    def from_config(cls, state: dict, max_length: int = 128) -> TextTokenizer:
         missing = {"json", "mask_token", "pad_token"} - set(state)
         if missing:
             raise TokenizerError(f"tokenizer state lacks {sorted(missing)}; found keys {sorted(state)}")
@@ -120,13 +121,17 @@ def load_vocab_file(path: str | Path, lowercase: bool = True, max_length: int = 
     seen: dict[str, int] = {}
     for number, token in enumerate(lines, start=1):
         if token in seen:
-            raise TokenizerError(f"{path}: token {token!r} appears on lines {seen[token]} and {number}; "
-                                 "a vocab.txt holds each token once")
+            raise TokenizerError(
+                f"{path}: token {token!r} appears on lines {seen[token]} and {number}; "
+                "a vocab.txt holds each token once"
+            )
         seen[token] = number
     missing = [t for t in BERT_SPECIALS if t not in seen]
     if missing:
-        raise TokenizerError(f"{path} lacks the special token(s) {missing}; a BERT vocab.txt needs "
-                             "[PAD], [UNK], [CLS], [SEP] and [MASK] (masked language modelling uses [MASK])")
+        raise TokenizerError(
+            f"{path} lacks the special token(s) {missing}; a BERT vocab.txt needs "
+            "[PAD], [UNK], [CLS], [SEP] and [MASK] (masked language modelling uses [MASK])"
+        )
     expected = len(lines)
     # transformers 5: BertTokenizerFast(vocab_file=...) silently ignores the file; vocab= is honoured.
     hf = BertTokenizer(vocab=str(path), do_lower_case=lowercase)
@@ -181,7 +186,9 @@ def train_wordpiece(
     tok.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return TextTokenizer(tok, "[MASK]", "[PAD]", max_length)
 

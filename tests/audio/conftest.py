@@ -1,4 +1,5 @@
 """Shared helpers for the audio tests: synthetic WAV files, a tiny model config, the repo's FSDD sample."""
+
 from pathlib import Path
 
 import numpy as np

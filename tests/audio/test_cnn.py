@@ -1,4 +1,5 @@
 """The BYOL-A-style CNN encoder and the pooling choices: naive references, padding invariance, MFCC segments."""
+
 import numpy as np
 import pytest
 import torch
@@ -78,8 +79,10 @@ def test_mfcc_segments_are_per_part_mean_and_std():
     three = mfcc_mean_std([wave], 8000, 13, 256, 80, 40, segments=3)
     assert whole.shape == (1, 26) and three.shape == (1, 78)
     import torchaudio
+
     m = torchaudio.transforms.MFCC(8000, 13, melkwargs={"n_fft": 256, "hop_length": 80, "n_mels": 40})(
-        torch.as_tensor(wave)).numpy()                                 # 31 frames -> parts of 10, 11, 10
+        torch.as_tensor(wave)
+    ).numpy()  # 31 frames -> parts of 10, 11, 10
     first = m[:, :10]
     np.testing.assert_allclose(three[0, :13], first.mean(1), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(three[0, 13:26], first.std(1), rtol=1e-4, atol=1e-4)
@@ -93,20 +96,37 @@ def test_joint_objective_trains_with_the_trainer_and_reloads(tmp_path):
     cfg = cnn_config("segments")
     cfg["weights"] = {"joint": 1.0}
     cfg["joint"] = {"method": "byol", "hidden": 32, "dim": 16, "ema": 0.9}
-    cfg["views"] = [{"name": "gain"}, {"name": "speed", "factors": [0.9, 1.1]}, {"name": "crop"},
-                    {"name": "specaugment"}]
+    cfg["views"] = [
+        {"name": "gain"},
+        {"name": "speed", "factors": [0.9, 1.1]},
+        {"name": "crop"},
+        {"name": "specaugment"},
+    ]
     torch.manual_seed(0)
     model = build_audio_model(cfg)
     assert set(model.objectives) == {"joint"}
     target_before = [p.clone() for p in model.objectives["joint"].target_encoder.parameters()]
     rng = np.random.default_rng(0)
     data = [(rng.standard_normal(int(n)) * 0.1).astype(np.float32) for n in rng.integers(1500, 6000, 24)]
-    result = Trainer(TrainConfig(output_dir=str(tmp_path), max_steps=4, batch_size=8, learning_rate=1e-3,
-                                 warmup_steps=1, log_every=1, progress=False, tensorboard=False,
-                                 monitor_every=0)).fit(model, data, audio_collate)
+    result = Trainer(
+        TrainConfig(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            batch_size=8,
+            learning_rate=1e-3,
+            warmup_steps=1,
+            log_every=1,
+            progress=False,
+            tensorboard=False,
+            monitor_every=0,
+        )
+    ).fit(model, data, audio_collate)
     assert all(np.isfinite(r["joint/loss"]) for r in result.history)
-    moved = [not torch.equal(a, b) for a, b in zip(target_before, model.objectives["joint"].target_encoder.parameters())]
-    assert any(moved)                                              # the EMA target followed the online encoder
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(target_before, model.objectives["joint"].target_encoder.parameters(), strict=True)
+    ]
+    assert any(moved)  # the EMA target followed the online encoder
     loaded = load_model(tmp_path)
     np.testing.assert_allclose(encode(loaded, data), encode(model.eval(), data), atol=1e-5)
 

@@ -1,4 +1,5 @@
 """The log-mel frontend: padding never leaks into frames, streaming statistics equal a one-shot computation."""
+
 import numpy as np
 import torch
 

@@ -1,4 +1,5 @@
 """Reading audio: conversions logged once, bad files named with a clear reason, windows with offsets."""
+
 import logging
 
 import numpy as np
@@ -45,7 +46,9 @@ def test_other_sample_rate_is_resampled_and_logged_once(tmp_path, caplog):
 def test_corrupt_file_names_file_and_reason(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio at all")
-    with pytest.raises(AudioError, match=r"broken\.wav: cannot decode audio \(.+\); expected a file soundfile can read"):
+    with pytest.raises(
+        AudioError, match=r"broken\.wav: cannot decode audio \(.+\); expected a file soundfile can read"
+    ):
         AudioReader(8000).read(bad)
 
 
@@ -78,8 +81,11 @@ def test_nan_samples_are_rejected_with_position(tmp_path):
 def test_manifest_row_pointing_to_missing_file(tmp_path):
     write_wav(tmp_path / "a.wav", tone(0.2))
     pd.DataFrame({"path": ["a.wav", "gone.wav", "a.wav"], "label": [1, 2, 3]}).to_csv(tmp_path / "m.csv", index=False)
-    with pytest.raises(AudioError, match=r"m\.csv: 1 of 3 manifest rows point to missing files: row 2: gone\.wav "
-                                         r"\(resolved to .*gone\.wav\)"):
+    with pytest.raises(
+        AudioError,
+        match=r"m\.csv: 1 of 3 manifest rows point to missing files: row 2: gone\.wav "
+        r"\(resolved to .*gone\.wav\)",
+    ):
         read_manifest(tmp_path / "m.csv")
 
 
@@ -118,8 +124,11 @@ def test_long_file_is_cut_into_windows_with_offsets(tmp_path):
     pd.DataFrame({"path": ["long.wav", "short.wav"], "spk": ["a", "b"]}).to_csv(tmp_path / "m.csv", index=False)
     segs = load_segments(read_manifest(tmp_path / "m.csv"), AudioReader(8000), 1.0, None, ["spk"], progress=False)
     assert [(s["path"], s["offset"], s["duration"], s["row"], s["spk"]) for s in segs] == [
-        ("long.wav", 0.0, 1.0, 1, "a"), ("long.wav", 1.0, 1.0, 1, "a"), ("long.wav", 2.0, 0.5, 1, "a"),
-        ("short.wav", 0.0, 0.4, 2, "b")]
+        ("long.wav", 0.0, 1.0, 1, "a"),
+        ("long.wav", 1.0, 1.0, 1, "a"),
+        ("long.wav", 2.0, 0.5, 1, "a"),
+        ("short.wav", 0.0, 0.4, 2, "b"),
+    ]
     np.testing.assert_allclose(segs[1]["wave"], tone(2.5)[8000:16000], atol=1e-7)
 
 

@@ -1,4 +1,5 @@
 """The audio encoder: padding invariance, collate errors, training with the shared Trainer, load_model."""
+
 import numpy as np
 import pytest
 import torch
@@ -52,9 +53,19 @@ def test_training_lowers_the_loss_and_load_model_rebuilds_from_the_checkpoint(tm
     model = build_audio_model(cfg)
     t = np.arange(4000) / 8000
     data = [{"wave": (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t * (1 + t))).astype(np.float32)} for i in range(32)]
-    result = Trainer(TrainConfig(output_dir=str(tmp_path), max_steps=40, batch_size=8, learning_rate=3e-3,
-                                 warmup_steps=5, log_every=5, progress=False, tensorboard=False,
-                                 monitor_every=0)).fit(model, data, audio_collate)
+    result = Trainer(
+        TrainConfig(
+            output_dir=str(tmp_path),
+            max_steps=40,
+            batch_size=8,
+            learning_rate=3e-3,
+            warmup_steps=5,
+            log_every=5,
+            progress=False,
+            tensorboard=False,
+            monitor_every=0,
+        )
+    ).fit(model, data, audio_collate)
     first, last = result.history[0], result.history[-1]
     assert last["masked_frames/loss"] < 0.8 * first["masked_frames/loss"]
     loaded = load_model(tmp_path)

@@ -1,4 +1,5 @@
 """Masked-frame and time-shift corruptions: pure functions against naive loops, draws against their rates."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +7,17 @@ import torch
 from ssl_modal.audio import build_audio_model
 from ssl_modal.audio.model import audio_collate
 from ssl_modal.audio.objectives import (
-    KEEP, RANDOM, ZERO, apply_frame_corruption, draw_crop_starts, draw_frame_actions, draw_freq_bands,
-    draw_span_starts, masked_l1, spans_to_mask, take_crops,
+    KEEP,
+    RANDOM,
+    ZERO,
+    apply_frame_corruption,
+    draw_crop_starts,
+    draw_frame_actions,
+    draw_freq_bands,
+    draw_span_starts,
+    masked_l1,
+    spans_to_mask,
+    take_crops,
 )
 
 from .conftest import tiny_config
@@ -38,7 +48,7 @@ def test_span_starts_count_range_and_masked_fraction():
     n = starts.sum(1).float()
     assert abs(n[:200].mean().item() - 0.15 * 400 / 7) < 0.3  # random rounding keeps the expectation
     assert abs(n[200:].mean().item() - 0.15 * 50 / 7) < 0.2
-    assert not starts[200:, 50 - 7 + 1:].any()  # a span never starts where it would run past the clip
+    assert not starts[200:, 50 - 7 + 1 :].any()  # a span never starts where it would run past the clip
     mask = spans_to_mask(starts, 7, lengths)
     frac = mask[:200].float().mean().item()
     assert 0.11 < frac < 0.15  # ~15 % minus overlaps between spans

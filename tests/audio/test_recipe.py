@@ -1,4 +1,5 @@
 """The audio recipe: --demo stays offline, and a tiny end-to-end run writes every promised output."""
+
 import importlib.util
 import json
 
@@ -49,15 +50,37 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
     rows = rows[rows["index"] < 3].assign(path=lambda f: [str(SAMPLE / p) for p in f.path])  # 120 clips
     rows.to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "run"
-    overrides = [f"train.output_dir={out}", f"data.manifest={tmp_path / 'm.csv'}", "train.max_steps=6",
-                 "train.log_every=2", "train.progress=false", "train.tensorboard=false", "train.monitor_every=0",
-                 "train.batch_size=16", "encoder.dim=32", "encoder.channels=8",
-                 "eval.speaker_folds=3", "eval.knn_k=3", "eval.held_out=[george]", "eval.label_counts=[2,0]",
-                 "eval.finetune_counts=[2]", "eval.finetune_steps=4"]
+    overrides = [
+        f"train.output_dir={out}",
+        f"data.manifest={tmp_path / 'm.csv'}",
+        "train.max_steps=6",
+        "train.log_every=2",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.monitor_every=0",
+        "train.batch_size=16",
+        "encoder.dim=32",
+        "encoder.channels=8",
+        "eval.speaker_folds=3",
+        "eval.knn_k=3",
+        "eval.held_out=[george]",
+        "eval.label_counts=[2,0]",
+        "eval.finetune_counts=[2]",
+        "eval.finetune_steps=4",
+    ]
     assert recipe_module().main(["--config", YAML, "--demo", *overrides]) == 0
     printed = capsys.readouterr().out
-    for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "tsne_digit.png", "probe.json", "embeddings.parquet",
-                 "protocol.json", "protocol.md", "label_efficiency.png"):
+    for name in (
+        "model.pt",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "tsne_digit.png",
+        "probe.json",
+        "embeddings.parquet",
+        "protocol.json",
+        "protocol.md",
+        "label_efficiency.png",
+    ):
         assert (out / name).is_file() and str(out / name) in printed, name
     probes = json.loads((out / "probe.json").read_text())["results"]
     names = [r["name"] for r in probes]
@@ -69,7 +92,12 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
     protocol = json.loads((out / "protocol.json").read_text())
     assert protocol["held_out"] == ["george"] and (out / "heldout_george" / "seed0" / "model.pt").is_file()
     rows = {(r["row"], r["per_class"]) for r in protocol["summary"]}
-    for row in ("MFCC mean+std", "MFCC mean+std, 3 time segments", "random-init encoder, frozen", "SSL encoder, frozen"):
+    for row in (
+        "MFCC mean+std",
+        "MFCC mean+std, 3 time segments",
+        "random-init encoder, frozen",
+        "SSL encoder, frozen",
+    ):
         assert {(row, 2), (row, 0)} <= rows, row
     assert {("SSL encoder, fine-tuned", 2), ("random-init encoder, fine-tuned", 2)} <= rows
     tested = {r["group"] for r in protocol["runs"]}
@@ -81,8 +109,9 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
 
 def test_missing_manifest_file_is_one_line_error(tmp_path, capsys):
     pd.DataFrame({"path": ["nowhere.wav"], "digit": [1], "speaker": ["a"]}).to_csv(tmp_path / "m.csv", index=False)
-    code = recipe_module().main(["--config", YAML, "--demo", f"data.manifest={tmp_path / 'm.csv'}",
-                                 f"train.output_dir={tmp_path / 'run'}"])
+    code = recipe_module().main(
+        ["--config", YAML, "--demo", f"data.manifest={tmp_path / 'm.csv'}", f"train.output_dir={tmp_path / 'run'}"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "row 1: nowhere.wav (resolved to" in err and "Traceback" not in err

@@ -1,12 +1,26 @@
 """Audio view steps: each pure function against a naive reference, each step's effect, the pipeline's order rules."""
+
 import numpy as np
 import pytest
 import torch
 
 from ssl_modal.audio.frontend import LogMel
 from ssl_modal.audio.views import (
-    Crop, Gain, Mixup, Noise, Speed, SpecAugment, Vtlp, add_noise, audio_views, crop_boxes, mixup, resized_crop,
-    rms, spec_masks, vtlp,
+    Crop,
+    Gain,
+    Mixup,
+    Noise,
+    SpecAugment,
+    Speed,
+    Vtlp,
+    add_noise,
+    audio_views,
+    crop_boxes,
+    mixup,
+    resized_crop,
+    rms,
+    spec_masks,
+    vtlp,
 )
 
 
@@ -28,7 +42,7 @@ def frontend():
 def test_gain_and_rms_match_the_definitions():
     wave, lengths = padded([800, 400])
     out = Gain(db=6)({"wave": wave, "lengths": lengths, "logmel": "stale"}, gen())
-    assert "logmel" not in out                                   # a cached log-mel would no longer match
+    assert "logmel" not in out  # a cached log-mel would no longer match
     ratio = rms(out["wave"], lengths) / rms(wave, lengths)
     assert ((ratio >= 10 ** (-6 / 20) - 1e-6) & (ratio <= 10 ** (6 / 20) + 1e-6)).all()
     want = torch.sqrt((wave[1, :400] ** 2).mean())
@@ -45,11 +59,11 @@ def test_mixup_matches_naive_formula_and_keeps_padding_zero():
         want = (1 - share[b]) * wave[b] + share[b] * other
         assert torch.allclose(got[b, :n], want[:n], atol=1e-6)
         assert (got[b, n:] == 0).all()
-    assert torch.allclose(got[1], wave[1])                        # share 0: unchanged
+    assert torch.allclose(got[1], wave[1])  # share 0: unchanged
 
 
 def test_mixup_step_never_mixes_a_clip_with_itself():
-    wave, lengths = padded([800] * 2)                             # self-mixing would return the clip unchanged
+    wave, lengths = padded([800] * 2)  # self-mixing would return the clip unchanged
     for seed in range(5):
         out = Mixup(ratio=0.4)({"wave": wave.clone(), "lengths": lengths}, gen(seed))["wave"]
         assert not torch.allclose(out[0], wave[0], atol=1e-4) and not torch.allclose(out[1], wave[1], atol=1e-4)
@@ -98,7 +112,7 @@ def test_resized_crop_identity_box_returns_the_clip():
 def test_resized_crop_of_a_half_stretches_it():
     x = torch.arange(20.0).repeat(8, 1).T[None]  # (1, T=20, F=8): value = frame index
     out = resized_crop(x, torch.tensor([20]), torch.tensor([[0.0, 8.0, 0.0, 10.0]]))  # first half in time
-    centres = (torch.arange(20.0) + 0.5) / 2 - 0.5              # output frame t reads input frame (t+0.5)/2-0.5
+    centres = (torch.arange(20.0) + 0.5) / 2 - 0.5  # output frame t reads input frame (t+0.5)/2-0.5
     assert torch.allclose(out[0, 1:-1, 3], centres[1:-1], atol=1e-4)
 
 
@@ -106,20 +120,20 @@ def test_crop_boxes_stay_within_the_canvas_and_scales():
     frames = torch.full((500,), 60)
     boxes = crop_boxes(frames, 40, [1.0, 1.5], (0.6, 1.5), (0.6, 1.5), gen())
     i, h, j, w = boxes.unbind(1)
-    assert (h >= 0.6 * 40 - 1e-4).all() and (h <= 40 + 1e-4).all()          # capped by the canvas height
+    assert (h >= 0.6 * 40 - 1e-4).all() and (h <= 40 + 1e-4).all()  # capped by the canvas height
     assert (w >= 0.6 * 60 - 1e-4).all() and (w <= 1.5 * 60 + 1e-4).all()
     assert (i >= -1e-4).all() and (i + h <= 40 + 1e-4).all()
-    assert (j >= -15 - 1e-4).all() and (j + w <= 75 + 1e-4).all()            # canvas centred: [-15, 75)
-    assert w.std() > 5 and j.std() > 3                                      # they vary
+    assert (j >= -15 - 1e-4).all() and (j + w <= 75 + 1e-4).all()  # canvas centred: [-15, 75)
+    assert w.std() > 5 and j.std() > 3  # they vary
 
 
 def test_spec_masks_match_their_counts_and_stay_inside_the_clip():
     lengths = torch.tensor([50, 20])
     m = spec_masks((2, 50, 40), lengths, 2, 10, 2, 6, gen())
-    time_only = m.all(2)                                                     # frames masked across every bin
+    time_only = m.all(2)  # frames masked across every bin
     assert time_only[1, 20:].sum() == 0
     assert time_only.sum(1).max() <= 20
-    bands = m.all(1)                                                         # bins masked in every frame
+    bands = m.all(1)  # bins masked in every frame
     assert (bands.sum(1) <= 12).all() and bands.sum() > 0
 
 
@@ -127,8 +141,14 @@ def test_pipeline_views_differ_keep_masks_and_are_reproducible():
     pytest.importorskip("ssl_modal.core.views")
     wave, lengths = padded([8000, 6000, 3000, 1200])
     fe = frontend()
-    specs = [{"name": "gain"}, {"name": "mixup", "p": 1.0}, {"name": "noise"}, {"name": "vtlp"}, {"name": "crop"},
-             {"name": "specaugment"}]
+    specs = [
+        {"name": "gain"},
+        {"name": "mixup", "p": 1.0},
+        {"name": "noise"},
+        {"name": "vtlp"},
+        {"name": "crop"},
+        {"name": "specaugment"},
+    ]
     views = audio_views(specs, fe, 8000)
     a, b = views({"wave": wave, "lengths": lengths}, gen(1))
     xa, ma = a["logmel"]

@@ -3,6 +3,7 @@
 Every case of the bad-input suite runs `ssl-modal ...` in-process and checks three things: the exit code,
 the one-line message (a regex) and that nothing was left at the output path or beside it (no temp files).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,9 +27,9 @@ class Case:
     id: str
     make: Callable[[Path], list[str]]
     rc: int
-    message: str                    # regex searched in stderr (rc != 0) or stdout (rc == 0)
+    message: str  # regex searched in stderr (rc != 0) or stdout (rc == 0)
     output: str | None = "out.parquet"  # must not exist afterwards when rc != 0
-    preexisting: bool = False           # the case put something at `output` on purpose: it must stay as it was
+    preexisting: bool = False  # the case put something at `output` on purpose: it must stay as it was
     marks: list = field(default_factory=list)
 
 
@@ -73,8 +74,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     from ssl_modal.text.model import build_text_model
     from tests.text.conftest import tiny_model_config
 
-    tok = train_wordpiece(["a small corpus of words", "another line of text", "bank and audio"] * 20,
-                          vocab_size=200, max_length=16)
+    tok = train_wordpiece(
+        ["a small corpus of words", "another line of text", "bank and audio"] * 20, vocab_size=200, max_length=16
+    )
     out["text"] = save(build_text_model(tiny_model_config(tok)), root / "text")
     from ssl_modal.audio import build_audio_model
     from tests.audio.conftest import tiny_config
@@ -89,21 +91,29 @@ def models(tmp_path_factory) -> dict[str, Path]:
     pre = TransactionPreprocessor(PreprocessConfig(columns=ColumnMapping(**COLUMNS), max_length=16, amount_bins=8))
     seq = pre.fit_transform(raw_table(clients=4, per_client=10))
     enc = EncoderConfig(hidden=16, mcc_dim=4, cat_dim=4, num_dim=4)
-    out["transactions"] = save(build_transactions_model(transactions_model_config(pre, enc, ObjectivesConfig(), seq)),
-                               root / "transactions")
+    out["transactions"] = save(
+        build_transactions_model(transactions_model_config(pre, enc, ObjectivesConfig(), seq)), root / "transactions"
+    )
     from ssl_modal.video.model import build_video_model
 
-    out["video"] = save(build_video_model({
-        "encoder": {"widths": [8, 16, 16], "blocks": 1, "embed_dim": 16},
-        "colorization": {"weight": 1.0, "centres": [[0.0, 0.0], [60.0, 50.0]], "temperature": 1.0},
-        "size": [32, 48]}), root / "video")
+    out["video"] = save(
+        build_video_model(
+            {
+                "encoder": {"widths": [8, 16, 16], "blocks": 1, "embed_dim": 16},
+                "colorization": {"weight": 1.0, "centres": [[0.0, 0.0], [60.0, 50.0]], "temperature": 1.0},
+                "size": [32, 48],
+            }
+        ),
+        root / "video",
+    )
     from ssl_modal.aligner.model import build_aligner_model
     from ssl_modal.aligner.recipe import model_config
     from tests.aligner.conftest import tiny_config as aligner_config
 
     cfg = aligner_config(root / "pairs.csv", root / "aligner_run")
-    out["aligner"] = save(build_aligner_model(model_config(cfg, ["a red square", "the blue block"] * 5)),
-                          root / "aligner")
+    out["aligner"] = save(
+        build_aligner_model(model_config(cfg, ["a red square", "the blue block"] * 5)), root / "aligner"
+    )
     return out
 
 

@@ -1,4 +1,5 @@
 """The Python API's bad inputs: a bare string, mixed-type ids, unknown formats, raw tables to the wrong model."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,12 +26,15 @@ def vec(models):
 X = [[0.1, 0.2, 0.3], [1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]
 
 
-@pytest.mark.parametrize("data, error, match", [
-    ("one string", TypeError, r"a single str \(10 characters\); pass a list of examples, e\.g\. \[text\]"),
-    (b"bytes", TypeError, r"a single bytes"),
-    ((x for x in X), TypeError, r"expected a sized collection .* found generator"),
-    ([], ValueError, r"encode got no data \(0 examples\)"),
-])
+@pytest.mark.parametrize(
+    "data, error, match",
+    [
+        ("one string", TypeError, r"a single str \(10 characters\); pass a list of examples, e\.g\. \[text\]"),
+        (b"bytes", TypeError, r"a single bytes"),
+        ((x for x in X), TypeError, r"expected a sized collection .* found generator"),
+        ([], ValueError, r"encode got no data \(0 examples\)"),
+    ],
+)
 def test_encode_refuses(vec, data, error, match):
     with pytest.raises(error, match=match):
         encode(vec, data)
@@ -42,18 +46,36 @@ def test_encode_series_like_a_list(vec):
     np.testing.assert_allclose(encode(vec, series), encode(vec, frame), rtol=1e-6)
 
 
-@pytest.mark.parametrize("path, kwargs, error, match", [
-    ("emb.csv.txt", {}, ValueError, r"unknown output suffix '\.txt'; supported: \.parquet, \.npy, \.csv, or a path "
-     r"without a suffix"),
-    ("emb.parquet", {"format": "xlsx"}, ValueError, r"export format: expected one of parquet, npy, csv, dataset, "
-     r"found 'xlsx'"),
-    ("emb.parquet", {"ids": [1, "b", 3]}, ValueError, r"ids 'id': expected one type for every id, found int \(first "
-     r"at position 0: 1\), str \(first at position 1: 'b'\)"),
-    ("emb.parquet", {"ids": [1, 2]}, ValueError, r"ids 'id' has 2 entries but data has 3 rows"),
-    ("emb.parquet", {"ids": "abc"}, TypeError, r"ids: expected one id per row"),
-    ("file/emb.parquet", {}, OutputPathError, r"'.*file' is a file, expected a folder"),
-    ("emb.parquet", {"batch_size": 0}, ValueError, r"batch_size: expected an integer >= 1, found 0"),
-])
+@pytest.mark.parametrize(
+    "path, kwargs, error, match",
+    [
+        (
+            "emb.csv.txt",
+            {},
+            ValueError,
+            r"unknown output suffix '\.txt'; supported: \.parquet, \.npy, \.csv, or a path "
+            r"without a suffix",
+        ),
+        (
+            "emb.parquet",
+            {"format": "xlsx"},
+            ValueError,
+            r"export format: expected one of parquet, npy, csv, dataset, "
+            r"found 'xlsx'",
+        ),
+        (
+            "emb.parquet",
+            {"ids": [1, "b", 3]},
+            ValueError,
+            r"ids 'id': expected one type for every id, found int \(first "
+            r"at position 0: 1\), str \(first at position 1: 'b'\)",
+        ),
+        ("emb.parquet", {"ids": [1, 2]}, ValueError, r"ids 'id' has 2 entries but data has 3 rows"),
+        ("emb.parquet", {"ids": "abc"}, TypeError, r"ids: expected one id per row"),
+        ("file/emb.parquet", {}, OutputPathError, r"'.*file' is a file, expected a folder"),
+        ("emb.parquet", {"batch_size": 0}, ValueError, r"batch_size: expected an integer >= 1, found 0"),
+    ],
+)
 def test_export_refuses_and_leaves_nothing(vec, tmp_path, path, kwargs, error, match):
     (tmp_path / "file").write_text("x")
     with pytest.raises(error, match=match):
@@ -72,8 +94,11 @@ def test_export_ids_keep_dtype(vec, tmp_path):
 def test_raw_table_to_a_transactions_model_says_what_it_expects(models):
     model = load_model(models["transactions"])
     raw = pd.DataFrame({"client": ["c1"], "ts": ["2024-01-01"], "amt": [1.0], "mcc": [5411]})
-    with pytest.raises(ValueError, match=r"encodes client windows of its fields .* the first item lacks .* for a raw "
-                       r"table use ssl_modal\.transactions\.client_embeddings\(model, table\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"encodes client windows of its fields .* the first item lacks .* for a raw "
+        r"table use ssl_modal\.transactions\.client_embeddings\(model, table\)",
+    ):
         encode(model, raw)
     with pytest.raises(ValueError, match=r"found a str"):
         encode(model, ["some text"])
@@ -88,18 +113,46 @@ def test_validate_works_from_the_built_wheel(tmp_path):
         shutil.copy(REPO / name, src / name)
     for folder in ("ssl_modal", "data_schemas"):
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((tmp_path / "dist").glob("ssl_modal-*.whl"))
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert (site / "ssl_modal" / "schemas" / "transactions.schema.json").is_file()
     sample = REPO / "examples" / "data" / "transactions" / "sparkov_sample.csv"
     script = "import sys, ssl_modal.cli as c; print(c.__file__, file=sys.stderr); sys.exit(c.main(sys.argv[1:]))"
-    run = subprocess.run([sys.executable, "-c", script,
-                          "validate", "transactions", str(sample), "--recipe", str(REPO / "recipes" /
-                          "transactions_sparkov.yaml")], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": ""},
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "validate",
+            "transactions",
+            str(sample),
+            "--recipe",
+            str(REPO / "recipes" / "transactions_sparkov.yaml"),
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr.startswith(str(site / "ssl_modal" / "cli.py")), run.stderr  # not the repository's copy
     assert "OK:" in run.stdout and "matches schema 'transactions' (4848 rows)" in run.stdout

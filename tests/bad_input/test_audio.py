@@ -1,4 +1,5 @@
 """Phone recordings given to an audio model: 8 kHz, stereo, 24-bit, zero-length, not audio, missing files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,6 +39,7 @@ def manifest(*bad: tuple[str, str], extra_rows: str = "", header: str = "path,sp
         lines = ["rec/a.wav,s1", "rec/b.wav,s2", "rec/c.flac,s3"] + [f"rec/{name},s9" for name, _ in bad]
         write_csv(tmp / "m.csv", header + "\n" + "\n".join(lines) + "\n" + extra_rows)
         return ["embed", "{audio}", str(tmp / "m.csv"), "-o", "{out}", *flags]
+
     return make
 
 
@@ -50,46 +52,98 @@ def folder(*files: str):
             else:
                 (tmp / "rec" / name).write_text("notes")
         return ["embed", "{audio}", str(tmp / "rec"), "-o", "{out}"]
+
     return make
 
 
 CASES = [
-    Case("phone-rates-stereo-24bit", manifest(), 0, r"3 files read; 1 multi-channel files down-mixed to mono; "
-         r"resampled to 8000 Hz: 1 from 16000 Hz, 1 from 44100 Hz.*wrote 3 embeddings"),
-    Case("zero-length-file", manifest(("d.wav", "empty")), 2,
-         r"m\.csv row 4: .*d\.wav: zero-length file \(0 bytes\); expected an audio file; set data\.on_error: skip"),
-    Case("zero-length-skipped", manifest(("d.wav", "empty"), flags=("--on-error", "skip")), 0,
-         r"1 unusable files skipped \(.*row 4.*zero-length.*wrote 3 embeddings"),
+    Case(
+        "phone-rates-stereo-24bit",
+        manifest(),
+        0,
+        r"3 files read; 1 multi-channel files down-mixed to mono; "
+        r"resampled to 8000 Hz: 1 from 16000 Hz, 1 from 44100 Hz.*wrote 3 embeddings",
+    ),
+    Case(
+        "zero-length-file",
+        manifest(("d.wav", "empty")),
+        2,
+        r"m\.csv row 4: .*d\.wav: zero-length file \(0 bytes\); expected an audio file; set data\.on_error: skip",
+    ),
+    Case(
+        "zero-length-skipped",
+        manifest(("d.wav", "empty"), flags=("--on-error", "skip")),
+        0,
+        r"1 unusable files skipped \(.*row 4.*zero-length.*wrote 3 embeddings",
+    ),
     Case("wav-without-frames", manifest(("d.wav", "no-frames")), 2, r"d\.wav: has no samples \(0 frames\)"),
     Case("text-renamed-wav", manifest(("d.wav", "text")), 2, r"row 4: .*d\.wav: cannot decode audio"),
-    Case("truncated-header", manifest(("d.wav", "truncated")), 2, r"row 4: .*d\.wav: (cannot decode audio|has no "
-         r"samples)"),
+    Case(
+        "truncated-header",
+        manifest(("d.wav", "truncated")),
+        2,
+        r"row 4: .*d\.wav: (cannot decode audio|has no "
+        r"samples)",
+    ),
     Case("nan-samples", manifest(("d.wav", "nan")), 2, r"d\.wav: 100 NaN/inf samples \(first at sample 1"),
-    Case("missing-file", manifest(("gone.wav", "missing")), 2,
-         r"m\.csv: 1 of 4 manifest rows point to missing files: row 4: rec/gone\.wav .*set data\.on_error: skip"),
-    Case("missing-file-skipped", manifest(("gone.wav", "missing"), flags=("--on-error", "skip")), 0,
-         r"1 unusable files skipped \(.*audio file not found.*wrote 3 embeddings"),
-    Case("all-files-bad-skipped", lambda tmp: write_csv(tmp / "x.wav", "") and write_csv(
-        tmp / "m.csv", "path\nx.wav\n") and ["embed", "{audio}", str(tmp / "m.csv"), "-o", "{out}", "--on-error",
-                                            "skip"], 2, r"no usable audio: all 1 files were skipped"),
-    Case("no-path-column", manifest(header="file,speaker"), 2,
-         r"m\.csv: no path column 'path'; columns found: file, speaker"),
+    Case(
+        "missing-file",
+        manifest(("gone.wav", "missing")),
+        2,
+        r"m\.csv: 1 of 4 manifest rows point to missing files: row 4: rec/gone\.wav .*set data\.on_error: skip",
+    ),
+    Case(
+        "missing-file-skipped",
+        manifest(("gone.wav", "missing"), flags=("--on-error", "skip")),
+        0,
+        r"1 unusable files skipped \(.*audio file not found.*wrote 3 embeddings",
+    ),
+    Case(
+        "all-files-bad-skipped",
+        lambda tmp: (
+            write_csv(tmp / "x.wav", "")
+            and write_csv(tmp / "m.csv", "path\nx.wav\n")
+            and ["embed", "{audio}", str(tmp / "m.csv"), "-o", "{out}", "--on-error", "skip"]
+        ),
+        2,
+        r"no usable audio: all 1 files were skipped",
+    ),
+    Case(
+        "no-path-column",
+        manifest(header="file,speaker"),
+        2,
+        r"m\.csv: no path column 'path'; columns found: file, speaker",
+    ),
     Case("custom-path-column", manifest(header="file,speaker", flags=("--column", "file")), 0, r"wrote 3 embeddings"),
     Case("empty-path-cell", manifest(extra_rows=",s5\n"), 2, r"1 row\(s\) have an empty 'path' \(rows \[4\]\)"),
-    Case("negative-offset", lambda tmp: clips(tmp) or write_csv(tmp / "m.csv", "path,offset\nrec/a.wav,-1\n") and
-         ["embed", "{audio}", str(tmp / "m.csv"), "-o", "{out}"], 2, r"column 'offset' must hold seconds >= 0"),
+    Case(
+        "negative-offset",
+        lambda tmp: (
+            clips(tmp)
+            or write_csv(tmp / "m.csv", "path,offset\nrec/a.wav,-1\n")
+            and ["embed", "{audio}", str(tmp / "m.csv"), "-o", "{out}"]
+        ),
+        2,
+        r"column 'offset' must hold seconds >= 0",
+    ),
     Case("folder-with-notes", folder("a.wav", "b.flac", "README.txt", "notes.docx"), 0, r"wrote 2 embeddings"),
     Case("folder-without-audio", folder("README.txt"), 2, r"rec: folder holds no audio files"),
-    Case("id-column-missing", manifest(flags=("--id-column", "spkr")), 2,
-         r"--id-column 'spkr' is not a column.*did you mean 'speaker'"),
+    Case(
+        "id-column-missing",
+        manifest(flags=("--id-column", "spkr")),
+        2,
+        r"--id-column 'spkr' is not a column.*did you mean 'speaker'",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", params(CASES))
 def test_audio_inputs(case, tmp_path, capsys, models):
     make = case.make
-    case.make = lambda tmp: [a.format(**{k: str(v) for k, v in models.items()}) if a.startswith("{") and
-                             a != "{out}" else a for a in make(tmp)]
+    case.make = lambda tmp: [
+        a.format(**{k: str(v) for k, v in models.items()}) if a.startswith("{") and a != "{out}" else a
+        for a in make(tmp)
+    ]
     try:
         run_case(case, tmp_path, capsys)
     finally:
@@ -99,12 +153,38 @@ def test_audio_inputs(case, tmp_path, capsys, models):
 def test_skipped_files_keep_their_manifest_rows(tmp_path, models):
     manifest(("d.wav", "empty"))(tmp_path)
     write_csv(tmp_path / "m.csv", "path,speaker\nrec/d.wav,s9\nrec/a.wav,s1\nrec/b.wav,s2\n")
-    assert main(["embed", str(models["audio"]), str(tmp_path / "m.csv"), "-o", str(tmp_path / "e.parquet"),
-                 "--on-error", "skip"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(models["audio"]),
+                str(tmp_path / "m.csv"),
+                "-o",
+                str(tmp_path / "e.parquet"),
+                "--on-error",
+                "skip",
+            ]
+        )
+        == 0
+    )
     table = pq.read_table(tmp_path / "e.parquet")
     assert table.column("row").to_pylist() == [2, 3] and table.column("path").to_pylist() == ["rec/a.wav", "rec/b.wav"]
-    assert main(["embed", str(models["audio"]), str(tmp_path / "m.csv"), "-o", str(tmp_path / "s.parquet"),
-                 "--on-error", "skip", "--id-column", "speaker"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(models["audio"]),
+                str(tmp_path / "m.csv"),
+                "-o",
+                str(tmp_path / "s.parquet"),
+                "--on-error",
+                "skip",
+                "--id-column",
+                "speaker",
+            ]
+        )
+        == 0
+    )
     assert pq.read_table(tmp_path / "s.parquet").column("speaker").to_pylist() == ["s1", "s2"]
 
 

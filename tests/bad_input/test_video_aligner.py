@@ -1,4 +1,5 @@
 """A folder of user videos (with non-video files, empty and broken clips) and image-caption manifests."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,7 @@ def videos(*extra: tuple[str, str], flags: tuple = (), target: str = "vids"):
                 for i, f in enumerate(synthetic_frames(9)):
                     Image.fromarray(f).save(path / f"{i if i != 4 else 40:05d}.jpg")
         return ["embed", "{video}", str(tmp / target), "-o", "{out}", *flags]
+
     return make
 
 
@@ -40,6 +42,7 @@ def pairs(edit=None, flags: tuple = ("--column", "caption")):
         if edit:
             edit(manifest)
         return ["embed", "{aligner}", str(manifest), "-o", "{out}", *flags]
+
     return make
 
 
@@ -70,36 +73,80 @@ def long_caption(manifest):
 
 
 CASES = [
-    Case("folder-with-readme-and-thumbs", videos(("README.txt", "text"), ("Thumbs.db", "text")), 0,
-         r"read 2 videos \(22 frames\); ignored 2 non-video entries \(README\.txt, Thumbs\.db\).*wrote 2 embeddings"),
+    Case(
+        "folder-with-readme-and-thumbs",
+        videos(("README.txt", "text"), ("Thumbs.db", "text")),
+        0,
+        r"read 2 videos \(22 frames\); ignored 2 non-video entries \(README\.txt, Thumbs\.db\).*wrote 2 embeddings",
+    ),
     Case("zero-byte-clip", videos(("broken.mp4", "empty")), 2, r"broken\.mp4: the file is empty \(0 bytes\)"),
-    Case("zero-byte-clip-skipped", videos(("broken.mp4", "empty"), flags=("--on-error", "skip")), 0,
-         r"read 2 videos .*skipped 1 unreadable: .*broken\.mp4.*wrote 2 embeddings"),
-    Case("text-named-mp4", videos(("fake.mp4", "text")), 2, r"fake\.mp4: decord cannot open it as a video .*PyAV "
-         r"fallback failed too .*Invalid data"),
+    Case(
+        "zero-byte-clip-skipped",
+        videos(("broken.mp4", "empty"), flags=("--on-error", "skip")),
+        0,
+        r"read 2 videos .*skipped 1 unreadable: .*broken\.mp4.*wrote 2 embeddings",
+    ),
+    Case(
+        "text-named-mp4",
+        videos(("fake.mp4", "text")),
+        2,
+        r"fake\.mp4: decord cannot open it as a video .*PyAV "
+        r"fallback failed too .*Invalid data",
+    ),
     Case("truncated-clip", videos(("cut.mp4", "truncated")), 2, r"cut\.mp4: decord cannot open it as a video"),
     Case("frame-folder-with-gap", videos(("frames", "frames")), 2, r"frames: frame numbering has gaps"),
-    Case("only-notes", lambda tmp: write_csv(tmp / "v" / "notes.txt", "x") and
-         ["embed", "{video}", str(tmp / "v"), "-o", "{out}"], 2, r"v: no videos .* or frame folders found "
-         r"\(found only: notes\.txt\)"),
+    Case(
+        "only-notes",
+        lambda tmp: write_csv(tmp / "v" / "notes.txt", "x") and ["embed", "{video}", str(tmp / "v"), "-o", "{out}"],
+        2,
+        r"v: no videos .* or frame folders found "
+        r"\(found only: notes\.txt\)",
+    ),
     Case("glob-matches-nothing", videos(target="vids/*.mov"), 2, r"no video matches '.*\*\.mov'"),
     Case("column-flag", videos(flags=("--column", "path")), 2, r"a video model embeds whole videos"),
     Case("single-video-file", videos(target="vids/one.mp4"), 0, r"read 1 videos \(10 frames\).*wrote 1 embeddings"),
     Case("captions", pairs(), 0, r"embedded 4 captions of column 'caption'.*wrote 4 embeddings"),
     Case("images", pairs(flags=("--column", "image")), 0, r"embedded 4 image paths of column 'image'"),
     Case("no-column", pairs(flags=()), 2, r"an aligner embeds one column.*found columns: image, caption"),
-    Case("column-typo", pairs(flags=("--column", "captions")), 2, r"--column 'captions' is not a column.*did you "
-         r"mean 'caption'"),
-    Case("blank-caption", pairs(blank_caption), 2, r"column 'caption': 1 empty captions \(data rows 2\); pass "
-         r"--on-error skip"),
-    Case("blank-caption-skipped", pairs(blank_caption, ("--column", "caption", "--on-error", "skip")), 0,
-         r"skipped 1 \(data rows 2\).*wrote 3 embeddings"),
-    Case("undecodable-image", pairs(broken_image, ("--column", "image")), 2,
-         r"column 'image': 1 unusable image\(s\) \(data row 2: .*img001\.png: cannot decode image"),
-    Case("missing-image", pairs(missing_image, ("--column", "image")), 2, r"data row 3: image not found: "
-         r".*img002\.png"),
-    Case("missing-image-skipped", pairs(missing_image, ("--column", "image", "--on-error", "skip")), 0,
-         r"wrote 3 embeddings"),
+    Case(
+        "column-typo",
+        pairs(flags=("--column", "captions")),
+        2,
+        r"--column 'captions' is not a column.*did you "
+        r"mean 'caption'",
+    ),
+    Case(
+        "blank-caption",
+        pairs(blank_caption),
+        2,
+        r"column 'caption': 1 empty captions \(data rows 2\); pass "
+        r"--on-error skip",
+    ),
+    Case(
+        "blank-caption-skipped",
+        pairs(blank_caption, ("--column", "caption", "--on-error", "skip")),
+        0,
+        r"skipped 1 \(data rows 2\).*wrote 3 embeddings",
+    ),
+    Case(
+        "undecodable-image",
+        pairs(broken_image, ("--column", "image")),
+        2,
+        r"column 'image': 1 unusable image\(s\) \(data row 2: .*img001\.png: cannot decode image",
+    ),
+    Case(
+        "missing-image",
+        pairs(missing_image, ("--column", "image")),
+        2,
+        r"data row 3: image not found: "
+        r".*img002\.png",
+    ),
+    Case(
+        "missing-image-skipped",
+        pairs(missing_image, ("--column", "image", "--on-error", "skip")),
+        0,
+        r"wrote 3 embeddings",
+    ),
     Case("cmyk-greyscale-alpha-palette", pairs(odd_modes, ("--column", "image")), 0, r"wrote 4 embeddings"),
     Case("very-long-caption", pairs(long_caption), 0, r"wrote 4 embeddings"),
 ]
@@ -108,8 +155,10 @@ CASES = [
 @pytest.mark.parametrize("case", params(CASES))
 def test_video_and_image_inputs(case, tmp_path, capsys, models):
     make = case.make
-    case.make = lambda tmp: [a.format(**{k: str(v) for k, v in models.items()}) if a.startswith("{") and
-                             a != "{out}" else a for a in make(tmp)]
+    case.make = lambda tmp: [
+        a.format(**{k: str(v) for k, v in models.items()}) if a.startswith("{") and a != "{out}" else a
+        for a in make(tmp)
+    ]
     try:
         run_case(case, tmp_path, capsys)
     finally:

@@ -1,4 +1,5 @@
 """Recipe configs: nested dataclasses, typo suggestions, command-line overrides."""
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -55,8 +56,10 @@ def test_numbers_written_as_strings_are_read_or_rejected_by_key():
 
 def test_demo_section_merges_over_the_recipe_and_overrides_come_last(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("domain: vectors\nname: full\ntrain:\n  max_steps: 100\n  batch_size: 8\n"
-                    "demo:\n  name: small\n  train:\n    max_steps: 5\n")
+    path.write_text(
+        "domain: vectors\nname: full\ntrain:\n  max_steps: 100\n  batch_size: 8\n"
+        "demo:\n  name: small\n  train:\n    max_steps: 5\n"
+    )
     full = load_config(Recipe, path)
     assert (full.name, full.train.max_steps, full.train.batch_size) == ("full", 100, 8)
     demo = load_config(Recipe, path, ["train.max_steps=3"], demo=True)

@@ -1,4 +1,5 @@
 """The one eval-data scheme: eval.train / eval.test take the data section's keys and inherit the rest."""
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -20,8 +21,10 @@ class Recipe:
 
 
 def test_sections_inherit_the_data_keys_they_do_not_set():
-    cfg = from_dict(Recipe, {"data": {"sample_rate": 16000},
-                             "eval": {"train": {"manifest": "a.csv"}, "test": {"manifest": "b.csv"}}})
+    cfg = from_dict(
+        Recipe,
+        {"data": {"sample_rate": 16000}, "eval": {"train": {"manifest": "a.csv"}, "test": {"manifest": "b.csv"}}},
+    )
     train, test = cfg.eval.resolve(cfg.data)
     assert (train.manifest, train.sample_rate) == ("a.csv", 16000)
     assert (test.manifest, test.sample_rate) == ("b.csv", 16000)

@@ -1,4 +1,5 @@
 """encode order/shape, Parquet/.npy/Dataset export round-trips, load_model restores identical embeddings."""
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq

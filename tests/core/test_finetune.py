@@ -1,4 +1,5 @@
 """finetune: a copy of the encoder plus a linear head, trained with the shared Trainer, scored like `probe`."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,9 +23,20 @@ def test_finetune_learns_labels_and_leaves_the_model_untouched(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x_train, y_train = blobs(240, 0)
     x_test, y_test = blobs(120, 1)
-    result = finetune(model, x_train, y_train, test_examples=x_test, test_labels=y_test, max_steps=150,
-                      batch_size=32, learning_rate=1e-2, eval_every=10, patience=3, output_dir=str(tmp_path),
-                      name="vectors fine-tuned")
+    result = finetune(
+        model,
+        x_train,
+        y_train,
+        test_examples=x_test,
+        test_labels=y_test,
+        max_steps=150,
+        batch_size=32,
+        learning_rate=1e-2,
+        eval_every=10,
+        patience=3,
+        output_dir=str(tmp_path),
+        name="vectors fine-tuned",
+    )
     assert result.linear_acc > 0.9 and result.knn_acc > 0.9, result
     assert (result.n_train, result.n_test, result.n_classes) == (240, 120, 3)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -37,8 +49,15 @@ def test_finetune_with_one_example_per_class_trains_fixed_steps():
     x_train, y_train = blobs(60, 0)
     idx = [int(np.flatnonzero(y_train == c)[0]) for c in "abc"]
     x_test, y_test = blobs(60, 1)
-    result = finetune(model, [x_train[i] for i in idx], y_train[idx], test_examples=x_test, test_labels=y_test,
-                      max_steps=20, batch_size=8)
+    result = finetune(
+        model,
+        [x_train[i] for i in idx],
+        y_train[idx],
+        test_examples=x_test,
+        test_labels=y_test,
+        max_steps=20,
+        batch_size=8,
+    )
     assert result.n_train == 3 and 0.0 <= result.linear_acc <= 1.0
 
 

@@ -1,4 +1,5 @@
 """Joint-embedding losses against naive loop references (values and gradients), and the objective's behaviour."""
+
 import math
 
 import numpy as np
@@ -7,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_modal.core.config import ConfigError
-from ssl_modal.core.joint import (JointConfig, JointEmbedding, barlow_twins_loss, byol_loss, info_nce,
-                                  vicreg_loss)
+from ssl_modal.core.joint import JointConfig, JointEmbedding, barlow_twins_loss, byol_loss, info_nce, vicreg_loss
 from ssl_modal.core.views import TwoViews, build_pipeline
 from ssl_modal.vectors import build_vector_model
 
@@ -36,7 +36,7 @@ def naive_barlow(a, b, lambd):
     for i in range(d):
         for j in range(d):
             c = (na[i] * nb[j]).sum() / n
-            loss = loss + ((1 - c) ** 2 if i == j else lambd * c ** 2)
+            loss = loss + ((1 - c) ** 2 if i == j else lambd * c**2)
     return loss
 
 
@@ -93,6 +93,7 @@ def _vector_views():
         def step(batch, generator):
             x = batch["x"]
             return {**batch, "x": x + scale * torch.randn(x.shape, generator=generator, device=x.device)}
+
         return step
 
     return TwoViews(build_pipeline([{"name": "noise", "scale": 0.3}], {"noise": noise}))
@@ -160,16 +161,30 @@ def test_byol_target_survives_checkpoint_and_resume_exactly(tmp_path):
     def build():
         torch.manual_seed(0)
         encoder = build_vector_model({"dim": 16}).encoder
-        objective = JointEmbedding(JointConfig(method="byol", hidden=32, dim=16), encoder.net[-1].out_features,
-                                   _vector_views(), encoder=encoder)
+        objective = JointEmbedding(
+            JointConfig(method="byol", hidden=32, dim=16),
+            encoder.net[-1].out_features,
+            _vector_views(),
+            encoder=encoder,
+        )
         return SSLModel(encoder, {"byol": objective})
 
     def collate(items):
         return {"x": torch.as_tensor(np.stack(items))}
 
     def fit(out):
-        cfg = TrainConfig(output_dir=str(out), max_steps=10, batch_size=32, learning_rate=1e-3, warmup_steps=2,
-                          log_every=5, checkpoint_every=5, progress=False, tensorboard=False, monitor_every=0)
+        cfg = TrainConfig(
+            output_dir=str(out),
+            max_steps=10,
+            batch_size=32,
+            learning_rate=1e-3,
+            warmup_steps=2,
+            log_every=5,
+            checkpoint_every=5,
+            progress=False,
+            tensorboard=False,
+            monitor_every=0,
+        )
         return Trainer(cfg).fit(build(), toy_data(), collate)
 
     fit(tmp_path)

@@ -1,4 +1,5 @@
 """BERT MLM masking against a naive reference and against HF's DataCollatorForLanguageModeling."""
+
 import random
 
 import pytest
@@ -62,8 +63,9 @@ def stats(ids, attention, special, inputs, labels):
 def test_statistics_match_naive_reference_and_bert_rules():
     ids, attention, special = make_batch()
     g = torch.Generator().manual_seed(1)
-    inputs, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, generator=g,
-                                 special_tokens_mask=special, attention_mask=attention)
+    inputs, labels = mask_tokens(
+        ids, mask_token_id=MASK, vocab_size=VOCAB, generator=g, special_tokens_mask=special, attention_mask=attention
+    )
     ours = stats(ids, attention, special, inputs, labels)
     ref = stats(ids, attention, special, *naive_mask(ids, attention, special))
     expected = {"rate": 0.15, "mask": 0.8, "random": 0.1 * (1 - 2 / VOCAB), "unchanged": 0.1 + 0.1 / VOCAB}
@@ -77,8 +79,14 @@ def test_statistics_match_naive_reference_and_bert_rules():
 def test_labels_specials_padding_and_untouched_positions():
     ids, attention, special = make_batch(seed=2)
     original = ids.clone()
-    inputs, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, generator=torch.Generator().manual_seed(0),
-                                 special_tokens_mask=special, attention_mask=attention)
+    inputs, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        generator=torch.Generator().manual_seed(0),
+        special_tokens_mask=special,
+        attention_mask=attention,
+    )
     selected = labels != IGNORE_INDEX
     assert torch.equal(ids, original), "the input tensor must not be modified"
     assert torch.equal(labels[selected], ids[selected])
@@ -90,8 +98,14 @@ def test_labels_specials_padding_and_untouched_positions():
 
 def test_padding_excluded_by_attention_mask_alone():
     ids, attention, _ = make_batch(seed=3)
-    _, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, generator=torch.Generator().manual_seed(0),
-                            attention_mask=attention, probability=0.5)
+    _, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        generator=torch.Generator().manual_seed(0),
+        attention_mask=attention,
+        probability=0.5,
+    )
     assert not (labels != IGNORE_INDEX)[attention == 0].any()
 
 
@@ -104,8 +118,13 @@ def test_equals_huggingface_collator_with_same_generator():
     collator.generator = torch.Generator().manual_seed(7)
     ids, attention, special = make_batch(batch=8, length=64, seed=4)
     hf_inputs, hf_labels = collator.torch_mask_tokens(ids.clone(), special_tokens_mask=special)
-    inputs, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, generator=torch.Generator().manual_seed(7),
-                                 special_tokens_mask=special)
+    inputs, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        generator=torch.Generator().manual_seed(7),
+        special_tokens_mask=special,
+    )
     assert torch.equal(labels, hf_labels) and torch.equal(inputs, hf_inputs)
 
 
@@ -128,13 +147,20 @@ def test_whole_word_masks_whole_words():
         t = 1
         for w in range(words):
             n = int(torch.randint(1, pieces + 1, (1,), generator=g))
-            word_ids[b, t:t + n] = w
+            word_ids[b, t : t + n] = w
             t += n
     ids = torch.randint(5, VOCAB, word_ids.shape, generator=g)
     attention = torch.ones_like(ids)
     special = (word_ids == -1).long()
-    inputs, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, generator=torch.Generator().manual_seed(1),
-                                 special_tokens_mask=special, attention_mask=attention, word_ids=word_ids)
+    inputs, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        generator=torch.Generator().manual_seed(1),
+        special_tokens_mask=special,
+        attention_mask=attention,
+        word_ids=word_ids,
+    )
     selected = labels != IGNORE_INDEX
     assert not selected[word_ids == -1].any()
     chosen_words = total_words = 0
@@ -162,6 +188,12 @@ def test_invalid_arguments_raise():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_the_tensor_device():
     ids, attention, special = (x.cuda() for x in make_batch(batch=4, length=32))
-    inputs, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, generator=torch.Generator("cuda").manual_seed(0),
-                                 special_tokens_mask=special, attention_mask=attention)
+    inputs, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        generator=torch.Generator("cuda").manual_seed(0),
+        special_tokens_mask=special,
+        attention_mask=attention,
+    )
     assert inputs.device.type == "cuda" and labels.device.type == "cuda"

@@ -1,4 +1,5 @@
 """Training records of the latest run, and the PNG plots every recipe saves."""
+
 import json
 
 import numpy as np
@@ -13,16 +14,30 @@ def write_metrics(folder, records):
 
 
 def test_training_records_keep_only_the_latest_run(tmp_path):
-    write_metrics(tmp_path, [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}, {"step": 20, "val/loss": 4.1},
-                             {"step": 10, "loss": 6.0}, {"step": 20, "loss": 5.5}, {"step": 30, "loss": 5.0}])
+    write_metrics(
+        tmp_path,
+        [
+            {"step": 10, "loss": 5.0},
+            {"step": 20, "loss": 4.0},
+            {"step": 20, "val/loss": 4.1},
+            {"step": 10, "loss": 6.0},
+            {"step": 20, "loss": 5.5},
+            {"step": 30, "loss": 5.0},
+        ],
+    )
     assert [r["loss"] for r in training_records(tmp_path)] == [6.0, 5.5, 5.0]
     assert training_records(tmp_path / "absent") == []
 
 
 def test_training_curves_png_and_empty_run_error(tmp_path):
     write_metrics(tmp_path, [{"step": s, "loss": 3.0 / s, "a/loss": 1.0 / s, "a/accuracy": s / 10} for s in (1, 2, 3)])
-    png = plot_training_curves(tmp_path, tmp_path / "out" / "curve.png", "t", losses=[("a/loss", "a")],
-                               accuracies=[("a/accuracy", "acc"), ("missing/accuracy", "never drawn")])
+    png = plot_training_curves(
+        tmp_path,
+        tmp_path / "out" / "curve.png",
+        "t",
+        losses=[("a/loss", "a")],
+        accuracies=[("a/accuracy", "acc"), ("missing/accuracy", "never drawn")],
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(ValueError, match="metrics.jsonl holds no training records"):

@@ -1,4 +1,5 @@
 """train.autocast=auto: bf16 only where the CPU has native bf16, with a log line saying what was chosen."""
+
 import logging
 
 import torch
@@ -23,8 +24,16 @@ def test_auto_picks_bf16_only_with_native_cpu_support(tmp_path):
 
 
 def test_trainer_logs_the_precision_it_uses(tmp_path, caplog):
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=2, batch_size=16, autocast="auto", progress=False,
-                      tensorboard=False, monitor_every=0, log_every=1)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        batch_size=16,
+        autocast="auto",
+        progress=False,
+        tensorboard=False,
+        monitor_every=0,
+        log_every=1,
+    )
     with caplog.at_level(logging.INFO, logger="ssl_modal"):
         Trainer(cfg).fit(build_vector_model({"dim": 16}), toy_data(), collate_vectors)
     expected = resolve_autocast("auto", torch.device("cpu"))[1]

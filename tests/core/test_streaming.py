@@ -1,4 +1,5 @@
 """ParquetStream: every row once per epoch, disjoint rank shares, exact replay from a saved position."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,7 @@ def _write(folder, shards=4, rows=25):
     for s in range(shards):
         ids = np.arange(s * rows, (s + 1) * rows)
         values = pa.array([list(range(i % 5 + 1)) for i in ids], pa.list_(pa.int32()))
-        pq.write_table(pa.table({"id": pa.array(ids), "x": values}), folder / f"part-{s:05d}.parquet",
-                       row_group_size=7)
+        pq.write_table(pa.table({"id": pa.array(ids), "x": values}), folder / f"part-{s:05d}.parquet", row_group_size=7)
     return folder
 
 
@@ -25,8 +25,11 @@ def _ids(items):
 
 
 def collate(items):
-    return {"id": [int(it["fields"]["id"]) for it in items], "row": [it["row"] for it in items],
-            "x": [it["fields"]["x"].tolist() for it in items]}
+    return {
+        "id": [int(it["fields"]["id"]) for it in items],
+        "row": [it["row"] for it in items],
+        "x": [it["fields"]["x"].tolist() for it in items],
+    }
 
 
 def test_each_epoch_yields_every_row_once_in_a_new_order(tmp_path):
@@ -56,7 +59,7 @@ def test_replay_from_a_saved_position_is_exact(tmp_path):
     ref = [next(full) for _ in range(30)]  # 12 batches per epoch: crosses two epoch boundaries
     assert [(e, i) for e, i, _ in ref[:13]] == [(0, i) for i in range(12)] + [(1, 0)]
     again = stream.stream_batches(collate, 8, DistInfo(), 1, 5, seed=3)  # resume at epoch 1, batch 5
-    for (e, i, batch) in ref[17:30]:
+    for e, i, batch in ref[17:30]:
         e2, i2, batch2 = next(again)
         assert (e, i, batch["id"], batch["x"]) == (e2, i2, batch2["id"], batch2["x"])
 

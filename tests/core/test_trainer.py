@@ -1,5 +1,5 @@
 """The shared trainer: learning, exact resume after SIGKILL/SIGTERM, corrupt checkpoints, monitors."""
-import os
+
 import signal
 import subprocess
 import sys
@@ -47,8 +47,18 @@ def assert_same_weights(a, b):
 def test_loss_decreases_and_metrics_are_logged(tmp_path):
     torch.manual_seed(0)
     model = build_vector_model({"dim": 16})
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=50, batch_size=32, learning_rate=3e-3, warmup_steps=5,
-                      log_every=5, monitor_every=10, progress=False, tensorboard=False, checkpoint_every=25)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=50,
+        batch_size=32,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        log_every=5,
+        monitor_every=10,
+        progress=False,
+        tensorboard=False,
+        checkpoint_every=25,
+    )
     result = Trainer(cfg).fit(model, toy_data(), collate_vectors)
     records = [r for r in read_metrics(tmp_path) if "loss" in r]
     assert [r["step"] for r in records] == list(range(5, 55, 5))
@@ -65,8 +75,16 @@ def test_grad_accumulation_matches_big_batch(tmp_path):
     for name, batch, accum in (("big", 32, 1), ("accum", 16, 2)):
         torch.manual_seed(0)
         model = build_vector_model({"dim": 16, "objectives": {"reconstruct": 1.0}})
-        cfg = TrainConfig(output_dir=str(tmp_path / name), max_steps=5, batch_size=batch, grad_accum_steps=accum,
-                          progress=False, tensorboard=False, monitor_every=0, warmup_steps=1)
+        cfg = TrainConfig(
+            output_dir=str(tmp_path / name),
+            max_steps=5,
+            batch_size=batch,
+            grad_accum_steps=accum,
+            progress=False,
+            tensorboard=False,
+            monitor_every=0,
+            warmup_steps=1,
+        )
         Trainer(cfg).fit(model, toy_data(), collate_vectors)
         weights.append(model.state_dict())
     # batch order differs (32 vs 2x16 from the same permutation are the same examples)
@@ -144,8 +162,16 @@ def test_bad_training_setups_have_clear_errors(tmp_path):
 
 def test_bf16_autocast_trains_on_cpu(tmp_path):
     torch.manual_seed(0)
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=20, batch_size=32, autocast="bf16", learning_rate=3e-3,
-                      progress=False, tensorboard=False, log_every=10)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=20,
+        batch_size=32,
+        autocast="bf16",
+        learning_rate=3e-3,
+        progress=False,
+        tensorboard=False,
+        log_every=10,
+    )
     result = Trainer(cfg).fit(build_vector_model({"dim": 16}), toy_data(), collate_vectors)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 

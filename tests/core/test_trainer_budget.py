@@ -1,5 +1,6 @@
 """Trainer: wall-clock budget, time stamps and rates in metrics.jsonl, clean logs after resume, the last good
 state saved when a step raises, early stopping, per-prefix learning rates, numeric config validation."""
+
 import json
 import time
 
@@ -17,8 +18,18 @@ from tests.core.train_toy import toy_data
 
 
 def config(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), max_steps=20, batch_size=16, learning_rate=3e-3, warmup_steps=2,
-                log_every=2, checkpoint_every=5, progress=False, tensorboard=False, monitor_every=0)
+    base = dict(
+        output_dir=str(tmp_path),
+        max_steps=20,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        log_every=2,
+        checkpoint_every=5,
+        progress=False,
+        tensorboard=False,
+        monitor_every=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -29,7 +40,8 @@ def test_max_minutes_stops_the_run_saves_the_model_and_lowers_the_lr(tmp_path):
 
     torch.manual_seed(0)
     result = Trainer(config(tmp_path, max_steps=100000, max_minutes=1.0 / 60, warmup_steps=0, log_every=1)).fit(
-        build_vector_model({"dim": 16}), toy_data(), slow)
+        build_vector_model({"dim": 16}), toy_data(), slow
+    )
     assert 3 <= result.step < 100, result.step  # about 1 s of 0.05 s steps, far from max_steps
     assert result.checkpoint == tmp_path / "model.pt" and result.checkpoint.exists()
     records = read_metrics(tmp_path)
@@ -94,10 +106,12 @@ def test_exception_in_a_step_saves_the_last_good_state_and_resume_continues_exac
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     # resuming from the saved state gives the same weights as a run that never failed
     Trainer(config(tmp_path / "a", max_steps=12, checkpoint_every=100)).fit(
-        build_vector_model({"dim": 16}), toy_data(), collate_vectors)
+        build_vector_model({"dim": 16}), toy_data(), collate_vectors
+    )
     torch.manual_seed(0)
     Trainer(config(tmp_path / "b", max_steps=12, checkpoint_every=100)).fit(
-        build_vector_model({"dim": 16}), toy_data(), collate_vectors)
+        build_vector_model({"dim": 16}), toy_data(), collate_vectors
+    )
     a, b = (load_checkpoint(tmp_path / d / "model.pt")["model"] for d in "ab")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
@@ -115,7 +129,8 @@ def test_non_finite_loss_keeps_finite_weights_on_disk(tmp_path):
     torch.manual_seed(0)
     with pytest.raises(FloatingPointError, match="loss is not finite at step 7"):
         Trainer(config(tmp_path, max_steps=12, checkpoint_every=100)).fit(
-            build_vector_model({"dim": 16}), toy_data(), poisoned)
+            build_vector_model({"dim": 16}), toy_data(), poisoned
+        )
     state = load_checkpoint(tmp_path / "checkpoints" / "step-00000006.pt")
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
@@ -124,8 +139,15 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     torch.manual_seed(0)
     data = toy_data()
     val = toy_data(64, seed=1)
-    cfg = config(tmp_path, max_steps=400, learning_rate=5e-2, eval_every=5, early_stopping_patience=2,
-                 warmup_steps=0, min_lr_ratio=1.0)
+    cfg = config(
+        tmp_path,
+        max_steps=400,
+        learning_rate=5e-2,
+        eval_every=5,
+        early_stopping_patience=2,
+        warmup_steps=0,
+        min_lr_ratio=1.0,
+    )
     result = Trainer(cfg).fit(build_vector_model({"dim": 16}), data, collate_vectors, val_data=val)
     vals = [r["val/loss"] for r in result.history if "val/loss" in r]
     assert result.step < 400 and len(vals) >= 3
@@ -149,18 +171,21 @@ def test_lr_scales_give_a_prefix_its_own_learning_rate(tmp_path):
     assert all(lr == pytest.approx(3e-3) for n, lr in lrs.items() if not n.startswith("encoder."))
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("log_every", 0, "train.log_every: expected >= 1, found 0"),
-    ("checkpoint_every", 0, "train.checkpoint_every: expected >= 1, found 0"),
-    ("learning_rate", 0, "train.learning_rate: expected > 0, found 0"),
-    ("learning_rate", -1e-3, "train.learning_rate: expected > 0, found -0.001"),
-    ("max_minutes", -5, "train.max_minutes: expected >= 0, found -5"),
-    ("warmup_steps", -1, "train.warmup_steps: expected >= 0, found -1"),
-    ("min_lr_ratio", 2, r"train.min_lr_ratio: expected a ratio in \[0, 1\], found 2"),
-    ("betas", [0.9, 1.5], r"train.betas: expected two numbers in \[0, 1\)"),
-    ("keep_last", 0, "train.keep_last: expected >= 1, found 0"),
-    ("early_stopping_patience", 3, "needs train.eval_every > 0"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("log_every", 0, "train.log_every: expected >= 1, found 0"),
+        ("checkpoint_every", 0, "train.checkpoint_every: expected >= 1, found 0"),
+        ("learning_rate", 0, "train.learning_rate: expected > 0, found 0"),
+        ("learning_rate", -1e-3, "train.learning_rate: expected > 0, found -0.001"),
+        ("max_minutes", -5, "train.max_minutes: expected >= 0, found -5"),
+        ("warmup_steps", -1, "train.warmup_steps: expected >= 0, found -1"),
+        ("min_lr_ratio", 2, r"train.min_lr_ratio: expected a ratio in \[0, 1\], found 2"),
+        ("betas", [0.9, 1.5], r"train.betas: expected two numbers in \[0, 1\)"),
+        ("keep_last", 0, "train.keep_last: expected >= 1, found 0"),
+        ("early_stopping_patience", 3, "needs train.eval_every > 0"),
+    ],
+)
 def test_numeric_config_keys_are_checked_at_load_time(key, value, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(TrainConfig, {key: value})

@@ -2,6 +2,7 @@
 
 usage: python -m tests.core.train_toy OUTPUT_DIR MAX_STEPS BATCH_SIZE [delay_s] [objective] [dropout]
 """
+
 import sys
 import time
 
@@ -30,9 +31,19 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = build_vector_model({"dim": 16, "dropout": dropout, "objectives": {objective: 1.0}})
-    config = TrainConfig(output_dir=out, max_steps=max_steps, batch_size=batch, learning_rate=3e-3,
-                         warmup_steps=5, log_every=1, checkpoint_every=10, keep_last=3, progress=False,
-                         tensorboard=False, monitor_every=0)
+    config = TrainConfig(
+        output_dir=out,
+        max_steps=max_steps,
+        batch_size=batch,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        log_every=1,
+        checkpoint_every=10,
+        keep_last=3,
+        progress=False,
+        tensorboard=False,
+        monitor_every=0,
+    )
     result = Trainer(config).fit(model, toy_data(), collate)
     print(f"done step={result.step} interrupted={result.interrupted}", flush=True)
 

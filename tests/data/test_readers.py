@@ -32,9 +32,10 @@ def test_unknown_extension(tmp_path):
 
 def test_non_utf8_names_line_and_byte_offset(tmp_path):
     p = tmp_path / "latin.csv"
-    p.write_bytes("text\nok\ncaf".encode() + b"\xe9 au lait\n")
-    with pytest.raises(DataValidationError,
-                       match=r"latin\.csv: not valid UTF-8 at line 3, column 4, byte offset 11 \(byte 0xe9\)"):
+    p.write_bytes(b"text\nok\ncaf" + b"\xe9 au lait\n")
+    with pytest.raises(
+        DataValidationError, match=r"latin\.csv: not valid UTF-8 at line 3, column 4, byte offset 11 \(byte 0xe9\)"
+    ):
         read_table(p)
 
 
@@ -65,8 +66,11 @@ def test_empty_and_header_only(tmp_path):
 def test_missing_column_suggests_closest(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("client_id,amnt\n1,2\n")
-    with pytest.raises(DataValidationError, match=r"missing column 'amount'; did you mean 'amnt'\? "
-                                                  r"\(found columns: client_id, amnt\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"missing column 'amount'; did you mean 'amnt'\? "
+        r"\(found columns: client_id, amnt\)",
+    ):
         read_table(p, columns=["client_id", "amount"])
     assert read_table(p, columns=["amnt"]).columns.tolist() == ["amnt"]
 
@@ -103,6 +107,9 @@ def test_other_formats(tmp_path):
 def test_rows_longer_than_header(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("a,b\n1,2,3\n4,5,6\n")
-    with pytest.raises(DataValidationError, match=r"line 2 has more fields than the header line "
-                                                  r"\(2 columns: a, b\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"line 2 has more fields than the header line "
+        r"\(2 columns: a, b\)",
+    ):
         read_table(p)

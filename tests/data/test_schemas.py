@@ -1,4 +1,5 @@
 """Every shipped schema is well-formed and its example passes; schema lookup and the CLI entry."""
+
 import json
 
 import pytest
@@ -33,8 +34,9 @@ def test_text_corpus_example_has_labels_and_unlabelled_rows():
 
 def test_invalid_table_schema_lists_every_problem(tmp_path):
     bad = tmp_path / "bad.schema.json"
-    bad.write_text(json.dumps({"kind": "table", "columns": {
-        "a": {"dtype": "strin"}, "b": {"dtype": "number", "nulable": True}}}))
+    bad.write_text(
+        json.dumps({"kind": "table", "columns": {"a": {"dtype": "strin"}, "b": {"dtype": "number", "nulable": True}}})
+    )
     with pytest.raises(SchemaError) as info:
         load_schema(bad)
     msg = str(info.value)
@@ -44,9 +46,19 @@ def test_invalid_table_schema_lists_every_problem(tmp_path):
 
 def test_semantic_schema_rules(tmp_path):
     bad = tmp_path / "bad.schema.json"
-    bad.write_text(json.dumps({"kind": "table", "primary_key": ["z"], "columns": {
-        "a": {"dtype": "string", "min": 3}, "b": {"dtype": "number", "min_length": 2},
-        "c": {"dtype": "string", "pattern": "("}}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "kind": "table",
+                "primary_key": ["z"],
+                "columns": {
+                    "a": {"dtype": "string", "min": 3},
+                    "b": {"dtype": "number", "min_length": 2},
+                    "c": {"dtype": "string", "pattern": "("},
+                },
+            }
+        )
+    )
     with pytest.raises(SchemaError) as info:
         load_schema(bad)
     msg = str(info.value)

@@ -1,4 +1,5 @@
 """validate(): every problem with its row, line, column, expected and found."""
+
 import json
 
 import numpy as np
@@ -15,11 +16,18 @@ def _messages(report):
 @pytest.fixture
 def amounts_schema(tmp_path):
     path = tmp_path / "amounts.schema.json"
-    path.write_text(json.dumps({"kind": "table", "columns": {
-        "text": {"dtype": "string", "min_length": 1},
-        "label": {"dtype": "integer", "nullable": True, "allowed": [1, 2, 3]},
-        "amount": {"dtype": "number", "min": 0, "unique": True},
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "kind": "table",
+                "columns": {
+                    "text": {"dtype": "string", "min_length": 1},
+                    "label": {"dtype": "integer", "nullable": True, "allowed": [1, 2, 3]},
+                    "amount": {"dtype": "number", "min": 0, "unique": True},
+                },
+            }
+        )
+    )
     return path
 
 
@@ -84,8 +92,10 @@ def test_malformed_line_reported_and_rest_checked(tmp_path):
     p = tmp_path / "c.csv"
     p.write_text("text,label\nok,1\nbad,1,extra\n,2\n")
     msgs = _messages(validate("text_corpus", p))
-    assert msgs == ["line 3: malformed CSV line: expected 2 fields, saw 3",
-                    "row 2 (line 4), column 'text': expected a non-empty value, found ''"]
+    assert msgs == [
+        "line 3: malformed CSV line: expected 2 fields, saw 3",
+        "row 2 (line 4), column 'text': expected a non-empty value, found ''",
+    ]
 
 
 def test_many_problems_are_counted_and_capped(tmp_path, amounts_schema):
@@ -106,21 +116,35 @@ def test_misnamed_optional_and_unexpected_columns(tmp_path):
     [problem] = validate("text_corpus", p).problems
     assert problem.message.startswith("optional column 'label' not found, but 'lable' looks like a misspelling")
     schema = tmp_path / "s.schema.json"
-    schema.write_text(json.dumps({"kind": "table", "additional_columns": False,
-                                  "columns": {"text": {"dtype": "string"}}}))
+    schema.write_text(
+        json.dumps({"kind": "table", "additional_columns": False, "columns": {"text": {"dtype": "string"}}})
+    )
     [problem] = validate(schema, p).problems
     assert problem.message == "column 'lable' is not in the schema (allowed: text)"
 
 
 def test_datetime_boolean_pattern_primary_key(tmp_path):
     schema = tmp_path / "s.schema.json"
-    schema.write_text(json.dumps({"kind": "table", "primary_key": ["id"], "columns": {
-        "id": {"dtype": "integer"}, "ts": {"dtype": "datetime", "min": "2020-01-01"},
-        "eu": {"dtype": "datetime", "format": "%d/%m/%Y"}, "flag": {"dtype": "boolean"},
-        "code": {"dtype": "string", "pattern": "[A-Z]{3}"}}}))
+    schema.write_text(
+        json.dumps(
+            {
+                "kind": "table",
+                "primary_key": ["id"],
+                "columns": {
+                    "id": {"dtype": "integer"},
+                    "ts": {"dtype": "datetime", "min": "2020-01-01"},
+                    "eu": {"dtype": "datetime", "format": "%d/%m/%Y"},
+                    "flag": {"dtype": "boolean"},
+                    "code": {"dtype": "string", "pattern": "[A-Z]{3}"},
+                },
+            }
+        )
+    )
     p = tmp_path / "d.csv"
-    p.write_text("id,ts,eu,flag,code\n1,2021-05-01T10:00:00Z,31/12/2020,Yes,ABC\n"
-                 "1,2019-01-01,2020-12-31,maybe,abc\n2,not a date,01/02/2021,0,XYZ\n")
+    p.write_text(
+        "id,ts,eu,flag,code\n1,2021-05-01T10:00:00Z,31/12/2020,Yes,ABC\n"
+        "1,2019-01-01,2020-12-31,maybe,abc\n2,not a date,01/02/2021,0,XYZ\n"
+    )
     msgs = _messages(validate(schema, p))
     assert "row 2 (line 3), column 'ts': expected >= 2020-01-01, found '2019-01-01'" in msgs
     assert any(m.startswith("row 3 (line 4), column 'ts': expected datetime (ISO 8601") for m in msgs)
@@ -135,28 +159,45 @@ def test_typed_formats_parquet_jsonl_and_frames(tmp_path, amounts_schema):
     df = pd.DataFrame({"text": ["a", "", "c"], "label": [1, 2, 5], "amount": [1.0, np.nan, 2.0]})
     df.to_parquet(tmp_path / "t.parquet")
     msgs = _messages(validate(amounts_schema, tmp_path / "t.parquet"))
-    assert msgs == ["row 2, column 'text': expected a non-empty value, found ''",
-                    "row 3, column 'label': expected one of 1, 2, 3, found 5",
-                    "row 2, column 'amount': expected a non-empty value, found empty"]
+    assert msgs == [
+        "row 2, column 'text': expected a non-empty value, found ''",
+        "row 3, column 'label': expected one of 1, 2, 3, found 5",
+        "row 2, column 'amount': expected a non-empty value, found empty",
+    ]
     assert _messages(validate_frame(amounts_schema, df)) == msgs
-    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": 1, "amount": 1}\n\n'
-                                      '{"text": "b", "label": 2, "amount": "12,50"}\n')
+    (tmp_path / "t.jsonl").write_text(
+        '{"text": "a", "label": 1, "amount": 1}\n\n{"text": "b", "label": 2, "amount": "12,50"}\n'
+    )
     [problem] = validate(amounts_schema, tmp_path / "t.jsonl").problems
     assert problem.message == "row 2 (line 3), column 'amount': expected number, found '12,50'"
 
 
 def test_json_manifest_reports_json_paths(tmp_path):
     schema = tmp_path / "clips.schema.json"
-    schema.write_text(json.dumps({
-        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-        "required": ["path", "duration"], "additionalProperties": False,
-        "properties": {"path": {"type": "string"}, "duration": {"type": "number", "exclusiveMinimum": 0},
-                       "frames": {"type": "array", "items": {"type": "object", "required": ["t"],
-                                                             "properties": {"t": {"type": "number"}}}}}}))
+    schema.write_text(
+        json.dumps(
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "required": ["path", "duration"],
+                "additionalProperties": False,
+                "properties": {
+                    "path": {"type": "string"},
+                    "duration": {"type": "number", "exclusiveMinimum": 0},
+                    "frames": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["t"], "properties": {"t": {"type": "number"}}},
+                    },
+                },
+            }
+        )
+    )
     p = tmp_path / "clips.jsonl"
-    p.write_text('{"path": "a.wav", "duration": 1.5}\n{"path": "b.wav", "duration": -1}\n\n'
-                 '{"path": "c.wav"}\n{broken\n'
-                 '{"path": "d.wav", "duration": 2, "frames": [{"t": 1}, {"t": "x"}, {}]}\n')
+    p.write_text(
+        '{"path": "a.wav", "duration": 1.5}\n{"path": "b.wav", "duration": -1}\n\n'
+        '{"path": "c.wav"}\n{broken\n'
+        '{"path": "d.wav", "duration": 2, "frames": [{"t": 1}, {"t": "x"}, {}]}\n'
+    )
     report = validate(schema, p)
     got = {(q.row, q.line, q.path) for q in report.problems if q.kind == "json_schema"}
     assert got == {(2, 2, "$.duration"), (3, 4, "$"), (4, 6, "$.frames[1].t"), (4, 6, "$.frames[2]")}

@@ -1,4 +1,5 @@
 """Shared fixtures for the text tests: the repo's AG News sample and a small trained tokenizer."""
+
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,5 @@
 """Corpus reading (formats and user mistakes), tokenisation via datasets.map, and the collate."""
+
 import json
 
 import pandas as pd

@@ -1,4 +1,5 @@
 """Any HF masked-LM: a local pretrained folder, RoBERTa-style `lm_head`, and the full-forward fallback."""
+
 import shutil
 
 import numpy as np
@@ -20,11 +21,24 @@ def with_hf_config(tokenizer, **hf) -> dict:
     return config
 
 
-@pytest.mark.parametrize("hf, head", [
-    ({"model_type": "roberta", "max_position_embeddings": 34, "pad_token_id": 0, **SMALL}, "lm_head"),
-    ({"model_type": "distilbert", "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64,
-      "max_position_embeddings": 32, "pad_token_id": 0}, None),
-])
+@pytest.mark.parametrize(
+    "hf, head",
+    [
+        ({"model_type": "roberta", "max_position_embeddings": 34, "pad_token_id": 0, **SMALL}, "lm_head"),
+        (
+            {
+                "model_type": "distilbert",
+                "dim": 32,
+                "n_layers": 1,
+                "n_heads": 2,
+                "hidden_dim": 64,
+                "max_position_embeddings": 32,
+                "pad_token_id": 0,
+            },
+            None,
+        ),
+    ],
+)
 def test_other_architectures_train_and_pool(small_tokenizer, sample_texts, hf, head):
     torch.manual_seed(0)
     model = build_text_model(with_hf_config(small_tokenizer, **hf))
@@ -46,11 +60,19 @@ def test_local_pretrained_folder_loads_weights_and_rebuilds_offline(tmp_path, sm
     torch.manual_seed(1)
     hf_model = BertForMaskedLM(BertConfig(vocab_size=small_tokenizer.vocab_size, max_position_embeddings=32, **SMALL))
     hf_model.save_pretrained(folder)
-    PreTrainedTokenizerFast(tokenizer_object=small_tokenizer.backend, mask_token="[MASK]", pad_token="[PAD]",
-                            unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=small_tokenizer.backend,
+        mask_token="[MASK]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    ).save_pretrained(folder)
     model_cfg = ModelConfig(max_length=32, init_from=str(folder))
     tokenizer = build_tokenizer(TokenizerConfig(), model_cfg.max_length, pretrained_path=model_cfg.init_from)
-    assert tokenizer.vocab_size == small_tokenizer.vocab_size and tokenizer.mask_token_id == small_tokenizer.mask_token_id
+    assert (
+        tokenizer.vocab_size == small_tokenizer.vocab_size and tokenizer.mask_token_id == small_tokenizer.mask_token_id
+    )
     model = build_text_model(text_model_config(model_cfg, MLMConfig(), tokenizer)).eval()
     ours = model.encoder.mlm.state_dict()
     for key, value in hf_model.state_dict().items():
@@ -72,11 +94,13 @@ def test_init_from_a_bare_encoder_adds_a_tied_mlm_head(tmp_path, small_tokenizer
 
     folder = tmp_path / "bare"
     torch.manual_seed(2)
-    bare = BertModel(BertConfig(vocab_size=small_tokenizer.vocab_size, max_position_embeddings=32, **SMALL),
-                     add_pooling_layer=False)
+    bare = BertModel(
+        BertConfig(vocab_size=small_tokenizer.vocab_size, max_position_embeddings=32, **SMALL), add_pooling_layer=False
+    )
     bare.save_pretrained(folder)
-    PreTrainedTokenizerFast(tokenizer_object=small_tokenizer.backend, mask_token="[MASK]", pad_token="[PAD]",
-                            unk_token="[UNK]").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=small_tokenizer.backend, mask_token="[MASK]", pad_token="[PAD]", unk_token="[UNK]"
+    ).save_pretrained(folder)
     model_cfg = ModelConfig(max_length=32, init_from=str(folder))
     tokenizer = build_tokenizer(TokenizerConfig(), 32, pretrained_path=str(folder))
     model = build_text_model(text_model_config(model_cfg, MLMConfig(), tokenizer))

@@ -1,4 +1,5 @@
 """Corpora from shards through `datasets`: memory-mapped, empty texts dropped, the same token ids as in memory."""
+
 from __future__ import annotations
 
 import datasets

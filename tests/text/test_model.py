@@ -1,4 +1,5 @@
 """The MLM model: masked-only head, pooling, tied weights, checkpoint rebuild, and learning through the Trainer."""
+
 import json
 
 import numpy as np
@@ -26,9 +27,13 @@ def test_forward_and_head_only_at_masked_positions(small_tokenizer, sample_texts
     assert abs(out["loss"].item() - np.log(small_tokenizer.vocab_size)) < 1.5  # near-uniform at init
     # same masks -> the masked-only head equals the full HF forward at the masked positions
     masked, labels = mask_tokens(
-        batch["input_ids"], mask_token_id=small_tokenizer.mask_token_id, vocab_size=small_tokenizer.vocab_size,
-        generator=torch.Generator().manual_seed(3), special_tokens_mask=batch["special_tokens_mask"],
-        attention_mask=batch["attention_mask"])
+        batch["input_ids"],
+        mask_token_id=small_tokenizer.mask_token_id,
+        vocab_size=small_tokenizer.vocab_size,
+        generator=torch.Generator().manual_seed(3),
+        special_tokens_mask=batch["special_tokens_mask"],
+        attention_mask=batch["attention_mask"],
+    )
     sel = labels != IGNORE_INDEX
     full = encoder.mlm(input_ids=masked, attention_mask=batch["attention_mask"]).logits[sel]
     reference = torch.nn.functional.cross_entropy(full, labels[sel])
@@ -66,15 +71,25 @@ def test_mlm_loss_decreases_through_trainer(tmp_path, small_tokenizer, sample_te
     torch.manual_seed(0)
     model = build_text_model(tiny_model_config(small_tokenizer))
     data = tokenize_texts(sample_texts, small_tokenizer)
-    config = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=60, batch_size=16, learning_rate=2e-3,
-                         warmup_steps=5, log_every=10, checkpoint_every=1000, monitor_every=0,
-                         progress=False, tensorboard=False, device="cpu")
+    config = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        max_steps=60,
+        batch_size=16,
+        learning_rate=2e-3,
+        warmup_steps=5,
+        log_every=10,
+        checkpoint_every=1000,
+        monitor_every=0,
+        progress=False,
+        tensorboard=False,
+        device="cpu",
+    )
     result = Trainer(config).fit(model, data, model.collate)
     losses = [r["mlm/loss"] for r in result.history if "mlm/loss" in r]
     assert len(losses) == 6
     # from about ln(vocab) to clearly below it: the model learns the token distribution and some context
     assert losses[0] > np.log(small_tokenizer.vocab_size) - 0.5 and losses[-1] < losses[0] - 0.4, losses
-    assert all(b < a + 0.05 for a, b in zip(losses, losses[1:])), losses
+    assert all(b < a + 0.05 for a, b in zip(losses, losses[1:], strict=False)), losses
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 60 and "mlm/accuracy" in records[-1]
     assert records[-1]["mlm/accuracy"] > records[0]["mlm/accuracy"]
@@ -83,7 +98,14 @@ def test_mlm_loss_decreases_through_trainer(tmp_path, small_tokenizer, sample_te
 
 def test_vocab_larger_than_model_is_rejected(small_tokenizer):
     config = tiny_model_config(small_tokenizer)
-    config["hf_config"] = {"model_type": "bert", "vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 1,
-                           "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 32}
+    config["hf_config"] = {
+        "model_type": "bert",
+        "vocab_size": 50,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 32,
+    }
     with pytest.raises(ValueError, match=r"tokenizer has \d+ tokens but the model has only 50 input embeddings"):
         build_text_model(config)

@@ -1,4 +1,5 @@
 """Packing: every text lands in exactly one row, and a packed text is encoded exactly as if it were alone."""
+
 import pytest
 import torch
 
@@ -23,14 +24,14 @@ def test_segment_positions_and_block_mask_match_a_naive_loop():
 
 
 def test_pack_texts_places_each_text_once_and_fills_rows(small_tokenizer, sample_texts):
-    enc = small_tokenizer([t[:20 + 9 * (i % 12)] for i, t in enumerate(sample_texts[:200])])  # 5-32 tokens
+    enc = small_tokenizer([t[: 20 + 9 * (i % 12)] for i, t in enumerate(sample_texts[:200])])  # 5-32 tokens
     rows = pack_texts(enc["input_ids"], enc["special_tokens_mask"], max_length=32, seed=3)
     assert all(len(r["input_ids"]) <= 32 for r in rows)
     pieces = []
     for r in rows:
         assert len(r["input_ids"]) == len(r["special_tokens_mask"]) == len(r["segment_ids"])
         for s in sorted(set(r["segment_ids"])):
-            pieces.append(tuple(t for t, g in zip(r["input_ids"], r["segment_ids"]) if g == s))
+            pieces.append(tuple(t for t, g in zip(r["input_ids"], r["segment_ids"], strict=True) if g == s))
     assert sorted(pieces) == sorted(tuple(x) for x in enc["input_ids"])
     padded_fill = sum(map(len, enc["input_ids"])) / (len(enc["input_ids"]) * 32)
     assert fill_ratio(rows, 32) > 0.9 and fill_ratio(rows, 32) > padded_fill + 0.15  # one text per row: 0.75
@@ -50,7 +51,7 @@ def test_packed_texts_encode_as_if_alone(small_tokenizer, sample_texts, attn, po
     config["model"]["pooling"] = pooling
     model = build_text_model(config).eval()
     model.encoder.mlm.config._attn_implementation = attn
-    short = [t[:20 + 5 * (i % 4)] for i, t in enumerate(sample_texts[:12])]  # several texts per 32-token row
+    short = [t[: 20 + 5 * (i % 4)] for i, t in enumerate(sample_texts[:12])]  # several texts per 32-token row
     enc = small_tokenizer(short)
     rows = pack_texts(enc["input_ids"], enc["special_tokens_mask"], max_length=32, seed=0)
     assert max(max(r["segment_ids"]) for r in rows) >= 1  # some row really holds two texts
@@ -58,20 +59,22 @@ def test_packed_texts_encode_as_if_alone(small_tokenizer, sample_texts, attn, po
     with torch.no_grad():
         packed = model.encoder.sentences(batch)
         hidden = model.encoder.hidden(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
-        alone = {tuple(ids): model.encoder.sentences(model.collate([{"input_ids": ids, "special_tokens_mask": sm}]))[0]
-                 for ids, sm in zip(enc["input_ids"], enc["special_tokens_mask"])}
+        alone = {
+            tuple(ids): model.encoder.sentences(model.collate([{"input_ids": ids, "special_tokens_mask": sm}]))[0]
+            for ids, sm in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)
+        }
     k = 0
-    for b, r in enumerate(rows):
+    for r in rows:
         for s in sorted(set(r["segment_ids"])):
-            ids = tuple(t for t, g in zip(r["input_ids"], r["segment_ids"]) if g == s)
+            ids = tuple(t for t, g in zip(r["input_ids"], r["segment_ids"], strict=True) if g == s)
             torch.testing.assert_close(packed[k], alone[ids], atol=1e-5, rtol=1e-4)
             k += 1
     assert k == len(short) == packed.shape[0]
     # token states too: the first text of row 0 alone gives the same per-token hidden states
-    first = [t for t, g in zip(rows[0]["input_ids"], rows[0]["segment_ids"]) if g == 0]
+    first = [t for t, g in zip(rows[0]["input_ids"], rows[0]["segment_ids"], strict=True) if g == 0]
     with torch.no_grad():
         single = model.encoder.hidden(torch.tensor([first]), torch.ones(1, len(first), dtype=torch.long))
-    torch.testing.assert_close(hidden[0, :len(first)], single[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(hidden[0, : len(first)], single[0], atol=1e-5, rtol=1e-4)
 
 
 def test_segment_pool_matches_naive_mean_and_first_token():

@@ -1,4 +1,5 @@
 """The text recipe: --demo stays offline, and a tiny end-to-end run writes every promised output."""
+
 import importlib.util
 import json
 
@@ -23,7 +24,6 @@ YAML = str(REPO / "recipes" / "text_mlm.yaml")
 
 
 def test_demo_config_is_offline_and_full_config_uses_shared_data():
-    recipe = recipe_module()
     demo = load_config(TextConfig, YAML, [], demo=True)
     paths = [demo.data.train_file, demo.data.test_file, demo.tokenizer.vocab_file or ""]
     assert not any("shared" in p for p in paths), paths
@@ -36,16 +36,39 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
         load_config(TextConfig, YAML, ["mlm.probabilty=0.2"], demo=True)
 
 
-@pytest.mark.parametrize("extra", [[], ["data.pack=true", "objectives.simcse=0.5", "train.batch_size=4",
-                                    "eval.finetune_steps=6", "eval.finetune_examples=200"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            "data.pack=true",
+            "objectives.simcse=0.5",
+            "train.batch_size=4",
+            "eval.finetune_steps=6",
+            "eval.finetune_examples=200",
+        ],
+    ],
+)
 def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
-    overrides = [f"train.output_dir={out}", "train.max_steps=12", "train.log_every=4", "train.progress=false",
-                 "train.tensorboard=false", "train.monitor_every=0", "tokenizer.train_vocab_size=600",
-                 "model.hidden_size=32", "model.num_layers=1", "model.intermediate_size=64",
-                 "data.max_train_examples=400",
-                 "eval.probe_train_examples=400", "eval.label_efficiency=100", "eval.knn_k=5", *extra]
+    overrides = [
+        f"train.output_dir={out}",
+        "train.max_steps=12",
+        "train.log_every=4",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.monitor_every=0",
+        "tokenizer.train_vocab_size=600",
+        "model.hidden_size=32",
+        "model.num_layers=1",
+        "model.intermediate_size=64",
+        "data.max_train_examples=400",
+        "eval.probe_train_examples=400",
+        "eval.label_efficiency=100",
+        "eval.knn_k=5",
+        *extra,
+    ]
     assert recipe_module().main(["--config", YAML, "--demo", *overrides]) == 0
     printed = capsys.readouterr().out
     for row in ("tf-idf + logreg", "random-init encoder", "pretrained encoder"):
@@ -80,6 +103,8 @@ def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.csv"
     bad.write_text("body,label\nhello,1\n", encoding="utf-8")
-    code = recipe_module().main(["--config", YAML, "--demo", f"data.train_file={bad}", f"train.output_dir={tmp_path / 'r'}"])
+    code = recipe_module().main(
+        ["--config", YAML, "--demo", f"data.train_file={bad}", f"train.output_dir={tmp_path / 'r'}"]
+    )
     assert code == 2
     assert "bad.csv has no text column 'text'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Sentence objectives: span crops are contiguous spans of the text, SimCSE / span-crop train and combine with MLM."""
+
 import pytest
 import torch
 
@@ -18,15 +19,17 @@ def test_span_crops_are_cls_span_sep_of_the_right_size():
             n = int(mask[row].sum())
             real = crop[row][crop_mask[row].bool()].tolist()
             assert real[0] == 101 and real[-1] == 102
-            inner, body = real[1:-1], ids[row, 1:n - 1].tolist()
+            inner, body = real[1:-1], ids[row, 1 : n - 1].tolist()
             assert 1 <= len(inner) <= len(body)
             assert 0.3 * len(body) <= len(inner) <= max(1, -(-0.7 * len(body) // 1))
-            starts = [i for i in range(len(body)) if body[i:i + len(inner)] == inner]
+            starts = [i for i in range(len(body)) if body[i : i + len(inner)] == inner]
             assert starts, (inner, body)  # a contiguous span of the text
 
 
-@pytest.mark.parametrize("weights", [{"mlm": 0.0, "simcse": 1.0}, {"mlm": 0.0, "span_crop": 1.0},
-                                     {"mlm": 1.0, "simcse": 0.5, "span_crop": 0.5}])
+@pytest.mark.parametrize(
+    "weights",
+    [{"mlm": 0.0, "simcse": 1.0}, {"mlm": 0.0, "span_crop": 1.0}, {"mlm": 1.0, "simcse": 0.5, "span_crop": 0.5}],
+)
 def test_sentence_objectives_train_alone_or_with_mlm(small_tokenizer, sample_texts, weights):
     torch.manual_seed(0)
     config = tiny_model_config(small_tokenizer)

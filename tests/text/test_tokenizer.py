@@ -1,4 +1,5 @@
 """Offline tokenizers: the shared BERT vocab, WordPiece training, checkpointable state, bad vocabularies."""
+
 import pytest
 
 from ssl_modal.text import (
