@@ -10,7 +10,12 @@
 - order_score: the order-verification head's probability that the event's window is out of order.
 - gap_residual: observed minus predicted (transformed) time gap from the previous event.
 - history_distance: 1 - cosine(event token, mean of the earlier tokens of its window); NaN for the first.
-- position / window_events: where the event sits in its window, and the window's length.
+- with the history objective (`history.py`): state_00 ... (low-dimensional causal state before the event),
+  per lag L amount_z_l<L> / gap_z_l<L> (signed residuals in standard deviations of the predicted amount and time
+  gap given the state L events back and the event's other fields), amount_nll_l<L> / gap_nll_l<L>, and
+  `anomaly_score` (the documented label-free score, see `anomaly_score`).
+- position / window_events: where the event sits in its window, and the window's length: only with
+  `windowing=True` (they describe the windowing, not the client, and drift between periods).
 Rows the preprocessing dropped (see its report) keep NaN features and scored=False; the counts and reasons
 are in `result.attrs["report"]` and logged.
 """
@@ -103,6 +108,7 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
     encoder = model.encoder
     device = next(model.parameters()).device
     masked = model.objectives["masked"] if "masked" in model.objectives else None
+    forecaster = model.objectives["history"] if "history" in model.objectives else None
     order = model.objectives["order"] if "order" in model.objectives else None
     c = encoder.config
     exact_gru = method == "auto" and c.kind == "gru" and not c.bidirectional and c.num_layers == 1
@@ -143,6 +149,9 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
                 resid = torch.full((B, T), float("nan"), device=device)
                 resid[:, 1:] = batch["num"]["time_gap"][:, 1:] - pred[:, :-1]
                 put("gap_residual", resid)
+        if forecaster is not None:
+            for name, values in forecaster.event_features(encoder, batch, out).items():
+                put(name, values)
         if masked is not None:
             surprise = {t: torch.zeros(B, T, device=device) for t in masked.targets}
             if exact_gru:  # one GRU cell step per event from the clean states: exact "this event hidden"
@@ -166,9 +175,10 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
 
 
 def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, progress: bool = True,
-             method: str = "auto") -> pd.DataFrame:
+             method: str = "auto", windowing: bool = False) -> pd.DataFrame:
     """One row per row of `table` (DataFrame or CSV/Parquet path), in input order, with its transaction
-    id, client id, `scored` and the feature columns described in the module docstring."""
+    id, client id, `scored` and the feature columns described in the module docstring (`windowing=True`
+    adds `position` and `window_events`)."""
     pre = _preprocessor(model)
     frame = _read(table)
     sequences = pre.transform(frame)
@@ -180,6 +190,10 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
     feats.insert(0, TRANSACTION_ID, tx)
     # overlapping windows: keep each transaction's occurrence with the most history before it
     feats = feats.sort_values("position", ascending=False, kind="stable").drop_duplicates(TRANSACTION_ID)
+    if not windowing:
+        feats = feats.drop(columns=["position", "window_events"])
+    if "amount_z_l1" in feats:
+        feats["anomaly_score"] = anomaly_score(feats)
     ids = _input_ids(frame, pre)
     key_in, key_feat = pd.Index(ids), pd.Index(feats[TRANSACTION_ID].to_numpy())
     if key_in.dtype != key_feat.dtype:
@@ -199,6 +213,12 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
         log.warning("features: %d of %d rows were not scored (dropped by preprocessing: %s); they keep NaN features",
                     int((~scored).sum()), len(result), report.get("rows_dropped"))
     return result
+
+
+def anomaly_score(feats: pd.DataFrame) -> np.ndarray:
+    """The label-free anomaly score per transaction (higher = more anomalous); see docs/transactions.md."""
+    lags = sorted(int(c[len("amount_z_l"):]) for c in feats.columns if c.startswith("amount_z_l"))
+    return feats[f"amount_z_l{lags[-1]}"].to_numpy(dtype=np.float32)
 
 
 def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress: bool = False) -> pd.DataFrame:

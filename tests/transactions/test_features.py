@@ -13,7 +13,7 @@ from ssl_modal.transactions.model import build_transactions_model, transactions_
 from tests.transactions.tables import COLUMNS, raw_table
 
 FEATURES = ["surprise_mcc", "surprise_amount_bin", "surprise_type", "surprise_total", "order_score",
-            "gap_residual", "history_distance", "position", "window_events"]
+            "gap_residual", "history_distance"]
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,10 @@ def trained(tmp_path_factory):
 
 def test_one_row_per_transaction_in_input_order(trained):
     model, table, _ = trained
-    feats = features(model, table, progress=False)
+    feats = features(model, table, progress=False, windowing=True)
     assert len(feats) == len(table) and feats["transaction_id"].tolist() == table["tx"].tolist()
     assert feats["scored"].all() and set(FEATURES) <= set(feats.columns)
+    assert not {"position", "window_events"} & set(features(model, table.head(50), progress=False).columns)
     assert (feats["client_id"].astype(str) == table["client"].astype(str)).all()
     first = feats["position"] == 0
     assert feats.loc[first, "history_distance"].isna().all() and feats.loc[~first, "history_distance"].notna().all()
