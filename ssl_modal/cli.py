@@ -79,6 +79,10 @@ def cmd_features(args) -> int:
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
+    if args.random_init is not None:  # the baseline row: same architecture and preprocessing, untrained weights
+        from ssl_modal.transactions.model import random_init
+
+        model = random_init(model, args.random_init)
     table = features(model, args.table, batch_size=args.batch_size, passes=args.passes, progress=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.output, index=False)
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .parquet (one row per input transaction)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
+    p.add_argument("--random-init", type=int, metavar="SEED", help="score with the same model at random init (baseline)")
     p.set_defaults(func=cmd_features)
     p = sub.add_parser("validate", help="check a data file against a schema in data_schemas/")
     p.add_argument("schema", help="schema name (e.g. text_corpus) or path")

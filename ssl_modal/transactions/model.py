@@ -78,3 +78,13 @@ def build_transactions_model(config: dict) -> SSLModel:
     model = SSLModel(encoder, objectives, weights, spec=spec, collate=collate)
     model.preprocessor, model.fields = preprocessor, dict(fields)
     return model
+
+
+def random_init(model: SSLModel, seed: int = 0) -> SSLModel:
+    """The same architecture, heads and fitted preprocessing as `model`, with freshly drawn weights (seeded):
+    the "random init" baseline row, without training a model for one step at learning rate 0."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_transactions_model(model.spec.config).eval()

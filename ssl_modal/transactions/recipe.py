@@ -113,8 +113,9 @@ def train(cfg: TransactionsConfig, rows: np.ndarray | None = None) -> TrainResul
 
 def random_init_like(model, seed: int = 12345):
     """The same architecture, heads and fitted preprocessing as `model`, at random init (seeded)."""
-    torch.manual_seed(seed)
-    return build_transactions_model(model.spec.config).eval()
+    from ssl_modal.transactions.model import random_init
+
+    return random_init(model, seed)
 
 
 def _labels(cfg: TransactionsConfig) -> pd.Series:

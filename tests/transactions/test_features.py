@@ -111,6 +111,21 @@ def test_cli_features_writes_one_row_per_transaction(trained, tmp_path, capsys):
     written = pd.read_parquet(out)
     assert len(written) == len(table) and written["transaction_id"].astype(str).tolist() == table["tx"].tolist()
     assert f"wrote {len(table)} rows" in capsys.readouterr().out
+    rnd_out = tmp_path / "rnd.parquet"
+    assert main(["features", str(result.checkpoint), str(src), "-o", str(rnd_out), "--random-init", "3"]) == 0
+    rnd = pd.read_parquet(rnd_out)
+    assert len(rnd) == len(table) and not np.allclose(rnd["surprise_mcc"], written["surprise_mcc"])
+
+
+def test_random_init_is_seeded_and_keeps_the_architecture(trained):
+    from ssl_modal.transactions.model import random_init
+
+    model, _, _ = trained
+    a, b, c = random_init(model, 1), random_init(model, 1), random_init(model, 2)
+    sa, sb, sc, sm = (m.state_dict() for m in (a, b, c, model))
+    assert sa.keys() == sm.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["encoder.rnn.weight_hh_l0"], sc["encoder.rnn.weight_hh_l0"])
+    assert a.preprocessor.state_dict() == model.preprocessor.state_dict()
 
 
 def test_features_on_a_model_without_preprocessor_is_refused():
