@@ -125,7 +125,8 @@ class ObjectivesConfig:
 class DataConfig:
     """The transactions table and, depending on `task`, its labels.
 
-    task "probe": per-client labels in `labels_file` (`label_client_column`, `label_column`);
+    task "probe": per-client labels in `labels_file` (`label_client_column`, `label_column`), or, without
+    `labels_file` and with split "client", a per-client constant `label_column` of the table itself;
     task "fraud": a per-transaction `label_column` in the table (`positive_label` marks fraud; numbers
     != 0 otherwise) and a time split: rows before `split_time` train, rows from it on are the test set;
     task "export": no labels.
@@ -138,7 +139,8 @@ class DataConfig:
     label_client_column: str = "client_id"
     positive_label: str | None = None
     split_time: str | None = None     # fraud, split "time": e.g. "2019-09-01"
-    split: str = "time"               # fraud: "time" (data.split_time) | "client" (two client halves, swapped)
+    split: str = "time"               # fraud: "time" (data.split_time) | "client" (two client halves, swapped;
+                                      # also for probe: encoder + probe fitted on one half, tested on the other)
     split_seed: int = 0               # split "client": which clients fall in which half (not the training seed)
     max_rows: int | None = None       # first N rows only (after reading)
 

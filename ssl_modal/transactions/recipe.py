@@ -76,10 +76,10 @@ def client_half(frame: pd.DataFrame, column: str, seed: int) -> np.ndarray:
 def train_rows(frame: pd.DataFrame, cfg: TransactionsConfig, columns) -> np.ndarray:
     """Bool per row: True where the row belongs to the pretraining / fitting period (split "client": the
     first client half)."""
+    if cfg.data.split == "client" and cfg.data.task in ("fraud", "probe"):
+        return client_half(frame, columns.client_id, cfg.data.split_seed)
     if cfg.data.task != "fraud":
         return np.ones(len(frame), dtype=bool)
-    if cfg.data.split == "client":
-        return client_half(frame, columns.client_id, cfg.data.split_seed)
     if not cfg.data.split_time:
         raise ValueError("data.task 'fraud' needs data.split_time (rows before it train, the rest test)")
     times = event_times(frame, columns)
@@ -131,7 +131,11 @@ def _labels(cfg: TransactionsConfig) -> pd.Series:
 
 
 def evaluate_probe(cfg: TransactionsConfig, model) -> "ProbeReport":
-    """Client-level probe with baselines (stratified CV over clients)."""
+    """Client-level probe with baselines (stratified CV over clients; split "client": see client_eval.py)."""
+    if cfg.data.split == "client":
+        from ssl_modal.transactions.client_eval import evaluate_probe_clients
+
+        return evaluate_probe_clients(cfg, model)
     columns = preprocess_config(cfg).columns
     frame = read_frame(cfg)
     labels = _labels(cfg)

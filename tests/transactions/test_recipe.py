@@ -119,3 +119,21 @@ def test_client_half_keeps_clients_whole_and_is_seeded():
     assert a.sum() == 15 and frame[a]["c"].nunique() == 5
     assert not (set(frame[a]["c"]) & set(frame[~a]["c"])) and (a != b).any()
     assert (client_half(frame, "c", 0) == a).all()
+
+
+def test_probe_client_split_predicts_each_client_by_the_other_half(tmp_path, capsys):
+    path = write_recipe(tmp_path, "probe", label_column="segment", split="client")
+    table = pd.read_csv(tmp_path / "tx.csv")
+    table["segment"] = table["client"].str[1:].astype(int) % 2
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    out = run_recipe(path, capsys)
+    for row in ("aggregates + logreg", "SSL embeddings + logreg", "random-init embeddings + LightGBM",
+                "aggregates + SSL embeddings + LightGBM", "8 / 8 clients"):
+        assert row in out, row
+    assert (tmp_path / "run" / "fold1" / "model.pt").is_file()
+    table.loc[0, "segment"] = 5
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    from ssl_modal.transactions.client_eval import table_labels
+
+    with pytest.raises(ValueError, match="expected one value per client, found 2 values for client 'c0'"):
+        table_labels(table, "client", "segment")
