@@ -94,13 +94,16 @@ class ContrastiveConfig:
 class HistoryConfig:
     """History-aware heads on the causal state (`history.py`): forecast the next gap/amount and event counts
     over future horizons from a low-dimensional bottleneck of the state, and predict each event's amount and
-    time gap (Gaussian mean and variance) from the state `lag` events earlier plus the event's other fields."""
+    time gap (Gaussian mean and variance) and `categorical_targets` (softmax) from the state `lag` events
+    earlier plus the event's other fields."""
 
     weight: float = 0.0               # 0 switches the objective off (the default, so older recipes are unchanged)
     state_dim: int = 8                # width of the exported causal state (features: state_00 ...)
     lags: list = field(default_factory=lambda: [1, 16])   # history horizons, in events, of the residual heads
     horizons_hours: list = field(default_factory=lambda: [1.0, 24.0, 168.0])  # future event-count horizons
     hidden: int = 64                  # width of the residual heads' hidden layer
+    categorical_targets: list = field(default_factory=lambda: ["hour"])  # also predicted by the residual heads
+                                      # (hidden from the event's input); absent fields are skipped
 
     def __post_init__(self) -> None:
         self.lags = [int(v) for v in self.lags]

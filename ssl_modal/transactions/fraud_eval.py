@@ -21,7 +21,8 @@ from ssl_modal.transactions.baselines import (ResultTables, fraud_scores, lgbm_c
 from ssl_modal.transactions.features import features
 
 log = logging.getLogger("ssl_modal")
-LABEL_FREE = ("anomaly_score", "amount_z_l1", "amount_nll_l1", "surprise_total", "surprise_mcc", "history_distance")
+LABEL_FREE = ("anomaly_score", "event_nll_l1", "amount_nll_l1", "amount_z_l1", "surprise_total", "surprise_mcc",
+              "history_distance")
 
 
 def _fit_predict(X: pd.DataFrame, y: np.ndarray, fit: np.ndarray, rounds: int, seed: int, cats: list) -> np.ndarray:

@@ -7,9 +7,13 @@ against it.
   the next event's time gap and amount and log1p(number of events) within each future horizon (hours);
 - residual heads, one per `lag` L: from the state h_{t-L} (the history without the L-1 most recent events;
   zeros before the window's start) and event t's own fields with its amount, amount bin, time gap and other
-  numeric fields hidden, a Gaussian (mean, log-variance) for event t's amount and its time gap. The feature
+  numeric fields hidden, a Gaussian (mean, log-variance) for event t's amount and its time gap, and a softmax
+  over each of `categorical_targets` (default: the hour, hidden from the input too). The feature
   `amount_z_l<L>` = (observed - mean) / std is a signed, history-aware z-score; with a long lag, the second
   event of a burst is still measured against the client's earlier behaviour.
+
+`event_nll_l<L>` = amount NLL + gap NLL + the categorical targets' NLL (-log p) at lag L: how unlikely the event
+is given the client's history without its L-1 most recent events. At the longest lag it is `anomaly_score`.
 """
 from __future__ import annotations
 
@@ -71,18 +75,23 @@ class HistoryForecast(Objective):
                 raise ValueError(f"objectives.history needs the numeric field '{name}'; fields: {list(encoder.fields)}")
         self.config = config
         self.num_fields = [n for n, f in encoder.fields.items() if f["kind"] == "numeric"]
-        self.hidden_cats = [n for n in (AMOUNT_BIN,) if n in encoder.fields]
+        self.cat_targets = [n for n in config.categorical_targets
+                            if n in encoder.fields and encoder.fields[n]["kind"] == "categorical"]
+        self.hidden_cats = [n for n in (AMOUNT_BIN,) if n in encoder.fields] + self.cat_targets
+        n_out = 4 + sum(int(encoder.fields[n]["vocab_size"]) for n in self.cat_targets)
         h, k = encoder.causal_dim, len(config.horizons_hours)
         self.bottleneck = nn.Linear(h, config.state_dim)
         self.forecast = nn.Sequential(nn.Linear(config.state_dim, config.hidden), nn.GELU(),
                                       nn.Linear(config.hidden, 2 + k))
         self.residual = nn.ModuleList(
-            nn.Sequential(nn.Linear(h + encoder.embed.out_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, 4))
+            nn.Sequential(nn.Linear(h + encoder.embed.out_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, n_out))
             for _ in config.lags)
+        self.vocab = [int(encoder.fields[n]["vocab_size"]) for n in self.cat_targets]
 
     def heads(self, encoder: TransactionEncoder, batch: dict, out) -> dict[str, Tensor]:
         """Everything the loss and the features read: "state" (B, T, state_dim) z_t, "forecast" (B, T, 2 + K),
-        and per lag L "res_l<L>" (B, T, 4) = amount mean, amount log-var, gap mean, gap log-var of event t."""
+        and per lag L "res_l<L>" (B, T, 4) = amount mean, amount log-var, gap mean, gap log-var of event t, and
+        "nll_l<L>_<field>" (B, T) = -log p(observed value) of each categorical target."""
         mask = batch["mask"].bool()
         states = encoder.causal_tokens(out).float()
         result = {"state": self.bottleneck(states)}
@@ -93,6 +102,9 @@ class HistoryForecast(Objective):
             r = head(torch.cat([lagged_states(states, lag), event], -1))
             lo, hi = LOGVAR_RANGE
             result[f"res_l{lag}"] = torch.stack([r[..., 0], r[..., 1].clamp(lo, hi), r[..., 2], r[..., 3].clamp(lo, hi)], -1)
+            for name, logits in zip(self.cat_targets, r[..., 4:].split(self.vocab, -1)):
+                logp = torch.log_softmax(logits.float(), -1)
+                result[f"nll_l{lag}_{name}"] = -logp.gather(-1, batch["cat"][name].unsqueeze(-1)).squeeze(-1)
         return result
 
     def forward(self, encoder: TransactionEncoder, batch: dict) -> dict[str, Tensor]:
@@ -118,7 +130,8 @@ class HistoryForecast(Objective):
             gap_ok = mask & ~first  # the window's first event has no previous event: its gap is a placeholder 0
             nll_g = gaussian_nll(r[..., 2], r[..., 3], gap)[gap_ok].mean() if gap_ok.any() else nll_a * 0.0
             result[f"amount_nll_l{lag}"] = nll_a.detach()
-            res.append(nll_a + nll_g)
+            nll_c = [heads[f"nll_l{lag}_{n}"][mask].mean() for n in self.cat_targets]
+            res.append(nll_a + nll_g + (torch.stack(nll_c).sum() if nll_c else 0.0))
         residual = torch.stack(res).mean()
         result["residual_loss"] = residual.detach()
         result["loss"] = forecast + residual
@@ -128,7 +141,9 @@ class HistoryForecast(Objective):
     def event_features(self, encoder: TransactionEncoder, batch: dict, out) -> dict[str, Tensor]:
         """(B, T) feature tensors: state_00.. (the bottleneck of the state *before* event t; the empty-history
         state for a window's first event), and per lag L amount_z_l<L>, gap_z_l<L> (signed residuals in
-        standard deviations), amount_nll_l<L>, gap_nll_l<L> (NaN gap columns for a window's first event)."""
+        standard deviations), amount_nll_l<L>, gap_nll_l<L> (NaN gap columns for a window's first event),
+        <field>_nll_l<L> per categorical target, and event_nll_l<L> (their sum; the gap term counts 0 for a
+        window's first event)."""
         mask = batch["mask"].bool()
         heads = self.heads(encoder, batch, out)
         before = self.bottleneck(lagged_states(encoder.causal_tokens(out).float(), 1))
@@ -141,5 +156,11 @@ class HistoryForecast(Objective):
             feats[f"amount_z_l{lag}"] = (amount - r[..., 0]) * torch.exp(-0.5 * r[..., 1])
             feats[f"amount_nll_l{lag}"] = gaussian_nll(r[..., 0], r[..., 1], amount)
             feats[f"gap_z_l{lag}"] = ((gap - r[..., 2]) * torch.exp(-0.5 * r[..., 3])).masked_fill(first, float("nan"))
-            feats[f"gap_nll_l{lag}"] = gaussian_nll(r[..., 2], r[..., 3], gap).masked_fill(first, float("nan"))
+            gap_nll = gaussian_nll(r[..., 2], r[..., 3], gap)
+            feats[f"gap_nll_l{lag}"] = gap_nll.masked_fill(first, float("nan"))
+            total = feats[f"amount_nll_l{lag}"] + gap_nll.masked_fill(first, 0.0)
+            for name in self.cat_targets:
+                feats[f"{name}_nll_l{lag}"] = heads[f"nll_l{lag}_{name}"]
+                total = total + heads[f"nll_l{lag}_{name}"]
+            feats[f"event_nll_l{lag}"] = total
         return feats

@@ -32,7 +32,7 @@ log = logging.getLogger("ssl_modal")
 # the learned scores given to LightGBM; "position"/"window_events" describe the windowing, not the client, and
 # drift between time periods (on Sparkov they cut AUC-PR from 0.87 to 0.67), so they stay out
 SSL_FEATURES = ("surprise_", "order_score", "gap_residual", "history_distance", "state_", "amount_z_", "gap_z_",
-                "amount_nll_", "gap_nll_", "anomaly_score")
+                "amount_nll_", "gap_nll_", "hour_nll_", "event_nll_", "anomaly_score")
 
 
 def preprocess_config(cfg: TransactionsConfig):

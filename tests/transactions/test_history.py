@@ -104,4 +104,6 @@ def test_features_carry_the_history_columns_and_the_anomaly_score():
     feats = features(model, table, progress=False)
     assert {"state_00", "state_02", "amount_z_l1", "amount_z_l8", "gap_z_l8", "anomaly_score"} <= set(feats)
     assert "state_03" not in feats and len(feats) == len(table)
-    assert np.allclose(feats["anomaly_score"], feats["amount_z_l8"], equal_nan=True)
+    assert np.allclose(feats["anomaly_score"], feats["event_nll_l8"]) and feats["anomaly_score"].notna().all()
+    parts = feats["amount_nll_l8"] + feats["gap_nll_l8"].fillna(0) + feats["hour_nll_l8"]
+    assert np.allclose(feats["event_nll_l8"], parts, atol=1e-4)
