@@ -56,8 +56,9 @@ def _scores(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict:
     return {"acc": acc, "roc_auc": auc}
 
 
-def evaluate_probe_clients(cfg, model) -> ResultTables:
-    """See the module docstring; `model` is fold 0's (pretrained on the first client half)."""
+def evaluate_probe_clients(cfg, model, fold1=None) -> ResultTables:
+    """See the module docstring; `model` is fold 0's (pretrained on the first client half), `fold1` the
+    model pretrained on the other half (None: pretrained here, into <train.output_dir>/fold1)."""
     from ssl_modal.transactions.recipe import _labels, preprocess_config, random_init_like, read_frame, train, train_rows
 
     columns = preprocess_config(cfg).columns
@@ -76,7 +77,9 @@ def evaluate_probe_clients(cfg, model) -> ResultTables:
     proba = {(n, k): np.zeros((len(clients), len(classes))) for n in names for k in ("logreg", "LightGBM")}
     base_dir = cfg.train.output_dir
     for fold, fit in enumerate((in_a, ~in_a)):
-        if fold == 1:
+        if fold == 1 and fold1 is not None:
+            model = fold1
+        elif fold == 1:
             started = time.perf_counter()
             cfg.train.output_dir = f"{base_dir}/fold1"
             try:

@@ -44,8 +44,9 @@ def velocity_table(frame: pd.DataFrame, columns) -> pd.DataFrame:
                              numeric_amount(frame[columns.amount], columns.amount_format))
 
 
-def evaluate_fraud_clients(cfg, model) -> ResultTables:
-    """See the module docstring; `model` is fold 0's (pretrained on the first client half)."""
+def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
+    """See the module docstring; `model` is fold 0's (pretrained on the first client half), `fold1` the
+    model pretrained on the other half (None: pretrained here, into <train.output_dir>/fold1)."""
     from ssl_modal.transactions.recipe import (SSL_FEATURES, fraud_labels, preprocess_config, random_init_like,
                                                raw_features, read_frame, train, train_rows)
 
@@ -68,7 +69,9 @@ def evaluate_fraud_clients(cfg, model) -> ResultTables:
     all_feats = []
     base_dir = cfg.train.output_dir
     for fold, fit in enumerate((half, ~half)):
-        if fold == 1:
+        if fold == 1 and fold1 is not None:
+            model = fold1
+        elif fold == 1:
             started = time.perf_counter()
             cfg.train.output_dir = f"{base_dir}/fold1"
             try:
