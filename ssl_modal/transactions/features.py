@@ -78,7 +78,7 @@ def _batches(sequences, batch_size: int, progress: bool, desc: str):
         yield order[s: s + batch_size]
 
 
-def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor) -> torch.Tensor:
+def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, H) states of a 1-layer unidirectional GRU encoder at every position t as if event t alone
     were hidden: one GRU cell step from the clean state at t-1 with the "hidden event" input vector.
     For a causal encoder this equals masking event t and re-running the window (later events cannot
@@ -86,7 +86,8 @@ def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor) -> torch.Ten
     everything = {k: batch["mask"].bool() for k in batch["cat"]}
     x = encoder.embed(hide_fields(batch, everything, {k: batch["mask"].bool() for k in batch["num"]}, MASK_ID))
     rnn = encoder.rnn
-    h_prev = torch.cat([tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2]), tokens[:, :-1]], dim=1)
+    first = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2]) if h0 is None else h0[:, None].to(tokens.dtype)
+    h_prev = torch.cat([first, tokens[:, :-1]], dim=1)  # h0: the GRU state before the first event (incremental)
     gi = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)
     gh = torch.nn.functional.linear(h_prev, rnn.weight_hh_l0, rnn.bias_hh_l0)
     i_r, i_z, i_n = gi.chunk(3, -1)

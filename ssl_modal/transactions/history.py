@@ -88,18 +88,21 @@ class HistoryForecast(Objective):
             for _ in config.lags)
         self.vocab = [int(encoder.fields[n]["vocab_size"]) for n in self.cat_targets]
 
-    def heads(self, encoder: TransactionEncoder, batch: dict, out) -> dict[str, Tensor]:
+    def heads(self, encoder: TransactionEncoder, batch: dict, out, prefix: Tensor | None = None) -> dict[str, Tensor]:
         """Everything the loss and the features read: "state" (B, T, state_dim) z_t, "forecast" (B, T, 2 + K),
         and per lag L "res_l<L>" (B, T, 4) = amount mean, amount log-var, gap mean, gap log-var of event t, and
-        "nll_l<L>_<field>" (B, T) = -log p(observed value) of each categorical target."""
+        "nll_l<L>_<field>" (B, T) = -log p(observed value) of each categorical target. `prefix` (B, max lag, H):
+        the causal states of the events before the batch's first (incremental scoring; zeros = no history)."""
         mask = batch["mask"].bool()
         states = encoder.causal_tokens(out).float()
         result = {"state": self.bottleneck(states)}
         result["forecast"] = self.forecast(result["state"])
         event = encoder.embed(hide_fields(batch, {n: mask for n in self.hidden_cats},
                                           {n: mask for n in self.num_fields}, MASK_ID)).float()
+        full = states if prefix is None else torch.cat([prefix.to(states.dtype), states], 1)
+        skip = 0 if prefix is None else prefix.shape[1]
         for lag, head in zip(self.config.lags, self.residual):
-            r = head(torch.cat([lagged_states(states, lag), event], -1))
+            r = head(torch.cat([lagged_states(full, lag)[:, skip:], event], -1))
             lo, hi = LOGVAR_RANGE
             result[f"res_l{lag}"] = torch.stack([r[..., 0], r[..., 1].clamp(lo, hi), r[..., 2], r[..., 3].clamp(lo, hi)], -1)
             for name, logits in zip(self.cat_targets, r[..., 4:].split(self.vocab, -1)):
@@ -138,19 +141,24 @@ class HistoryForecast(Objective):
         return result
 
     @torch.no_grad()
-    def event_features(self, encoder: TransactionEncoder, batch: dict, out) -> dict[str, Tensor]:
+    def event_features(self, encoder: TransactionEncoder, batch: dict, out, prefix: Tensor | None = None,
+                       first: Tensor | None = None) -> dict[str, Tensor]:
         """(B, T) feature tensors: state_00.. (the bottleneck of the state *before* event t; the empty-history
         state for a window's first event), and per lag L amount_z_l<L>, gap_z_l<L> (signed residuals in
         standard deviations), amount_nll_l<L>, gap_nll_l<L> (NaN gap columns for a window's first event),
         <field>_nll_l<L> per categorical target, and event_nll_l<L> (their sum; the gap term counts 0 for a
-        window's first event)."""
+        window's first event). `prefix` as in `heads`; `first` (B, T) bool: events without a previous one
+        (default: each row's first position)."""
         mask = batch["mask"].bool()
-        heads = self.heads(encoder, batch, out)
-        before = self.bottleneck(lagged_states(encoder.causal_tokens(out).float(), 1))
+        heads = self.heads(encoder, batch, out, prefix)
+        states = encoder.causal_tokens(out).float()
+        full = states if prefix is None else torch.cat([prefix.to(states.dtype), states], 1)
+        before = self.bottleneck(lagged_states(full, 1)[:, full.shape[1] - states.shape[1]:])
         feats = {f"state_{i:02d}": before[..., i] for i in range(before.shape[-1])}
         amount, gap = batch["num"][AMOUNT].float(), batch["num"][TIME_GAP].float()
-        first = torch.zeros_like(mask)
-        first[:, 0] = True
+        if first is None:
+            first = torch.zeros_like(mask)
+            first[:, 0] = True
         for lag in self.config.lags:
             r = heads[f"res_l{lag}"]
             feats[f"amount_z_l{lag}"] = (amount - r[..., 0]) * torch.exp(-0.5 * r[..., 1])
