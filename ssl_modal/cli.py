@@ -1,4 +1,4 @@
-"""`ssl-modal train|embed|eval|features|validate|inspect`.
+"""`ssl-modal train|embed|eval|features|score|validate|inspect`.
 
 A recipe YAML names its domain at the top (`domain: text`); the domain's `ssl_modal.<domain>.recipe`
 module provides `Config` (the recipe dataclass), `train(config)` and `evaluate(config)`.
@@ -92,6 +92,26 @@ def cmd_features(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.incremental import StateStore, score_new
+
+    model = load_model(args.checkpoint)
+    if getattr(model, "preprocessor", None) is None:
+        raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: score needs a transactions model")
+    path = Path(args.state)
+    path = path / "state.sqlite" if path.is_dir() or not path.suffix else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = StateStore(path, model, create=True)
+    table = score_new(model, store, args.table)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.output, index=False)
+    report = table.attrs.get("report", {})
+    print(f"wrote {len(table)} rows to {args.output}; state {path}: {store.clients()} clients "
+          f"({report.get('new_clients', 0)} new, {len(report.get('duplicate_ids', []))} duplicate ids)")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from ssl_modal.data.validate import main_validate
 
@@ -161,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
     p.add_argument("--random-init", type=int, metavar="SEED", help="score with the same model at random init (baseline)")
     p.set_defaults(func=cmd_features)
+    p = sub.add_parser("score", help="features of new transactions from a stored per-client state (updates it)")
+    p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder (causal GRU transactions model)")
+    p.add_argument("table", help="new transactions CSV/Parquet (same columns as in training)")
+    p.add_argument("--state", required=True, help="SQLite state file, or a folder for state.sqlite (created if absent)")
+    p.add_argument("-o", "--output", required=True, help="output .parquet (one row per new transaction)")
+    p.set_defaults(func=cmd_score)
     p = sub.add_parser("validate", help="check a data file against a schema in data_schemas/")
     p.add_argument("schema", help="schema name (e.g. text_corpus) or path")
     p.add_argument("file")

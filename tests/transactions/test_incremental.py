@@ -71,3 +71,19 @@ def test_incremental_scoring_refuses_non_causal_encoders(setup, tmp_path):
     spec["objectives"] = {"masked": {"weight": 1.0}}
     with pytest.raises(ValueError, match="causal 1-layer unidirectional GRU"):
         StateStore.create(tmp_path / "x.sqlite", build_transactions_model(spec))
+
+
+def test_cli_score_builds_then_continues_the_state(setup, tmp_path, capsys):
+    from ssl_modal.cli import main
+    from ssl_modal.core.checkpoint import atomic_save, make_checkpoint
+
+    model, table = setup
+    ckpt = atomic_save(make_checkpoint(model), tmp_path / "model.pt")
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    table.iloc[:-6].to_csv(old, index=False)
+    table.iloc[-6:].to_csv(new, index=False)
+    assert main(["score", str(ckpt), str(old), "--state", str(tmp_path / "st"), "-o", str(tmp_path / "a.parquet")]) == 0
+    assert main(["score", str(ckpt), str(new), "--state", str(tmp_path / "st"), "-o", str(tmp_path / "b.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 6 rows" in out and "6 clients (0 new, 0 duplicate ids)" in out
+    assert len(pd.read_parquet(tmp_path / "b.parquet")) == 6
