@@ -65,7 +65,8 @@ class StateStore:
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA journal_mode=WAL")    # readers never block the writer
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL: atomic and consistent; a power cut may lose the last batch
         fp = model_fingerprint(model)
         with self.conn:
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -235,7 +236,8 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
     result = feats.iloc[np.maximum(located, 0)].reset_index(drop=True)
     result[TRANSACTION_ID] = key
     result.insert(2, "scored", located >= 0)
-    result.loc[located < 0, result.columns[3:]] = np.nan
+    if (located < 0).any():
+        result.loc[located < 0, result.columns[3:]] = np.nan
     result.attrs["report"] = {**dict(sequences.report or {}), "duplicate_ids": duplicates,
                               "new_clients": int(sum(c not in stored for c in set(clients)))}
     return result
