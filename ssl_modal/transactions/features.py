@@ -13,7 +13,7 @@
 - with the history objective (`history.py`): state_00 ... (low-dimensional causal state before the event),
   per lag L amount_z_l<L> / gap_z_l<L> (signed residuals in standard deviations of the predicted amount and time
   gap given the state L events back and the event's other fields), amount_nll_l<L> / gap_nll_l<L> /
-  hour_nll_l<L> / event_nll_l<L>, and `anomaly_score` (the documented label-free score, see `anomaly_score`).
+  event_nll_l<L>, and `anomaly_score` (the documented label-free score, see `anomaly_score`).
 - position / window_events: where the event sits in its window, and the window's length: only with
   `windowing=True` (they describe the windowing, not the client, and drift between periods).
 Rows the preprocessing dropped (see its report) keep NaN features and scored=False; the counts and reasons
@@ -218,7 +218,8 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
 
 def anomaly_score(feats: pd.DataFrame) -> np.ndarray:
     """The label-free anomaly score per transaction (higher = more anomalous): `event_nll_l<L>` at the longest
-    lag L, the negative log-likelihood of the event's amount, time gap and hour given the client's history
+    lag L, the negative log-likelihood of the event's amount and time gap (and any categorical targets of the
+    history objective) given the client's history
     without its L-1 most recent events and the event's other fields (see docs/transactions.md)."""
     lags = sorted(int(c[len("event_nll_l"):]) for c in feats.columns if c.startswith("event_nll_l"))
     return feats[f"event_nll_l{lags[-1]}"].to_numpy(dtype=np.float32)

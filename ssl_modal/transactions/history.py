@@ -8,11 +8,11 @@ against it.
 - residual heads, one per `lag` L: from the state h_{t-L} (the history without the L-1 most recent events;
   zeros before the window's start) and event t's own fields with its amount, amount bin, time gap and other
   numeric fields hidden, a Gaussian (mean, log-variance) for event t's amount and its time gap, and a softmax
-  over each of `categorical_targets` (default: the hour, hidden from the input too). The feature
+  over each of `categorical_targets` (default none; e.g. the hour, then hidden from the input too). The feature
   `amount_z_l<L>` = (observed - mean) / std is a signed, history-aware z-score; with a long lag, the second
   event of a burst is still measured against the client's earlier behaviour.
 
-`event_nll_l<L>` = amount NLL + gap NLL + the categorical targets' NLL (-log p) at lag L: how unlikely the event
+`event_nll_l<L>` = amount NLL + gap NLL (+ the categorical targets' -log p) at lag L: how unlikely the event
 is given the client's history without its L-1 most recent events. At the longest lag it is `anomaly_score`.
 """
 from __future__ import annotations

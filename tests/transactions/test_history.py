@@ -98,7 +98,8 @@ def test_features_carry_the_history_columns_and_the_anomaly_score():
     table = raw_table(clients=6, per_client=30)
     pre = TransactionPreprocessor(PreprocessConfig(columns=ColumnMapping(**COLUMNS), max_length=16, amount_bins=8))
     sequences = pre.fit_transform(table)
-    objectives = ObjectivesConfig(history=HistoryConfig(weight=1.0, lags=[1, 8], state_dim=3))
+    history = HistoryConfig(weight=1.0, lags=[1, 8], state_dim=3, categorical_targets=["hour"])
+    objectives = ObjectivesConfig(history=history)
     model = build_transactions_model(transactions_model_config(
         pre, EncoderConfig(hidden=16, mcc_dim=4, cat_dim=4, num_dim=4), objectives, sequences)).eval()
     feats = features(model, table, progress=False)
