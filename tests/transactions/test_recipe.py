@@ -84,13 +84,15 @@ def test_fraud_without_split_time_and_bad_keys_are_one_line_errors(tmp_path, cap
 
 
 def test_shipped_recipes_load():
-    for name in ("age", "sparkov", "tabformer", "berka"):
+    for name in ("age", "sparkov", "tabformer", "berka", "sparkov_profiles"):
         path = REPO / "recipes" / f"transactions_{name}.yaml"
         if path.is_file():
             cfg = load_config(TransactionsConfig, path)
             assert cfg.columns["client_id"] and cfg.train.output_dir.startswith("runs/")
     demo = load_config(TransactionsConfig, REPO / "recipes" / "transactions_sparkov.yaml", demo=True)
-    assert demo.data.table.startswith("examples/data/transactions/")
+    assert demo.data.table.startswith("examples/data/transactions/") and demo.data.split == "time"
+    full = load_config(TransactionsConfig, REPO / "recipes" / "transactions_sparkov.yaml")
+    assert full.data.split == "client" and full.objectives.history.weight > 0
 
 
 def test_fraud_client_split_scores_every_row_out_of_fold_beside_velocity_and_random_init(tmp_path, capsys):
