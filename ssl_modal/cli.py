@@ -1,4 +1,4 @@
-"""`ssl-modal train|embed|eval|features|validate|inspect`.
+"""`ssl-modal train|embed|eval|features|score|validate|inspect`.
 
 A recipe YAML names its domain at the top (`domain: text`); the domain's `ssl_modal.<domain>.recipe`
 module provides `Config` (the recipe dataclass), `train(config)` and `evaluate(config)`.
@@ -139,6 +139,12 @@ def cmd_features(args) -> int:
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
+    if args.random_init is not None:  # the baseline row: same architecture and preprocessing, untrained weights
+        if getattr(args, "engine", "pandas") == "spark":
+            raise ValueError("--random-init works with --engine pandas only (Spark scores a saved checkpoint)")
+        from ssl_modal.transactions.model import random_init
+
+        model = random_init(model, args.random_init)
     if getattr(args, "engine", "pandas") == "spark":  # a folder of Parquet part files, table never in one process
         from ssl_modal.transactions.spark import read_spark_table, spark_session
         from ssl_modal.transactions.spark_score import write_scores
@@ -160,6 +166,26 @@ def cmd_features(args) -> int:
     report = table.attrs.get("report", {})
     print(f"wrote {len(table)} rows ({report.get('rows_scored', len(table))} scored, "
           f"{report.get('rows_not_scored', 0)} not scored) to {args.output}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.incremental import StateStore, score_new
+
+    model = load_model(args.checkpoint)
+    if getattr(model, "preprocessor", None) is None:
+        raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: score needs a transactions model")
+    path = Path(args.state)
+    path = path / "state.sqlite" if path.is_dir() or not path.suffix else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = StateStore(path, model, create=True)
+    table = score_new(model, store, args.table)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.output, index=False)
+    report = table.attrs.get("report", {})
+    print(f"wrote {len(table)} rows to {args.output}; state {path}: {store.clients()} clients "
+          f"({report.get('new_clients', 0)} new, {len(report.get('duplicate_ids', []))} duplicate ids)")
     return 0
 
 
@@ -261,12 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .parquet or .csv (one row per input transaction)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
+    p.add_argument("--random-init", type=int, metavar="SEED", help="score with the same model at random init (baseline)")
     p.add_argument("--engine", choices=["pandas", "spark"], default="pandas", help="spark: table may be a lake folder")
     p.add_argument("--kind", choices=["features", "clients"], default="features", help="spark: rows or clients")
     p.add_argument("--master", default="local[2]", help="Spark master URL (engine spark)")
     p.add_argument("--partitions", type=int, default=8, help="Spark: client buckets")
     p.add_argument("--driver-memory", default="2g", help="Spark: spark.driver.memory")
     p.set_defaults(func=cmd_features)
+    p = sub.add_parser("score", help="features of new transactions from a stored per-client state (updates it)")
+    p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder (causal GRU transactions model)")
+    p.add_argument("table", help="new transactions CSV/Parquet (same columns as in training)")
+    p.add_argument("--state", required=True, help="SQLite state file, or a folder for state.sqlite (created if absent)")
+    p.add_argument("-o", "--output", required=True, help="output .parquet (one row per new transaction)")
+    p.set_defaults(func=cmd_score)
     p = sub.add_parser("preprocess", help="transactions: write per-client window shards (pandas or Spark)")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.table=lake/")

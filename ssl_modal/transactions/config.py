@@ -91,10 +91,36 @@ class ContrastiveConfig:
 
 
 @dataclass
+class HistoryConfig:
+    """History-aware heads on the causal state (`history.py`): forecast the next gap/amount and event counts
+    over future horizons from a low-dimensional bottleneck of the state, and predict each event's amount and
+    time gap (Gaussian mean and variance) and `categorical_targets` (softmax) from the state `lag` events
+    earlier plus the event's other fields."""
+
+    weight: float = 0.0               # 0 switches the objective off (the default, so older recipes are unchanged)
+    state_dim: int = 8                # width of the exported causal state (features: state_00 ...)
+    lags: list = field(default_factory=lambda: [1, 16])   # history horizons, in events, of the residual heads
+    horizons_hours: list = field(default_factory=lambda: [1.0, 24.0, 168.0])  # future event-count horizons
+    hidden: int = 64                  # width of the residual heads' hidden layer
+    categorical_targets: list = field(default_factory=list)  # also predicted by the residual heads, e.g. ["hour"]
+                                      # (hidden from the event's input; hiding the hour hurt the amount NLL)
+
+    def __post_init__(self) -> None:
+        self.lags = [int(v) for v in self.lags]
+        if not self.lags or min(self.lags) < 1:
+            raise ValueError(f"objectives.history.lags: expected integers >= 1, found {self.lags}")
+        if self.state_dim < 1:
+            raise ValueError(f"objectives.history.state_dim: expected >= 1, found {self.state_dim}")
+        if any(float(h) <= 0 for h in self.horizons_hours):
+            raise ValueError(f"objectives.history.horizons_hours: expected positive hours, found {self.horizons_hours}")
+
+
+@dataclass
 class ObjectivesConfig:
     masked: MaskedConfig = field(default_factory=MaskedConfig)
     order: OrderConfig = field(default_factory=OrderConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 # ---- recipe sections -----------------------------------------------------------------------------
@@ -102,7 +128,8 @@ class ObjectivesConfig:
 class DataConfig:
     """The transactions table and, depending on `task`, its labels.
 
-    task "probe": per-client labels in `labels_file` (`label_client_column`, `label_column`);
+    task "probe": per-client labels in `labels_file` (`label_client_column`, `label_column`), or, without
+    `labels_file` and with split "client", a per-client constant `label_column` of the table itself;
     task "fraud": a per-transaction `label_column` in the table (`positive_label` marks fraud; numbers
     != 0 otherwise) and a time split: rows before `split_time` train, rows from it on are the test set;
     task "export": no labels.
@@ -114,13 +141,18 @@ class DataConfig:
     label_column: str | None = None
     label_client_column: str = "client_id"
     positive_label: str | None = None
-    split_time: str | None = None     # fraud: e.g. "2019-09-01"
+    split_time: str | None = None     # fraud, split "time": e.g. "2019-09-01"
+    split: str = "time"               # fraud: "time" (data.split_time) | "client" (two client halves, swapped;
+                                      # also for probe: encoder + probe fitted on one half, tested on the other)
+    split_seed: int = 0               # split "client": which clients fall in which half (not the training seed)
     max_rows: int | None = None       # first N rows only (after reading)
     shards: str | None = None         # train on window shards from `ssl-modal preprocess` (streamed) instead
 
     def __post_init__(self) -> None:
         if self.task not in ("probe", "fraud", "export"):
             raise ValueError(f"data.task: expected 'probe', 'fraud' or 'export', found '{self.task}'")
+        if self.split not in ("time", "client"):
+            raise ValueError(f"data.split: expected 'time' or 'client', found '{self.split}'")
 
 
 @dataclass

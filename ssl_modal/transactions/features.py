@@ -10,7 +10,12 @@
 - order_score: the order-verification head's probability that the event's window is out of order.
 - gap_residual: observed minus predicted (transformed) time gap from the previous event.
 - history_distance: 1 - cosine(event token, mean of the earlier tokens of its window); NaN for the first.
-- position / window_events: where the event sits in its window, and the window's length.
+- with the history objective (`history.py`): state_00 ... (low-dimensional causal state before the event),
+  per lag L amount_z_l<L> / gap_z_l<L> (signed residuals in standard deviations of the predicted amount and time
+  gap given the state L events back and the event's other fields), amount_nll_l<L> / gap_nll_l<L> /
+  event_nll_l<L>, and `anomaly_score` (the documented label-free score, see `anomaly_score`).
+- position / window_events: where the event sits in its window, and the window's length: only with
+  `windowing=True` (they describe the windowing, not the client, and drift between periods).
 Rows the preprocessing dropped (see its report) keep NaN features and scored=False; the counts and reasons
 are in `result.attrs["report"]` and logged.
 """
@@ -73,7 +78,7 @@ def _batches(sequences, batch_size: int, progress: bool, desc: str):
         yield order[s: s + batch_size]
 
 
-def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor) -> torch.Tensor:
+def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, H) states of a 1-layer unidirectional GRU encoder at every position t as if event t alone
     were hidden: one GRU cell step from the clean state at t-1 with the "hidden event" input vector.
     For a causal encoder this equals masking event t and re-running the window (later events cannot
@@ -81,7 +86,8 @@ def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor) -> torch.Ten
     everything = {k: batch["mask"].bool() for k in batch["cat"]}
     x = encoder.embed(hide_fields(batch, everything, {k: batch["mask"].bool() for k in batch["num"]}, MASK_ID))
     rnn = encoder.rnn
-    h_prev = torch.cat([tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2]), tokens[:, :-1]], dim=1)
+    first = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2]) if h0 is None else h0[:, None].to(tokens.dtype)
+    h_prev = torch.cat([first, tokens[:, :-1]], dim=1)  # h0: the GRU state before the first event (incremental)
     gi = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)
     gh = torch.nn.functional.linear(h_prev, rnn.weight_hh_l0, rnn.bias_hh_l0)
     i_r, i_z, i_n = gi.chunk(3, -1)
@@ -103,6 +109,7 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
     encoder = model.encoder
     device = next(model.parameters()).device
     masked = model.objectives["masked"] if "masked" in model.objectives else None
+    forecaster = model.objectives["history"] if "history" in model.objectives else None
     order = model.objectives["order"] if "order" in model.objectives else None
     c = encoder.config
     exact_gru = method == "auto" and c.kind == "gru" and not c.bidirectional and c.num_layers == 1
@@ -143,6 +150,9 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
                 resid = torch.full((B, T), float("nan"), device=device)
                 resid[:, 1:] = batch["num"]["time_gap"][:, 1:] - pred[:, :-1]
                 put("gap_residual", resid)
+        if forecaster is not None:
+            for name, values in forecaster.event_features(encoder, batch, out).items():
+                put(name, values)
         if masked is not None:
             surprise = {t: torch.zeros(B, T, device=device) for t in masked.targets}
             if exact_gru:  # one GRU cell step per event from the clean states: exact "this event hidden"
@@ -166,10 +176,11 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
 
 
 def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, progress: bool = True,
-             method: str = "auto") -> pd.DataFrame:
+             method: str = "auto", windowing: bool = False) -> pd.DataFrame:
     """One row per row of `table` (DataFrame or CSV/Parquet path), in input order, with its transaction
     id and client id (named and typed as in the input: e.g. `trans_num`; "transaction_id" = the 0-based row
-    when no id column is mapped), `scored` and the feature columns described in the module docstring."""
+    when no id column is mapped), `scored` and the feature columns described in the module docstring
+    (`windowing=True` adds `position` and `window_events`)."""
     pre = _preprocessor(model)
     frame = _read(table)
     sequences = pre.transform(frame)
@@ -181,6 +192,10 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
     feats.insert(0, TRANSACTION_ID, tx)
     # overlapping windows: keep each transaction's occurrence with the most history before it
     feats = feats.sort_values("position", ascending=False, kind="stable").drop_duplicates(TRANSACTION_ID)
+    if not windowing:
+        feats = feats.drop(columns=["position", "window_events"])
+    if any(c.startswith("event_nll_l") for c in feats.columns):
+        feats["anomaly_score"] = anomaly_score(feats)
     ids = _input_ids(frame, pre)
     key_in, key_feat = pd.Index(ids), pd.Index(feats[TRANSACTION_ID].to_numpy())
     if key_in.dtype != key_feat.dtype:
@@ -203,6 +218,15 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
         log.warning("features: %d of %d rows were not scored (dropped by preprocessing: %s); they keep NaN features",
                     int((~scored).sum()), len(result), report.get("rows_dropped"))
     return result
+
+
+def anomaly_score(feats: pd.DataFrame) -> np.ndarray:
+    """The label-free anomaly score per transaction (higher = more anomalous): `event_nll_l<L>` at the longest
+    lag L, the negative log-likelihood of the event's amount and time gap (and any categorical targets of the
+    history objective) given the client's history
+    without its L-1 most recent events and the event's other fields (see docs/transactions.md)."""
+    lags = sorted(int(c[len("event_nll_l"):]) for c in feats.columns if c.startswith("event_nll_l"))
+    return feats[f"event_nll_l{lags[-1]}"].to_numpy(dtype=np.float32)
 
 
 def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress: bool = False) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """`build_transactions_model(config)`: the checkpoint builder of the transactions domain.
 
 `config` is plain data: {"preprocessor": TransactionPreprocessor.state_dict(), "encoder": {...},
-"objectives": {"masked": {...}, "order": {...}, "contrastive": {...}}, "field_counts": {field: [...]}}, so
+"objectives": {"masked": {...}, "order": {...}, "contrastive": {...}, "history": {...}}, "field_counts": {field: [...]}}, so
 `load_model(path)` rebuilds the model and its fitted preprocessing, and raw tables can be fed to
 `features` / `client_embeddings` without the recipe. ("fields" may replace "preprocessor" for models
 built on already-encoded batches, as in the tests.)
@@ -17,6 +17,7 @@ from ssl_modal.core.config import from_dict
 from ssl_modal.core.contract import ModelSpec, SSLModel
 from ssl_modal.transactions.config import EncoderConfig, ObjectivesConfig
 from ssl_modal.transactions.encoder import TransactionEncoder
+from ssl_modal.transactions.history import HistoryForecast
 from ssl_modal.transactions.objectives import ContrastiveSubsequences, MaskedAttribute, OrderVerification
 
 BUILDER = "ssl_modal.transactions.model:build_transactions_model"
@@ -66,14 +67,24 @@ def build_transactions_model(config: dict) -> SSLModel:
     objectives_cfg = from_dict(ObjectivesConfig, config.get("objectives") or {}, "objectives")
     objectives, weights = {}, {}
     for name, cls in (("masked", MaskedAttribute), ("order", OrderVerification),
-                      ("contrastive", ContrastiveSubsequences)):
+                      ("contrastive", ContrastiveSubsequences), ("history", HistoryForecast)):
         section = getattr(objectives_cfg, name)
         if section.weight > 0:
             objectives[name], weights[name] = cls(encoder, section), section.weight
     if not objectives:
-        raise ValueError("every objective has weight 0: set objectives.<masked|order|contrastive>.weight > 0")
+        raise ValueError("every objective has weight 0: set objectives.<masked|order|contrastive|history>.weight > 0")
     spec = ModelSpec(builder=BUILDER, config=config, kind=KIND)
     collate = collate_for(fields) if preprocessor is not None else None
     model = SSLModel(encoder, objectives, weights, spec=spec, collate=collate)
     model.preprocessor, model.fields = preprocessor, dict(fields)
     return model
+
+
+def random_init(model: SSLModel, seed: int = 0) -> SSLModel:
+    """The same architecture, heads and fitted preprocessing as `model`, with freshly drawn weights (seeded):
+    the "random init" baseline row, without training a model for one step at learning rate 0."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_transactions_model(model.spec.config).eval()

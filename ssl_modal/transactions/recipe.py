@@ -31,7 +31,8 @@ Config = TransactionsConfig
 log = logging.getLogger("ssl_modal")
 # the learned scores given to LightGBM; "position"/"window_events" describe the windowing, not the client, and
 # drift between time periods (on Sparkov they cut AUC-PR from 0.87 to 0.67), so they stay out
-SSL_FEATURES = ("surprise_", "order_score", "gap_residual", "history_distance")
+SSL_FEATURES = ("surprise_", "order_score", "gap_residual", "history_distance", "state_", "amount_z_", "gap_z_",
+                "amount_nll_", "gap_nll_", "hour_nll_", "event_nll_", "anomaly_score")
 
 
 def preprocess_config(cfg: TransactionsConfig):
@@ -63,8 +64,20 @@ def event_times(frame: pd.DataFrame, columns) -> pd.Series:
     return pd.to_datetime(values, format=columns.time_format, errors="coerce")
 
 
+def client_half(frame: pd.DataFrame, column: str, seed: int) -> np.ndarray:
+    """Bool per row: True for the rows of a random half of the clients (drawn with `seed`), every client
+    kept whole (also clients with a single event or only fraud rows)."""
+    ids = frame[column].astype(str).to_numpy()
+    clients = np.unique(ids)
+    chosen = np.random.default_rng(seed).permutation(len(clients))[: len(clients) // 2]
+    return np.isin(ids, clients[chosen])
+
+
 def train_rows(frame: pd.DataFrame, cfg: TransactionsConfig, columns) -> np.ndarray:
-    """Bool per row: True where the row belongs to the pretraining / fitting period."""
+    """Bool per row: True where the row belongs to the pretraining / fitting period (split "client": the
+    first client half)."""
+    if cfg.data.split == "client" and cfg.data.task in ("fraud", "probe"):
+        return client_half(frame, columns.client_id, cfg.data.split_seed)
     if cfg.data.task != "fraud":
         return np.ones(len(frame), dtype=bool)
     if not cfg.data.split_time:
@@ -78,8 +91,9 @@ def train_rows(frame: pd.DataFrame, cfg: TransactionsConfig, columns) -> np.ndar
     return mask
 
 
-def train(cfg: TransactionsConfig) -> TrainResult:
-    """Fit the preprocessing and pretrain on the table (fraud: on the rows before data.split_time only)."""
+def train(cfg: TransactionsConfig, rows: np.ndarray | None = None) -> TrainResult:
+    """Fit the preprocessing and pretrain on the table (fraud: on the rows before data.split_time only, or
+    the first client half; `rows` (bool per row) overrides the choice)."""
     if cfg.data.shards:  # windows written by `ssl-modal preprocess`, streamed from Parquet shards
         from ssl_modal.transactions.shards import train_from_shards
 
@@ -88,7 +102,7 @@ def train(cfg: TransactionsConfig) -> TrainResult:
         torch.set_num_threads(int(cfg.threads))
     pcfg = preprocess_config(cfg)
     frame = read_frame(cfg)
-    frame = frame[train_rows(frame, cfg, pcfg.columns)]
+    frame = frame[train_rows(frame, cfg, pcfg.columns) if rows is None else rows]
     from ssl_modal.transactions.preprocess import TransactionPreprocessor
 
     pre = TransactionPreprocessor(pcfg)
@@ -101,9 +115,11 @@ def train(cfg: TransactionsConfig) -> TrainResult:
     return Trainer(cfg.train).fit(model, sequences, model.collate)
 
 
-def random_init_like(model):
-    torch.manual_seed(12345)
-    return build_transactions_model(model.spec.config).eval()
+def random_init_like(model, seed: int = 12345):
+    """The same architecture, heads and fitted preprocessing as `model`, at random init (seeded)."""
+    from ssl_modal.transactions.model import random_init
+
+    return random_init(model, seed)
 
 
 def _labels(cfg: TransactionsConfig) -> pd.Series:
@@ -119,7 +135,11 @@ def _labels(cfg: TransactionsConfig) -> pd.Series:
 
 
 def evaluate_probe(cfg: TransactionsConfig, model) -> "ProbeReport":
-    """Client-level probe with baselines (stratified CV over clients)."""
+    """Client-level probe with baselines (stratified CV over clients; split "client": see client_eval.py)."""
+    if cfg.data.split == "client":
+        from ssl_modal.transactions.client_eval import evaluate_probe_clients
+
+        return evaluate_probe_clients(cfg, model)
     columns = preprocess_config(cfg).columns
     frame = read_frame(cfg)
     labels = _labels(cfg)
@@ -193,6 +213,10 @@ def fraud_labels(frame: pd.DataFrame, cfg: TransactionsConfig) -> np.ndarray:
 def evaluate_fraud(cfg: TransactionsConfig, model) -> ResultTables:
     """LightGBM on raw columns vs raw + SSL features vs SSL alone (+ a random-init model's features),
     fitted on the rows before data.split_time and scored on the rows after it."""
+    if cfg.data.split == "client":
+        from ssl_modal.transactions.fraud_eval import evaluate_fraud_clients
+
+        return evaluate_fraud_clients(cfg, model)
     columns = preprocess_config(cfg).columns
     frame = read_frame(cfg)
     y, train = fraud_labels(frame, cfg), train_rows(frame, cfg, columns)
@@ -208,7 +232,7 @@ def evaluate_fraud(cfg: TransactionsConfig, model) -> ResultTables:
                        progress=False)
         rnd = rnd[ssl.columns].reset_index(drop=True).add_prefix("rnd_")
         rows.append(["raw + random-init features", fit(pd.concat([raw, rnd], axis=1))])
-    for col in ("surprise_total", "surprise_mcc", "order_score", "history_distance"):
+    for col in ("anomaly_score", "surprise_total", "surprise_mcc", "order_score", "history_distance"):
         if col in ssl:
             rows.append([f"{col} as the score (no labels)", fraud_scores(y[~train], ssl[col].fillna(0).to_numpy()[~train])])
     table = ResultTables()

@@ -12,7 +12,7 @@ from ssl_modal.transactions.model import build_transactions_model, transactions_
 from tests.transactions.tables import COLUMNS, raw_table
 
 FEATURES = ["surprise_mcc", "surprise_amount_bin", "surprise_type", "surprise_total", "order_score",
-            "gap_residual", "history_distance", "position", "window_events"]
+            "gap_residual", "history_distance"]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,10 @@ def trained(tmp_path_factory):
 
 def test_one_row_per_transaction_in_input_order(trained):
     model, table, _ = trained
-    feats = features(model, table, progress=False)
+    feats = features(model, table, progress=False, windowing=True)
     assert len(feats) == len(table) and feats["tx"].tolist() == table["tx"].tolist()
     assert feats["scored"].all() and set(FEATURES) <= set(feats.columns)
+    assert not {"position", "window_events"} & set(features(model, table.head(50), progress=False).columns)
     assert list(feats.columns[:3]) == ["tx", "client", "scored"]  # the input's key names and dtypes
     assert feats["tx"].dtype == table["tx"].dtype and (feats["client"] == table["client"]).all()
     first = feats["position"] == 0
@@ -110,6 +111,21 @@ def test_cli_features_writes_one_row_per_transaction(trained, tmp_path, capsys):
     written = pd.read_parquet(out)
     assert len(written) == len(table) and written["tx"].tolist() == table["tx"].tolist()
     assert f"wrote {len(table)} rows" in capsys.readouterr().out
+    rnd_out = tmp_path / "rnd.parquet"
+    assert main(["features", str(result.checkpoint), str(src), "-o", str(rnd_out), "--random-init", "3"]) == 0
+    rnd = pd.read_parquet(rnd_out)
+    assert len(rnd) == len(table) and not np.allclose(rnd["surprise_mcc"], written["surprise_mcc"])
+
+
+def test_random_init_is_seeded_and_keeps_the_architecture(trained):
+    from ssl_modal.transactions.model import random_init
+
+    model, _, _ = trained
+    a, b, c = random_init(model, 1), random_init(model, 1), random_init(model, 2)
+    sa, sb, sc, sm = (m.state_dict() for m in (a, b, c, model))
+    assert sa.keys() == sm.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["encoder.rnn.weight_hh_l0"], sc["encoder.rnn.weight_hh_l0"])
+    assert a.preprocessor.state_dict() == model.preprocessor.state_dict()
 
 
 def test_features_on_a_model_without_preprocessor_is_refused():

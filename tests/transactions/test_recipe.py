@@ -84,10 +84,58 @@ def test_fraud_without_split_time_and_bad_keys_are_one_line_errors(tmp_path, cap
 
 
 def test_shipped_recipes_load():
-    for name in ("age", "sparkov", "tabformer", "berka"):
+    for name in ("age", "sparkov", "tabformer", "berka", "sparkov_profiles"):
         path = REPO / "recipes" / f"transactions_{name}.yaml"
         if path.is_file():
             cfg = load_config(TransactionsConfig, path)
             assert cfg.columns["client_id"] and cfg.train.output_dir.startswith("runs/")
     demo = load_config(TransactionsConfig, REPO / "recipes" / "transactions_sparkov.yaml", demo=True)
-    assert demo.data.table.startswith("examples/data/transactions/")
+    assert demo.data.table.startswith("examples/data/transactions/") and demo.data.split == "time"
+    full = load_config(TransactionsConfig, REPO / "recipes" / "transactions_sparkov.yaml")
+    assert full.data.split == "client" and full.objectives.history.weight > 0
+
+
+def test_fraud_client_split_scores_every_row_out_of_fold_beside_velocity_and_random_init(tmp_path, capsys):
+    path = write_recipe(tmp_path, "fraud", label_column="is_fraud", split="client")
+    recipe = yaml.safe_load(path.read_text())
+    recipe["objectives"] = {"history": {"weight": 1.0, "lags": [1, 4], "state_dim": 4}}
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    out = run_recipe(path, capsys)
+    for row in ("raw + velocity (hand-made)", "raw + SSL features", "raw + random-init features",
+                "raw + velocity + SSL features", "anomaly_score as the score (no labels)",
+                "raw amount as the score (no labels)", "halves of 8 / 8 clients"):
+        assert row in out, row
+    feats = pd.read_parquet(tmp_path / "run" / "features.parquet")
+    assert len(feats) == 16 * 40 and set(feats["fold"]) == {0, 1}
+    # each client is scored by the fold whose encoder did not see it: one fold per client, 8 clients each
+    per_client = feats.groupby("client_id")["fold"].nunique()
+    assert (per_client == 1).all() and feats.groupby("fold")["client_id"].nunique().tolist() == [8, 8]
+    assert (tmp_path / "run" / "fold1" / "model.pt").is_file()
+
+
+def test_client_half_keeps_clients_whole_and_is_seeded():
+    from ssl_modal.transactions.recipe import client_half
+
+    frame = pd.DataFrame({"c": np.repeat(np.arange(11), 3)})
+    a, b = client_half(frame, "c", 0), client_half(frame, "c", 1)
+    assert a.sum() == 15 and frame[a]["c"].nunique() == 5
+    assert not (set(frame[a]["c"]) & set(frame[~a]["c"])) and (a != b).any()
+    assert (client_half(frame, "c", 0) == a).all()
+
+
+def test_probe_client_split_predicts_each_client_by_the_other_half(tmp_path, capsys):
+    path = write_recipe(tmp_path, "probe", label_column="segment", split="client")
+    table = pd.read_csv(tmp_path / "tx.csv")
+    table["segment"] = table["client"].str[1:].astype(int) % 2
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    out = run_recipe(path, capsys)
+    for row in ("aggregates + logreg", "SSL embeddings + logreg", "random-init embeddings + LightGBM",
+                "aggregates + SSL embeddings + LightGBM", "8 / 8 clients"):
+        assert row in out, row
+    assert (tmp_path / "run" / "fold1" / "model.pt").is_file()
+    table.loc[0, "segment"] = 5
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    from ssl_modal.transactions.client_eval import table_labels
+
+    with pytest.raises(ValueError, match="expected one value per client, found 2 values for client 'c0'"):
+        table_labels(table, "client", "segment")

@@ -1,0 +1,108 @@
+"""Incremental scoring latency: `score_new` from the SQLite client state vs recomputing a client's history.
+
+    flock /tmp/ssl_heavy.lock timeout 700 .venv/bin/python bench/transactions_incremental.py [--model RUN] [--clients N]
+
+Model: the Sparkov recipe's architecture (GRU 128, history objective; a trained run folder with --model, else the
+recipe's model at random init: latency does not depend on the weights). Data: the shared Sparkov table; the last
+`--new` events of `--clients` clients are held out as "new", the rest builds the state (nightly batch).
+Measured, one torch thread: nightly build (events/s); single-event scoring (one `score_new` call per event:
+preprocessing, state read, GRU steps, features, atomic SQLite commit; median and p99 ms); 1,000-event batches
+drawn across clients (events/s); the reference: `features()` on the client's whole history for each new event
+(median and p99 ms); state size per client (bytes in the SQLite file).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import RESULTS, load_average  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="trained transactions run folder (default: the recipe's model at random init)")
+    p.add_argument("--clients", type=int, default=60)
+    p.add_argument("--new", type=int, default=20, help="held-out events per client")
+    p.add_argument("--single", type=int, default=200, help="single-event calls to time")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from ssl_modal.core.config import load_config
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.config import TransactionsConfig
+    from ssl_modal.transactions.features import features
+    from ssl_modal.transactions.incremental import StateStore, score_new
+    from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
+    from ssl_modal.transactions.preprocess import TransactionPreprocessor
+    from ssl_modal.transactions.recipe import preprocess_config, read_frame
+
+    cfg = load_config(TransactionsConfig, Path(__file__).resolve().parents[1] / "recipes/transactions_sparkov.yaml")
+    frame = read_frame(cfg)
+    keep = frame["client_id"].drop_duplicates().iloc[: args.clients]
+    frame = frame[frame["client_id"].isin(keep)].copy()
+    frame["_t"] = pd.to_datetime(frame["trans_date_trans_time"])
+    frame = frame.sort_values(["client_id", "_t"], kind="stable").drop(columns="_t").reset_index(drop=True)
+    is_new = frame.groupby("client_id").cumcount(ascending=False) < args.new
+    old, new = frame[~is_new], frame[is_new]
+    if args.model:
+        model = load_model(args.model)
+    else:
+        pre = TransactionPreprocessor(preprocess_config(cfg)).fit(old)
+        torch.manual_seed(0)
+        model = build_transactions_model(transactions_model_config(pre, cfg.encoder, cfg.objectives)).eval()
+    new = new.assign(_t=pd.to_datetime(new["trans_date_trans_time"])).sort_values("_t", kind="stable")
+    new = new.drop(columns="_t")
+    out = {"load_average_start": load_average(), "clients": args.clients, "history_events": len(old),
+           "new_events": len(new)}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = StateStore.create(Path(tmp) / "state.sqlite", model)
+        t = time.perf_counter()
+        score_new(model, store, old)
+        out["nightly_events_per_s"] = round(len(old) / (time.perf_counter() - t))
+        lat = []
+        single = new.iloc[: args.single]
+        for i in range(len(single)):
+            t = time.perf_counter()
+            score_new(model, store, single.iloc[i: i + 1])
+            lat.append((time.perf_counter() - t) * 1000)
+        out["single_event_ms_median"] = round(float(np.median(lat)), 2)
+        out["single_event_ms_p99"] = round(float(np.percentile(lat, 99)), 2)
+        rest = new.iloc[args.single:]
+        rates = []
+        for s in range(0, len(rest) - 999, 1000):
+            t = time.perf_counter()
+            score_new(model, store, rest.iloc[s: s + 1000])
+            rates.append(1000 / (time.perf_counter() - t))
+        out["batch_1000_events_per_s"] = round(float(np.median(rates))) if rates else None
+        size = sum(f.stat().st_size for f in Path(tmp).iterdir())
+        out["state_bytes_per_client"] = round(size / store.clients())
+        out["state_blob_bytes_per_client"] = int(4 * (model.encoder.config.hidden * (2 + store.lags)))
+    ref = []
+    for i in range(min(50, len(single))):
+        row = single.iloc[i]
+        hist = frame[(frame["client_id"] == row["client_id"])]
+        hist = hist[pd.to_datetime(hist["trans_date_trans_time"]) <= pd.to_datetime(row["trans_date_trans_time"])]
+        t = time.perf_counter()
+        features(model, hist, progress=False)
+        ref.append((time.perf_counter() - t) * 1000)
+    out["recompute_ms_median"] = round(float(np.median(ref)), 2)
+    out["recompute_ms_p99"] = round(float(np.percentile(ref, 99)), 2)
+    out["load_average_end"] = load_average()
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transactions_incremental.json").write_text(json.dumps(out, indent=1) + "\n")
+    for k, v in out.items():
+        print(f"{k:32s} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Client-disjoint fraud evaluation (`data.split: client`): nothing is scored by a model that saw its client.
+
+The clients are cut in two halves (`data.split_seed`). Fold 0: the encoder is pretrained on half A and
+LightGBM is fitted on half A; half B is scored. Fold 1: the same with the halves swapped (a second
+pretraining). Every row is scored once, out of fold, and AUC-PR / ROC-AUC are computed on all rows pooled.
+Rows: raw columns; raw + hand-made velocity; raw + SSL; raw + random-init features (same architecture and
+heads, its own seed); raw + velocity + SSL; SSL alone; and label-free scores (no labels, no fitting): the
+documented `anomaly_score`, the raw amount and single candidates.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from ssl_modal.core.export import load_model
+from ssl_modal.transactions.baselines import (ResultTables, fraud_scores, lgbm_classifier, numeric_amount,
+                                              velocity_features)
+from ssl_modal.transactions.features import features
+
+log = logging.getLogger("ssl_modal")
+LABEL_FREE = ("anomaly_score", "event_nll_l1", "amount_nll_l1", "amount_z_l1", "surprise_total", "surprise_mcc",
+              "history_distance")
+
+
+def _fit_predict(X: pd.DataFrame, y: np.ndarray, fit: np.ndarray, rounds: int, seed: int, cats: list) -> np.ndarray:
+    X = X.copy()
+    for c in cats:
+        if c in X:
+            X[c] = X[c].astype("category")
+    model = lgbm_classifier(rounds, seed, int(fit.sum())).fit(X[fit], y[fit])
+    return model.predict_proba(X[~fit])[:, 1]
+
+
+def velocity_table(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    from ssl_modal.transactions.recipe import event_times
+
+    times = event_times(frame, columns)
+    seconds = (times.astype("int64") / 1e9).to_numpy() if pd.api.types.is_datetime64_any_dtype(times) \
+        else times.to_numpy(dtype=np.float64) * 86400.0
+    return velocity_features(frame[columns.client_id].to_numpy(), seconds,
+                             numeric_amount(frame[columns.amount], columns.amount_format))
+
+
+def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
+    """See the module docstring; `model` is fold 0's (pretrained on the first client half), `fold1` the
+    model pretrained on the other half (None: pretrained here, into <train.output_dir>/fold1)."""
+    from ssl_modal.transactions.recipe import (SSL_FEATURES, fraud_labels, preprocess_config, random_init_like,
+                                               raw_features, read_frame, train, train_rows)
+
+    columns = preprocess_config(cfg).columns
+    frame = read_frame(cfg)
+    y = fraud_labels(frame, cfg)
+    half = train_rows(frame, cfg, columns)
+    raw = raw_features(frame, cfg, columns)
+    vel = velocity_table(frame, columns)
+    cats = ["code"] + list(cfg.eval.categorical_raw)
+    sets = {"raw columns": lambda f, r: raw,
+            "raw + velocity (hand-made)": lambda f, r: pd.concat([raw, vel], axis=1),
+            "raw + SSL features": lambda f, r: pd.concat([raw, f], axis=1),
+            "raw + random-init features": lambda f, r: pd.concat([raw, r], axis=1),
+            "raw + velocity + SSL features": lambda f, r: pd.concat([raw, vel, f], axis=1),
+            "raw + velocity + random-init features": lambda f, r: pd.concat([raw, vel, r], axis=1),
+            "SSL features alone": lambda f, r: f}
+    oof = {name: np.full(len(frame), np.nan) for name in sets}
+    free = {}
+    all_feats = []
+    base_dir = cfg.train.output_dir
+    for fold, fit in enumerate((half, ~half)):
+        if fold == 1 and fold1 is not None:
+            model = fold1
+        elif fold == 1:
+            started = time.perf_counter()
+            cfg.train.output_dir = f"{base_dir}/fold1"
+            try:
+                model = load_model(train(cfg, rows=fit).checkpoint)
+            finally:
+                cfg.train.output_dir = base_dir
+            log.info("fold 1 pretraining: %.0f s", time.perf_counter() - started)
+        feats = features(model, frame, batch_size=cfg.eval.batch_size, passes=cfg.eval.passes, progress=False)
+        ssl = feats[[c for c in feats.columns if c.startswith(SSL_FEATURES)]].reset_index(drop=True)
+        rnd = features(random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold), frame,
+                       batch_size=cfg.eval.batch_size, passes=cfg.eval.passes, progress=False)
+        rnd = rnd[ssl.columns].reset_index(drop=True).add_prefix("rnd_")
+        for name, make in sets.items():
+            oof[name][~fit] = _fit_predict(make(ssl, rnd), y, fit, cfg.eval.lgbm_rounds, cfg.train.seed, cats)
+        for col in LABEL_FREE:
+            if col in ssl:
+                free.setdefault(col, np.full(len(frame), np.nan))[~fit] = ssl[col].fillna(0).to_numpy()[~fit]
+        all_feats.append(feats.assign(fold=fold)[~fit])
+    free["raw amount"] = raw["amount"].to_numpy()
+    rows = [[name, fraud_scores(y, p)] for name, p in oof.items()]
+    rows += [[f"{name} as the score (no labels)", fraud_scores(y, s)] for name, s in free.items()]
+    table = ResultTables()
+    n_a = int(frame.loc[half, columns.client_id].nunique())
+    n_b = int(frame.loc[~half, columns.client_id].nunique())
+    table.add(f"fraud, client-disjoint: halves of {n_a} / {n_b} clients, each scored by the encoder and LightGBM "
+              f"of the other half; {len(frame)} rows ({int(y.sum())} fraud) pooled",
+              ["model", "AUC-PR", "ROC-AUC"], [[name, r["auc_pr"], r["roc_auc"]] for name, r in rows])
+    table.data = {"rows": dict((name, r) for name, r in rows),
+                  "features": pd.concat(all_feats).sort_index()}
+    return table
