@@ -238,6 +238,9 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
     result.insert(2, "scored", located >= 0)
     if (located < 0).any():
         result.loc[located < 0, result.columns[3:]] = np.nan
+    cols = pre.config.columns  # the keys keep the input's column names and dtypes, as in `features`
+    result[CLIENT_ID] = frame[cols.client_id].to_numpy()
+    result = result.rename(columns={TRANSACTION_ID: cols.transaction_id or TRANSACTION_ID, CLIENT_ID: cols.client_id})
     result.attrs["report"] = {**dict(sequences.report or {}), "duplicate_ids": duplicates,
                               "new_clients": int(sum(c not in stored for c in set(clients)))}
     return result

@@ -1,4 +1,5 @@
 """features / client_embeddings / MCC export on a briefly trained model, and `ssl-modal features`."""
+import numpy as np
 import pandas as pd
 import pytest
 import torch

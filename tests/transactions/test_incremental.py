@@ -39,9 +39,9 @@ def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
     order = after.assign(t=pd.to_datetime(after["ts"])).sort_values("t")
     first = order.groupby("client").head(1).drop(columns="t")
     rest = order.drop(index=first.index).drop(columns="t")
-    got = pd.concat([score_new(model, store, first), score_new(model, store, rest)]).set_index("transaction_id")
-    want = full.set_index("transaction_id").loc[got.index]
-    cols = [c for c in got.columns if c not in ("client_id", "scored")]
+    got = pd.concat([score_new(model, store, first), score_new(model, store, rest)]).set_index("tx")
+    want = full.set_index("tx").loc[got.index]  # both keep the input's key names ("tx", "client")
+    cols = [c for c in got.columns if c not in ("client", "scored")]
     assert "order_score" not in got and {"surprise_mcc", "state_00", "amount_z_l4", "gap_residual",
                                          "history_distance", "anomaly_score"} <= set(cols)
     pd.testing.assert_frame_equal(got[cols].astype("float64"), want[cols].astype("float64"), atol=1e-5, rtol=1e-5)

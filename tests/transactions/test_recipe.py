@@ -108,8 +108,9 @@ def test_fraud_client_split_scores_every_row_out_of_fold_beside_velocity_and_ran
     feats = pd.read_parquet(tmp_path / "run" / "features.parquet")
     assert len(feats) == 16 * 40 and set(feats["fold"]) == {0, 1}
     # each client is scored by the fold whose encoder did not see it: one fold per client, 8 clients each
-    per_client = feats.groupby("client_id")["fold"].nunique()
-    assert (per_client == 1).all() and feats.groupby("fold")["client_id"].nunique().tolist() == [8, 8]
+    client = COLUMNS["client_id"]  # features keep the input's client column name ("client")
+    per_client = feats.groupby(client)["fold"].nunique()
+    assert (per_client == 1).all() and feats.groupby("fold")[client].nunique().tolist() == [8, 8]
     assert (tmp_path / "run" / "fold1" / "model.pt").is_file()
 
 
