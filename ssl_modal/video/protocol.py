@@ -102,6 +102,7 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
     from ssl_modal.core.export import load_model
     from ssl_modal.video.recipe import evaluate_tracking, train
 
+    candidates(cfg.propagation)                          # a typo in the candidates fails now, not after training
     tables, summary = [], []
     for k in range(len(cfg.data.folds)):
         fcfg, train_names, test_names = fold_config(cfg, k)

@@ -75,3 +75,11 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     from ssl_modal.cli import main as cli_main
     assert cli_main(["eval", WALK, *overrides]) == 0
     assert "SSL J" in capsys.readouterr().out
+
+
+def test_a_candidate_typo_fails_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    argv = ["--config", WALK, "--demo", "propagation.candidates=[{radius:3}]", f"train.output_dir={out}"]
+    assert recipe_module("video_tracking").main(argv) == 2
+    assert "unknown key(s) ['radius:3']" in capsys.readouterr().err and not out.exists()
