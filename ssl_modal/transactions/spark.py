@@ -198,7 +198,7 @@ def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accurac
         edges = amount_edges(n, cfg.amount_bins, lambda r: values[np.searchsorted(cum, r, side="right")])
     stats = {}
     if cols.numeric:
-        sums_schema = "i int, n long, num string, den string"
+        sums_schema = "i long, n long, num string, den string"
         first = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, None), sums_schema), len(cols.numeric))
         means = [float(total / count) if count else 0.0 for count, total in first]
         second = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, means), sums_schema),

@@ -133,7 +133,8 @@ def test_spark_scoring_returns_every_row_once_with_the_single_machine_values(spa
                                                    "batch_size": 4, "progress": False, "tensorboard": False}})
     train_from_shards(cfg)
     model = load_model(tmp_path / "run")
-    df = spark.createDataFrame(table)
+    table.to_parquet(tmp_path / "tx.parquet")  # a lake file, read by Spark
+    df = spark.read.parquet(str(tmp_path / "tx.parquet"))
     write_scores(tmp_path / "run", df, tmp_path / "scores", partitions=3)
     got = pq.read_table(tmp_path / "scores").to_pandas().set_index("transaction_id").sort_index()
     assert len(got) == len(table) and got.index.is_unique and set(got.index) == set(table["tx"])
