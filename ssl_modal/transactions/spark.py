@@ -37,6 +37,7 @@ from ssl_modal.transactions.preprocess import (
 )
 
 ROW, BUCKET = "__row", "__bucket"
+KINDS = ("seconds", "days")  # parse_time's kinds of event time
 SUMMED = ("rows_in", "rows_out", "clients", "windows", "events", "single_event_clients", "timestamps_resorted",
           "clients_dropped_min_events")
 
@@ -110,7 +111,8 @@ def _parse_batches(cols, source: str, per_row: bool):
                 values, counts = np.unique(amount, return_counts=True)
             tod = bool(np.any(np.mod(time, 86400.0)))
             yield pa.RecordBatch.from_pydict({"amount": values, "n": counts.astype(np.int64),
-                                              "tod": np.full(len(values), tod), "kind": [kind] * len(values)})
+                                              "tod": np.full(len(values), tod),
+                                              "kind": np.full(len(values), KINDS.index(kind), np.int32)})
     return parse
 
 
@@ -168,22 +170,16 @@ def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accurac
 
     cfg, cols = pre.config, pre.config.columns
     cols.check(pd.DataFrame(columns=df.columns), source)
-    schema = "amount double, n long, tod boolean, kind string"
+    schema = "amount double, n long, tod boolean, kind int"
     parsed = df.select(*cols.required()).mapInArrow(_parse_batches(cols, source, approx), schema)
     try:
-        if approx:
-            head = parsed.agg(F.count("*").alias("n"), F.max("tod").alias("tod"),
-                              F.collect_set("kind").alias("kinds")).collect()[0]
-            hist = None
-        else:
-            hist = parsed.groupBy("amount").agg(F.sum("n").alias("n"), F.max("tod").alias("tod"),
-                                                F.collect_set("kind").alias("kinds")).toPandas()
+        aggs = [F.sum("n").alias("n"), F.max("tod").alias("tod"), F.min("kind").alias("k0"), F.max("kind").alias("k1")]
+        hist = (parsed.agg(*aggs) if approx else parsed.groupBy("amount").agg(*aggs)).toPandas()
     except Exception as exc:
         raise _user_error(exc) from None
-    if hist is not None:
-        hist = hist.sort_values("amount", kind="stable")
-        head = {"n": int(hist["n"].sum()), "tod": bool(hist["tod"].any()),
-                "kinds": sorted({k for ks in hist["kinds"] for k in ks})}
+    hist = hist.sort_values("amount", kind="stable") if not approx else hist
+    head = {"n": int(hist["n"].fillna(0).sum()), "tod": bool(hist["tod"].fillna(False).any()),
+            "kinds": sorted({KINDS[int(k)] for k in pd.concat([hist["k0"], hist["k1"]]).dropna()})}
     n = int(head["n"])
     if n == 0:
         raise DataValidationError(f"{source}: empty table (0 rows; columns: {df.columns}); expected at least "

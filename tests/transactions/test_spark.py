@@ -133,13 +133,13 @@ def test_spark_scoring_returns_every_row_once_with_the_single_machine_values(spa
                                                    "batch_size": 4, "progress": False, "tensorboard": False}})
     train_from_shards(cfg)
     model = load_model(tmp_path / "run")
-    df = spark.createDataFrame(table)
+    table.to_parquet(tmp_path / "tx.parquet")  # a lake file, read by Spark
+    df = spark.read.parquet(str(tmp_path / "tx.parquet"))
     write_scores(tmp_path / "run", df, tmp_path / "scores", partitions=3)
-    key = COLUMNS["transaction_id"]  # the features keep the input's key column name ("tx")
-    got = pq.read_table(tmp_path / "scores").to_pandas().set_index(key).sort_index()
+    got = pq.read_table(tmp_path / "scores").to_pandas().set_index("tx").sort_index()  # the table's id column
     assert len(got) == len(table) and got.index.is_unique and set(got.index) == set(table["tx"])
     assert int((~got["scored"]).sum()) == 1 and not got.loc["t000_005", "scored"]
-    want = features(model, table, progress=False).set_index(key).sort_index()
+    want = features(model, table, progress=False).set_index("tx").sort_index()
     np.testing.assert_allclose(got["surprise_total"].to_numpy(np.float64), want["surprise_total"].to_numpy(np.float64),
                                rtol=1e-4, atol=1e-5)
     clients = score_spark(tmp_path / "run", df, kind="clients", partitions=3).toPandas().set_index("client_id")
