@@ -20,6 +20,7 @@ Captions are tokenized inside every timed step for all variants. FLOPs per train
 variant with torch.utils.flop_counter.FlopCounterMode; the fp32 `torch.mm` peak is measured in the same run.
 Writes bench/results/aligner_throughput.json.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,19 +29,32 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (StepClock, load_average, matmul_peak, parse_round_args,  # noqa: E402
-                    run_rounds, si, start_run, summary, table, write_json)
+from common import (
+    StepClock,
+    load_average,
+    matmul_peak,
+    parse_round_args,  # noqa: E402
+    run_rounds,
+    si,
+    start_run,
+    summary,
+    table,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, SIZE, LR = 64, 128, 5e-4
-VARIANTS = {"o": "open_clip CLIP + ClipLoss", "a": "plain loop over the ssl_modal aligner",
-            "b": "ssl_modal.Trainer over the same aligner", "ol": "open_clip LiT (locked text tower)",
-            "l": "ssl_modal LiT (locked text tower, cached caption features)"}
+VARIANTS = {
+    "o": "open_clip CLIP + ClipLoss",
+    "a": "plain loop over the ssl_modal aligner",
+    "b": "ssl_modal.Trainer over the same aligner",
+    "ol": "open_clip LiT (locked text tower)",
+    "l": "ssl_modal LiT (locked text tower, cached caption features)",
+}
 TARGETS = {"a/o": 1.0, "b/o": 1.0, "b/a": 0.95, "l/ol": 2.0}
 
 
@@ -61,10 +75,11 @@ def ours(captions: list[str], locked_text: bool = False):
     from ssl_modal.aligner.model import build_aligner_model
     from ssl_modal.aligner.tokenizer import train_wordpiece
 
-    cfg = AlignerModelConfig(image=ImageTowerConfig(image_size=SIZE, patch_size=16, width=192, layers=12, heads=3),
-                             text=TextTowerConfig(width=256, layers=4, heads=4, max_length=32, vocab_size=4000,
-                                                  locked=locked_text),
-                             embed_dim=256)
+    cfg = AlignerModelConfig(
+        image=ImageTowerConfig(image_size=SIZE, patch_size=16, width=192, layers=12, heads=3),
+        text=TextTowerConfig(width=256, layers=4, heads=4, max_length=32, vocab_size=4000, locked=locked_text),
+        embed_dim=256,
+    )
     config = dataclasses.asdict(cfg)
     config["tokenizer_json"] = train_wordpiece(captions, 4000)
     torch.manual_seed(0)
@@ -78,9 +93,11 @@ def open_clip_model():
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(0)
-    model = open_clip.CLIP(embed_dim=256, vision_cfg=CLIPVisionCfg(layers=12, width=192, head_width=64, mlp_ratio=4,
-                                                                   patch_size=16, image_size=SIZE),
-                           text_cfg=CLIPTextCfg(context_length=32, vocab_size=49408, width=256, heads=4, layers=4))
+    model = open_clip.CLIP(
+        embed_dim=256,
+        vision_cfg=CLIPVisionCfg(layers=12, width=192, head_width=64, mlp_ratio=4, patch_size=16, image_size=SIZE),
+        text_cfg=CLIPTextCfg(context_length=32, vocab_size=49408, width=256, heads=4, layers=4),
+    )
     return model, open_clip.get_tokenizer("ViT-B-32", context_length=32), open_clip.ClipLoss()
 
 
@@ -112,8 +129,8 @@ def run_open_clip(ctx, steps: int, _run_dir, key: str = "open_clip") -> StepCloc
     clock.mark()
     for step in range(steps):
         start = step * BATCH
-        images = torch.stack(ctx["pixels"][start:start + BATCH])
-        text = tokenizer(ctx["captions"][start:start + BATCH])
+        images = torch.stack(ctx["pixels"][start : start + BATCH])
+        text = tokenizer(ctx["captions"][start : start + BATCH])
         image_f, text_f, scale = model(images, text)
         loss = loss_fn(image_f, text_f, scale)
         loss.backward()
@@ -148,8 +165,12 @@ def run_lit(ctx, steps: int, _run_dir) -> StepClock:
     clock.mark()
     for step in range(steps):
         start = step * BATCH
-        batch = model.collate([{"pixel_values": ctx["pixels"][i], "text_features": features[i], "group": i}
-                               for i in range(start, start + BATCH)])
+        batch = model.collate(
+            [
+                {"pixel_values": ctx["pixels"][i], "text_features": features[i], "group": i}
+                for i in range(start, start + BATCH)
+            ]
+        )
         model(batch)["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -171,16 +192,31 @@ def run_trainer(ctx, steps: int, run_dir) -> StepClock:
 
     # One extra step: every timed period then runs from one step's collate to the next (saving model.pt at the
     # end of fit stays out of the timed steps).
-    cfg = TrainConfig(output_dir=str(run_dir), max_steps=steps + 1, batch_size=BATCH, learning_rate=LR,
-                      weight_decay=0.1,
-                      warmup_steps=0, log_every=10 ** 9, checkpoint_every=10 ** 9, monitor_every=10 ** 9,
-                      progress=False, resume=False, max_grad_norm=1.0)
+    cfg = TrainConfig(
+        output_dir=str(run_dir),
+        max_steps=steps + 1,
+        batch_size=BATCH,
+        learning_rate=LR,
+        weight_decay=0.1,
+        warmup_steps=0,
+        log_every=10**9,
+        checkpoint_every=10**9,
+        monitor_every=10**9,
+        progress=False,
+        resume=False,
+        max_grad_norm=1.0,
+    )
     Trainer(cfg).fit(model, items(ctx["pixels"], ctx["captions"], 0, (steps + 1) * BATCH), timed_collate)
     return clock
 
 
-RUNNERS = {"o": run_open_clip, "a": run_plain, "b": run_trainer,
-           "ol": lambda ctx, steps, run_dir: run_open_clip(ctx, steps, run_dir, key="open_clip_lit"), "l": run_lit}
+RUNNERS = {
+    "o": run_open_clip,
+    "a": run_plain,
+    "b": run_trainer,
+    "ol": lambda ctx, steps, run_dir: run_open_clip(ctx, steps, run_dir, key="open_clip_lit"),
+    "l": run_lit,
+}
 
 
 def count_flops(ctx) -> dict[str, float]:
@@ -196,46 +232,97 @@ def count_flops(ctx) -> dict[str, float]:
 
 
 def main(argv=None) -> dict:
-    args = parse_round_args(__doc__, "aligner_throughput", full={"steps": 8, "warmup": 2, "repeats": 3},
-                            quick={"steps": 2, "warmup": 1, "repeats": 1}, argv=argv)
+    args = parse_round_args(
+        __doc__,
+        "aligner_throughput",
+        full={"steps": 8, "warmup": 2, "repeats": 3},
+        quick={"steps": 2, "warmup": 1, "repeats": 1},
+        argv=argv,
+    )
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     machine, peak_args, peaks = start_run(args.quick)
     total = args.warmup + args.steps
     pixels, captions, source = load_pairs((total + 2) * BATCH)
-    ctx = {"pixels": pixels, "captions": captions, "ours": ours(captions), "open_clip": open_clip_model(),
-           "open_clip_lit": open_clip_lit(), "ours_lit": ours_lit(captions)}
+    ctx = {
+        "pixels": pixels,
+        "captions": captions,
+        "ours": ours(captions),
+        "open_clip": open_clip_model(),
+        "open_clip_lit": open_clip_lit(),
+        "ours_lit": ours_lit(captions),
+    }
     print(f"ssl_modal LiT: caption features of {len(captions)} captions computed once in {ctx['ours_lit'][2]:.1f} s")
-    params = {"o": sum(p.numel() for p in ctx["open_clip"][0].parameters()),
-              "a": sum(p.numel() for p in ctx["ours"].parameters())}
+    params = {
+        "o": sum(p.numel() for p in ctx["open_clip"][0].parameters()),
+        "a": sum(p.numel() for p in ctx["ours"].parameters()),
+    }
     flops = count_flops(ctx)
-    print(f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data {source}; parameters open_clip "
-          f"{params['o']:,}, ours {params['a']:,}; FLOP per step open_clip {si(flops['o'])}, ours {si(flops['a'])}")
+    print(
+        f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data {source}; parameters open_clip "
+        f"{params['o']:,}, ours {params['a']:,}; FLOP per step open_clip {si(flops['o'])}, ours {si(flops['a'])}"
+    )
     samples, foreign = run_rounds(RUNNERS, ctx, args, prefix="aligner_bench_")
     peaks.append(matmul_peak(**peak_args))
     peak = max(x["flops_per_s"] for x in peaks)
     results = {}
     for v, secs in samples.items():
         s = summary(secs)["median"]
-        results[v] = {"label": VARIANTS[v], "s_per_step": summary(secs), "pairs_per_s": BATCH / s,
-                      "flops_per_step": flops[v], "achieved_flops_per_s": flops[v] / s,
-                      "achieved_fraction_of_peak": flops[v] / s / peak, "other_processes_cpu_fraction": foreign[v]}
+        results[v] = {
+            "label": VARIANTS[v],
+            "s_per_step": summary(secs),
+            "pairs_per_s": BATCH / s,
+            "flops_per_step": flops[v],
+            "achieved_flops_per_s": flops[v] / s,
+            "achieved_fraction_of_peak": flops[v] / s / peak,
+            "other_processes_cpu_fraction": foreign[v],
+        }
     ratios = {}
     for name, target in TARGETS.items():
         num, den = name.split("/")
         value = results[num]["pairs_per_s"] / results[den]["pairs_per_s"]
-        ratios[name] = {"value": value, "target": target, "met": value >= target,
-                        "per_round": [d / n for n, d in zip(samples[num], samples[den])]}
-    report = {"benchmark": "aligner_throughput", "machine": machine, "load_average_end": load_average(),
-              "config": {"batch_size": BATCH, "image_size": SIZE, "image_tower": "ViT-Ti/16 (12 x 192, 3 heads)",
-                         "text_tower": "4 x 256, 4 heads", "embed_dim": 256, "learning_rate": LR, "dtype": "float32",
-                         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "quick": args.quick},
-              "data": source, "parameters": params, "peak": {"flops_per_s": peak, "runs": peaks},
-              "results": results, "ratios": ratios, "lit_feature_pass_s": ctx["ours_lit"][2],
-              "wall_s": time.perf_counter() - started}
-    rows = [[v, VARIANTS[v], f"{results[v]['s_per_step']['median']:.3f}", f"{results[v]['pairs_per_s']:.1f}",
-             si(results[v]["achieved_flops_per_s"], "FLOP/s"), f"{results[v]['achieved_fraction_of_peak']:.0%}"]
-            for v in VARIANTS]
+        ratios[name] = {
+            "value": value,
+            "target": target,
+            "met": value >= target,
+            "per_round": [d / n for n, d in zip(samples[num], samples[den], strict=True)],
+        }
+    report = {
+        "benchmark": "aligner_throughput",
+        "machine": machine,
+        "load_average_end": load_average(),
+        "config": {
+            "batch_size": BATCH,
+            "image_size": SIZE,
+            "image_tower": "ViT-Ti/16 (12 x 192, 3 heads)",
+            "text_tower": "4 x 256, 4 heads",
+            "embed_dim": 256,
+            "learning_rate": LR,
+            "dtype": "float32",
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "quick": args.quick,
+        },
+        "data": source,
+        "parameters": params,
+        "peak": {"flops_per_s": peak, "runs": peaks},
+        "results": results,
+        "ratios": ratios,
+        "lit_feature_pass_s": ctx["ours_lit"][2],
+        "wall_s": time.perf_counter() - started,
+    }
+    rows = [
+        [
+            v,
+            VARIANTS[v],
+            f"{results[v]['s_per_step']['median']:.3f}",
+            f"{results[v]['pairs_per_s']:.1f}",
+            si(results[v]["achieved_flops_per_s"], "FLOP/s"),
+            f"{results[v]['achieved_fraction_of_peak']:.0%}",
+        ]
+        for v in VARIANTS
+    ]
     print(table(["", "variant", "s/step", "pairs/s", "FLOP/s", "of peak"], rows))
     for name, r in ratios.items():
         print(f"{name}: {r['value']:.2f} (target >= {r['target']}, {'met' if r['met'] else 'NOT met'})")

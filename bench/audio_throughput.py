@@ -15,6 +15,7 @@ convolutions, attention; the FFT is not counted) and divided by the measured ste
 `torch.mm` peak is measured in the same run (start and end, the higher is used).
 Writes bench/results/audio_throughput.json.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,8 +28,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
-    ROOT, StepClock, load_average, matmul_peak, parse_round_args, run_rounds, si, start_run, summary,
-    table, write_json,
+    ROOT,
+    StepClock,
+    load_average,
+    matmul_peak,
+    parse_round_args,
+    run_rounds,
+    si,
+    start_run,
+    summary,
+    table,
+    write_json,
 )
 
 SHARED = ROOT.parent / "shared" / "data" / "audio" / "fsdd" / "metadata.csv"
@@ -45,8 +55,9 @@ def prepare(n_steps: int) -> dict:
 
     cfg = AudioConfig()
     cfg.train.progress = False
-    manifest, path_column, source = ((SHARED, "file", "shared FSDD") if SHARED.is_file()
-                                     else (SAMPLE, "path", "examples/data/audio sample"))
+    manifest, path_column, source = (
+        (SHARED, "file", "shared FSDD") if SHARED.is_file() else (SAMPLE, "path", "examples/data/audio sample")
+    )
     cfg.data.manifest, cfg.data.path_column = str(manifest), path_column
     segments = read_segments(cfg)
     config = audio_model_config(cfg, frontend_stats(cfg, segments))
@@ -54,9 +65,17 @@ def prepare(n_steps: int) -> dict:
     need = n_steps * BATCH
     stream = [segments[i] for i in np.resize(order, need)]
     frames = [len(s["wave"]) // cfg.frontend.hop_length + 1 for s in stream]
-    return {"config": config, "stream": stream, "frames": frames,
-            "info": {"source": source, "manifest": str(manifest), "clips": len(segments),
-                     "mean_frames_per_clip": round(float(np.mean(frames)), 2)}}
+    return {
+        "config": config,
+        "stream": stream,
+        "frames": frames,
+        "info": {
+            "source": source,
+            "manifest": str(manifest),
+            "clips": len(segments),
+            "mean_frames_per_clip": round(float(np.mean(frames)), 2),
+        },
+    }
 
 
 def fresh_model(config: dict):
@@ -75,7 +94,7 @@ def run_plain(ctx: dict, total: int, _dir: Path) -> StepClock:
     clock = StepClock()
     clock.mark()
     for i in range(total):
-        batch = audio_collate(ctx["stream"][i * BATCH:(i + 1) * BATCH])
+        batch = audio_collate(ctx["stream"][i * BATCH : (i + 1) * BATCH])
         loss = model(batch)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -97,9 +116,19 @@ def run_trainer(ctx: dict, total: int, run_dir: Path) -> StepClock:
         return audio_collate(items)
 
     data = ctx["stream"][: total * BATCH + BATCH]
-    cfg = TrainConfig(output_dir=str(run_dir), max_steps=total + 1, batch_size=BATCH, learning_rate=LR,
-                      warmup_steps=1, progress=False, tensorboard=False, log_every=10,
-                      checkpoint_every=10 ** 9, seed=SEED, resume=False)
+    cfg = TrainConfig(
+        output_dir=str(run_dir),
+        max_steps=total + 1,
+        batch_size=BATCH,
+        learning_rate=LR,
+        warmup_steps=1,
+        progress=False,
+        tensorboard=False,
+        log_every=10,
+        checkpoint_every=10**9,
+        seed=SEED,
+        resume=False,
+    )
     Trainer(cfg).fit(fresh_model(ctx["config"]), data, collate)
     return clock
 
@@ -112,7 +141,7 @@ def run_frontend(ctx: dict, total: int, _dir: Path) -> StepClock:
     clock.mark()
     with torch.no_grad():
         for i in range(total):
-            batch = audio_collate(ctx["stream"][i * BATCH:(i + 1) * BATCH])
+            batch = audio_collate(ctx["stream"][i * BATCH : (i + 1) * BATCH])
             model.encoder.frontend(batch["wave"], batch["lengths"])
             clock.mark()
     return clock
@@ -136,25 +165,37 @@ def count_flops(ctx: dict) -> float:
 
 
 def main(argv=None) -> dict:
-    args = parse_round_args(__doc__, "audio_throughput", full={"steps": 20, "warmup": 3, "repeats": 3},
-                            quick={"steps": 5, "warmup": 2, "repeats": 1}, argv=argv)
+    args = parse_round_args(
+        __doc__,
+        "audio_throughput",
+        full={"steps": 20, "warmup": 3, "repeats": 3},
+        quick={"steps": 5, "warmup": 2, "repeats": 1},
+        argv=argv,
+    )
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     machine, peak_args, peaks = start_run(args.quick)
     total = args.warmup + args.steps
     ctx = prepare(total + 2)
     flops = count_flops(ctx)
-    print(f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data: {ctx['info']['source']}, "
-          f"{ctx['info']['clips']} clips; {si(flops, 'FLOP')} per training step")
+    print(
+        f"fp32 matmul peak {si(peaks[0]['flops_per_s'], 'FLOP/s')}; data: {ctx['info']['source']}, "
+        f"{ctx['info']['clips']} clips; {si(flops, 'FLOP')} per training step"
+    )
     samples, foreign = run_rounds(RUNNERS, ctx, args, prefix="audio_bench_")
     peaks.append(matmul_peak(**peak_args))
     peak = max(x["flops_per_s"] for x in peaks)
-    frames_per_step = float(np.mean(ctx["frames"][args.warmup * BATCH: total * BATCH])) * BATCH
+    frames_per_step = float(np.mean(ctx["frames"][args.warmup * BATCH : total * BATCH])) * BATCH
     results = {}
     for v, secs in samples.items():
         s = summary(secs)["median"]
-        results[v] = {"label": VARIANTS[v], "s_per_step": summary(secs), "frames_per_s": frames_per_step / s,
-                      "clips_per_s": BATCH / s, "other_processes_cpu_fraction": foreign[v]}
+        results[v] = {
+            "label": VARIANTS[v],
+            "s_per_step": summary(secs),
+            "frames_per_s": frames_per_step / s,
+            "clips_per_s": BATCH / s,
+            "other_processes_cpu_fraction": foreign[v],
+        }
         if v != "f":
             results[v].update(achieved_flops_per_s=flops / s, achieved_fraction_of_peak=flops / s / peak)
     share = results["f"]["s_per_step"]["median"] / results["a"]["s_per_step"]["median"]
@@ -162,30 +203,59 @@ def main(argv=None) -> dict:
     for name, target in TARGETS.items():
         num, den = name.split("/")
         value = results[den]["s_per_step"]["median"] / results[num]["s_per_step"]["median"]
-        ratios[name] = {"value": value, "target": target, "met": value >= target,
-                        "per_round": [d / n for n, d in zip(samples[num], samples[den])]}
-    report = {"benchmark": "audio_throughput", "machine": machine, "load_average_end": load_average(),
-              "config": {"model": {k: ctx["config"][k] for k in ("frontend", "encoder", "weights")},
-                         "batch_size": BATCH, "learning_rate": LR, "dtype": "float32", "steps": args.steps,
-                         "warmup": args.warmup, "repeats": args.repeats, "quick": args.quick},
-              "data": {**ctx["info"], "frames_per_step": frames_per_step},
-              "peak": {"flops_per_s": peak, "runs": peaks},
-              "flops_per_step": flops, "flop_counting": "torch.utils.flop_counter.FlopCounterMode, forward+backward "
-                                                        "of one step; FFT not counted",
-              "frontend_share_of_step": share, "variants": results, "ratios": ratios,
-              "wall_s": round(time.perf_counter() - started, 1)}
+        ratios[name] = {
+            "value": value,
+            "target": target,
+            "met": value >= target,
+            "per_round": [d / n for n, d in zip(samples[num], samples[den], strict=True)],
+        }
+    report = {
+        "benchmark": "audio_throughput",
+        "machine": machine,
+        "load_average_end": load_average(),
+        "config": {
+            "model": {k: ctx["config"][k] for k in ("frontend", "encoder", "weights")},
+            "batch_size": BATCH,
+            "learning_rate": LR,
+            "dtype": "float32",
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "quick": args.quick,
+        },
+        "data": {**ctx["info"], "frames_per_step": frames_per_step},
+        "peak": {"flops_per_s": peak, "runs": peaks},
+        "flops_per_step": flops,
+        "flop_counting": "torch.utils.flop_counter.FlopCounterMode, forward+backward of one step; FFT not counted",
+        "frontend_share_of_step": share,
+        "variants": results,
+        "ratios": ratios,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
     write_json(args.out, report)
-    rows = [[f"{v}  {x['label']}", f"{x['frames_per_s']:,.0f}", f"{x['clips_per_s']:,.1f}",
-             f"{x['s_per_step']['median']:.4f}", si(x["achieved_flops_per_s"], "FLOP/s") if v != "f" else "-",
-             f"{x['achieved_fraction_of_peak']:.1%}" if v != "f" else "-"] for v, x in results.items()]
+    rows = [
+        [
+            f"{v}  {x['label']}",
+            f"{x['frames_per_s']:,.0f}",
+            f"{x['clips_per_s']:,.1f}",
+            f"{x['s_per_step']['median']:.4f}",
+            si(x["achieved_flops_per_s"], "FLOP/s") if v != "f" else "-",
+            f"{x['achieved_fraction_of_peak']:.1%}" if v != "f" else "-",
+        ]
+        for v, x in results.items()
+    ]
     print()
     print(table(["variant", "frames/s", "clips/s", "s/step", "achieved FLOP/s", "% of peak"], rows))
     print(f"\nfrontend share of a training step: {share:.1%}; fp32 matmul peak {si(peak, 'FLOP/s')}")
     for k, x in ratios.items():
-        print(f"ratio {k} (trainer speed / plain loop): {x['value']:.2f} (target >= {x['target']}: "
-              f"{'met' if x['met'] else 'MISSED'}); per round {', '.join(f'{y:.2f}' for y in x['per_round'])}")
-    print(f"load average at start {machine['load_average']}, at end {report['load_average_end']}; "
-          f"wall {report['wall_s']:.0f} s\nwrote {args.out}")
+        print(
+            f"ratio {k} (trainer speed / plain loop): {x['value']:.2f} (target >= {x['target']}: "
+            f"{'met' if x['met'] else 'MISSED'}); per round {', '.join(f'{y:.2f}' for y in x['per_round'])}"
+        )
+    print(
+        f"load average at start {machine['load_average']}, at end {report['load_average_end']}; "
+        f"wall {report['wall_s']:.0f} s\nwrote {args.out}"
+    )
     return report
 
 

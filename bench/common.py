@@ -3,6 +3,7 @@
 Every benchmark measures its references in the same process and run as the thing it measures,
 alternating variants in rounds, and reports medians; these helpers keep that uniform.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -12,8 +13,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -70,8 +71,12 @@ def median(values: Iterable[float]) -> float:
 
 def summary(values: Sequence[float]) -> dict:
     """Median, min, max and the samples themselves."""
-    return {"median": median(values), "min": float(min(values)), "max": float(max(values)),
-            "samples": [float(v) for v in values]}
+    return {
+        "median": median(values),
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "samples": [float(v) for v in values],
+    }
 
 
 # ---- timing -------------------------------------------------------------------------------------
@@ -95,7 +100,7 @@ class StepClock:
         return self.marks[first + n] - self.marks[first]
 
     def step_times(self) -> list[float]:
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
 
 
 class ForeignCPU:
@@ -153,12 +158,16 @@ def matmul_peak(sizes: Sequence[int] = (2048,), repeats: int = 8, dtype=torch.fl
             t0 = time.perf_counter()
             torch.mm(a, b, out=out)
             times.append(time.perf_counter() - t0)
-        per_size[str(n)] = {"best_s": min(times), "median_s": median(times),
-                            "flops_per_s": 2.0 * n ** 3 / min(times)}
+        per_size[str(n)] = {"best_s": min(times), "median_s": median(times), "flops_per_s": 2.0 * n**3 / min(times)}
         del a, b, out
     best = max(per_size.values(), key=lambda r: r["flops_per_s"])
-    return {"flops_per_s": best["flops_per_s"], "dtype": str(dtype).replace("torch.", ""),
-            "threads": torch.get_num_threads(), "repeats": repeats, "sizes": per_size}
+    return {
+        "flops_per_s": best["flops_per_s"],
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "sizes": per_size,
+    }
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -205,7 +214,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = 
     align = align or "l" + "r" * (len(headers) - 1)
 
     def fmt(row):
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align))
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align, strict=False))
 
     lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
     return "\n".join([lines[0], lines[1], *(fmt(r) for r in cells[1:])])
@@ -229,10 +238,14 @@ def parse_round_args(doc: str, name: str, full: dict, quick: dict, argv=None):
     import tempfile
 
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    for key, help_text in (("steps", "timed steps per sample"), ("warmup", "untimed steps first"),
-                           ("repeats", "rounds of all variants")):
-        p.add_argument(f"--{key}", type=int, default=None,
-                       help=f"{help_text} (default {full[key]}; quick {quick[key]})")
+    for key, help_text in (
+        ("steps", "timed steps per sample"),
+        ("warmup", "untimed steps first"),
+        ("repeats", "rounds of all variants"),
+    ):
+        p.add_argument(
+            f"--{key}", type=int, default=None, help=f"{help_text} (default {full[key]}; quick {quick[key]})"
+        )
     p.add_argument("--quick", action="store_true", help="smoke run; JSON goes to the temp dir")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -240,8 +253,11 @@ def parse_round_args(doc: str, name: str, full: dict, quick: dict, argv=None):
         if getattr(args, key) is None:
             setattr(args, key, (quick if args.quick else full)[key])
     if args.out is None:
-        args.out = (Path(tempfile.gettempdir()) / "ssl_modal_bench" / f"{name}_quick.json" if args.quick
-                    else RESULTS / f"{name}.json")
+        args.out = (
+            Path(tempfile.gettempdir()) / "ssl_modal_bench" / f"{name}_quick.json"
+            if args.quick
+            else RESULTS / f"{name}.json"
+        )
     return args
 
 
@@ -263,15 +279,20 @@ def run_rounds(runners: dict, ctx, args, prefix: str) -> tuple[dict, dict]:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 samples[v].append(clock.seconds(args.warmup, args.steps) / args.steps)
                 foreign[v].append(None if busy.fraction is None else round(busy.fraction, 3))
-                print(f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.4f} s/step, other processes' CPU "
-                      f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}", flush=True)
+                print(
+                    f"  round {rnd + 1}/{args.repeats} {v}: {samples[v][-1]:.4f} s/step, other processes' CPU "
+                    f"{'?' if busy.fraction is None else f'{busy.fraction:.0%}'}",
+                    flush=True,
+                )
     return samples, foreign
 
 
 def start_run(quick: bool) -> tuple[dict, dict, list[dict]]:
     """Print the machine and measure the matmul peak once at the start: (machine, peak_args, [peak])."""
     machine = machine_info()
-    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
-          f"load {machine['load_average']}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+        f"load {machine['load_average']}"
+    )
     peak_args = {"sizes": (2048,) if quick else (2048, 4096), "repeats": 4 if quick else 6}
     return machine, peak_args, [matmul_peak(**peak_args)]

@@ -19,6 +19,7 @@ of the same corpus. `tokens/s` counts rows x 128 positions per second for every 
 Each sample times `--steps` optimizer steps after `--warmup` steps, between two marks taken at the
 same point of two steps `--steps` apart. Writes bench/results/mlm_throughput.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
-    RESULTS, ROOT, ForeignCPU, StepClock, TensorRows, load_average, machine_info, matmul_peak, si, stack_collate,
-    summary, table, write_json,
+    RESULTS,
+    ROOT,
+    ForeignCPU,
+    StepClock,
+    TensorRows,
+    load_average,
+    machine_info,
+    matmul_peak,
+    si,
+    stack_collate,
+    summary,
+    table,
+    write_json,
 )
 
 SHARED_TEXT = ROOT.parent / "shared" / "data" / "text"
@@ -63,8 +75,10 @@ FLOP_FORMULA = (
 
 # ---- data ---------------------------------------------------------------------------------------
 def find_corpus() -> tuple[Path, str]:
-    for path, what in ((SHARED_TEXT / "ag_news" / "train.csv", "shared AG News train.csv"),
-                       (EXAMPLES / "ag_news" / "train.csv", "examples/data AG News train.csv sample")):
+    for path, what in (
+        (SHARED_TEXT / "ag_news" / "train.csv", "shared AG News train.csv"),
+        (EXAMPLES / "ag_news" / "train.csv", "examples/data AG News train.csv sample"),
+    ):
         if path.is_file():
             return path, what
     raise FileNotFoundError(f"no AG News train.csv under {SHARED_TEXT} or {EXAMPLES}")
@@ -85,8 +99,9 @@ def find_vocab(texts: list[str], workdir: Path) -> tuple[Path, str]:
     tokens += [f"[unused{i}]" for i in range(VOCAB_SIZE - len(tokens))]
     path = workdir / "vocab.txt"
     path.write_text("\n".join(tokens[:VOCAB_SIZE]) + "\n", encoding="utf-8")
-    return path, ("synthetic: 30,522-token WordPiece vocab trained on the corpus "
-                  f"(BERT vocab.txt not found at {BERT_VOCAB})")
+    return path, (
+        f"synthetic: 30,522-token WordPiece vocab trained on the corpus (BERT vocab.txt not found at {BERT_VOCAB})"
+    )
 
 
 def prepare(workdir: Path) -> dict:
@@ -103,8 +118,14 @@ def prepare(workdir: Path) -> dict:
     ours_tok = load_vocab_file(vocab_path, lowercase=True, max_length=SEQ)
     assert len(hf_tok) == ours_tok.vocab_size == VOCAB_SIZE, (len(hf_tok), ours_tok.vocab_size)
     assert hf_tok.mask_token_id == ours_tok.mask_token_id and hf_tok.pad_token_id == ours_tok.pad_token_id
-    enc = hf_tok(texts, padding="max_length", truncation=True, max_length=SEQ,
-                 return_special_tokens_mask=True, return_tensors="pt")
+    enc = hf_tok(
+        texts,
+        padding="max_length",
+        truncation=True,
+        max_length=SEQ,
+        return_special_tokens_mask=True,
+        return_tensors="pt",
+    )
     data = {k: enc[k].long() for k in ("input_ids", "attention_mask", "special_tokens_mask")}
     # the order in which ssl_modal.Trainer reads epoch 0 (seed 0); a, b, c read this order directly
     order = torch.tensor(list(ShardedEpochSampler(len(texts), BATCH, 0, SEED, DistInfo())))
@@ -117,12 +138,23 @@ def prepare(workdir: Path) -> dict:
     rows = pack_texts(enc["input_ids"], enc["special_tokens_mask"], SEQ, seed=SEED)
     packed = TextCollate(ours_tok).pad({k: [r[k] for r in rows] for k in rows[0]})
     return {
-        "hf_tokenizer": hf_tok, "tokenizer": ours_tok, "data": data, "stream": stream, "packed": packed,
-        "info": {"corpus": str(corpus_path), "corpus_source": corpus_what, "texts": len(texts),
-                 "vocab": str(vocab_path), "vocab_source": vocab_what, "vocab_size": VOCAB_SIZE,
-                 "mean_real_tokens_per_seq": round(float(real.mean()), 2),
-                 "truncated_fraction": round(float((real >= SEQ).float().mean()), 4),
-                 "packed_rows": len(rows), "packed_fill": round(fill_ratio(rows, SEQ), 4)},
+        "hf_tokenizer": hf_tok,
+        "tokenizer": ours_tok,
+        "data": data,
+        "stream": stream,
+        "packed": packed,
+        "info": {
+            "corpus": str(corpus_path),
+            "corpus_source": corpus_what,
+            "texts": len(texts),
+            "vocab": str(vocab_path),
+            "vocab_source": vocab_what,
+            "vocab_size": VOCAB_SIZE,
+            "mean_real_tokens_per_seq": round(float(real.mean()), 2),
+            "truncated_fraction": round(float((real >= SEQ).float().mean()), 4),
+            "packed_rows": len(rows),
+            "packed_fill": round(fill_ratio(rows, SEQ), 4),
+        },
     }
 
 
@@ -130,29 +162,43 @@ def bert_config(pad_token_id: int):
     """The HF config our text model builds for these sizes (same init, same attention implementation)."""
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                      intermediate_size=FFN, max_position_embeddings=SEQ, pad_token_id=pad_token_id,
-                      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    return BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=SEQ,
+        pad_token_id=pad_token_id,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
 
 
 def our_model(ctx: dict):
     from ssl_modal.text import MLMConfig, ModelConfig, build_text_model, text_model_config
 
     torch.manual_seed(SEED)
-    cfg = ModelConfig(hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, intermediate_size=FFN,
-                      max_length=SEQ, dropout=0.1)
+    cfg = ModelConfig(
+        hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, intermediate_size=FFN, max_length=SEQ, dropout=0.1
+    )
     return build_text_model(text_model_config(cfg, MLMConfig(probability=MLM_PROB), ctx["tokenizer"]))
 
 
 def stream_batch(ctx: dict, step: int) -> dict[str, torch.Tensor]:
-    return {k: v[step * BATCH:(step + 1) * BATCH] for k, v in ctx["stream"].items()}
+    return {k: v[step * BATCH : (step + 1) * BATCH] for k, v in ctx["stream"].items()}
 
 
 # ---- variants: each returns (StepClock with marks[k] = end of step k, masked tokens per step) -----------
 def run_hf_trainer(ctx: dict, total: int, workdir: Path):
     import datasets
-    from transformers import (BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import (
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     clock, masked = StepClock(), []
@@ -176,18 +222,31 @@ def run_hf_trainer(ctx: dict, total: int, workdir: Path):
     torch.manual_seed(SEED)
     model = BertForMaskedLM(bert_config(ctx["tokenizer"].pad_token_id))
     args = TrainingArguments(
-        output_dir=str(workdir / "hf"), per_device_train_batch_size=BATCH, max_steps=total, learning_rate=LR,
-        weight_decay=WEIGHT_DECAY, eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
-        disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False, seed=SEED,
+        output_dir=str(workdir / "hf"),
+        per_device_train_batch_size=BATCH,
+        max_steps=total,
+        learning_rate=LR,
+        weight_decay=WEIGHT_DECAY,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=SEED,
         train_sampling_strategy="sequential",  # read the shared stream in order: same batches as b, c, d
     )
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate, callbacks=[Marks()])
     trainer.remove_callback(PrinterCallback)  # it would print the end-of-training metrics dict
     t0 = time.perf_counter()
     trainer.train()
-    extra = {"optimizer": f"AdamW (HF default optim='{getattr(args.optim, 'value', args.optim)}')",
-             "attn_implementation": model.config._attn_implementation,
-             "train_call_s": time.perf_counter() - t0}
+    extra = {
+        "optimizer": f"AdamW (HF default optim='{getattr(args.optim, 'value', args.optim)}')",
+        "attn_implementation": model.config._attn_implementation,
+        "train_call_s": time.perf_counter() - t0,
+    }
     return clock, masked, extra
 
 
@@ -211,8 +270,14 @@ def run_hf_loop(ctx: dict, total: int, workdir: Path):
         opt.zero_grad(set_to_none=True)
         clock.mark()
         masked.append(int((labels != -100).sum()))
-    return clock, masked, {"optimizer": "AdamW (torch default: for-loop on CPU)",
-                           "attn_implementation": model.config._attn_implementation}
+    return (
+        clock,
+        masked,
+        {
+            "optimizer": "AdamW (torch default: for-loop on CPU)",
+            "attn_implementation": model.config._attn_implementation,
+        },
+    )
 
 
 def run_ours_loop(ctx: dict, total: int, workdir: Path):
@@ -252,18 +317,37 @@ def run_ours_trainer(ctx: dict, total: int, workdir: Path):
         return batch
 
     model = our_model(ctx)
-    cfg = TrainConfig(output_dir=str(workdir / "ours"), max_steps=total + 1, batch_size=BATCH, learning_rate=LR,
-                      weight_decay=WEIGHT_DECAY, seed=SEED, log_every=10, checkpoint_every=10**9, progress=False,
-                      tensorboard=False, device="cpu", resume=False, num_workers=0)
+    cfg = TrainConfig(
+        output_dir=str(workdir / "ours"),
+        max_steps=total + 1,
+        batch_size=BATCH,
+        learning_rate=LR,
+        weight_decay=WEIGHT_DECAY,
+        seed=SEED,
+        log_every=10,
+        checkpoint_every=10**9,
+        progress=False,
+        tensorboard=False,
+        device="cpu",
+        resume=False,
+        num_workers=0,
+    )
     t0 = time.perf_counter()
     result = Trainer(cfg).fit(model, TensorRows(ctx["data"]), collate)
     t1 = time.perf_counter()
     expected = [int(stream_batch(ctx, s)["input_ids"].sum()) for s in range(len(sums))]
     # masks: same generator seed and draws as c, so c's per-step counts stand for d's
-    return clock, [], {"optimizer": "AdamW (torch default: for-loop on CPU), 2 param groups",
-                       "same_batches_as_stream": sums == expected, "fit_call_s": t1 - t0,
-                       "last_step_and_final_save_s": t1 - clock.marks[-1],
-                       "final_loss": result.history[-1].get("loss") if result.history else None}
+    return (
+        clock,
+        [],
+        {
+            "optimizer": "AdamW (torch default: for-loop on CPU), 2 param groups",
+            "same_batches_as_stream": sums == expected,
+            "fit_call_s": t1 - t0,
+            "last_step_and_final_save_s": t1 - clock.marks[-1],
+            "final_loss": result.history[-1].get("loss") if result.history else None,
+        },
+    )
 
 
 def run_ours_variable(ctx: dict, total: int, workdir: Path, packed: bool = False):
@@ -276,7 +360,7 @@ def run_ours_variable(ctx: dict, total: int, workdir: Path, packed: bool = False
     clock.mark()
     for step in range(total):
         if packed:
-            batch = {k: v[step * BATCH:(step + 1) * BATCH] for k, v in ctx["packed"].items()}
+            batch = {k: v[step * BATCH : (step + 1) * BATCH] for k, v in ctx["packed"].items()}
         else:
             batch = stream_batch(ctx, step)
             longest = int(batch["attention_mask"].sum(1).max())
@@ -288,12 +372,25 @@ def run_ours_variable(ctx: dict, total: int, workdir: Path, packed: bool = False
         clock.mark()
         masked.append(int(out["mlm/masked_tokens"]))
         real.append(int(batch["attention_mask"].sum()))
-    return clock, masked, {"optimizer": "AdamW (torch default: for-loop on CPU)", "real_tokens_per_step": real,
-                           "positions_per_step": [BATCH * SEQ] * total if packed else None}
+    return (
+        clock,
+        masked,
+        {
+            "optimizer": "AdamW (torch default: for-loop on CPU)",
+            "real_tokens_per_step": real,
+            "positions_per_step": [BATCH * SEQ] * total if packed else None,
+        },
+    )
 
 
-RUNNERS = {"a": run_hf_trainer, "b": run_hf_loop, "c": run_ours_loop, "d": run_ours_trainer,
-           "e": run_ours_variable, "p": lambda ctx, total, workdir: run_ours_variable(ctx, total, workdir, True)}
+RUNNERS = {
+    "a": run_hf_trainer,
+    "b": run_hf_loop,
+    "c": run_ours_loop,
+    "d": run_ours_trainer,
+    "e": run_ours_variable,
+    "p": lambda ctx, total, workdir: run_ours_variable(ctx, total, workdir, True),
+}
 
 
 # ---- FLOPs --------------------------------------------------------------------------------------
@@ -307,8 +404,9 @@ def flops_per_step(masked_per_seq: float | None) -> float:
 
 # ---- main ---------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=None, help="timed optimizer steps per sample (default 10; quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 2; quick 1)")
     p.add_argument("--repeats", type=int, default=None, help="rounds of a,b,c,d (default 5; quick 1)")
@@ -327,16 +425,21 @@ def parse_args(argv=None):
     if unknown or not args.variants:
         p.error(f"--variants: unknown {sorted(unknown)}; choose from {''.join(VARIANTS)}")
     if args.out is None:
-        args.out = (Path(tempfile.gettempdir()) / "ssl_modal_bench" / "mlm_throughput_quick.json" if args.quick
-                    else RESULTS / "mlm_throughput.json")
+        args.out = (
+            Path(tempfile.gettempdir()) / "ssl_modal_bench" / "mlm_throughput_quick.json"
+            if args.quick
+            else RESULTS / "mlm_throughput.json"
+        )
     return args
 
 
 def run_rounds(args, ctx: dict, workdir: Path) -> dict:
     """Rounds of the variants; per variant: tokens/s samples, timed step times, loads, masks, extras."""
     total = args.warmup + args.steps
-    runs = {v: {"samples": [], "step_times": [], "loads": [], "foreign": [], "masked": None, "extra": {}}
-            for v in args.variants}
+    runs = {
+        v: {"samples": [], "step_times": [], "loads": [], "foreign": [], "masked": None, "extra": {}}
+        for v in args.variants
+    }
     for rnd in range(args.repeats):
         for v in args.variants:
             run_dir = workdir / f"{v}{rnd}"
@@ -347,15 +450,19 @@ def run_rounds(args, ctx: dict, workdir: Path) -> dict:
             r = runs[v]
             r["samples"].append(args.steps * BATCH * SEQ / seconds)
             per_step = extra.get("real_tokens_per_step") or [
-                int(stream_batch(ctx, s)["attention_mask"].sum()) for s in range(total)]
-            r.setdefault("real", []).append(sum(per_step[args.warmup:total]) / seconds)
-            r["step_times"].append(clock.step_times()[args.warmup:total])
+                int(stream_batch(ctx, s)["attention_mask"].sum()) for s in range(total)
+            ]
+            r.setdefault("real", []).append(sum(per_step[args.warmup : total]) / seconds)
+            r["step_times"].append(clock.step_times()[args.warmup : total])
             r["loads"].append((load_average() or [None])[0])
             r["foreign"].append(None if foreign.fraction is None else round(foreign.fraction, 3))
             r["masked"], r["extra"] = masked[:total] or r["masked"], extra
-            print(f"  round {rnd + 1}/{args.repeats} {v}: {r['samples'][-1]:8.0f} tokens/s "
-                  f"({seconds / args.steps:.3f} s/step)  load {r['loads'][-1]}, other processes' CPU "
-                  f"{'?' if foreign.fraction is None else f'{foreign.fraction:.0%}'}", flush=True)
+            print(
+                f"  round {rnd + 1}/{args.repeats} {v}: {r['samples'][-1]:8.0f} tokens/s "
+                f"({seconds / args.steps:.3f} s/step)  load {r['loads'][-1]}, other processes' CPU "
+                f"{'?' if foreign.fraction is None else f'{foreign.fraction:.0%}'}",
+                flush=True,
+            )
             gc.collect()
     return runs
 
@@ -363,7 +470,7 @@ def run_rounds(args, ctx: dict, workdir: Path) -> dict:
 def build_report(args, machine: dict, info: dict, peaks: list[dict], runs: dict) -> dict:
     # masks: a, b and c agree step by step (same stream, same seed, same draws); d draws like c
     seen = [r["masked"] for v, r in runs.items() if r["masked"] and v in "abcd"]  # e, p: other shapes
-    timed = seen[0][args.warmup:] if seen else None
+    timed = seen[0][args.warmup :] if seen else None
     masked_per_seq = sum(timed) / (len(timed) * BATCH) if timed else MLM_PROB * info["mean_real_tokens_per_seq"]
     peak = max(p["flops_per_s"] for p in peaks)
     model_flops = flops_per_step(None)
@@ -373,13 +480,20 @@ def build_report(args, machine: dict, info: dict, peaks: list[dict], runs: dict)
         steps_per_s = med["median"] / (BATCH * SEQ)
         hw_flops = flops_per_step(None if v in "ab" else masked_per_seq)  # e, p: upper bound (T = SEQ)
         results[v] = {
-            "label": VARIANTS[v], "tokens_per_s": med, "real_tokens_per_s": summary(r["real"]), "s_per_step_median": 1.0 / steps_per_s,
-            "step_times_s": r["step_times"], "load_1m_after_samples": r["loads"],
+            "label": VARIANTS[v],
+            "tokens_per_s": med,
+            "real_tokens_per_s": summary(r["real"]),
+            "s_per_step_median": 1.0 / steps_per_s,
+            "step_times_s": r["step_times"],
+            "load_1m_after_samples": r["loads"],
             "other_processes_cpu_fraction": r["foreign"],
-            "flops_per_step": hw_flops, "achieved_flops_per_s": hw_flops * steps_per_s,
+            "flops_per_step": hw_flops,
+            "achieved_flops_per_s": hw_flops * steps_per_s,
             "achieved_fraction_of_peak": hw_flops * steps_per_s / peak,
-            "model_flops_per_step": model_flops, "model_flops_per_s": model_flops * steps_per_s,
-            "model_fraction_of_peak": model_flops * steps_per_s / peak, **r["extra"],
+            "model_flops_per_step": model_flops,
+            "model_flops_per_s": model_flops * steps_per_s,
+            "model_fraction_of_peak": model_flops * steps_per_s / peak,
+            **r["extra"],
         }
     if "c" in results and "d" in results:
         # the trainer runs a collapse monitor every `monitor_every` steps (default 50), which a short timed
@@ -389,32 +503,58 @@ def build_report(args, machine: dict, info: dict, peaks: list[dict], runs: dict)
         every = TrainConfig().monitor_every
         results["d"]["monitor_every"] = every
         results["d"]["monitor_amortised_fraction"] = (
-            results["c"]["monitor_call_s"] / (every * results["d"]["s_per_step_median"]) if every else 0.0)
+            results["c"]["monitor_call_s"] / (every * results["d"]["s_per_step_median"]) if every else 0.0
+        )
     ratios = {}
     for name, target in TARGETS.items():
         num, den = name.split("/")
         if num in results and den in results:
             value = results[num]["tokens_per_s"]["median"] / results[den]["tokens_per_s"]["median"]
-            per_round = [x / y for x, y in zip(runs[num]["samples"], runs[den]["samples"])]
+            per_round = [x / y for x, y in zip(runs[num]["samples"], runs[den]["samples"], strict=True)]
             ratios[name] = {"value": value, "target": target, "met": value >= target, "per_round": per_round}
     for name, target in REAL_TARGETS.items():
         num, den = name.split("/")
         if num in results and den in results:
             value = results[num]["real_tokens_per_s"]["median"] / results[den]["real_tokens_per_s"]["median"]
-            per_round = [x / y for x, y in zip(runs[num]["real"], runs[den]["real"])]
-            ratios[f"{name} real tokens"] = {"value": value, "target": target, "met": value >= target,
-                                             "per_round": per_round}
+            per_round = [x / y for x, y in zip(runs[num]["real"], runs[den]["real"], strict=True)]
+            ratios[f"{name} real tokens"] = {
+                "value": value,
+                "target": target,
+                "met": value >= target,
+                "per_round": per_round,
+            }
     return {
-        "benchmark": "mlm_throughput", "machine": machine, "load_average_end": load_average(),
-        "config": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "intermediate": FFN, "vocab_size": VOCAB_SIZE,
-                   "seq_len": SEQ, "batch_size": BATCH, "mlm_probability": MLM_PROB, "learning_rate": LR,
-                   "weight_decay": WEIGHT_DECAY, "seed": SEED, "dtype": "float32", "steps": args.steps,
-                   "warmup": args.warmup, "repeats": args.repeats, "quick": args.quick,
-                   "order": "rounds of " + ",".join(args.variants)},
-        "data": {**info, "masked_tokens_per_seq": round(masked_per_seq, 3),
-                 "identical_masks": all(m == seen[0] for m in seen) if seen else None},
+        "benchmark": "mlm_throughput",
+        "machine": machine,
+        "load_average_end": load_average(),
+        "config": {
+            "layers": LAYERS,
+            "hidden": HIDDEN,
+            "heads": HEADS,
+            "intermediate": FFN,
+            "vocab_size": VOCAB_SIZE,
+            "seq_len": SEQ,
+            "batch_size": BATCH,
+            "mlm_probability": MLM_PROB,
+            "learning_rate": LR,
+            "weight_decay": WEIGHT_DECAY,
+            "seed": SEED,
+            "dtype": "float32",
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "order": "rounds of " + ",".join(args.variants),
+        },
+        "data": {
+            **info,
+            "masked_tokens_per_seq": round(masked_per_seq, 3),
+            "identical_masks": all(m == seen[0] for m in seen) if seen else None,
+        },
         "peak": {"flops_per_s": peak, "runs": peaks},
-        "flop_formula": FLOP_FORMULA, "variants": results, "ratios": ratios,
+        "flop_formula": FLOP_FORMULA,
+        "variants": results,
+        "ratios": ratios,
     }
 
 
@@ -426,8 +566,10 @@ def main(argv=None) -> dict:
     transformers.logging.set_verbosity_error()
     started = time.perf_counter()
     machine = machine_info()
-    print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
-          f"torch {machine['torch']}, transformers {machine['transformers']}, load {machine['load_average']}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
+        f"torch {machine['torch']}, transformers {machine['transformers']}, load {machine['load_average']}"
+    )
     peak_args = {"sizes": (2048,) if args.quick else (2048, 4096), "repeats": 4 if args.quick else 6}
     peaks = [matmul_peak(**peak_args)]
     print(f"fp32 matmul peak: {si(peaks[0]['flops_per_s'], 'FLOP/s')}")
@@ -435,8 +577,10 @@ def main(argv=None) -> dict:
         ctx = prepare(Path(tmp))
         info = ctx["info"]
         print(f"data: {info['corpus_source']}; vocab: {info['vocab_source']}")
-        print(f"      {info['texts']:,} texts, {info['mean_real_tokens_per_seq']} real tokens/seq of {SEQ} "
-              f"({info['truncated_fraction']:.1%} truncated)")
+        print(
+            f"      {info['texts']:,} texts, {info['mean_real_tokens_per_seq']} real tokens/seq of {SEQ} "
+            f"({info['truncated_fraction']:.1%} truncated)"
+        )
         if (args.warmup + args.steps + 2) * BATCH > len(ctx["stream"]["input_ids"]):
             raise SystemExit(f"--warmup + --steps = {args.warmup + args.steps} needs more than one epoch of data")
         runs = run_rounds(args, ctx, Path(tmp))
@@ -454,31 +598,70 @@ def print_report(r: dict) -> None:
     rows = []
     for v, x in r["variants"].items():
         t = x["tokens_per_s"]
-        rows.append([f"{v}  {x['label']}", f"{t['median']:,.0f}", f"{t['min']:,.0f}-{t['max']:,.0f}",
-                     f"{x['real_tokens_per_s']['median']:,.0f}",
-                     f"{x['s_per_step_median']:.3f}", si(x["achieved_flops_per_s"], "FLOP/s"),
-                     f"{x['achieved_fraction_of_peak']:.1%}", si(x["model_flops_per_s"], "FLOP/s"),
-                     f"{x['model_fraction_of_peak']:.1%}"])
+        rows.append(
+            [
+                f"{v}  {x['label']}",
+                f"{t['median']:,.0f}",
+                f"{t['min']:,.0f}-{t['max']:,.0f}",
+                f"{x['real_tokens_per_s']['median']:,.0f}",
+                f"{x['s_per_step_median']:.3f}",
+                si(x["achieved_flops_per_s"], "FLOP/s"),
+                f"{x['achieved_fraction_of_peak']:.1%}",
+                si(x["model_flops_per_s"], "FLOP/s"),
+                f"{x['model_fraction_of_peak']:.1%}",
+            ]
+        )
     print()
-    print(table(["variant", "tokens/s", "range", "real tokens/s", "s/step", "achieved FLOP/s", "% peak", "model FLOP/s", "% peak"],
-                rows))
-    print(f"\nfp32 matmul peak {si(peak, 'FLOP/s')} ({r['machine']['torch_threads']} threads); "
-          f"{r['data']['masked_tokens_per_seq']:.2f} masked positions/seq; identical masks across variants: "
-          f"{r['data']['identical_masks']}; trainer read the same batches: "
-          f"{r['variants'].get('d', {}).get('same_batches_as_stream')}")
+    print(
+        table(
+            [
+                "variant",
+                "tokens/s",
+                "range",
+                "real tokens/s",
+                "s/step",
+                "achieved FLOP/s",
+                "% peak",
+                "model FLOP/s",
+                "% peak",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nfp32 matmul peak {si(peak, 'FLOP/s')} ({r['machine']['torch_threads']} threads); "
+        f"{r['data']['masked_tokens_per_seq']:.2f} masked positions/seq; identical masks across variants: "
+        f"{r['data']['identical_masks']}; trainer read the same batches: "
+        f"{r['variants'].get('d', {}).get('same_batches_as_stream')}"
+    )
     print(f"FLOPs: {r['flop_formula']}")
     if r["ratios"]:
-        rows = [[k, f"{x['value']:.2f}", f">= {x['target']}", "met" if x["met"] else "MISSED",
-                 ", ".join(f"{y:.2f}" for y in x["per_round"])] for k, x in r["ratios"].items()]
+        rows = [
+            [
+                k,
+                f"{x['value']:.2f}",
+                f">= {x['target']}",
+                "met" if x["met"] else "MISSED",
+                ", ".join(f"{y:.2f}" for y in x["per_round"]),
+            ]
+            for k, x in r["ratios"].items()
+        ]
         print()
         print(table(["ratio", "median", "target", "", "per round"], rows, align="lrrll"))
-    busy = {v: f"{max(f or 0 for f in x['other_processes_cpu_fraction']):.0%}" for v, x in r["variants"].items()
-            if max(f or 0 for f in x["other_processes_cpu_fraction"]) > 0.1}
+    busy = {
+        v: f"{max(f or 0 for f in x['other_processes_cpu_fraction']):.0%}"
+        for v, x in r["variants"].items()
+        if max(f or 0 for f in x["other_processes_cpu_fraction"]) > 0.1
+    }
     if busy:
-        print(f"\nWARNING: other processes took over 10 % of the CPUs during some samples ({busy}): "
-              "those samples are slow for reasons outside the benchmark; rerun on an idle machine")
-    print(f"\nload average at start {r['machine']['load_average']}, at end {r['load_average_end']}; "
-          f"wall {r['wall_s']:.0f} s")
+        print(
+            f"\nWARNING: other processes took over 10 % of the CPUs during some samples ({busy}): "
+            "those samples are slow for reasons outside the benchmark; rerun on an idle machine"
+        )
+    print(
+        f"\nload average at start {r['machine']['load_average']}, at end {r['load_average_end']}; "
+        f"wall {r['wall_s']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ preprocessing, state read, GRU steps, features, atomic SQLite commit; median and
 drawn across clients (events/s); the reference: `features()` on the client's whole history for each new event
 (median and p99 ms); state size per client (bytes in the SQLite file).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         model = build_transactions_model(transactions_model_config(pre, cfg.encoder, cfg.objectives)).eval()
     new = new.assign(_t=pd.to_datetime(new["trans_date_trans_time"])).sort_values("_t", kind="stable")
     new = new.drop(columns="_t")
-    out = {"load_average_start": load_average(), "clients": args.clients, "history_events": len(old),
-           "new_events": len(new)}
+    out = {
+        "load_average_start": load_average(),
+        "clients": args.clients,
+        "history_events": len(old),
+        "new_events": len(new),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         store = StateStore.create(Path(tmp) / "state.sqlite", model)
         t = time.perf_counter()
@@ -70,15 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         single = new.iloc[: args.single]
         for i in range(len(single)):
             t = time.perf_counter()
-            score_new(model, store, single.iloc[i: i + 1])
+            score_new(model, store, single.iloc[i : i + 1])
             lat.append((time.perf_counter() - t) * 1000)
         out["single_event_ms_median"] = round(float(np.median(lat)), 2)
         out["single_event_ms_p99"] = round(float(np.percentile(lat, 99)), 2)
-        rest = new.iloc[args.single:]
+        rest = new.iloc[args.single :]
         rates = []
         for s in range(0, len(rest) - 999, 1000):
             t = time.perf_counter()
-            score_new(model, store, rest.iloc[s: s + 1000])
+            score_new(model, store, rest.iloc[s : s + 1000])
             rates.append(1000 / (time.perf_counter() - t))
         out["batch_1000_events_per_s"] = round(float(np.median(rates))) if rates else None
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())

@@ -14,6 +14,7 @@ vocabulary. Each variant runs in its own child process (peak RSS above the loade
 RSS before), alternating rounds; medians are reported. Target from the issue: ours <= 1.5 s for 1M rows
 (pytorch-lifestream 0.7.0's PandasDataPreprocessor: 4.4 s on this machine kind).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ from bench.common import ROOT, load_average, median, table, write_json  # noqa: 
 
 DEFAULT = ROOT / "bench" / "data" / "sparkov_1m" / "transactions.parquet"
 GENERATOR = ROOT.parent / "shared" / "tools" / "sparkov" / "generate.sh"
-COLUMNS = {"client_id": "client_id", "event_time": "trans_date_trans_time", "amount": "amt", "mcc": "category",
-           "transaction_id": "trans_num"}
+COLUMNS = {
+    "client_id": "client_id",
+    "event_time": "trans_date_trans_time",
+    "amount": "amt",
+    "mcc": "category",
+    "transaction_id": "trans_num",
+}
 READ = ["client_id", "trans_date_trans_time", "amt", "category", "trans_num"]
 MAX_LENGTH, BINS = 256, 32
 SEED = "2025"  # any seed but 4444 (reserved: it rebuilds the evaluation clients; generate.sh refuses it)
@@ -67,16 +73,18 @@ def rss_mb() -> float:
 def ours_fit_then_transform(frame: pd.DataFrame):
     from ssl_modal.transactions import ColumnMapping, PreprocessConfig, TransactionPreprocessor
 
-    pre = TransactionPreprocessor(PreprocessConfig(columns=ColumnMapping(**COLUMNS), amount_bins=BINS,
-                                                   max_length=MAX_LENGTH))
+    pre = TransactionPreprocessor(
+        PreprocessConfig(columns=ColumnMapping(**COLUMNS), amount_bins=BINS, max_length=MAX_LENGTH)
+    )
     return pre.fit(frame).transform(frame)
 
 
 def ours_fit_transform(frame: pd.DataFrame):
     from ssl_modal.transactions import ColumnMapping, PreprocessConfig, TransactionPreprocessor
 
-    pre = TransactionPreprocessor(PreprocessConfig(columns=ColumnMapping(**COLUMNS), amount_bins=BINS,
-                                                   max_length=MAX_LENGTH))
+    pre = TransactionPreprocessor(
+        PreprocessConfig(columns=ColumnMapping(**COLUMNS), amount_bins=BINS, max_length=MAX_LENGTH)
+    )
     return pre.fit_transform(frame)
 
 
@@ -95,17 +103,28 @@ def baseline(frame: pd.DataFrame):
         mcc = [vocab.get(str(v), 2) for v in row["category"]]
         bins = [int(np.searchsorted(edges, a, side="right")) + 3 for a in row["amount"]]
         seconds = [t.timestamp() for t in times]
-        gaps = [0.0] + [float(np.log1p(max(b - a, 0.0) / 3600)) for a, b in zip(seconds, seconds[1:])]
+        gaps = [0.0] + [float(np.log1p(max(b - a, 0.0) / 3600)) for a, b in zip(seconds, seconds[1:], strict=False)]
         hour = [t.hour + 3 for t in times]
         weekday = [t.weekday() + 3 for t in times]
         day = [t.day - 1 + 3 for t in times]
         for k, start in enumerate(range(0, len(times), MAX_LENGTH)):
             end = start + MAX_LENGTH
-            windows.append({"client_id": str(client), "window": k, "start": start,
-                            "transaction_id": row["trans_num"][start:end], "event_time": seconds[start:end],
-                            "mcc": mcc[start:end], "amount_bin": bins[start:end], "hour": hour[start:end],
-                            "weekday": weekday[start:end], "day_of_month": day[start:end],
-                            "amount": row["amount"][start:end], "time_gap": gaps[start:end]})
+            windows.append(
+                {
+                    "client_id": str(client),
+                    "window": k,
+                    "start": start,
+                    "transaction_id": row["trans_num"][start:end],
+                    "event_time": seconds[start:end],
+                    "mcc": mcc[start:end],
+                    "amount_bin": bins[start:end],
+                    "hour": hour[start:end],
+                    "weekday": weekday[start:end],
+                    "day_of_month": day[start:end],
+                    "amount": row["amount"][start:end],
+                    "time_gap": gaps[start:end],
+                }
+            )
     return windows
 
 
@@ -121,23 +140,40 @@ def check_same(frame: pd.DataFrame) -> list[str]:
     ours, base = ours_fit_transform(frame).table, baseline(frame)
     # both order clients by their original (integer) id: groupby(sort=True) and ours
     assert ours.num_rows == len(base), (ours.num_rows, len(base))
-    fields = ["client_id", "window", "start", "transaction_id", "event_time", "mcc", "amount_bin", "hour", "weekday",
-              "day_of_month", "amount", "time_gap"]
+    fields = [
+        "client_id",
+        "window",
+        "start",
+        "transaction_id",
+        "event_time",
+        "mcc",
+        "amount_bin",
+        "hour",
+        "weekday",
+        "day_of_month",
+        "amount",
+        "time_gap",
+    ]
     for name in fields:
         mine = ours.column(name).to_pylist()
         theirs = [w[name] for w in base]
         if name in ("event_time", "amount", "time_gap"):
-            for a, b in zip(mine, theirs):
-                np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-5, atol=1e-5,
-                                           err_msg=name)
+            for a, b in zip(mine, theirs, strict=True):
+                np.testing.assert_allclose(
+                    np.asarray(a, float), np.asarray(b, float), rtol=1e-5, atol=1e-5, err_msg=name
+                )
         else:
-            assert [list(x) if isinstance(x, list) else x for x in mine] == \
-                   [list(x) if isinstance(x, list) else x for x in theirs], f"{name} differs"
+            assert [list(x) if isinstance(x, list) else x for x in mine] == [
+                list(x) if isinstance(x, list) else x for x in theirs
+            ], f"{name} differs"
     return fields
 
 
-VARIANTS = {"ours_fit_transform": ours_fit_transform, "ours_fit_then_transform": ours_fit_then_transform,
-            "pandas_baseline": baseline}
+VARIANTS = {
+    "ours_fit_transform": ours_fit_transform,
+    "ours_fit_then_transform": ours_fit_then_transform,
+    "pandas_baseline": baseline,
+}
 
 
 def child(variant: str, path: Path, rows: int) -> None:
@@ -152,14 +188,29 @@ def child(variant: str, path: Path, rows: int) -> None:
     seconds = time.perf_counter() - t0
     windows, events = counts(out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"variant": variant, "seconds": seconds, "read_s": read_s, "rows": len(frame),
-                      "windows": windows, "events": events, "rss_before_mb": before,
-                      "peak_rss_mb": peak, "peak_extra_mb": peak - before}))
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "seconds": seconds,
+                "read_s": read_s,
+                "rows": len(frame),
+                "windows": windows,
+                "events": events,
+                "rss_before_mb": before,
+                "peak_rss_mb": peak,
+                "peak_extra_mb": peak - before,
+            }
+        )
+    )
 
 
 def run_child(variant: str, path: Path, rows: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", variant, "--path", str(path), "--rows", str(rows)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--path", str(path), "--rows", str(rows)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -189,28 +240,56 @@ def main(argv=None) -> None:
     rows = runs["ours_fit_transform"][0]["rows"]
     events = {name: {(x["windows"], x["events"]) for x in v} for name, v in runs.items()}
     assert len({e for s in events.values() for e in s}) == 1, f"variants disagree on windows/events: {events}"
-    result = {"table": str(path), "rows": rows, "windows": runs["ours_fit_transform"][0]["windows"],
-              "mapping": COLUMNS, "checked_equal_fields_first_20k_rows": compared, "max_length": MAX_LENGTH, "amount_bins": BINS,
-              "parquet_read_s": median(x["read_s"] for x in runs["ours_fit_transform"]), "variants": {}}
+    result = {
+        "table": str(path),
+        "rows": rows,
+        "windows": runs["ours_fit_transform"][0]["windows"],
+        "mapping": COLUMNS,
+        "checked_equal_fields_first_20k_rows": compared,
+        "max_length": MAX_LENGTH,
+        "amount_bins": BINS,
+        "parquet_read_s": median(x["read_s"] for x in runs["ours_fit_transform"]),
+        "variants": {},
+    }
     for name, v in runs.items():
         s = median(x["seconds"] for x in v)
-        result["variants"][name] = {"seconds_median": round(s, 4), "seconds_all": [round(x["seconds"], 4) for x in v],
-                                    "rows_per_s": round(rows / s), "peak_extra_rss_mb": round(median(
-                                        x["peak_extra_mb"] for x in v), 1)}
+        result["variants"][name] = {
+            "seconds_median": round(s, 4),
+            "seconds_all": [round(x["seconds"], 4) for x in v],
+            "rows_per_s": round(rows / s),
+            "peak_extra_rss_mb": round(median(x["peak_extra_mb"] for x in v), 1),
+        }
     base = result["variants"]["pandas_baseline"]["seconds_median"]
-    for name, v in result["variants"].items():
+    for v in result["variants"].values():
         v["speedup_vs_baseline"] = round(base / v["seconds_median"], 2)
     best = result["variants"]["ours_fit_transform"]["seconds_median"]
-    result["target"] = {"seconds_per_1m_rows": 1.5, "ours_seconds_per_1m_rows": round(best * 1e6 / rows, 3),
-                        "met": best * 1e6 / rows <= 1.5, "reference": "pytorch-lifestream 0.7.0 "
-                        "PandasDataPreprocessor 4.4 s / 1M rows (issue 4, same machine kind)"}
+    result["target"] = {
+        "seconds_per_1m_rows": 1.5,
+        "ours_seconds_per_1m_rows": round(best * 1e6 / rows, 3),
+        "met": best * 1e6 / rows <= 1.5,
+        "reference": "pytorch-lifestream 0.7.0 PandasDataPreprocessor 4.4 s / 1M rows (issue 4, same machine kind)",
+    }
     result["load_average_before_after"] = [load_before, load_average()]
-    print(table(["variant", "median s", "rows/s", "x baseline", "peak extra RSS MB"],
-                [[n, f"{v['seconds_median']:.3f}", f"{v['rows_per_s']:,}", f"{v['speedup_vs_baseline']:.1f}",
-                  f"{v['peak_extra_rss_mb']:.0f}"] for n, v in result["variants"].items()]))
-    print(f"{rows:,} rows, {result['windows']:,} windows; ours {result['target']['ours_seconds_per_1m_rows']} s "
-          f"per 1M rows (target 1.5 s: {'met' if result['target']['met'] else 'NOT met'}); "
-          f"load average {load_before}")
+    print(
+        table(
+            ["variant", "median s", "rows/s", "x baseline", "peak extra RSS MB"],
+            [
+                [
+                    n,
+                    f"{v['seconds_median']:.3f}",
+                    f"{v['rows_per_s']:,}",
+                    f"{v['speedup_vs_baseline']:.1f}",
+                    f"{v['peak_extra_rss_mb']:.0f}",
+                ]
+                for n, v in result["variants"].items()
+            ],
+        )
+    )
+    print(
+        f"{rows:,} rows, {result['windows']:,} windows; ours {result['target']['ours_seconds_per_1m_rows']} s "
+        f"per 1M rows (target 1.5 s: {'met' if result['target']['met'] else 'NOT met'}); "
+        f"load average {load_before}"
+    )
     print(f"wrote {write_json(args.out, result)}")
 
 

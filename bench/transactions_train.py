@@ -18,6 +18,7 @@ Variants, alternated in rounds:
 "source events" are the real events of the windows a step reads (the slices are drawn from them).
 Writes bench/results/transactions_train.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
-    RESULTS, ROOT, ForeignCPU, StepClock, load_average, machine_info, matmul_peak, summary, table, write_json,
+    RESULTS,
+    ROOT,
+    ForeignCPU,
+    StepClock,
+    load_average,
+    machine_info,
+    matmul_peak,
+    summary,
+    table,
+    write_json,
 )
 
 SPARKOV = ROOT.parent / "shared" / "data" / "transactions" / "sparkov" / "transactions.parquet"
-COLUMNS = {"client_id": "client_id", "event_time": "trans_date_trans_time", "amount": "amt", "mcc": "category",
-           "transaction_id": "trans_num"}
+COLUMNS = {
+    "client_id": "client_id",
+    "event_time": "trans_date_trans_time",
+    "amount": "amt",
+    "mcc": "category",
+    "transaction_id": "trans_num",
+}
 HIDDEN, BATCH, MAX_LEN, SEED = 256, 64, 256, 0
-REFERENCE = {"ptls_coles_train_events_per_s": 5900.0, "ptls_coles_infer_events_per_s": 54000.0,
-             "target_infer_events_per_s": 100000.0, "target_features_rows_per_s": 20000.0}
+REFERENCE = {
+    "ptls_coles_train_events_per_s": 5900.0,
+    "ptls_coles_infer_events_per_s": 54000.0,
+    "target_infer_events_per_s": 100000.0,
+    "target_features_rows_per_s": 20000.0,
+}
 
 
 def peak_rss_mb() -> float:
@@ -61,17 +80,20 @@ def prepare(rows: int | None):
 
 
 def build(pre, objectives: dict):
+    from ssl_modal.core.config import from_dict
     from ssl_modal.transactions.config import EncoderConfig, ObjectivesConfig
     from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
-    from ssl_modal.core.config import from_dict
 
     torch.manual_seed(SEED)
     enc = EncoderConfig(hidden=HIDDEN, mcc_dim=16, cat_dim=8, num_dim=16)
     return build_transactions_model(transactions_model_config(pre, enc, from_dict(ObjectivesConfig, objectives)))
 
 
-COLES = {"masked": {"weight": 0}, "order": {"weight": 0},
-         "contrastive": {"weight": 1, "views": 5, "min_fraction": 0.1, "max_fraction": 0.8, "max_events": 200}}
+COLES = {
+    "masked": {"weight": 0},
+    "order": {"weight": 0},
+    "contrastive": {"weight": 1, "views": 5, "min_fraction": 0.1, "max_fraction": 0.8, "max_events": 200},
+}
 
 
 def run_trainer(pre, sequences, steps: int, workdir: Path):
@@ -86,9 +108,21 @@ def run_trainer(pre, sequences, steps: int, workdir: Path):
         events.append(int(batch["mask"].sum()))
         return batch
 
-    cfg = TrainConfig(output_dir=str(workdir / "trainer"), max_steps=steps + 1, batch_size=BATCH,
-                      learning_rate=1e-3, warmup_steps=1, seed=SEED, log_every=10, checkpoint_every=10**9,
-                      progress=False, tensorboard=False, device="cpu", resume=False, monitor_every=0)
+    cfg = TrainConfig(
+        output_dir=str(workdir / "trainer"),
+        max_steps=steps + 1,
+        batch_size=BATCH,
+        learning_rate=1e-3,
+        warmup_steps=1,
+        seed=SEED,
+        log_every=10,
+        checkpoint_every=10**9,
+        progress=False,
+        tensorboard=False,
+        device="cpu",
+        resume=False,
+        monitor_every=0,
+    )
     Trainer(cfg).fit(model, sequences, collate)
     return clock, events[:steps]
 
@@ -128,7 +162,12 @@ def main(argv=None) -> dict:
     machine = machine_info()
     peak = matmul_peak((1024,), repeats=4)
     frame, pre, sequences, prep_s = prepare(60_000 if args.quick else None)
-    info = {"rows": len(frame), "windows": len(sequences), "preprocess_s": prep_s, "peak_rss_mb_after_prep": peak_rss_mb()}
+    info = {
+        "rows": len(frame),
+        "windows": len(sequences),
+        "preprocess_s": prep_s,
+        "peak_rss_mb_after_prep": peak_rss_mb(),
+    }
     from ssl_modal.core.distributed import DistInfo, ShardedEpochSampler
 
     model = build(pre, COLES)
@@ -137,7 +176,7 @@ def main(argv=None) -> dict:
     total = args.steps + args.warmup
     if total > len(order) // BATCH:
         raise SystemExit(f"--steps + --warmup = {total} exceeds the {len(order) // BATCH} batches of one epoch")
-    batches = [model.collate([sequences[int(j)] for j in order[i * BATCH:(i + 1) * BATCH]]) for i in range(total)]
+    batches = [model.collate([sequences[int(j)] for j in order[i * BATCH : (i + 1) * BATCH]]) for i in range(total)]
     train_a, train_b, foreign = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
@@ -158,7 +197,7 @@ def main(argv=None) -> dict:
     model.eval()
     n_infer = min(len(sequences), 640)
     subset = [sequences[i] for i in range(n_infer)]
-    pre_batches = [model.collate(subset[i:i + 128]) for i in range(0, n_infer, 128)]
+    pre_batches = [model.collate(subset[i : i + 128]) for i in range(0, n_infer, 128)]
     events = sum(int(b["mask"].sum()) for b in pre_batches)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -167,7 +206,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         with torch.no_grad():
             for b in pre_batches:
-                model.encoder(b).pooled
+                _ = model.encoder(b).pooled
         infer_b.append(events / (time.perf_counter() - t0))
     info["peak_rss_mb_after_inference"] = peak_rss_mb()
 
@@ -182,25 +221,41 @@ def main(argv=None) -> dict:
     info["peak_rss_mb_after_features"] = peak_rss_mb()
 
     result = {
-        "machine": machine, "matmul_peak": peak, "config": {"hidden": HIDDEN, "batch": BATCH, "max_len": MAX_LEN,
-                                                            "coles": COLES["contrastive"], "threads": args.threads,
-                                                            "steps": args.steps, "warmup": args.warmup,
-                                                            "repeats": args.repeats},
-        "data": info, "reference": REFERENCE,
+        "machine": machine,
+        "matmul_peak": peak,
+        "config": {
+            "hidden": HIDDEN,
+            "batch": BATCH,
+            "max_len": MAX_LEN,
+            "coles": COLES["contrastive"],
+            "threads": args.threads,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+        },
+        "data": info,
+        "reference": REFERENCE,
         "train_events_per_s": {"trainer": summary(train_a), "plain_loop": summary(train_b)},
-        "train_ratio_trainer_vs_plain": summary([a / b for a, b in zip(train_a, train_b)]),
+        "train_ratio_trainer_vs_plain": summary([a / b for a, b in zip(train_a, train_b, strict=True)]),
         "train_vs_ptls_reference": summary(train_a)["median"] / REFERENCE["ptls_coles_train_events_per_s"],
         "infer_events_per_s": {"encode": summary(infer_a), "plain_loop": summary(infer_b)},
         "features_rows_per_s": summary(feat),
-        "foreign_cpu_fraction": foreign, "load_average_end": load_average(),
+        "foreign_cpu_fraction": foreign,
+        "load_average_end": load_average(),
     }
     out_path = (Path(tempfile.gettempdir()) / "ssl_modal_bench" if args.quick else RESULTS) / "transactions_train.json"
     write_json(out_path, result)
     rows_out = [
-        ["CoLES training, ssl_modal.Trainer", f"{result['train_events_per_s']['trainer']['median']:,.0f} ev/s",
-         f"ptls 5.9k: x{result['train_vs_ptls_reference']:.2f}"],
-        ["CoLES training, plain loop (in-run ref)", f"{result['train_events_per_s']['plain_loop']['median']:,.0f} ev/s",
-         f"Trainer/plain x{result['train_ratio_trainer_vs_plain']['median']:.2f}"],
+        [
+            "CoLES training, ssl_modal.Trainer",
+            f"{result['train_events_per_s']['trainer']['median']:,.0f} ev/s",
+            f"ptls 5.9k: x{result['train_vs_ptls_reference']:.2f}",
+        ],
+        [
+            "CoLES training, plain loop (in-run ref)",
+            f"{result['train_events_per_s']['plain_loop']['median']:,.0f} ev/s",
+            f"Trainer/plain x{result['train_ratio_trainer_vs_plain']['median']:.2f}",
+        ],
         ["inference, encode()", f"{result['infer_events_per_s']['encode']['median']:,.0f} ev/s", "target >= 100k"],
         ["inference, plain no-grad loop", f"{result['infer_events_per_s']['plain_loop']['median']:,.0f} ev/s", ""],
         ["features(), raw rows -> table", f"{result['features_rows_per_s']['median']:,.0f} rows/s", "target >= 20k"],

@@ -9,6 +9,7 @@ medians are reported, so load from other processes hurts both sides alike (forei
 Data: the shared DAVIS clips (../shared/data/video/clips, 428x240 H.264) and DAVIS frames when present,
 otherwise videos generated here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,18 +23,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT, ForeignCPU, machine_info, matmul_peak, median, summary, table, write_json  # noqa: E402
-from ssl_modal.core.trainer import Trainer, TrainConfig  # noqa: E402
+from ssl_modal.core.trainer import TrainConfig, Trainer  # noqa: E402
 from ssl_modal.video.config import ColorizationConfig  # noqa: E402
 from ssl_modal.video.data import ClipDataset, fit_centres  # noqa: E402
 from ssl_modal.video.davis import load_sequence  # noqa: E402
 from ssl_modal.video.io import read_frames  # noqa: E402
 from ssl_modal.video.model import build_video_model  # noqa: E402
-from ssl_modal.video.propagate import (encoder_features, lab_pooled_features, local_mask, propagate,  # noqa: E402
-                                       propagate_step)
+from ssl_modal.video.propagate import (
+    encoder_features,
+    lab_pooled_features,
+    local_mask,
+    propagate,  # noqa: E402
+    propagate_step,
+)
 
 SHARED = ROOT.parent / "shared" / "data" / "video"
 SMALL = (120, 214)  # resize-at-decode target (height, width)
-RADIUS = 5          # propagation radius (feature cells) of the recipes' headline setting
+RADIUS = 5  # propagation radius (feature cells) of the recipes' headline setting
 
 
 def clip_files(workdir: Path) -> tuple[list[Path], str]:
@@ -88,18 +94,23 @@ def bench_decode(files: list[Path], rounds: int) -> dict:
                 samples[name].append(frames / (time.perf_counter() - t0))
             foreign.append(cpu.fraction)
     names = list(variants)
-    return {"frames_per_s": {k: summary(v) for k, v in samples.items()}, "frames_per_pass": frames,
-            "ratio_full": median(samples[names[0]]) / median(samples[names[1]]),
-            "ratio_resized": median(samples[names[2]]) / median(samples[names[3]]),
-            "foreign_cpu_fraction_median": median([f for f in foreign if f is not None] or [0.0])}
+    return {
+        "frames_per_s": {k: summary(v) for k, v in samples.items()},
+        "frames_per_pass": frames,
+        "ratio_full": median(samples[names[0]]) / median(samples[names[1]]),
+        "ratio_resized": median(samples[names[2]]) / median(samples[names[3]]),
+        "foreign_cpu_fraction_median": median([f for f in foreign if f is not None] or [0.0]),
+    }
 
 
 def training_setup(files: list[Path], batch: int):
     videos = {str(p): read_frames(p, size=(128, 224)) for p in files}
     color = ColorizationConfig()
-    config = {"encoder": {"widths": [32, 64, 128], "blocks": 1, "embed_dim": 64},
-              "colorization": {"weight": 1.0, "centres": fit_centres(videos, color), "temperature": 1.0},
-              "frame_order": {"weight": 0.0}}
+    config = {
+        "encoder": {"widths": [32, 64, 128], "blocks": 1, "embed_dim": 64},
+        "colorization": {"weight": 1.0, "centres": fit_centres(videos, color), "temperature": 1.0},
+        "frame_order": {"weight": 0.0},
+    }
     return ClipDataset(videos, color), config
 
 
@@ -113,7 +124,7 @@ def plain_loop(data, config, batch: int, steps: int) -> float:
     for step in range(steps + 2):
         if step == 2:  # two warm-up steps
             t0 = time.perf_counter()
-        idx = order[(step * batch) % (len(order) - batch):][:batch]
+        idx = order[(step * batch) % (len(order) - batch) :][:batch]
         loss = model(model.collate([data[i] for i in idx]))["loss"]
         opt.zero_grad()
         loss.backward()
@@ -135,9 +146,19 @@ def trainer_run(data, config, batch: int, steps: int, workdir: Path) -> float:
 
     objective.forward = timed
     out = Path(tempfile.mkdtemp(dir=workdir))
-    Trainer(TrainConfig(output_dir=str(out), max_steps=steps + 3, batch_size=batch, progress=False,
-                        tensorboard=False, monitor_every=50, log_every=10, checkpoint_every=10_000,
-                        resume=False)).fit(model, data, model.collate)
+    Trainer(
+        TrainConfig(
+            output_dir=str(out),
+            max_steps=steps + 3,
+            batch_size=batch,
+            progress=False,
+            tensorboard=False,
+            monitor_every=50,
+            log_every=10,
+            checkpoint_every=10_000,
+            resume=False,
+        )
+    ).fit(model, data, model.collate)
     return steps * batch / (marks[steps + 2] - marks[2])
 
 
@@ -158,10 +179,15 @@ def bench_training(files, rounds: int, steps: int, batch: int, workdir: Path) ->
         samples["plain PyTorch loop"].append(plain_loop(data, config, batch, steps))
     fwd = forward_flops(config, model_batch := torch.as_tensor(np.stack([data[i]["frames"] for i in range(batch)])))
     ours = median(samples["ssl_modal.Trainer"])
-    return {"clips_per_s": {k: summary(v) for k, v in samples.items()},
-            "ratio_trainer_vs_plain": ours / median(samples["plain PyTorch loop"]),
-            "batch_clips": batch, "frames_per_clip": int(model_batch.shape[1]), "input_hw": [128, 224],
-            "forward_flops_per_clip": fwd / batch, "training_flops_per_s": 3 * fwd / batch * ours}
+    return {
+        "clips_per_s": {k: summary(v) for k, v in samples.items()},
+        "ratio_trainer_vs_plain": ours / median(samples["plain PyTorch loop"]),
+        "batch_clips": batch,
+        "frames_per_clip": int(model_batch.shape[1]),
+        "input_hw": [128, 224],
+        "forward_flops_per_clip": fwd / batch,
+        "training_flops_per_s": 3 * fwd / batch * ours,
+    }
 
 
 def bench_propagation(rounds: int, workdir: Path) -> dict:
@@ -176,8 +202,12 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
         mask[80:160, 150:250] = True
         source = "generated 427x240 noise frames (shared DAVIS absent)"
     torch.manual_seed(0)
-    encoder = build_video_model({"encoder": {"widths": [32, 64, 128], "blocks": 1, "embed_dim": 64},
-                                 "colorization": {"weight": 1.0, "centres": [[0.0, 0.0]] * 16}}).encoder.eval()
+    encoder = build_video_model(
+        {
+            "encoder": {"widths": [32, 64, 128], "blocks": 1, "embed_dim": 64},
+            "colorization": {"weight": 1.0, "centres": [[0.0, 0.0]] * 16},
+        }
+    ).encoder.eval()
     feats = encoder_features(encoder)
     video = torch.as_tensor(frames)
 
@@ -185,14 +215,14 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
         t0 = time.perf_counter()
         with torch.no_grad():
             for i in range(0, len(video), 8):
-                feats(video[i:i + 8])
+                feats(video[i : i + 8])
         return len(video) / (time.perf_counter() - t0)
 
     def dense_reference(radius: float) -> float:
         """The previous implementation: one dense masked (hw x C*hw) affinity and top-k per frame."""
         t0 = time.perf_counter()
         with torch.no_grad():
-            f = torch.cat([feats(video[i:i + 8]) for i in range(0, len(video), 8)])
+            f = torch.cat([feats(video[i : i + 8]) for i in range(0, len(video), 8)])
             f = torch.nn.functional.normalize(f, dim=1)
             t, _, h, w = f.shape
             flat = f.flatten(2).transpose(1, 2)
@@ -202,28 +232,36 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
             allowed = local_mask(h, w, radius)
             for i in range(1, t):
                 ctx = [0] + list(range(max(1, i - 5), i))
-                labels.append(propagate_step(flat[i], flat[ctx], torch.stack([labels[j] for j in ctx]), 10, 0.05,
-                                             allowed))
+                labels.append(
+                    propagate_step(flat[i], flat[ctx], torch.stack([labels[j] for j in ctx]), 10, 0.05, allowed)
+                )
         return len(video) / (time.perf_counter() - t0)
 
     variants = {
-        f"propagation, encoder features, radius {RADIUS} (local windows)":
-            lambda: propagate(feats, frames, mask, 5, 10, RADIUS, 0.05)[1],
+        f"propagation, encoder features, radius {RADIUS} (local windows)": lambda: propagate(
+            feats, frames, mask, 5, 10, RADIUS, 0.05
+        )[1],
         "encoder feature extraction only": features_only,
-        "propagation, encoder features, radius 12 (local windows)": lambda: propagate(feats, frames, mask, 5, 10, 12,
-                                                                                      0.05)[1],
+        "propagation, encoder features, radius 12 (local windows)": lambda: propagate(
+            feats, frames, mask, 5, 10, 12, 0.05
+        )[1],
         "propagation, encoder features, radius 12 (dense masked affinity, before)": lambda: dense_reference(12),
-        f"propagation, pooled Lab features, radius {RADIUS}":
-            lambda: propagate(lab_pooled_features(8), frames, mask, 5, 10, RADIUS, 0.05)[1],
+        f"propagation, pooled Lab features, radius {RADIUS}": lambda: propagate(
+            lab_pooled_features(8), frames, mask, 5, 10, RADIUS, 0.05
+        )[1],
     }
     samples = {k: [] for k in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
             samples[name].append(fn())
     names = list(variants)
-    return {"source": source, "frames": len(frames), "settings": {"context": 5, "topk": 10, "radius": RADIUS},
-            "frames_per_s": {k: summary(v) for k, v in samples.items()},
-            "ratio_propagation_vs_features": median(samples[names[0]]) / median(samples[names[1]])}
+    return {
+        "source": source,
+        "frames": len(frames),
+        "settings": {"context": 5, "topk": 10, "radius": RADIUS},
+        "frames_per_s": {k: summary(v) for k, v in samples.items()},
+        "ratio_propagation_vs_features": median(samples[names[0]]) / median(samples[names[1]]),
+    }
 
 
 def main(argv=None) -> dict:
@@ -236,11 +274,15 @@ def main(argv=None) -> dict:
         files, source = clip_files(workdir)
         files = files[:2] if args.quick else files
         peak = matmul_peak(repeats=4)
-        report = {"machine": machine_info(), "matmul_peak_flops_per_s": peak["flops_per_s"], "decode_source": source,
-                  "decode_files": [p.name for p in files],
-                  "decode": bench_decode(files, rounds),
-                  "training": bench_training(files[:4], rounds, steps, batch, workdir),
-                  "propagation": bench_propagation(rounds, workdir)}
+        report = {
+            "machine": machine_info(),
+            "matmul_peak_flops_per_s": peak["flops_per_s"],
+            "decode_source": source,
+            "decode_files": [p.name for p in files],
+            "decode": bench_decode(files, rounds),
+            "training": bench_training(files[:4], rounds, steps, batch, workdir),
+            "propagation": bench_propagation(rounds, workdir),
+        }
     report["training"]["fraction_of_matmul_peak"] = report["training"]["training_flops_per_s"] / peak["flops_per_s"]
     path = (Path(tempfile.gettempdir()) if args.quick else RESULTS) / "video_bench.json"
     write_json(path, report)
@@ -253,12 +295,17 @@ def print_report(r: dict) -> None:
     d, t, p = r["decode"], r["training"], r["propagation"]
     print(f"decode ({r['decode_source']}; {d['frames_per_pass']} frames per pass; median of rounds):")
     print(table(["variant", "frames/s"], [[k, f"{v['median']:.0f}"] for k, v in d["frames_per_s"].items()]))
-    print(f"ratio ours / PyAV: full size {d['ratio_full']:.2f}x, resized {d['ratio_resized']:.2f}x "
-          f"(foreign CPU {d['foreign_cpu_fraction_median']:.0%})")
+    print(
+        f"ratio ours / PyAV: full size {d['ratio_full']:.2f}x, resized {d['ratio_resized']:.2f}x "
+        f"(foreign CPU {d['foreign_cpu_fraction_median']:.0%})"
+    )
     print(f"\ntraining (colorization, batch {t['batch_clips']} clips x {t['frames_per_clip']} frames at 224x128):")
     print(table(["variant", "clips/s"], [[k, f"{v['median']:.2f}"] for k, v in t["clips_per_s"].items()]))
-    print(f"ratio Trainer / plain loop {t['ratio_trainer_vs_plain']:.2f}; {t['training_flops_per_s'] / 1e9:.1f} GFLOP/s "
-          f"= {t['fraction_of_matmul_peak']:.0%} of the fp32 matmul peak ({r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)")
+    print(
+        f"ratio Trainer / plain loop {t['ratio_trainer_vs_plain']:.2f}; {t['training_flops_per_s'] / 1e9:.1f} GFLOP/s "
+        f"= {t['fraction_of_matmul_peak']:.0%} of the fp32 matmul peak "
+        f"({r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)"
+    )
     print(f"\nlabel propagation at 240p ({p['source']}; context 5, top-10, stride 8):")
     print(table(["variant", "frames/s"], [[k, f"{v['median']:.1f}"] for k, v in p["frames_per_s"].items()]))
     print(f"ratio propagation / feature extraction alone: {p['ratio_propagation_vs_features']:.2f}")

@@ -7,6 +7,7 @@ a randomly initialised model and the trained one, and writes, under train.output
 metrics.jsonl, loss_curve.png, retrieval_grid.png, retrieval.json, image_embeddings.parquet and
 text_embeddings.parquet.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,25 +29,44 @@ def run(cfg: AlignerConfig) -> None:
     model = load_model(result.checkpoint)
     _, test = read_split(cfg)
     if not len(test):
-        print(f"trained in {trained - start:.0f} s; nothing held out (data.test_fraction=0, no eval.test), so no "
-              f"retrieval table\nwritten:\n  {'model':<18} {result.checkpoint}")
+        print(
+            f"trained in {trained - start:.0f} s; nothing held out (data.test_fraction=0, no eval.test), so no "
+            f"retrieval table\nwritten:\n  {'model':<18} {result.checkpoint}"
+        )
         return
     table = evaluate(cfg, model)
     evaluated = time.perf_counter()
     images, texts = export_embeddings(model, test, out, cfg.eval.batch_size)
-    outputs = [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"),
-               ("loss curve", plot_training_curves(out, out / "loss_curve.png", f"image-text aligner ({out.name})",
-                                                   loss_label="contrastive loss",
-                                                   accuracies=[("contrastive/acc_i2t", "in-batch image->text acc"),
-                                                               ("contrastive/acc_t2i", "in-batch text->image acc")])),
-               ("retrieval grid", plot_retrieval_grid(model, test, out / "retrieval_grid.png", cfg.eval.grid_captions,
-                                                      cfg.eval.batch_size)),
-               ("retrieval table", table.to_json(out / "retrieval.json")),
-               ("image embeddings", images), ("text embeddings", texts)]
+    outputs = [
+        ("model", result.checkpoint),
+        ("metrics", out / "metrics.jsonl"),
+        (
+            "loss curve",
+            plot_training_curves(
+                out,
+                out / "loss_curve.png",
+                f"image-text aligner ({out.name})",
+                loss_label="contrastive loss",
+                accuracies=[
+                    ("contrastive/acc_i2t", "in-batch image->text acc"),
+                    ("contrastive/acc_t2i", "in-batch text->image acc"),
+                ],
+            ),
+        ),
+        (
+            "retrieval grid",
+            plot_retrieval_grid(model, test, out / "retrieval_grid.png", cfg.eval.grid_captions, cfg.eval.batch_size),
+        ),
+        ("retrieval table", table.to_json(out / "retrieval.json")),
+        ("image embeddings", images),
+        ("text embeddings", texts),
+    ]
     print(f"\nretrieval on held-out images of {cfg.data.manifest} (split by image):")
     print(table)
-    print(f"time: training {trained - start:.0f} s, evaluation {evaluated - trained:.0f} s, "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        f"time: training {trained - start:.0f} s, evaluation {evaluated - trained:.0f} s, "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     print("written:")
     for name, path in outputs:
         print(f"  {name:<18} {path}")

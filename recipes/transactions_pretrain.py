@@ -10,6 +10,7 @@ Writes under train.output_dir: model.pt, metrics.jsonl, loss_curve.png, results.
 <field>_embeddings.parquet + <field>_skipgram.parquet + <field>_map.png per embedded code field, and for the
 fraud task features.parquet (one row per transaction).
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,8 +45,11 @@ def run(cfg: TransactionsConfig) -> None:
     model = load_model(result.checkpoint)
     report = evaluate(cfg, model)
     evaluated = time.perf_counter()
-    written = [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"),
-               ("loss curve", plot_loss_curve(out, out / "loss_curve.png"))]
+    written = [
+        ("model", result.checkpoint),
+        ("metrics", out / "metrics.jsonl"),
+        ("loss curve", plot_loss_curve(out, out / "loss_curve.png")),
+    ]
     frame = read_frame(cfg)
     clients = getattr(report, "data", {}).get("clients")
     clients = clients if clients is not None else client_embeddings(model, frame, batch_size=cfg.eval.batch_size)
@@ -59,14 +63,26 @@ def run(cfg: TransactionsConfig) -> None:
     neighbours = []
     for field in cfg.eval.embedding_fields:
         codes = mcc_embeddings(model, field)
-        skip = mcc_embeddings(train_skipgram(sequences, field, model.preprocessor.vocabulary(field),
-                                             dim=cfg.eval.skipgram_dim, epochs=cfg.eval.skipgram_epochs,
-                                             seed=cfg.train.seed), field)
+        skip = mcc_embeddings(
+            train_skipgram(
+                sequences,
+                field,
+                model.preprocessor.vocabulary(field),
+                dim=cfg.eval.skipgram_dim,
+                epochs=cfg.eval.skipgram_epochs,
+                seed=cfg.train.seed,
+            ),
+            field,
+        )
         for name, table in (("embeddings", codes), ("skipgram", skip)):
             written.append((f"{field} {name}", write_codes(table, out / f"{field}_{name}.parquet")))
             if len(table) >= 3:
-                png = plot_mcc_map(table, out / f"{field}_{name}_map.png",
-                                   f"'{field}' {name} ({cfg.eval.map_method.upper()})", cfg.eval.map_method)
+                png = plot_mcc_map(
+                    table,
+                    out / f"{field}_{name}_map.png",
+                    f"'{field}' {name} ({cfg.eval.map_method.upper()})",
+                    cfg.eval.map_method,
+                )
                 written.append((f"{field} {name} map", png))
         top = str(codes["code"].iloc[0])
         neighbours.append((field, top, nearest_mccs(codes, top, 5), nearest_mccs(skip, top, 5)))
@@ -75,19 +91,25 @@ def run(cfg: TransactionsConfig) -> None:
     written.append(("results table", out / "results.md"))
     print(f"\n{text}")
     for field, top, enc, skip in neighbours:
-        print(f"\nnearest '{field}' codes to the most frequent one ({top}): encoder -> "
-              + ", ".join(f"{c} ({s:.2f})" for c, s in enc[["code", "similarity"]].to_numpy())
-              + "; skip-gram -> " + ", ".join(f"{c} ({s:.2f})" for c, s in skip[["code", "similarity"]].to_numpy()))
+        print(
+            f"\nnearest '{field}' codes to the most frequent one ({top}): encoder -> "
+            + ", ".join(f"{c} ({s:.2f})" for c, s in enc[["code", "similarity"]].to_numpy())
+            + "; skip-gram -> "
+            + ", ".join(f"{c} ({s:.2f})" for c, s in skip[["code", "similarity"]].to_numpy())
+        )
     if feats is not None:
-        cols = list(feats.columns[:2]) + [c for c in ("surprise_mcc", "surprise_amount_bin", "order_score",
-                            "history_distance") if c in feats]
+        cols = list(feats.columns[:2]) + [
+            c for c in ("surprise_mcc", "surprise_amount_bin", "order_score", "history_distance") if c in feats
+        ]
         print("\nfraud-feature table (first rows):")
         print(feats[cols].head(5).to_string(index=False))
     last = [r for r in (result.history or []) if "loss" in r]
     if last:
         print(f"\nfinal training loss {last[-1]['loss']:.4f} at step {result.step}")
-    print(f"time: pretraining {trained - start:.0f} s, evaluation {evaluated - trained:.0f} s, "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        f"time: pretraining {trained - start:.0f} s, evaluation {evaluated - trained:.0f} s, "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     print("written:")
     for name, path in written:
         print(f"  {name:<22} {path}")

@@ -6,6 +6,7 @@ Prints the per-sequence J&F table (copy-first-frame, raw Lab pixels, random-init
 the held-out frame-order accuracy and writes, under train.output_dir: model.pt, metrics.jsonl, loss_curve.png,
 tracking.json, clip_embeddings.parquet and overlays/<sequence>.png.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,9 @@ from ssl_modal.video.recipe import run
 
 
 def main(argv: list[str] | None = None) -> int:
-    return recipe_main(lambda cfg: run(cfg, "video frame order"), VideoConfig,
-                       "recipes/video_frame_order.yaml", __doc__, argv)
+    return recipe_main(
+        lambda cfg: run(cfg, "video frame order"), VideoConfig, "recipes/video_frame_order.yaml", __doc__, argv
+    )
 
 
 if __name__ == "__main__":

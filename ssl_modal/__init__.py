@@ -2,6 +2,7 @@
 
 One contract (Encoder, Objective, SSLModel), one Trainer, one embedding export.
 """
+
 __version__ = "0.1.0"
 
 from .core.checkpoint import CheckpointError
@@ -11,6 +12,19 @@ from .core.export import encode, export, load_model
 from .core.trainer import TrainConfig, Trainer, TrainResult
 
 __all__ = [
-    "CheckpointError", "ConfigError", "Encoder", "EncoderOutput", "ModelSpec", "Objective", "SSLModel",
-    "TrainConfig", "TrainResult", "Trainer", "encode", "export", "load_config", "load_model", "__version__",
+    "CheckpointError",
+    "ConfigError",
+    "Encoder",
+    "EncoderOutput",
+    "ModelSpec",
+    "Objective",
+    "SSLModel",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "encode",
+    "export",
+    "load_config",
+    "load_model",
+    "__version__",
 ]

@@ -3,6 +3,7 @@
 A recipe YAML names its domain at the top (`domain: text`); the domain's `ssl_modal.<domain>.recipe`
 module provides `Config` (the recipe dataclass), `train(config)` and `evaluate(config)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,9 @@ def embed_input(model, args):
             raise
         module = None
     if module is not None:
-        return module.embed_input(model, args.data, column=args.column, id_column=args.id_column,
-                                  on_error=args.on_error)
+        return module.embed_input(
+            model, args.data, column=args.column, id_column=args.id_column, on_error=args.on_error
+        )
     check_on_error(args.on_error)
     frame = read_table(args.data)
     if args.column:
@@ -103,8 +105,9 @@ def cmd_embed(args) -> int:
         path = write_embeddings(args.output, inp.embeddings, inp.ids, fmt)
         n = len(inp.embeddings)
     else:
-        path = export(model, inp.data, args.output, ids=inp.ids, batch_size=args.batch_size,
-                      normalize=args.normalize, format=fmt)
+        path = export(
+            model, inp.data, args.output, ids=inp.ids, batch_size=args.batch_size, normalize=args.normalize, format=fmt
+        )
         n = len(inp.data)
     print(f"wrote {n} embeddings to {path}")
     return 0
@@ -116,11 +119,20 @@ def cmd_preprocess(args) -> int:
     module, config = load_recipe(args.recipe, args.overrides, args.demo)
     if module.__name__ != "ssl_modal.transactions.recipe":
         raise SystemExit(f"error: {args.recipe}: preprocess supports transactions recipes only")
-    report = preprocess_recipe(config, args.output, engine=args.engine, master=args.master,
-                               partitions=args.partitions, approx=args.approx, driver_memory=args.driver_memory)
-    print(f"wrote {report['windows']} windows of {report['clients']} clients ({report['rows_out']} of "
-          f"{report['rows_in']} rows) to {args.output} in {report['seconds']} s; "
-          f"train with: ssl-modal train {args.recipe} data.shards={args.output}")
+    report = preprocess_recipe(
+        config,
+        args.output,
+        engine=args.engine,
+        master=args.master,
+        partitions=args.partitions,
+        approx=args.approx,
+        driver_memory=args.driver_memory,
+    )
+    print(
+        f"wrote {report['windows']} windows of {report['clients']} clients ({report['rows_out']} of "
+        f"{report['rows_in']} rows) to {args.output} in {report['seconds']} s; "
+        f"train with: ssl-modal train {args.recipe} data.shards={args.output}"
+    )
     return 0
 
 
@@ -151,8 +163,15 @@ def cmd_features(args) -> int:
 
         spark = spark_session(args.master, args.driver_memory)
         df = read_spark_table(spark, args.table)
-        write_scores(args.checkpoint, df, args.output, kind=args.kind, partitions=args.partitions,
-                     batch_size=args.batch_size, passes=args.passes)
+        write_scores(
+            args.checkpoint,
+            df,
+            args.output,
+            kind=args.kind,
+            partitions=args.partitions,
+            batch_size=args.batch_size,
+            passes=args.passes,
+        )
         print(f"wrote {args.kind} of {args.table} to {args.output} (Spark, {args.partitions} client buckets)")
         return 0
     table = features(model, args.table, batch_size=args.batch_size, passes=args.passes, progress=True)
@@ -164,8 +183,10 @@ def cmd_features(args) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     report = table.attrs.get("report", {})
-    print(f"wrote {len(table)} rows ({report.get('rows_scored', len(table))} scored, "
-          f"{report.get('rows_not_scored', 0)} not scored) to {args.output}")
+    print(
+        f"wrote {len(table)} rows ({report.get('rows_scored', len(table))} scored, "
+        f"{report.get('rows_not_scored', 0)} not scored) to {args.output}"
+    )
     return 0
 
 
@@ -184,8 +205,10 @@ def cmd_score(args) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.output, index=False)
     report = table.attrs.get("report", {})
-    print(f"wrote {len(table)} rows to {args.output}; state {path}: {store.clients()} clients "
-          f"({report.get('new_clients', 0)} new, {len(report.get('duplicate_ids', []))} duplicate ids)")
+    print(
+        f"wrote {len(table)} rows to {args.output}; state {path}: {store.clients()} clients "
+        f"({report.get('new_clients', 0)} new, {len(report.get('duplicate_ids', []))} duplicate ids)"
+    )
     return 0
 
 
@@ -203,14 +226,21 @@ def column_map(args) -> dict[str, str]:
 
         _, data = recipe_dict(args.recipe, [], False)
         columns = data.get("columns") or {}
-        roles = {"client_id": "client_id", "event_time": "event_time", "amount": "amount", "mcc": "mcc",
-                 "transaction_id": "transaction_id"}
+        roles = {
+            "client_id": "client_id",
+            "event_time": "event_time",
+            "amount": "amount",
+            "mcc": "mcc",
+            "transaction_id": "transaction_id",
+        }
         for role, key in roles.items():
             if isinstance(columns.get(role), str):
                 mapping[key] = columns[role]
         if not mapping:
-            raise ValueError(f"{args.recipe}: --recipe needs a recipe with a columns: block (client_id, event_time, "
-                             "amount, mcc); found none")
+            raise ValueError(
+                f"{args.recipe}: --recipe needs a recipe with a columns: block (client_id, event_time, "
+                "amount, mcc); found none"
+            )
     for item in args.map or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
@@ -240,9 +270,12 @@ def cmd_inspect(args) -> int:
     n_params = sum(t.numel() for t in ckpt["model"].values() if hasattr(t, "numel"))
     step = ckpt.get("step", (ckpt.get("trainer") or {}).get("step"))
     summary = {
-        "kind": spec.get("kind"), "builder": spec.get("builder"),
-        "format_version": ckpt["format_version"], "written_by": f"ssl-modal {ckpt['library_version']}",
-        "parameters": n_params, "step": step if step is not None else "unknown (written before ssl-modal stored it)",
+        "kind": spec.get("kind"),
+        "builder": spec.get("builder"),
+        "format_version": ckpt["format_version"],
+        "written_by": f"ssl-modal {ckpt['library_version']}",
+        "parameters": n_params,
+        "step": step if step is not None else "unknown (written before ssl-modal stored it)",
         "has_optimizer_state": "optimizer" in ckpt,
     }
     print(yaml.safe_dump(summary, sort_keys=False).rstrip())
@@ -270,14 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="export embeddings of a data file with a trained model")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder")
     p.add_argument("data", help="CSV/Parquet/JSONL file")
-    p.add_argument("-o", "--output", required=True,
-                   help=".parquet, .npy, .csv, or a path without a suffix for a datasets folder")
+    p.add_argument(
+        "-o", "--output", required=True, help=".parquet, .npy, .csv, or a path without a suffix for a datasets folder"
+    )
     p.add_argument("--format", choices=["parquet", "npy", "csv", "dataset"], help="instead of the output's suffix")
     p.add_argument("--column", help="the input column: text, caption or image path column, audio path column")
-    p.add_argument("--id-column", help="column carried into the output under its own name (default: 'row', the "
-                   "1-based data row)")
-    p.add_argument("--on-error", choices=["error", "skip"], default="error",
-                   help="empty texts, unreadable audio/video/images: stop with an error, or skip and count them")
+    p.add_argument(
+        "--id-column", help="column carried into the output under its own name (default: 'row', the 1-based data row)"
+    )
+    p.add_argument(
+        "--on-error",
+        choices=["error", "skip"],
+        default="error",
+        help="empty texts, unreadable audio/video/images: stop with an error, or skip and count them",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     p.set_defaults(func=cmd_embed)
@@ -287,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .parquet or .csv (one row per input transaction)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--passes", type=int, default=5, help="interleaved masking patterns (encoder runs per window - 1)")
-    p.add_argument("--random-init", type=int, metavar="SEED", help="score with the same model at random init (baseline)")
+    p.add_argument(
+        "--random-init", type=int, metavar="SEED", help="score with the same model at random init (baseline)"
+    )
     p.add_argument("--engine", choices=["pandas", "spark"], default="pandas", help="spark: table may be a lake folder")
     p.add_argument("--kind", choices=["features", "clients"], default="features", help="spark: rows or clients")
     p.add_argument("--master", default="local[2]", help="Spark master URL (engine spark)")

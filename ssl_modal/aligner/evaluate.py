@@ -1,4 +1,5 @@
 """Retrieval Recall@K in both directions, zero-shot classification, and their printed table."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_image: np.ndar
     text_image = np.asarray(text_image)
     orphans = np.setdiff1d(np.arange(len(image_emb)), text_image)
     if len(orphans):
-        raise ValueError(f"recall_at_k: images {orphans[:10].tolist()} have no caption among the {len(text_emb)} "
-                         f"captions; every image needs at least one")
+        raise ValueError(
+            f"recall_at_k: images {orphans[:10].tolist()} have no caption among the {len(text_emb)} "
+            f"captions; every image needs at least one"
+        )
     sims = image_emb @ text_emb.T  # (I, T)
     out = {}
     ranked_texts = np.argsort(-sims, axis=1)  # per image, captions best first
@@ -56,8 +59,9 @@ def chance_recall(n_images: int, captions_per_image: float, ks=KS) -> dict[str, 
     return out
 
 
-def zero_shot(model, images: list[str], class_names: list[str], templates: list[str],
-              batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def zero_shot(
+    model, images: list[str], class_names: list[str], templates: list[str], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """(predicted class index per image, (n_images, n_classes) probabilities) from prompt-template ensembles.
 
     Each class embedding is the normalised mean of its prompts' text embeddings (CLIP's recipe).
@@ -93,8 +97,10 @@ class RetrievalTable:
         lines = [f"{'model':<{width}}" + "".join(f"{k:>14}" for k in keys)]
         for name, row in self.rows.items():
             lines.append(f"{name:<{width}}" + "".join(f"{row[k]:>14.3f}" if k in row else f"{'-':>14}" for k in keys))
-        lines.append(f"({self.n_images} held-out images, {self.n_captions} captions; R@K = share of queries whose "
-                     f"match is in the top K)")
+        lines.append(
+            f"({self.n_images} held-out images, {self.n_captions} captions; R@K = share of queries whose "
+            f"match is in the top K)"
+        )
         return "\n".join(lines + self.notes)
 
     def to_json(self, path: str | Path) -> Path:

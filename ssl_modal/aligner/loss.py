@@ -1,4 +1,5 @@
 """CLIP's symmetric contrastive loss with group-aware targets, and feature gathering across ranks."""
+
 from __future__ import annotations
 
 import torch
@@ -16,16 +17,25 @@ def group_targets(row_groups: Tensor, column_groups: Tensor) -> Tensor:
     return positives / positives.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
-def contrastive_loss(image: Tensor, text: Tensor, all_image: Tensor, all_text: Tensor, groups: Tensor,
-                     all_groups: Tensor, logit_scale: Tensor) -> dict[str, Tensor]:
+def contrastive_loss(
+    image: Tensor,
+    text: Tensor,
+    all_image: Tensor,
+    all_text: Tensor,
+    groups: Tensor,
+    all_groups: Tensor,
+    logit_scale: Tensor,
+) -> dict[str, Tensor]:
     """Symmetric cross-entropy of this process's rows against every column of the global batch.
 
     image/text: (b, D) L2-normalised local features (row i of each is pair i); all_image/all_text: (N, D) the
     global batch (N = b on one process); groups/all_groups: (b,)/(N,) group ids; logit_scale: exp(scale).
     """
     if all_image.shape[0] < 2:
-        raise ValueError(f"contrastive loss needs at least 2 image-text pairs per (global) batch, found "
-                         f"{all_image.shape[0]}: set train.batch_size >= 2")
+        raise ValueError(
+            f"contrastive loss needs at least 2 image-text pairs per (global) batch, found "
+            f"{all_image.shape[0]}: set train.batch_size >= 2"
+        )
     logits_i2t = logit_scale * image @ all_text.T
     logits_t2i = logit_scale * text @ all_image.T
     targets = group_targets(groups, all_groups)

@@ -1,4 +1,5 @@
 """CLIP-style aligner: two towers, linear projections to a shared space, a learnable temperature."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ class AlignerEncoder(Encoder):
         self.text_proj = nn.Linear(self.text_tower.width, config["embed_dim"], bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(config["init_logit_scale"])))
         self.max_logit_scale = float(config["max_logit_scale"])
-        self.locked = [t for t, key in ((self.image_tower, "image"), (self.text_tower, "text"))
-                       if config[key].get("locked")]
+        self.locked = [
+            t for t, key in ((self.image_tower, "image"), (self.text_tower, "text")) if config[key].get("locked")
+        ]
         for tower in self.locked:
             lock(tower)
 
@@ -75,8 +77,9 @@ class Contrastive(Objective):
         text = encode_batch_text(encoder, batch, self.rng(image.device))
         groups = batch["group"]
         scale = encoder.scale()
-        out = contrastive_loss(image, text, gather_with_grad(image), gather_with_grad(text), groups,
-                               gather_no_grad(groups), scale)
+        out = contrastive_loss(
+            image, text, gather_with_grad(image), gather_with_grad(text), groups, gather_no_grad(groups), scale
+        )
         out["logit_scale"] = scale.detach()
         return out
 
@@ -90,8 +93,9 @@ def one_caption_per_image(caption_image: Tensor, n_images: int, generator: torch
     first[1:] = owners[1:] != owners[:-1]
     picked = order[first]
     if picked.shape[0] != n_images:
-        raise ValueError(f"caption sampling: expected a caption for each of the {n_images} images, found "
-                         f"{picked.shape[0]}")
+        raise ValueError(
+            f"caption sampling: expected a caption for each of the {n_images} images, found {picked.shape[0]}"
+        )
     return picked
 
 
@@ -123,14 +127,21 @@ class AlignerCollate:
     def __call__(self, items: list[dict]) -> dict:
         batch = {}
         if "pixel_values" in items[0] or "image_path" in items[0]:
-            batch["pixel_values"] = torch.stack([
-                it["pixel_values"] if "pixel_values" in it else self.transform(load_image(it["image_path"]))
-                for it in items])
+            batch["pixel_values"] = torch.stack(
+                [
+                    it["pixel_values"] if "pixel_values" in it else self.transform(load_image(it["image_path"]))
+                    for it in items
+                ]
+            )
         if "caption" in items[0] or "captions" in items[0]:
-            captions = [it["caption"] for it in items] if "caption" in items[0] else \
-                [c for it in items for c in it["captions"]]
-            tokens = self.tokenizer(captions, padding=self.padding, truncation=True,
-                                    max_length=self.max_length, return_tensors="pt")
+            captions = (
+                [it["caption"] for it in items]
+                if "caption" in items[0]
+                else [c for it in items for c in it["captions"]]
+            )
+            tokens = self.tokenizer(
+                captions, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
         if "text_features" in items[0]:
             features = [it["text_features"] for it in items]
@@ -172,7 +183,7 @@ def text_tower_features(model: SSLModel, captions: list[str], batch_size: int = 
     try:
         parts = []
         for start in range(0, len(captions), batch_size):
-            tokens = collate([{"caption": c} for c in captions[start:start + batch_size]])
+            tokens = collate([{"caption": c} for c in captions[start : start + batch_size]])
             parts.append(encoder.text_tower(tokens["input_ids"], tokens["attention_mask"]).float())
         return torch.cat(parts)
     finally:

@@ -6,6 +6,7 @@ features that beat deep networks trained on few images. Here the dictionary is f
 Because the dictionary is frozen, each image's response map is computed once before training and the head trains
 on random windows of it (feature-space crops), which makes a step cost a small MLP forward instead of a convnet.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,15 +21,16 @@ class PatchTower(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.patch, self.k, self.grid = cfg.get("patch_size", 6), cfg.get("centroids", 256), cfg.get("grid", 9)
-        d = 3 * self.patch ** 2
+        d = 3 * self.patch**2
         self.register_buffer("patch_mean", torch.zeros(d))
         self.register_buffer("whiten", torch.eye(d))
         self.register_buffer("centroids", torch.randn(self.k, d))  # random until `fit` (the random-init row)
         self.register_buffer("feature_mean", torch.zeros(4 * self.k))
         self.register_buffer("feature_std", torch.ones(4 * self.k))
         hidden, dropout = cfg.get("width", 512), cfg.get("dropout", 0.3)
-        self.head_mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * self.k, hidden), nn.GELU(),
-                                      nn.Dropout(dropout))
+        self.head_mlp = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(4 * self.k, hidden), nn.GELU(), nn.Dropout(dropout)
+        )
         self.width = hidden
 
     def _patches(self, pixels: Tensor) -> Tensor:
@@ -41,19 +43,22 @@ class PatchTower(nn.Module):
     def fit(self, pixels: Tensor, max_patches: int = 100_000, iters: int = 10, seed: int = 0) -> None:
         """Whitening and k-means centroids from unlabelled images (B, 3, S, S); the frozen front is then set."""
         g = torch.Generator().manual_seed(seed)
-        patches = torch.cat([self._patches(pixels[i:i + 64]).reshape(-1, self.patch_mean.numel())
-                             for i in range(0, len(pixels), 64)])
+        patches = torch.cat(
+            [self._patches(pixels[i : i + 64]).reshape(-1, self.patch_mean.numel()) for i in range(0, len(pixels), 64)]
+        )
         patches = patches[torch.randperm(len(patches), generator=g)[:max_patches]]
         if len(patches) < self.k:
-            raise ValueError(f"patch dictionary: {len(patches)} patches for {self.k} centroids: expected more "
-                             f"images or fewer model.image.centroids")
+            raise ValueError(
+                f"patch dictionary: {len(patches)} patches for {self.k} centroids: expected more "
+                f"images or fewer model.image.centroids"
+            )
         mean = patches.mean(0)
         e, v = torch.linalg.eigh(torch.cov((patches - mean).T))
         whiten = v @ torch.diag((e + 0.1).rsqrt()) @ v.T
         z = (patches - mean) @ whiten
-        cent = z[torch.randperm(len(z), generator=g)[:self.k]].clone()
+        cent = z[torch.randperm(len(z), generator=g)[: self.k]].clone()
         for _ in range(iters):
-            assign = (z @ cent.T - 0.5 * (cent ** 2).sum(1)).argmax(1)
+            assign = (z @ cent.T - 0.5 * (cent**2).sum(1)).argmax(1)
             count = torch.bincount(assign, minlength=self.k).float()
             total = torch.zeros_like(cent).index_add_(0, assign, z)
             alive = count > 0
@@ -61,7 +66,7 @@ class PatchTower(nn.Module):
         self.patch_mean.copy_(mean)
         self.whiten.copy_(whiten)
         self.centroids.copy_(cent)
-        pooled = torch.cat([self.pool(self.front(pixels[i:i + 64])) for i in range(0, len(pixels), 64)])
+        pooled = torch.cat([self.pool(self.front(pixels[i : i + 64])) for i in range(0, len(pixels), 64)])
         self.feature_mean.copy_(pooled.mean(0))
         self.feature_std.copy_(pooled.std(0) + 1e-3)
 
@@ -92,6 +97,9 @@ def random_windows(maps: Tensor, generator: torch.Generator, scale: tuple[float,
     for i in range(n):
         side = max(2, int(round(g * (scale[0] + (scale[1] - scale[0]) * float(draws[i, 0])))))
         y, x = int(draws[i, 1] * (g - side + 1)), int(draws[i, 2] * (g - side + 1))
-        out.append(F.interpolate(maps[i:i + 1, :, y:y + side, x:x + side], size=(g, g), mode="bilinear",
-                                 align_corners=False))
+        out.append(
+            F.interpolate(
+                maps[i : i + 1, :, y : y + side, x : x + side], size=(g, g), mode="bilinear", align_corners=False
+            )
+        )
     return torch.cat(out)

@@ -1,4 +1,5 @@
 """Aligner recipe steps: train on image-caption pairs, evaluate retrieval + zero-shot, export, plot."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,13 +36,19 @@ def read_split(cfg: AlignerConfig) -> tuple[Pairs, Pairs]:
     if t is None:
         return train_pairs, test
     if len(test):
-        log.info("aligner: eval.test is set, so the %d pairs data.test_fraction=%s holds out are neither trained on "
-                 "nor evaluated (set data.test_fraction=0 to train on them)", len(test), d.test_fraction)
+        log.info(
+            "aligner: eval.test is set, so the %d pairs data.test_fraction=%s holds out are neither trained on "
+            "nor evaluated (set data.test_fraction=0 to train on them)",
+            len(test),
+            d.test_fraction,
+        )
     test = read_pairs(t.manifest, t.image_column, t.caption_column, t.group_column, t.image_root, t.max_groups)
     shared = sorted(set(map(_resolved, train_pairs.paths)) & set(map(_resolved, test.paths)))
     if shared:
-        raise ValueError(f"eval.test manifest {t.manifest} shares {len(shared)} image(s) with the training data "
-                         f"{d.manifest} (e.g. {shared[0]}): expected images unseen in training")
+        raise ValueError(
+            f"eval.test manifest {t.manifest} shares {len(shared)} image(s) with the training data "
+            f"{d.manifest} (e.g. {shared[0]}): expected images unseen in training"
+        )
     return train_pairs, test
 
 
@@ -56,8 +63,9 @@ def _resolved(path: str) -> str:
 def model_config(cfg: AlignerConfig, captions: list[str]) -> dict:
     """The plain-dict model config; a from-scratch text tower gets a WordPiece trained on `captions`."""
     config = dataclasses.asdict(cfg.model)
-    config["tokenizer_json"] = None if cfg.model.text.pretrained_path else \
-        train_wordpiece(captions, cfg.model.text.vocab_size)
+    config["tokenizer_json"] = (
+        None if cfg.model.text.pretrained_path else train_wordpiece(captions, cfg.model.text.vocab_size)
+    )
     return config
 
 
@@ -69,20 +77,36 @@ def train(cfg: AlignerConfig) -> TrainResult:
     count_truncated(model.tokenizer, train_pairs.captions, cfg.model.text.max_length, train_pairs.source)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}",
-             len(train_pairs))
+    log.info(
+        "aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}", len(train_pairs)
+    )
     d = cfg.data
     check_images(train_pairs)
-    transform = image_transform(cfg.model.image.image_size, train=True, crop_scale=d.random_resized_crop,
-                                flip=d.horizontal_flip, augment=d.augment, color_jitter=d.color_jitter)
+    transform = image_transform(
+        cfg.model.image.image_size,
+        train=True,
+        crop_scale=d.random_resized_crop,
+        flip=d.horizontal_flip,
+        augment=d.augment,
+        color_jitter=d.color_jitter,
+    )
     features = None
     if cfg.model.text.locked and d.cache_text:
         features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
-        log.info("aligner: locked text tower features of %d captions computed once (%s)", len(features),
-                 tuple(features.shape))
+        log.info(
+            "aligner: locked text tower features of %d captions computed once (%s)",
+            len(features),
+            tuple(features.shape),
+        )
     maps = fit_patch_front(model, train_pairs, cfg) if cfg.model.image.arch == "patches" else None
-    data = PairDataset(train_pairs, transform, by_image=d.sample_captions, text_features=features,
-                       cache=d.cache_images, image_maps=maps)
+    data = PairDataset(
+        train_pairs,
+        transform,
+        by_image=d.sample_captions,
+        text_features=features,
+        cache=d.cache_images,
+        image_maps=maps,
+    )
     return Trainer(cfg.train).fit(model, data, model.collate)
 
 
@@ -97,17 +121,27 @@ def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, 
         raise ValueError(f"data.unlabelled_images: no file matches '{cfg.data.unlabelled_images}'")
     unlabelled = torch.cat([pixels, *[transform(load_image(p))[None] for p in extra]])
     d, default = cfg.data, type(cfg.data)()
-    ignored = [k for k in ("random_resized_crop", "horizontal_flip", "augment", "color_jitter", "cache_images")
-               if _plain(getattr(d, k)) != _plain(getattr(default, k))]
+    ignored = [
+        k
+        for k in ("random_resized_crop", "horizontal_flip", "augment", "color_jitter", "cache_images")
+        if _plain(getattr(d, k)) != _plain(getattr(default, k))
+    ]
     if ignored:
-        log.warning("aligner: data.%s do not apply to image.arch 'patches': it trains on random windows of its "
-                    "cached response maps", ", data.".join(ignored))
+        log.warning(
+            "aligner: data.%s do not apply to image.arch 'patches': it trains on random windows of its "
+            "cached response maps",
+            ", data.".join(ignored),
+        )
     tower = model.encoder.image_tower
     tower.fit(unlabelled, seed=cfg.train.seed)
-    log.info("aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)", tower.k,
-             len(unlabelled), len(extra))
-    maps = torch.cat([tower.front(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
-    return dict(zip(paths, maps))
+    log.info(
+        "aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)",
+        tower.k,
+        len(unlabelled),
+        len(extra),
+    )
+    maps = torch.cat([tower.front(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
+    return dict(zip(paths, maps, strict=True))
 
 
 def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -129,12 +163,16 @@ def score(model, pairs: Pairs, cfg: AlignerConfig) -> dict[str, float]:
     images = list(dict.fromkeys(pairs.paths))
     index = {p: i for i, p in enumerate(images)}
     text_image = np.array([index[p] for p in pairs.paths])
-    row = recall_at_k(encode_images(model, images, cfg.eval.batch_size),
-                      encode_texts(model, pairs.captions, cfg.eval.batch_size), text_image)
+    row = recall_at_k(
+        encode_images(model, images, cfg.eval.batch_size),
+        encode_texts(model, pairs.captions, cfg.eval.batch_size),
+        text_image,
+    )
     paths, labels = class_labels(pairs, cfg.eval.zero_shot_classes)
     if len(paths):
-        predicted, _ = zero_shot(model, paths, cfg.eval.zero_shot_classes, cfg.eval.zero_shot_templates,
-                                 cfg.eval.batch_size)
+        predicted, _ = zero_shot(
+            model, paths, cfg.eval.zero_shot_classes, cfg.eval.zero_shot_templates, cfg.eval.batch_size
+        )
         row["zero_shot_acc"] = float(np.mean(predicted == labels))
     return row
 
@@ -152,8 +190,10 @@ def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
     paths, labels = class_labels(test, cfg.eval.zero_shot_classes)
     if len(paths):
         chance["zero_shot_acc"] = float(np.max(np.bincount(labels)) / len(labels))
-        table.notes.append(f"zero-shot: {len(paths)} held-out images labelled from their captions with one of "
-                           f"{cfg.eval.zero_shot_classes}; chance row = majority class share")
+        table.notes.append(
+            f"zero-shot: {len(paths)} held-out images labelled from their captions with one of "
+            f"{cfg.eval.zero_shot_classes}; chance row = majority class share"
+        )
     table.rows["chance"] = chance
     if cfg.eval.baselines:
         torch.manual_seed(cfg.train.seed + 1)
@@ -168,10 +208,26 @@ def export_embeddings(model, pairs: Pairs, out: Path, batch_size: int) -> tuple[
     """Image embeddings (image_path column) and caption embeddings (image, caption columns) as Parquet."""
     images = pd.DataFrame({"image_path": list(dict.fromkeys(pairs.paths))})
     texts = pd.DataFrame({"image": pairs.paths, "caption": pairs.captions})
-    return (export(model, images, out / "image_embeddings.parquet", id_columns=["image_path"], normalize=True,
-                   batch_size=batch_size, progress=False),
-            export(model, texts, out / "text_embeddings.parquet", id_columns=["image", "caption"], normalize=True,
-                   batch_size=batch_size, progress=False))
+    return (
+        export(
+            model,
+            images,
+            out / "image_embeddings.parquet",
+            id_columns=["image_path"],
+            normalize=True,
+            batch_size=batch_size,
+            progress=False,
+        ),
+        export(
+            model,
+            texts,
+            out / "text_embeddings.parquet",
+            id_columns=["image", "caption"],
+            normalize=True,
+            batch_size=batch_size,
+            progress=False,
+        ),
+    )
 
 
 def plot_retrieval_grid(model, pairs: Pairs, png_path: Path, n_captions: int, batch_size: int) -> Path:
@@ -182,7 +238,7 @@ def plot_retrieval_grid(model, pairs: Pairs, png_path: Path, n_captions: int, ba
     text_emb = encode_texts(model, [pairs.captions[i] for i in picks], batch_size)
     plt = pyplot()
     fig, axes = plt.subplots(n_captions, 5, figsize=(11, 2.4 * n_captions), squeeze=False)
-    for row, (i, query) in enumerate(zip(picks, text_emb)):
+    for row, (i, query) in enumerate(zip(picks, text_emb, strict=True)):
         for col, j in enumerate(np.argsort(-(image_emb @ query))[:5]):
             ax = axes[row, col]
             ax.imshow(load_image(images[j]))

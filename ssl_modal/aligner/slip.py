@@ -9,6 +9,7 @@ to the image-text contrastive loss, through the core `JointEmbedding` objective.
 View steps take the training batch and keep only its image ("pixel_values" or the cached "image_maps"); each
 draws its randomness from the objective's generator.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,8 +62,15 @@ class PixelCrop:
         for i in range(n):
             side = max(2, int(min(h, w) * (self.min_scale + (1 - self.min_scale) * float(draws[i, 0]))))
             y, x = int(draws[i, 1] * (h - side + 1)), int(draws[i, 2] * (w - side + 1))
-            out.append(F.interpolate(pixels[i:i + 1, :, y:y + side, x:x + side], size=(h, w), mode="bilinear",
-                                     align_corners=False, antialias=True))
+            out.append(
+                F.interpolate(
+                    pixels[i : i + 1, :, y : y + side, x : x + side],
+                    size=(h, w),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
+            )
         return {"pixel_values": torch.cat(out)}
 
 
@@ -86,7 +94,8 @@ def slip_objective(config: dict, encoder) -> JointEmbedding:
     """The core joint-embedding objective on the image tower's projected output (`model.slip` keys)."""
     joint = from_dict(JointConfig, config["slip"], "model.slip")
     if joint.method == "byol":
-        raise ConfigError("model.slip.method: 'byol' would copy both towers as its target; use simclr, barlow or "
-                          "vicreg")
+        raise ConfigError(
+            "model.slip.method: 'byol' would copy both towers as its target; use simclr, barlow or vicreg"
+        )
     views = TwoViews(build_pipeline(config.get("views") or default_views(config["image"]["arch"]), REGISTRY))
     return JointEmbedding(joint, input_dim=config["embed_dim"], views=views)

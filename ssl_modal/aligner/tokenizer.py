@@ -1,4 +1,5 @@
 """Caption tokenizers: a WordPiece trained offline on the training captions, or a pretrained model's own."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,9 @@ def train_wordpiece(captions: list[str], vocab_size: int) -> str:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(captions, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls),
-                                                                                               ("[SEP]", sep)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     return tok.to_str()
 
 
@@ -34,8 +36,14 @@ def load_tokenizer(text_cfg: dict, tokenizer_json: str | None):
         raise ValueError("aligner model config has neither text.pretrained_path nor a trained tokenizer")
     from tokenizers import Tokenizer
 
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), pad_token="[PAD]",
-                                   unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(tokenizer_json),
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def count_truncated(tokenizer, captions: list[str], max_length: int, source: str = "") -> int:
@@ -43,6 +51,12 @@ def count_truncated(tokenizer, captions: list[str], max_length: int, source: str
     lengths = [len(ids) for ids in tokenizer(list(captions), add_special_tokens=True)["input_ids"]]
     n = sum(length > max_length for length in lengths)
     if n:
-        log.warning("%s: %d of %d captions are longer than text.max_length=%d tokens (longest %d) and are "
-                    "truncated", source or "captions", n, len(captions), max_length, max(lengths))
+        log.warning(
+            "%s: %d of %d captions are longer than text.max_length=%d tokens (longest %d) and are truncated",
+            source or "captions",
+            n,
+            len(captions),
+            max_length,
+            max(lengths),
+        )
     return n

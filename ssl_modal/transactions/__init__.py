@@ -4,12 +4,21 @@ Data part (T-data): ColumnMapping, PreprocessConfig, TransactionPreprocessor, Se
 Model part (T-model): TransactionEncoder, build_transactions_model, features, client_embeddings,
 mcc_embeddings, nearest_mccs, train_skipgram.
 """
+
 from ssl_modal.transactions.mapping import ColumnMapping
 from ssl_modal.transactions.preprocess import MASK, PAD, UNK, PreprocessConfig, TransactionPreprocessor
 from ssl_modal.transactions.sequences import SequenceSet, collate_sequences
 
-__all__ = ["ColumnMapping", "PreprocessConfig", "TransactionPreprocessor", "SequenceSet", "collate_sequences",
-           "PAD", "MASK", "UNK"]
+__all__ = [
+    "ColumnMapping",
+    "PreprocessConfig",
+    "TransactionPreprocessor",
+    "SequenceSet",
+    "collate_sequences",
+    "PAD",
+    "MASK",
+    "UNK",
+]
 
 # --- model part (T-model may extend below) ---
 from ssl_modal.transactions.config import TransactionsConfig  # noqa: E402
@@ -19,5 +28,14 @@ from ssl_modal.transactions.mcc import mcc_embeddings, nearest_mccs  # noqa: E40
 from ssl_modal.transactions.model import build_transactions_model, transactions_model_config  # noqa: E402
 from ssl_modal.transactions.skipgram import train_skipgram  # noqa: E402
 
-__all__ += ["TransactionsConfig", "TransactionEncoder", "build_transactions_model", "transactions_model_config",
-            "features", "client_embeddings", "mcc_embeddings", "nearest_mccs", "train_skipgram"]
+__all__ += [
+    "TransactionsConfig",
+    "TransactionEncoder",
+    "build_transactions_model",
+    "transactions_model_config",
+    "features",
+    "client_embeddings",
+    "mcc_embeddings",
+    "nearest_mccs",
+    "train_skipgram",
+]

@@ -3,6 +3,7 @@
 Everything here reads the raw table through the recipe's ColumnMapping, so the same code serves
 every dataset.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,19 +22,27 @@ def numeric_amount(values: pd.Series, amount_format: str | None = None) -> np.nd
     return pd.to_numeric(cleaned, errors="coerce").to_numpy(dtype=np.float64)
 
 
-def aggregate_features(frame: pd.DataFrame, client: str, mcc: str, amount: str, top_codes: int = 100,
-                       amount_format: str | None = None) -> pd.DataFrame:
+def aggregate_features(
+    frame: pd.DataFrame, client: str, mcc: str, amount: str, top_codes: int = 100, amount_format: str | None = None
+) -> pd.DataFrame:
     """One row per client (index: client id as string): amount count/sum/mean/std/min/max/median, and per
     code (the `top_codes` most frequent) the count share and mean amount -- the classic hand-made baseline."""
-    df = pd.DataFrame({"client": frame[client].astype(str).to_numpy(), "code": frame[mcc].astype(str).to_numpy(),
-                       "amount": numeric_amount(frame[amount], amount_format)})
+    df = pd.DataFrame(
+        {
+            "client": frame[client].astype(str).to_numpy(),
+            "code": frame[mcc].astype(str).to_numpy(),
+            "amount": numeric_amount(frame[amount], amount_format),
+        }
+    )
     stats = df.groupby("client")["amount"].agg(["count", "sum", "mean", "std", "min", "max", "median"])
     stats.columns = [f"amount_{c}" for c in stats.columns]
     top = df["code"].value_counts().index[:top_codes]
     df = df[df["code"].isin(top)]
     counts = pd.crosstab(df["client"], df["code"])
     share = counts.div(counts.sum(axis=1), axis=0).add_prefix("share_")
-    mean_amount = df.pivot_table(index="client", columns="code", values="amount", aggfunc="mean").add_prefix("mean_amt_")
+    mean_amount = df.pivot_table(index="client", columns="code", values="amount", aggfunc="mean").add_prefix(
+        "mean_amt_"
+    )
     out = stats.join(share, how="left").join(mean_amount, how="left").fillna(0.0)
     out.columns = [str(c) for c in out.columns]
     return out
@@ -42,9 +51,18 @@ def aggregate_features(frame: pd.DataFrame, client: str, mcc: str, amount: str, 
 def lgbm_classifier(rounds: int, seed: int, n_rows: int):
     import lightgbm as lgb
 
-    return lgb.LGBMClassifier(n_estimators=rounds, learning_rate=0.05, num_leaves=31,
-                              min_child_samples=max(2, min(20, n_rows // 20)), subsample=0.8, subsample_freq=1,
-                              colsample_bytree=0.8, random_state=seed, verbose=-1, n_jobs=2)
+    return lgb.LGBMClassifier(
+        n_estimators=rounds,
+        learning_rate=0.05,
+        num_leaves=31,
+        min_child_samples=max(2, min(20, n_rows // 20)),
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        random_state=seed,
+        verbose=-1,
+        n_jobs=2,
+    )
 
 
 def lgbm_cv(X: np.ndarray, y: np.ndarray, cv: int, seed: int, rounds: int) -> dict:
@@ -57,8 +75,13 @@ def lgbm_cv(X: np.ndarray, y: np.ndarray, cv: int, seed: int, rounds: int) -> di
         pred = lgbm_classifier(rounds, seed, len(tr)).fit(X[tr], y[tr]).predict(X[te])
         accs.append(accuracy_score(y[te], pred))
         f1s.append(f1_score(y[te], pred, average="macro", zero_division=0))
-    return {"acc": float(np.mean(accs)), "acc_std": float(np.std(accs)), "f1": float(np.mean(f1s)),
-            "f1_std": float(np.std(f1s)), "folds": cv}
+    return {
+        "acc": float(np.mean(accs)),
+        "acc_std": float(np.std(accs)),
+        "f1": float(np.mean(f1s)),
+        "f1_std": float(np.std(f1s)),
+        "folds": cv,
+    }
 
 
 def fraud_scores(y: np.ndarray, score: np.ndarray) -> dict:
@@ -67,12 +90,17 @@ def fraud_scores(y: np.ndarray, score: np.ndarray) -> dict:
 
     if len(np.unique(y)) < 2:
         return {"auc_pr": float("nan"), "roc_auc": float("nan"), "positives": int(y.sum()), "n": len(y)}
-    return {"auc_pr": float(average_precision_score(y, score)), "roc_auc": float(roc_auc_score(y, score)),
-            "positives": int(y.sum()), "n": len(y)}
+    return {
+        "auc_pr": float(average_precision_score(y, score)),
+        "roc_auc": float(roc_auc_score(y, score)),
+        "positives": int(y.sum()),
+        "n": len(y),
+    }
 
 
-def lgbm_fraud(X: pd.DataFrame, y: np.ndarray, train: np.ndarray, rounds: int, seed: int,
-               categorical: list[str]) -> dict:
+def lgbm_fraud(
+    X: pd.DataFrame, y: np.ndarray, train: np.ndarray, rounds: int, seed: int, categorical: list[str]
+) -> dict:
     """Fit LightGBM on the `train` rows, score the others; AUC-PR / ROC-AUC on the held-out rows."""
     X = X.copy()
     for c in categorical:
@@ -102,15 +130,24 @@ class ResultTables:
         for title, headers, rows in self.sections:
             cells = [headers] + [[self._cell(v) for v in r] for r in rows]
             widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-            fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+            def fmt(r, widths=widths):
+                return "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+                )
+
             out += [title, fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]] + [""]
         return "\n".join(out).rstrip()
 
     def to_markdown(self) -> str:
         out = []
         for title, headers, rows in self.sections:
-            out += [f"**{title}**", "", "| " + " | ".join(headers) + " |",
-                    "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
+            out += [
+                f"**{title}**",
+                "",
+                "| " + " | ".join(headers) + " |",
+                "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
+            ]
             out += ["| " + " | ".join(self._cell(v) for v in r) + " |" for r in rows] + [""]
         return "\n".join(out)
 
@@ -119,16 +156,26 @@ def velocity_features(client: np.ndarray, times: np.ndarray, amount: np.ndarray,
     """The four hand-made velocity features per row (input order), each from the client's earlier events only:
     hours since the previous event, amount / mean of the previous `history` amounts, the amount's z-score
     against them, and the number of earlier events in the last 24 h. `times` in seconds."""
-    df = pd.DataFrame({"c": pd.Series(client).astype(str).to_numpy(), "t": np.asarray(times, dtype=np.float64),
-                       "a": np.asarray(amount, dtype=np.float64), "row": np.arange(len(client))})
+    df = pd.DataFrame(
+        {
+            "c": pd.Series(client).astype(str).to_numpy(),
+            "t": np.asarray(times, dtype=np.float64),
+            "a": np.asarray(amount, dtype=np.float64),
+            "row": np.arange(len(client)),
+        }
+    )
     df = df.sort_values(["c", "t", "row"], kind="stable").reset_index(drop=True)
     g = df.groupby("c", sort=False)
     prev = g["a"].shift(1)
     roll = prev.groupby(df["c"], sort=False).rolling(history, min_periods=1)
     mean, std = roll.mean().reset_index(level=0, drop=True), roll.std().reset_index(level=0, drop=True)
-    out = pd.DataFrame({"hours_since_prev": (df["t"] - g["t"].shift(1)) / 3600.0,
-                        "amount_to_mean": df["a"] / mean.replace(0, np.nan),
-                        "amount_zscore": (df["a"] - mean) / std.replace(0, np.nan)})
+    out = pd.DataFrame(
+        {
+            "hours_since_prev": (df["t"] - g["t"].shift(1)) / 3600.0,
+            "amount_to_mean": df["a"] / mean.replace(0, np.nan),
+            "amount_zscore": (df["a"] - mean) / std.replace(0, np.nan),
+        }
+    )
     # events in the 24 h before each event: per client, index of the first event within 24 h (searchsorted)
     t, c = df["t"].to_numpy(), df["c"].to_numpy()
     starts = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]

@@ -7,6 +7,7 @@ saw it; accuracy and macro one-vs-rest ROC-AUC are computed on all clients poole
 aggregates (the hand-made baseline), SSL client embeddings, random-init embeddings (same architecture, own
 seed), and aggregates + each embedding; logistic regression on standardised features, and LightGBM.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,10 @@ def table_labels(frame: pd.DataFrame, client: str, label: str) -> pd.Series:
     varying = per.nunique(dropna=False)
     if (varying > 1).any():
         bad = varying[varying > 1].index[0]
-        raise ValueError(f"data.label_column '{label}': expected one value per client, found {int(varying[bad])} "
-                         f"values for client '{bad}'")
+        raise ValueError(
+            f"data.label_column '{label}': expected one value per client, found {int(varying[bad])} "
+            f"values for client '{bad}'"
+        )
     return per.first().astype(str)
 
 
@@ -59,7 +62,14 @@ def _scores(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict:
 def evaluate_probe_clients(cfg, model, fold1=None) -> ResultTables:
     """See the module docstring; `model` is fold 0's (pretrained on the first client half), `fold1` the
     model pretrained on the other half (None: pretrained here, into <train.output_dir>/fold1)."""
-    from ssl_modal.transactions.recipe import _labels, preprocess_config, random_init_like, read_frame, train, train_rows
+    from ssl_modal.transactions.recipe import (
+        _labels,
+        preprocess_config,
+        random_init_like,
+        read_frame,
+        train,
+        train_rows,
+    )
 
     columns = preprocess_config(cfg).columns
     frame = read_frame(cfg)
@@ -72,8 +82,13 @@ def evaluate_probe_clients(cfg, model, fold1=None) -> ResultTables:
     y = labels.loc[clients].to_numpy()
     classes = np.unique(y)
     in_a = np.array([c in side_a for c in clients])
-    names = ["aggregates", "SSL embeddings", "random-init embeddings", "aggregates + SSL embeddings",
-             "aggregates + random-init embeddings"]
+    names = [
+        "aggregates",
+        "SSL embeddings",
+        "random-init embeddings",
+        "aggregates + SSL embeddings",
+        "aggregates + random-init embeddings",
+    ]
     proba = {(n, k): np.zeros((len(clients), len(classes))) for n in names for k in ("logreg", "LightGBM")}
     base_dir = cfg.train.output_dir
     for fold, fit in enumerate((in_a, ~in_a)):
@@ -88,19 +103,19 @@ def evaluate_probe_clients(cfg, model, fold1=None) -> ResultTables:
                 cfg.train.output_dir = base_dir
             log.info("fold 1 pretraining: %.0f s", time.perf_counter() - started)
         emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size).set_index("client_id")
-        rnd = client_embeddings(random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold), frame,
-                                batch_size=cfg.eval.batch_size).set_index("client_id")
+        rnd = client_embeddings(
+            random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold), frame, batch_size=cfg.eval.batch_size
+        ).set_index("client_id")
         cols = [c for c in emb.columns if c.startswith("emb_")]
         e, r = emb.loc[clients, cols].to_numpy(), rnd.loc[clients, cols].to_numpy()
         a = agg.loc[clients].to_numpy()
-        sets = dict(zip(names, (a, e, r, np.hstack([a, e]), np.hstack([a, r]))))
+        sets = dict(zip(names, (a, e, r, np.hstack([a, e]), np.hstack([a, r])), strict=True))
         for name, X in sets.items():
             for kind in ("logreg", "LightGBM"):
                 clf = _probe_models(kind, cfg.train.seed, int(fit.sum())).fit(X[fit], y[fit])
                 p = clf.predict_proba(X[~fit])
                 order = [list(clf.classes_).index(c) if c in clf.classes_ else None for c in classes]
-                proba[(name, kind)][~fit] = np.stack([p[:, i] if i is not None else np.zeros(len(p))
-                                                      for i in order], 1)
+                proba[(name, kind)][~fit] = np.stack([p[:, i] if i is not None else np.zeros(len(p)) for i in order], 1)
     rows = []
     for kind in ("logreg", "LightGBM"):
         for name in names:
@@ -108,8 +123,12 @@ def evaluate_probe_clients(cfg, model, fold1=None) -> ResultTables:
             rows.append([f"{name} + {kind}", s["acc"], s["roc_auc"]])
     majority = float(pd.Series(y).value_counts(normalize=True).iloc[0])
     table = ResultTables()
-    table.add(f"client probe '{cfg.data.label_column}' ({len(classes)} classes, majority {majority:.3f}), "
-              f"client-disjoint: {int(in_a.sum())} / {int((~in_a).sum())} clients, each half predicted by the "
-              "encoder and probe of the other", ["features", "accuracy", "ROC-AUC (macro OvR)"], rows)
+    table.add(
+        f"client probe '{cfg.data.label_column}' ({len(classes)} classes, majority {majority:.3f}), "
+        f"client-disjoint: {int(in_a.sum())} / {int((~in_a).sum())} clients, each half predicted by the "
+        "encoder and probe of the other",
+        ["features", "accuracy", "ROC-AUC (macro OvR)"],
+        rows,
+    )
     table.data = {"rows": {r[0]: {"acc": r[1], "roc_auc": r[2]} for r in rows}}
     return table

@@ -5,6 +5,7 @@ Batches follow `collate_sequences`: {"cat": {field: (B, T) ids}, "num": {field: 
 Field names are user data ("type", "training", "forward" ...): modules are kept in ModuleLists by
 position, field names are only ever dict keys.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -34,10 +35,13 @@ class FieldEmbedding(nn.Module):
         self.num_fields = [n for n, f in fields.items() if f["kind"] == "numeric"]
         if not self.cat_fields and not self.num_fields:
             raise ValueError("the encoder needs at least one field; the preprocessor reported none")
-        dims = [int(config.field_dims.get(n, config.mcc_dim if n == MCC_FIELD else config.cat_dim))
-                for n in self.cat_fields]
+        dims = [
+            int(config.field_dims.get(n, config.mcc_dim if n == MCC_FIELD else config.cat_dim)) for n in self.cat_fields
+        ]
         self.embeddings = nn.ModuleList(
-            nn.Embedding(int(fields[n]["vocab_size"]), d, padding_idx=0) for n, d in zip(self.cat_fields, dims))
+            nn.Embedding(int(fields[n]["vocab_size"]), d, padding_idx=0)
+            for n, d in zip(self.cat_fields, dims, strict=True)
+        )
         self.numeric = nn.Linear(2 * len(self.num_fields), config.num_dim) if self.num_fields else None
         parts = dims + ([config.num_dim] if self.num_fields else [])
         self.combine = config.combine
@@ -55,7 +59,7 @@ class FieldEmbedding(nn.Module):
 
     def forward(self, batch: dict) -> Tensor:
         cat, parts = batch["cat"], []
-        for name, emb in zip(self.cat_fields, self.embeddings):
+        for name, emb in zip(self.cat_fields, self.embeddings, strict=True):
             if name not in cat:
                 raise KeyError(f"batch has no categorical field '{name}' (it has {sorted(cat)})")
             parts.append(emb(cat[name]))
@@ -66,11 +70,13 @@ class FieldEmbedding(nn.Module):
                 raise KeyError(f"batch has no numeric field(s) {missing} (it has {sorted(num)})")
             ref = num[self.num_fields[0]]
             values = [num[n].to(parts[0].dtype if parts else torch.float32) for n in self.num_fields]
-            masked = [flags[n].to(values[0].dtype) if n in flags else torch.zeros_like(ref, dtype=values[0].dtype)
-                      for n in self.num_fields]
+            masked = [
+                flags[n].to(values[0].dtype) if n in flags else torch.zeros_like(ref, dtype=values[0].dtype)
+                for n in self.num_fields
+            ]
             parts.append(self.numeric(torch.stack(values + masked, dim=-1)))
         if self.combine == "sum":
-            return torch.stack([p(x) for p, x in zip(self.projections, parts)], 0).sum(0)
+            return torch.stack([p(x) for p, x in zip(self.projections, parts, strict=True)], 0).sum(0)
         return torch.cat(parts, dim=-1)
 
 
@@ -85,15 +91,21 @@ class TransactionEncoder(Encoder):
         self.embed = FieldEmbedding(fields, config)
         h = config.hidden
         if config.kind == "gru":
-            self.rnn = nn.GRU(self.embed.out_dim, h, num_layers=config.num_layers, batch_first=True,
-                              bidirectional=config.bidirectional,
-                              dropout=config.dropout if config.num_layers > 1 else 0.0)
+            self.rnn = nn.GRU(
+                self.embed.out_dim,
+                h,
+                num_layers=config.num_layers,
+                batch_first=True,
+                bidirectional=config.bidirectional,
+                dropout=config.dropout if config.num_layers > 1 else 0.0,
+            )
             self.dim = h * (2 if config.bidirectional else 1)
         else:
             self.input = nn.Linear(self.embed.out_dim, h) if self.embed.out_dim != h else nn.Identity()
             self.positions = nn.Embedding(config.max_positions, h)
-            layer = nn.TransformerEncoderLayer(h, config.heads, config.ff_dim, config.dropout, batch_first=True,
-                                               norm_first=True)
+            layer = nn.TransformerEncoderLayer(
+                h, config.heads, config.ff_dim, config.dropout, batch_first=True, norm_first=True
+            )
             self.transformer = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(h)
             self.dim = h
@@ -121,8 +133,9 @@ class TransactionEncoder(Encoder):
         B, T = mask.shape
         if self.config.kind == "gru":
             if self.config.bidirectional:
-                packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
-                                                           enforce_sorted=False)
+                packed = nn.utils.rnn.pack_padded_sequence(
+                    x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+                )
                 tokens, _ = self.rnn(packed)
                 tokens, _ = nn.utils.rnn.pad_packed_sequence(tokens, batch_first=True, total_length=T)
             else:  # padding is at the end: real positions never see it

@@ -19,6 +19,7 @@
 Rows the preprocessing dropped (see its report) keep NaN features and scored=False; the counts and reasons
 are in `result.attrs["report"]` and logged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,10 @@ TRANSACTION_ID, CLIENT_ID = "transaction_id", "client_id"
 def _preprocessor(model: SSLModel):
     pre = getattr(model, "preprocessor", None)
     if pre is None:
-        raise ValueError("this model carries no fitted preprocessor (it was built from 'fields'); "
-                         "train it with a recipe or build it with transactions_model_config(...)")
+        raise ValueError(
+            "this model carries no fitted preprocessor (it was built from 'fields'); "
+            "train it with a recipe or build it with transactions_model_config(...)"
+        )
     return pre
 
 
@@ -75,7 +78,7 @@ def _batches(sequences, batch_size: int, progress: bool, desc: str):
 
         starts = tqdm(starts, total=(len(order) + batch_size - 1) // batch_size, desc=desc, unit="batch")
     for s in starts:
-        yield order[s: s + batch_size]
+        yield order[s : s + batch_size]
 
 
 def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,8 +101,9 @@ def hidden_event_states(encoder, batch: dict, tokens: torch.Tensor, h0: torch.Te
 
 
 @torch.no_grad()
-def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes: int = 5,
-                    progress: bool = False, method: str = "auto") -> pd.DataFrame:
+def window_features(
+    model: SSLModel, sequences, *, batch_size: int = 128, passes: int = 5, progress: bool = False, method: str = "auto"
+) -> pd.DataFrame:
     """Feature columns for every event of a SequenceSet, windows in order, events in window order.
     method "auto": exact per-event surprises for a 1-layer unidirectional GRU (see hidden_event_states),
     `passes` interleaved masking patterns otherwise; "interleaved": always the patterns."""
@@ -132,7 +136,7 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
         flat = torch.as_tensor(offsets[rows], device=device)[:, None] + torch.arange(T, device=device)[None]
         where = flat[mask].cpu().numpy()
 
-        def put(name: str, values: torch.Tensor) -> None:
+        def put(name: str, values: torch.Tensor, where=where, mask=mask) -> None:
             column(name)[where] = values[mask].float().cpu().numpy()
 
         out = encoder(batch)
@@ -164,8 +168,9 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
                 hide = mask & (pos % passes == j)
                 if not hide.any():
                     continue
-                hidden = encoder(hide_fields(batch, {k: hide for k in batch["cat"]}, {k: hide for k in batch["num"]},
-                                             MASK_ID))
+                hidden = encoder(
+                    hide_fields(batch, {k: hide for k in batch["cat"]}, {k: hide for k in batch["num"]}, MASK_ID)
+                )
                 for t, logits in masked.logits(hidden.tokens[hide]).items():
                     nll = -torch.log_softmax(logits.float(), -1).gather(1, batch["cat"][t][hide][:, None])[:, 0]
                     surprise[t][hide] = nll
@@ -175,8 +180,16 @@ def window_features(model: SSLModel, sequences, *, batch_size: int = 128, passes
     return pd.DataFrame(cols)
 
 
-def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, progress: bool = True,
-             method: str = "auto", windowing: bool = False) -> pd.DataFrame:
+def features(
+    model: SSLModel,
+    table,
+    *,
+    batch_size: int = 128,
+    passes: int = 5,
+    progress: bool = True,
+    method: str = "auto",
+    windowing: bool = False,
+) -> pd.DataFrame:
     """One row per row of `table` (DataFrame or CSV/Parquet path), in input order, with its transaction
     id and client id (named and typed as in the input: e.g. `trans_num`; "transaction_id" = the 0-based row
     when no id column is mapped), `scored` and the feature columns described in the module docstring
@@ -186,8 +199,9 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
     sequences = pre.transform(frame)
     feats = window_features(model, sequences, batch_size=batch_size, passes=passes, progress=progress, method=method)
     tx = sequences.table.column(TRANSACTION_ID).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    clients = np.repeat(np.asarray(sequences.table.column(CLIENT_ID).to_pylist(), dtype=object),
-                        window_lengths(sequences))
+    clients = np.repeat(
+        np.asarray(sequences.table.column(CLIENT_ID).to_pylist(), dtype=object), window_lengths(sequences)
+    )
     feats.insert(0, CLIENT_ID, clients)
     feats.insert(0, TRANSACTION_ID, tx)
     # overlapping windows: keep each transaction's occurrence with the most history before it
@@ -215,8 +229,12 @@ def features(model: SSLModel, table, *, batch_size: int = 128, passes: int = 5, 
     report["rows_scored"], report["rows_not_scored"] = int(scored.sum()), int((~scored).sum())
     result.attrs["report"] = report
     if (~scored).any():
-        log.warning("features: %d of %d rows were not scored (dropped by preprocessing: %s); they keep NaN features",
-                    int((~scored).sum()), len(result), report.get("rows_dropped"))
+        log.warning(
+            "features: %d of %d rows were not scored (dropped by preprocessing: %s); they keep NaN features",
+            int((~scored).sum()),
+            len(result),
+            report.get("rows_dropped"),
+        )
     return result
 
 
@@ -225,7 +243,7 @@ def anomaly_score(feats: pd.DataFrame) -> np.ndarray:
     lag L, the negative log-likelihood of the event's amount and time gap (and any categorical targets of the
     history objective) given the client's history
     without its L-1 most recent events and the event's other fields (see docs/transactions.md)."""
-    lags = sorted(int(c[len("event_nll_l"):]) for c in feats.columns if c.startswith("event_nll_l"))
+    lags = sorted(int(c[len("event_nll_l") :]) for c in feats.columns if c.startswith("event_nll_l"))
     return feats[f"event_nll_l{lags[-1]}"].to_numpy(dtype=np.float32)
 
 

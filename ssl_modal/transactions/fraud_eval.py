@@ -7,6 +7,7 @@ Rows: raw columns; raw + hand-made velocity; raw + SSL; raw + random-init featur
 heads, its own seed); raw + velocity + SSL; SSL alone; and label-free scores (no labels, no fitting): the
 documented `anomaly_score`, the raw amount and single candidates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,13 +17,25 @@ import numpy as np
 import pandas as pd
 
 from ssl_modal.core.export import load_model
-from ssl_modal.transactions.baselines import (ResultTables, fraud_scores, lgbm_classifier, numeric_amount,
-                                              velocity_features)
+from ssl_modal.transactions.baselines import (
+    ResultTables,
+    fraud_scores,
+    lgbm_classifier,
+    numeric_amount,
+    velocity_features,
+)
 from ssl_modal.transactions.features import features
 
 log = logging.getLogger("ssl_modal")
-LABEL_FREE = ("anomaly_score", "event_nll_l1", "amount_nll_l1", "amount_z_l1", "surprise_total", "surprise_mcc",
-              "history_distance")
+LABEL_FREE = (
+    "anomaly_score",
+    "event_nll_l1",
+    "amount_nll_l1",
+    "amount_z_l1",
+    "surprise_total",
+    "surprise_mcc",
+    "history_distance",
+)
 
 
 def _fit_predict(X: pd.DataFrame, y: np.ndarray, fit: np.ndarray, rounds: int, seed: int, cats: list) -> np.ndarray:
@@ -38,17 +51,29 @@ def velocity_table(frame: pd.DataFrame, columns) -> pd.DataFrame:
     from ssl_modal.transactions.recipe import event_times
 
     times = event_times(frame, columns)
-    seconds = (times.astype("int64") / 1e9).to_numpy() if pd.api.types.is_datetime64_any_dtype(times) \
+    seconds = (
+        (times.astype("int64") / 1e9).to_numpy()
+        if pd.api.types.is_datetime64_any_dtype(times)
         else times.to_numpy(dtype=np.float64) * 86400.0
-    return velocity_features(frame[columns.client_id].to_numpy(), seconds,
-                             numeric_amount(frame[columns.amount], columns.amount_format))
+    )
+    return velocity_features(
+        frame[columns.client_id].to_numpy(), seconds, numeric_amount(frame[columns.amount], columns.amount_format)
+    )
 
 
 def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
     """See the module docstring; `model` is fold 0's (pretrained on the first client half), `fold1` the
     model pretrained on the other half (None: pretrained here, into <train.output_dir>/fold1)."""
-    from ssl_modal.transactions.recipe import (SSL_FEATURES, fraud_labels, preprocess_config, random_init_like,
-                                               raw_features, read_frame, train, train_rows)
+    from ssl_modal.transactions.recipe import (
+        SSL_FEATURES,
+        fraud_labels,
+        preprocess_config,
+        random_init_like,
+        raw_features,
+        read_frame,
+        train,
+        train_rows,
+    )
 
     columns = preprocess_config(cfg).columns
     frame = read_frame(cfg)
@@ -57,13 +82,15 @@ def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
     raw = raw_features(frame, cfg, columns)
     vel = velocity_table(frame, columns)
     cats = ["code"] + list(cfg.eval.categorical_raw)
-    sets = {"raw columns": lambda f, r: raw,
-            "raw + velocity (hand-made)": lambda f, r: pd.concat([raw, vel], axis=1),
-            "raw + SSL features": lambda f, r: pd.concat([raw, f], axis=1),
-            "raw + random-init features": lambda f, r: pd.concat([raw, r], axis=1),
-            "raw + velocity + SSL features": lambda f, r: pd.concat([raw, vel, f], axis=1),
-            "raw + velocity + random-init features": lambda f, r: pd.concat([raw, vel, r], axis=1),
-            "SSL features alone": lambda f, r: f}
+    sets = {
+        "raw columns": lambda f, r: raw,
+        "raw + velocity (hand-made)": lambda f, r: pd.concat([raw, vel], axis=1),
+        "raw + SSL features": lambda f, r: pd.concat([raw, f], axis=1),
+        "raw + random-init features": lambda f, r: pd.concat([raw, r], axis=1),
+        "raw + velocity + SSL features": lambda f, r: pd.concat([raw, vel, f], axis=1),
+        "raw + velocity + random-init features": lambda f, r: pd.concat([raw, vel, r], axis=1),
+        "SSL features alone": lambda f, r: f,
+    }
     oof = {name: np.full(len(frame), np.nan) for name in sets}
     free = {}
     all_feats = []
@@ -81,8 +108,13 @@ def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
             log.info("fold 1 pretraining: %.0f s", time.perf_counter() - started)
         feats = features(model, frame, batch_size=cfg.eval.batch_size, passes=cfg.eval.passes, progress=False)
         ssl = feats[[c for c in feats.columns if c.startswith(SSL_FEATURES)]].reset_index(drop=True)
-        rnd = features(random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold), frame,
-                       batch_size=cfg.eval.batch_size, passes=cfg.eval.passes, progress=False)
+        rnd = features(
+            random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold),
+            frame,
+            batch_size=cfg.eval.batch_size,
+            passes=cfg.eval.passes,
+            progress=False,
+        )
         rnd = rnd[ssl.columns].reset_index(drop=True).add_prefix("rnd_")
         for name, make in sets.items():
             oof[name][~fit] = _fit_predict(make(ssl, rnd), y, fit, cfg.eval.lgbm_rounds, cfg.train.seed, cats)
@@ -96,9 +128,11 @@ def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
     table = ResultTables()
     n_a = int(frame.loc[half, columns.client_id].nunique())
     n_b = int(frame.loc[~half, columns.client_id].nunique())
-    table.add(f"fraud, client-disjoint: halves of {n_a} / {n_b} clients, each scored by the encoder and LightGBM "
-              f"of the other half; {len(frame)} rows ({int(y.sum())} fraud) pooled",
-              ["model", "AUC-PR", "ROC-AUC"], [[name, r["auc_pr"], r["roc_auc"]] for name, r in rows])
-    table.data = {"rows": dict((name, r) for name, r in rows),
-                  "features": pd.concat(all_feats).sort_index()}
+    table.add(
+        f"fraud, client-disjoint: halves of {n_a} / {n_b} clients, each scored by the encoder and LightGBM "
+        f"of the other half; {len(frame)} rows ({int(y.sum())} fraud) pooled",
+        ["model", "AUC-PR", "ROC-AUC"],
+        [[name, r["auc_pr"], r["roc_auc"]] for name, r in rows],
+    )
+    table.data = {"rows": dict((name, r) for name, r in rows), "features": pd.concat(all_feats).sort_index()}
     return table

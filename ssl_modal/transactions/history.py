@@ -15,6 +15,7 @@ against it.
 `event_nll_l<L>` = amount NLL + gap NLL (+ the categorical targets' -log p) at lag L: how unlikely the event
 is given the client's history without its L-1 most recent events. At the longest lag it is `anomaly_score`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,24 +69,31 @@ class HistoryForecast(Objective):
     def __init__(self, encoder: TransactionEncoder, config: HistoryConfig):
         super().__init__()
         if encoder.causal_dim is None:
-            raise ValueError("objectives.history needs an encoder whose tokens do not see the future: the default "
-                             "GRU, or encoder.causal=true for a Transformer")
+            raise ValueError(
+                "objectives.history needs an encoder whose tokens do not see the future: the default "
+                "GRU, or encoder.causal=true for a Transformer"
+            )
         for name in (AMOUNT, TIME_GAP):
             if name not in encoder.fields:
                 raise ValueError(f"objectives.history needs the numeric field '{name}'; fields: {list(encoder.fields)}")
         self.config = config
         self.num_fields = [n for n, f in encoder.fields.items() if f["kind"] == "numeric"]
-        self.cat_targets = [n for n in config.categorical_targets
-                            if n in encoder.fields and encoder.fields[n]["kind"] == "categorical"]
+        self.cat_targets = [
+            n for n in config.categorical_targets if n in encoder.fields and encoder.fields[n]["kind"] == "categorical"
+        ]
         self.hidden_cats = [n for n in (AMOUNT_BIN,) if n in encoder.fields] + self.cat_targets
         n_out = 4 + sum(int(encoder.fields[n]["vocab_size"]) for n in self.cat_targets)
         h, k = encoder.causal_dim, len(config.horizons_hours)
         self.bottleneck = nn.Linear(h, config.state_dim)
-        self.forecast = nn.Sequential(nn.Linear(config.state_dim, config.hidden), nn.GELU(),
-                                      nn.Linear(config.hidden, 2 + k))
+        self.forecast = nn.Sequential(
+            nn.Linear(config.state_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, 2 + k)
+        )
         self.residual = nn.ModuleList(
-            nn.Sequential(nn.Linear(h + encoder.embed.out_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, n_out))
-            for _ in config.lags)
+            nn.Sequential(
+                nn.Linear(h + encoder.embed.out_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, n_out)
+            )
+            for _ in config.lags
+        )
         self.vocab = [int(encoder.fields[n]["vocab_size"]) for n in self.cat_targets]
 
     def heads(self, encoder: TransactionEncoder, batch: dict, out, prefix: Tensor | None = None) -> dict[str, Tensor]:
@@ -97,15 +105,18 @@ class HistoryForecast(Objective):
         states = encoder.causal_tokens(out).float()
         result = {"state": self.bottleneck(states)}
         result["forecast"] = self.forecast(result["state"])
-        event = encoder.embed(hide_fields(batch, {n: mask for n in self.hidden_cats},
-                                          {n: mask for n in self.num_fields}, MASK_ID)).float()
+        event = encoder.embed(
+            hide_fields(batch, {n: mask for n in self.hidden_cats}, {n: mask for n in self.num_fields}, MASK_ID)
+        ).float()
         full = states if prefix is None else torch.cat([prefix.to(states.dtype), states], 1)
         skip = 0 if prefix is None else prefix.shape[1]
-        for lag, head in zip(self.config.lags, self.residual):
+        for lag, head in zip(self.config.lags, self.residual, strict=True):
             r = head(torch.cat([lagged_states(full, lag)[:, skip:], event], -1))
             lo, hi = LOGVAR_RANGE
-            result[f"res_l{lag}"] = torch.stack([r[..., 0], r[..., 1].clamp(lo, hi), r[..., 2], r[..., 3].clamp(lo, hi)], -1)
-            for name, logits in zip(self.cat_targets, r[..., 4:].split(self.vocab, -1)):
+            result[f"res_l{lag}"] = torch.stack(
+                [r[..., 0], r[..., 1].clamp(lo, hi), r[..., 2], r[..., 3].clamp(lo, hi)], -1
+            )
+            for name, logits in zip(self.cat_targets, r[..., 4:].split(self.vocab, -1), strict=True):
                 logp = torch.log_softmax(logits.float(), -1)
                 result[f"nll_l{lag}_{name}"] = -logp.gather(-1, batch["cat"][name].unsqueeze(-1)).squeeze(-1)
         return result
@@ -119,7 +130,10 @@ class HistoryForecast(Objective):
         nxt = mask[:, 1:] & mask[:, :-1]
         parts = []
         if nxt.any():
-            parts += [F.mse_loss(fc[:, :-1, 0][nxt], gap[:, 1:][nxt]), F.mse_loss(fc[:, :-1, 1][nxt], amount[:, 1:][nxt])]
+            parts += [
+                F.mse_loss(fc[:, :-1, 0][nxt], gap[:, 1:][nxt]),
+                F.mse_loss(fc[:, :-1, 1][nxt], amount[:, 1:][nxt]),
+            ]
         counts, valid = future_counts(batch["num"][TIME_GAP], mask, self.config.horizons_hours)
         if valid.any():
             parts.append(F.mse_loss(fc[..., 2:][valid], torch.log1p(counts)[valid]))
@@ -141,8 +155,9 @@ class HistoryForecast(Objective):
         return result
 
     @torch.no_grad()
-    def event_features(self, encoder: TransactionEncoder, batch: dict, out, prefix: Tensor | None = None,
-                       first: Tensor | None = None) -> dict[str, Tensor]:
+    def event_features(
+        self, encoder: TransactionEncoder, batch: dict, out, prefix: Tensor | None = None, first: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """(B, T) feature tensors: state_00.. (the bottleneck of the state *before* event t; the empty-history
         state for a window's first event), and per lag L amount_z_l<L>, gap_z_l<L> (signed residuals in
         standard deviations), amount_nll_l<L>, gap_nll_l<L> (NaN gap columns for a window's first event),
@@ -153,7 +168,7 @@ class HistoryForecast(Objective):
         heads = self.heads(encoder, batch, out, prefix)
         states = encoder.causal_tokens(out).float()
         full = states if prefix is None else torch.cat([prefix.to(states.dtype), states], 1)
-        before = self.bottleneck(lagged_states(full, 1)[:, full.shape[1] - states.shape[1]:])
+        before = self.bottleneck(lagged_states(full, 1)[:, full.shape[1] - states.shape[1] :])
         feats = {f"state_{i:02d}": before[..., i] for i in range(before.shape[-1])}
         amount, gap = batch["num"][AMOUNT].float(), batch["num"][TIME_GAP].float()
         if first is None:

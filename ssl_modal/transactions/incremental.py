@@ -16,6 +16,7 @@ Equal to `features(model, whole_table)` (test) for clients whose whole history f
 for longer histories the two differ after the first window (the incremental one has more history).
 Window-level columns (`order_score`, `position`, `window_events`) are not produced here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,15 @@ import pandas as pd
 import torch
 
 from ssl_modal.core.contract import SSLModel, move_to
-from ssl_modal.transactions.features import (CLIENT_ID, TRANSACTION_ID, _preprocessor, _read, anomaly_score,
-                                             hidden_event_states, window_lengths)
+from ssl_modal.transactions.features import (
+    CLIENT_ID,
+    TRANSACTION_ID,
+    _preprocessor,
+    _read,
+    anomaly_score,
+    hidden_event_states,
+    window_lengths,
+)
 
 log = logging.getLogger("ssl_modal")
 FORMAT = "ssl_modal.transactions.incremental/1"
@@ -48,8 +56,10 @@ def model_fingerprint(model: SSLModel) -> str:
 def _require_causal_gru(model: SSLModel) -> None:
     c = model.encoder.config
     if c.kind != "gru" or c.bidirectional or c.num_layers != 1:
-        raise ValueError(f"incremental scoring needs the causal 1-layer unidirectional GRU encoder; this model has "
-                         f"kind={c.kind!r}, bidirectional={c.bidirectional}, num_layers={c.num_layers}")
+        raise ValueError(
+            f"incremental scoring needs the causal 1-layer unidirectional GRU encoder; this model has "
+            f"kind={c.kind!r}, bidirectional={c.bidirectional}, num_layers={c.num_layers}"
+        )
 
 
 def _max_lag(model: SSLModel) -> int:
@@ -65,13 +75,17 @@ class StateStore:
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")    # readers never block the writer
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL: atomic and consistent; a power cut may lose the last batch
+        self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        self.conn.execute(
+            "PRAGMA synchronous=NORMAL"
+        )  # WAL: atomic and consistent; a power cut may lose the last batch
         fp = model_fingerprint(model)
         with self.conn:
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self.conn.execute("CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, events INTEGER, "
-                              "last_time REAL, state BLOB)")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, events INTEGER, "
+                "last_time REAL, state BLOB)"
+            )
             self.conn.execute("CREATE TABLE IF NOT EXISTS seen (tx TEXT PRIMARY KEY)")
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
@@ -79,16 +93,18 @@ class StateStore:
             elif meta.get("format") != FORMAT:
                 raise ValueError(f"{self.path}: state format {meta.get('format')!r}, expected {FORMAT!r}")
             elif meta.get("model") != fp:
-                raise ValueError(f"{self.path}: this state was made by another model (weights fingerprint "
-                                 f"{meta.get('model', '')[:12]}..., this model {fp[:12]}...); build a new state with "
-                                 "score_new on the client histories")
+                raise ValueError(
+                    f"{self.path}: this state was made by another model (weights fingerprint "
+                    f"{meta.get('model', '')[:12]}..., this model {fp[:12]}...); build a new state with "
+                    "score_new on the client histories"
+                )
 
     @classmethod
-    def create(cls, path: str | Path, model: SSLModel) -> "StateStore":
+    def create(cls, path: str | Path, model: SSLModel) -> StateStore:
         return cls(path, model, create=True)
 
     @classmethod
-    def open(cls, path: str | Path, model: SSLModel) -> "StateStore":
+    def open(cls, path: str | Path, model: SSLModel) -> StateStore:
         return cls(path, model)
 
     def clients(self) -> int:
@@ -97,27 +113,32 @@ class StateStore:
     def get(self, clients: list[str]) -> dict[str, tuple[int, float, np.ndarray]]:
         out = {}
         for i in range(0, len(clients), 500):
-            chunk = clients[i: i + 500]
-            rows = self.conn.execute(f"SELECT client, events, last_time, state FROM clients WHERE client IN "
-                                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            chunk = clients[i : i + 500]
+            rows = self.conn.execute(
+                f"SELECT client, events, last_time, state FROM clients WHERE client IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
             out.update({c: (n, t, np.frombuffer(b, dtype=np.float32)) for c, n, t, b in rows})
         return out
 
     def seen(self, ids: list[str]) -> set[str]:
         found = set()
         for i in range(0, len(ids), 500):
-            chunk = ids[i: i + 500]
-            found.update(r[0] for r in self.conn.execute(
-                f"SELECT tx FROM seen WHERE tx IN ({','.join('?' * len(chunk))})", chunk))
+            chunk = ids[i : i + 500]
+            found.update(
+                r[0]
+                for r in self.conn.execute(f"SELECT tx FROM seen WHERE tx IN ({','.join('?' * len(chunk))})", chunk)
+            )
         return found
 
     def commit(self, states: dict[str, tuple[int, float, np.ndarray]], ids: list[str]) -> None:
         """All updates of one batch in one SQLite transaction (all or nothing)."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?)",
-                                  [(c, int(n), float(t), s.astype(np.float32).tobytes())
-                                   for c, (n, t, s) in states.items()])
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?)",
+                [(c, int(n), float(t), s.astype(np.float32).tobytes()) for c, (n, t, s) in states.items()],
+            )
             self.conn.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(i,) for i in ids])
 
     def close(self) -> None:
@@ -126,7 +147,7 @@ class StateStore:
 
 def _unpack(state: np.ndarray, hidden: int, lags: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(last state (H,), ring of the last `lags` states (lags, H), running sum (H,))."""
-    return state[:hidden], state[hidden: hidden * (lags + 1)].reshape(lags, hidden), state[hidden * (lags + 1):]
+    return state[:hidden], state[hidden : hidden * (lags + 1)].reshape(lags, hidden), state[hidden * (lags + 1) :]
 
 
 @torch.no_grad()
@@ -156,8 +177,10 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
         if c in stored:
             first_time = times[offsets[np.flatnonzero(clients == c)[0]]]
             if first_time < stored[c][1]:
-                raise ValueError(f"score_new: client '{c}' has a new event at {first_time} older than its last "
-                                 f"stored event ({stored[c][1]}); out-of-order events are refused")
+                raise ValueError(
+                    f"score_new: client '{c}' has a new event at {first_time} older than its last "
+                    f"stored event ({stored[c][1]}); out-of-order events are refused"
+                )
     state = {c: (n, t, *_unpack(s, H, L)) for c, (n, t, s) in stored.items()}
     cols: dict[str, np.ndarray] = {}
 
@@ -169,7 +192,7 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
     for w in np.unique(windows):  # a client's windows in order: round w continues from round w - 1
         rows_w = np.flatnonzero(windows == w)
         for s in range(0, len(rows_w), batch_size):
-            rows = rows_w[s: s + batch_size]
+            rows = rows_w[s : s + batch_size]
             batch = move_to(model.collate([sequences[int(i)] for i in rows]), device)
             mask = batch["mask"].bool()
             B, T = mask.shape
@@ -215,8 +238,13 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
             for b, i in enumerate(rows):
                 n = int(n_real[b])
                 seq = torch.cat([ring[b], tokens[b, :n]], 0)[-L:]
-                state[clients[i]] = (st[b][0] + n, float(times[offsets[i] + n - 1]), tokens[b, n - 1].cpu().numpy(),
-                                     seq.cpu().numpy(), (tsum[b] + tokens[b, :n].sum(0)).cpu().numpy())
+                state[clients[i]] = (
+                    st[b][0] + n,
+                    float(times[offsets[i] + n - 1]),
+                    tokens[b, n - 1].cpu().numpy(),
+                    seq.cpu().numpy(),
+                    (tsum[b] + tokens[b, :n].sum(0)).cpu().numpy(),
+                )
     feats = pd.DataFrame(cols)
     tx = tbl.column(TRANSACTION_ID).combine_chunks().flatten().to_numpy(zero_copy_only=False)
     feats.insert(0, CLIENT_ID, np.repeat(clients, lengths))
@@ -226,8 +254,9 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
     ids = [str(i) for i in tx]
     duplicates = sorted(store.seen(ids))
     if duplicates:
-        log.warning("score_new: %d transaction id(s) were already in the state (e.g. %s)", len(duplicates),
-                    duplicates[:3])
+        log.warning(
+            "score_new: %d transaction id(s) were already in the state (e.g. %s)", len(duplicates), duplicates[:3]
+        )
     touched = {c: state[c] for c in set(clients)}
     store.commit({c: (n, t, np.concatenate([h, r.ravel(), s])) for c, (n, t, h, r, s) in touched.items()}, ids)
     column = pre.config.columns.transaction_id
@@ -241,6 +270,9 @@ def score_new(model: SSLModel, store: StateStore, table, *, batch_size: int = 25
     cols = pre.config.columns  # the keys keep the input's column names and dtypes, as in `features`
     result[CLIENT_ID] = frame[cols.client_id].to_numpy()
     result = result.rename(columns={TRANSACTION_ID: cols.transaction_id or TRANSACTION_ID, CLIENT_ID: cols.client_id})
-    result.attrs["report"] = {**dict(sequences.report or {}), "duplicate_ids": duplicates,
-                              "new_clients": int(sum(c not in stored for c in set(clients)))}
+    result.attrs["report"] = {
+        **dict(sequences.report or {}),
+        "duplicate_ids": duplicates,
+        "new_clients": int(sum(c not in stored for c in set(clients))),
+    }
     return result

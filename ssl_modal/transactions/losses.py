@@ -3,6 +3,7 @@
 Every random draw takes an explicit `torch.Generator`; everything runs on the device of its inputs.
 Tested against naive loop implementations in tests/transactions/test_losses.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -94,8 +95,14 @@ def shuffle_permutation(lengths: Tensor, T: int, fraction: float, generator: tor
     return torch.argsort(key, dim=1, stable=True)
 
 
-def slice_indices(lengths: Tensor, views: int, min_fraction: float, max_fraction: float,
-                  max_events: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def slice_indices(
+    lengths: Tensor,
+    views: int,
+    min_fraction: float,
+    max_fraction: float,
+    max_events: int | None,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Random contiguous slices, `views` per row: (index (B*V, L), mask (B*V, L), source row (B*V,)).
 
     Slice length is uniform in [min_fraction, max_fraction] x the row length (at least 1, at most
@@ -128,8 +135,7 @@ def gather_events(batch: dict, index: Tensor, rows: Tensor | None = None, mask: 
     def take(x: Tensor) -> Tensor:
         return x[rows].gather(1, index)
 
-    out = {"cat": {k: take(v) for k, v in batch["cat"].items()},
-           "num": {k: take(v) for k, v in batch["num"].items()}}
+    out = {"cat": {k: take(v) for k, v in batch["cat"].items()}, "num": {k: take(v) for k, v in batch["num"].items()}}
     if batch.get("num_masked"):
         out["num_masked"] = {k: take(v) for k, v in batch["num_masked"].items()}
     out["mask"] = take(batch["mask"]) if mask is None else mask

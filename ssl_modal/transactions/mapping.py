@@ -12,6 +12,7 @@ over four columns, amounts like "$134.09"):
       mcc: MCC
       categorical: [Use Chip]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pandas as pd
 
 from ssl_modal.data.readers import DataValidationError, missing_columns_message
 
-TIME_FORMATS = ("days", "seconds")          # numeric offsets; anything else is a strftime format
+TIME_FORMATS = ("days", "seconds")  # numeric offsets; anything else is a strftime format
 AMOUNT_FORMATS = ("currency", "decimal_comma")
 TABLE_COLUMNS = ("client_id", "window", "start", "transaction_id", "event_time")  # SequenceSet meta columns
 
@@ -29,15 +30,16 @@ TABLE_COLUMNS = ("client_id", "window", "start", "transaction_id", "event_time")
 class ColumnMapping:
     """Names of the input columns. Output field names are "mcc", "amount", ... for the mapped roles and
     the column names themselves for the `categorical` / `numeric` extras (any name, e.g. "type")."""
+
     client_id: str
-    event_time: str | list[str]      # one column, or several joined with spaces (then give time_format)
+    event_time: str | list[str]  # one column, or several joined with spaces (then give time_format)
     amount: str
     mcc: str
     categorical: list[str] = field(default_factory=list)
     numeric: list[str] = field(default_factory=list)
-    transaction_id: str | None = None   # absent: the 0-based row number of the input table
-    time_format: str | None = None      # strftime format, "days" / "seconds" for numeric offsets; None = infer
-    amount_format: str | None = None    # None (plain numbers), "currency" ($1,234.50) or "decimal_comma" (1.234,50)
+    transaction_id: str | None = None  # absent: the 0-based row number of the input table
+    time_format: str | None = None  # strftime format, "days" / "seconds" for numeric offsets; None = infer
+    amount_format: str | None = None  # None (plain numbers), "currency" ($1,234.50) or "decimal_comma" (1.234,50)
 
     def __post_init__(self):
         for key in ("client_id", "amount", "mcc"):
@@ -50,15 +52,20 @@ class ColumnMapping:
                 raise ValueError(f"columns.{key}: expected a list of column names, found {value!r}")
             setattr(self, key, value)
         if self.amount_format is not None and self.amount_format not in AMOUNT_FORMATS:
-            raise ValueError(f"columns.amount_format: expected one of {list(AMOUNT_FORMATS)} or empty, "
-                             f"found {self.amount_format!r}")
+            raise ValueError(
+                f"columns.amount_format: expected one of {list(AMOUNT_FORMATS)} or empty, found {self.amount_format!r}"
+            )
         if isinstance(self.event_time, (list, tuple)):
             if not self.event_time or not all(isinstance(c, str) for c in self.event_time):
-                raise ValueError(f"columns.event_time: expected a column name or a non-empty list of names, "
-                                 f"found {self.event_time!r}")
+                raise ValueError(
+                    f"columns.event_time: expected a column name or a non-empty list of names, "
+                    f"found {self.event_time!r}"
+                )
             if self.time_format in TIME_FORMATS:
-                raise ValueError(f"columns.time_format '{self.time_format}' needs a single event_time column, "
-                                 f"found {list(self.event_time)}")
+                raise ValueError(
+                    f"columns.time_format '{self.time_format}' needs a single event_time column, "
+                    f"found {list(self.event_time)}"
+                )
             self.event_time = list(self.event_time)
         elif not isinstance(self.event_time, str) or not self.event_time:
             raise ValueError(f"columns.event_time: expected a column name, found {self.event_time!r}")
@@ -90,8 +97,9 @@ class ColumnMapping:
             for role, c in self.roles():
                 roles.setdefault(c, role)
             where = ", ".join(f"'{c}' is columns.{roles[c]}" for c in missing)
-            raise DataValidationError(missing_columns_message(source, missing, list(frame.columns))
-                                      + f"; in the column mapping {where}")
+            raise DataValidationError(
+                missing_columns_message(source, missing, list(frame.columns)) + f"; in the column mapping {where}"
+            )
 
 
 def field_names(mapping: ColumnMapping, calendar: list[str]) -> tuple[list[str], list[str]]:
@@ -101,7 +109,9 @@ def field_names(mapping: ColumnMapping, calendar: list[str]) -> tuple[list[str],
     names = cat + num
     clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(TABLE_COLUMNS)))
     if clash:
-        raise ValueError(f"columns: extra field name(s) {clash} clash with the built-in fields "
-                         f"{['mcc', 'amount_bin', 'amount', 'time_gap', *calendar]} or the sequence columns "
-                         f"{list(TABLE_COLUMNS)}; rename the column(s) in the table")
+        raise ValueError(
+            f"columns: extra field name(s) {clash} clash with the built-in fields "
+            f"{['mcc', 'amount_bin', 'amount', 'time_gap', *calendar]} or the sequence columns "
+            f"{list(TABLE_COLUMNS)}; rename the column(s) in the table"
+        )
     return cat, num

@@ -3,6 +3,7 @@
 `mcc_embeddings(source, field="mcc")` works on a trained transactions model (its embedding table) or a
 `SkipGramEmbeddings`; both give a DataFrame (code, count, vector) without the reserved PAD/MASK/UNK ids.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,10 +15,19 @@ from ssl_modal.transactions.skipgram import RESERVED, SkipGramEmbeddings
 
 # ISO 18245 merchant category code ranges (first code of each range, name)
 ISO18245_RANGES = [
-    (1, "agricultural services"), (1500, "contracted services"), (3000, "airlines"), (3300, "car rental"),
-    (3500, "lodging"), (4000, "transportation services"), (4800, "utility services"), (5000, "retail outlets"),
-    (5600, "clothing stores"), (5700, "miscellaneous stores"), (7300, "business services"),
-    (8000, "professional services / organisations"), (9000, "government services"),
+    (1, "agricultural services"),
+    (1500, "contracted services"),
+    (3000, "airlines"),
+    (3300, "car rental"),
+    (3500, "lodging"),
+    (4000, "transportation services"),
+    (4800, "utility services"),
+    (5000, "retail outlets"),
+    (5600, "clothing stores"),
+    (5700, "miscellaneous stores"),
+    (7300, "business services"),
+    (8000, "professional services / organisations"),
+    (9000, "government services"),
 ]
 
 
@@ -51,8 +61,13 @@ def mcc_embeddings(source, field: str = "mcc") -> pd.DataFrame:
         saved = (source.spec.config.get("field_counts") or {}).get(field) if source.spec else None
         counts = saved if saved is not None else [0] * len(vocab)
     ids = np.arange(RESERVED, len(vocab))
-    frame = pd.DataFrame({"code": [vocab[i] for i in ids], "count": [int(counts[i]) for i in ids],
-                          "vector": list(np.asarray(vectors)[ids])})
+    frame = pd.DataFrame(
+        {
+            "code": [vocab[i] for i in ids],
+            "count": [int(counts[i]) for i in ids],
+            "vector": list(np.asarray(vectors)[ids]),
+        }
+    )
     return frame.sort_values("count", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -67,12 +82,14 @@ def nearest_mccs(source, code, k: int = 5, field: str = "mcc") -> pd.DataFrame:
     i = keys.index(str(code))
     sims = vectors @ vectors[i]
     top = [j for j in np.argsort(-sims, kind="stable") if j != i][:k]  # never the code itself
-    return pd.DataFrame({"code": table["code"].to_numpy()[top], "similarity": sims[top],
-                         "count": table["count"].to_numpy()[top]})
+    return pd.DataFrame(
+        {"code": table["code"].to_numpy()[top], "similarity": sims[top], "count": table["count"].to_numpy()[top]}
+    )
 
 
-def plot_mcc_map(table: pd.DataFrame, png_path: str | Path, title: str, method: str = "pca",
-                 annotate: int = 20, seed: int = 0) -> Path:
+def plot_mcc_map(
+    table: pd.DataFrame, png_path: str | Path, title: str, method: str = "pca", annotate: int = 20, seed: int = 0
+) -> Path:
     """2-D map (PCA or t-SNE) of the code vectors, coloured by ISO 18245 range (or by code when the codes
     are not ISO MCCs), the `annotate` most frequent codes labelled. Saved as PNG."""
     import matplotlib

@@ -1,11 +1,13 @@
 """`build_transactions_model(config)`: the checkpoint builder of the transactions domain.
 
 `config` is plain data: {"preprocessor": TransactionPreprocessor.state_dict(), "encoder": {...},
-"objectives": {"masked": {...}, "order": {...}, "contrastive": {...}, "history": {...}}, "field_counts": {field: [...]}}, so
+"objectives": {"masked": {...}, "order": {...}, "contrastive": {...}, "history": {...}},
+"field_counts": {field: [...]}}, so
 `load_model(path)` rebuilds the model and its fitted preprocessing, and raw tables can be fed to
 `features` / `client_embeddings` without the recipe. ("fields" may replace "preprocessor" for models
 built on already-encoded batches, as in the tests.)
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -31,15 +33,18 @@ def field_counts(sequences, field: str, vocab_size: int) -> list[int]:
     return np.bincount(ids, minlength=vocab_size)[:vocab_size].astype(int).tolist()
 
 
-def transactions_model_config(preprocessor, encoder: EncoderConfig, objectives: ObjectivesConfig,
-                              sequences=None) -> dict:
+def transactions_model_config(
+    preprocessor, encoder: EncoderConfig, objectives: ObjectivesConfig, sequences=None
+) -> dict:
     """The builder config from a fitted preprocessor and the recipe's sections; `sequences` (the
     training SequenceSet) adds per-value counts of every categorical field for `mcc_embeddings`."""
-    config = {"preprocessor": preprocessor.state_dict(), "encoder": asdict(encoder),
-              "objectives": asdict(objectives)}
+    config = {"preprocessor": preprocessor.state_dict(), "encoder": asdict(encoder), "objectives": asdict(objectives)}
     if sequences is not None:
-        config["field_counts"] = {name: field_counts(sequences, name, int(f["vocab_size"]))
-                                  for name, f in preprocessor.fields.items() if f["kind"] == "categorical"}
+        config["field_counts"] = {
+            name: field_counts(sequences, name, int(f["vocab_size"]))
+            for name, f in preprocessor.fields.items()
+            if f["kind"] == "categorical"
+        }
     return config
 
 
@@ -66,8 +71,12 @@ def build_transactions_model(config: dict) -> SSLModel:
     encoder = TransactionEncoder(fields, from_dict(EncoderConfig, config.get("encoder") or {}, "encoder"))
     objectives_cfg = from_dict(ObjectivesConfig, config.get("objectives") or {}, "objectives")
     objectives, weights = {}, {}
-    for name, cls in (("masked", MaskedAttribute), ("order", OrderVerification),
-                      ("contrastive", ContrastiveSubsequences), ("history", HistoryForecast)):
+    for name, cls in (
+        ("masked", MaskedAttribute),
+        ("order", OrderVerification),
+        ("contrastive", ContrastiveSubsequences),
+        ("history", HistoryForecast),
+    ):
         section = getattr(objectives_cfg, name)
         if section.weight > 0:
             objectives[name], weights[name] = cls(encoder, section), section.weight

@@ -5,6 +5,7 @@
   plus a head regressing the (transformed) time gap to the next event.
 - ContrastiveSubsequences: CoLES; slices of one window are positives, other windows negatives (InfoNCE).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,13 +15,21 @@ from torch import Tensor, nn
 from ssl_modal.core.contract import Objective
 from ssl_modal.transactions.config import ContrastiveConfig, MaskedConfig, OrderConfig
 from ssl_modal.transactions.encoder import TransactionEncoder
-from ssl_modal.transactions.losses import (gap_loss, gather_events, hide_fields, masked_field_loss,
-                                           multi_positive_info_nce, order_loss, shuffle_permutation,
-                                           slice_indices, swap_permutation)
+from ssl_modal.transactions.losses import (
+    gap_loss,
+    gather_events,
+    hide_fields,
+    masked_field_loss,
+    multi_positive_info_nce,
+    order_loss,
+    shuffle_permutation,
+    slice_indices,
+    swap_permutation,
+)
 
-MASK_ID = 1          # reserved id of every categorical vocabulary (PAD=0, MASK=1, UNK=2)
+MASK_ID = 1  # reserved id of every categorical vocabulary (PAD=0, MASK=1, UNK=2)
 AMOUNT_BIN, AMOUNT, TIME_GAP = "amount_bin", "amount", "time_gap"
-LINKED_NUMERIC = {AMOUNT_BIN: AMOUNT}   # hiding the bin also hides the value it was cut from
+LINKED_NUMERIC = {AMOUNT_BIN: AMOUNT}  # hiding the bin also hides the value it was cut from
 
 
 class MaskedAttribute(Objective):
@@ -36,8 +45,9 @@ class MaskedAttribute(Objective):
         targets = list(config.targets) if config.targets else list(self.cat_fields)
         bad = [t for t in targets if t not in self.cat_fields]
         if bad:
-            raise ValueError(f"objectives.masked.targets: {bad} are not categorical fields; "
-                             f"categorical fields are {self.cat_fields}")
+            raise ValueError(
+                f"objectives.masked.targets: {bad} are not categorical fields; categorical fields are {self.cat_fields}"
+            )
         if not targets:
             raise ValueError("objectives.masked: there are no categorical fields to predict")
         self.targets = targets
@@ -55,14 +65,14 @@ class MaskedAttribute(Objective):
 
     def logits(self, tokens: Tensor) -> dict[str, Tensor]:
         """Per target field, logits (..., V) of every position of `tokens` (..., D)."""
-        return {t: head(tokens) for t, head in zip(self.targets, self.heads)}
+        return {t: head(tokens) for t, head in zip(self.targets, self.heads, strict=True)}
 
     def forward(self, encoder: TransactionEncoder, batch: dict) -> dict[str, Tensor]:
         mask = batch["mask"].bool()
         cat_hidden, num_hidden = self.hidden_positions(mask, self.rng(mask.device))
         out = encoder(hide_fields(batch, cat_hidden, num_hidden, MASK_ID))
         result, losses = {}, []
-        for t, head in zip(self.targets, self.heads):
+        for t, head in zip(self.targets, self.heads, strict=True):
             where = cat_hidden[t]
             loss, acc = masked_field_loss(head(out.tokens[where]), batch["cat"][t][where])
             losses.append(loss)
@@ -84,8 +94,10 @@ class OrderVerification(Objective):
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.use_gap = config.gap_weight > 0 and TIME_GAP in encoder.fields
         if self.use_gap and encoder.causal_dim is None:
-            raise ValueError("objectives.order.gap_weight > 0 needs an encoder whose tokens do not see the future: "
-                             "set encoder.causal=true (Transformer) or objectives.order.gap_weight=0")
+            raise ValueError(
+                "objectives.order.gap_weight > 0 needs an encoder whose tokens do not see the future: "
+                "set encoder.causal=true (Transformer) or objectives.order.gap_weight=0"
+            )
         self.gap_head = nn.Linear(encoder.causal_dim, 1) if self.use_gap else None
 
     def corrupt(self, batch: dict, generator: torch.Generator) -> tuple[dict, Tensor, Tensor]:
@@ -135,8 +147,9 @@ class ContrastiveSubsequences(Objective):
     def forward(self, encoder: TransactionEncoder, batch: dict) -> dict[str, Tensor]:
         c = self.config
         mask = batch["mask"].bool()
-        index, view_mask, rows = slice_indices(mask.sum(1), c.views, c.min_fraction, c.max_fraction,
-                                               c.max_events, self.rng(mask.device))
+        index, view_mask, rows = slice_indices(
+            mask.sum(1), c.views, c.min_fraction, c.max_fraction, c.max_events, self.rng(mask.device)
+        )
         z = F.normalize(encoder(gather_events(batch, index, rows, view_mask)).pooled.float(), dim=-1)
         loss = multi_positive_info_nce(z, rows, c.temperature)
         with torch.no_grad():

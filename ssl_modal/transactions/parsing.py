@@ -2,6 +2,7 @@
 
 Rows in messages are 1-based data rows: the first row after a CSV header (or the first Parquet row) is row 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,9 @@ def _missing(s: pd.Series) -> np.ndarray:
     return miss
 
 
-def parse_amount(s: pd.Series, fmt: str | None, column: str, source: str, role: str = "amount",
-                 allow_missing: bool = False) -> np.ndarray:
+def parse_amount(
+    s: pd.Series, fmt: str | None, column: str, source: str, role: str = "amount", allow_missing: bool = False
+) -> np.ndarray:
     """float64 amounts; `fmt` "currency" strips currency signs/thousands commas, "decimal_comma" reads
     1.234,50. Anything left unparsable (or empty, unless allow_missing: then NaN) raises naming the
     (1-based data) rows."""
@@ -53,11 +55,15 @@ def parse_amount(s: pd.Series, fmt: str | None, column: str, source: str, role: 
         elif raw[bad].str.contains(r"[$€£¥]", regex=True).any():
             hint = "; values carry a currency sign: set columns.amount_format: currency"
         hint = hint if role == "amount" else ""
-        raise DataValidationError(f"{source}: column '{column}' (columns.{role}): expected a number, found "
-                                  f"non-numeric values in {_rows(bad, s)}{hint}")
+        raise DataValidationError(
+            f"{source}: column '{column}' (columns.{role}): expected a number, found "
+            f"non-numeric values in {_rows(bad, s)}{hint}"
+        )
     if missing.any() and not allow_missing:
-        raise DataValidationError(f"{source}: column '{column}' (columns.{role}): expected a number, found "
-                                  f"empty values in {_rows(missing, s)}")
+        raise DataValidationError(
+            f"{source}: column '{column}' (columns.{role}): expected a number, found "
+            f"empty values in {_rows(missing, s)}"
+        )
     return values
 
 
@@ -85,9 +91,11 @@ def parse_time(frame: pd.DataFrame, columns: list[str], fmt: str | None, source:
         values = _epoch_seconds(t)
         kind, expected = "seconds", "a datetime"
     elif numeric and fmt is None:
-        raise DataValidationError(f"{source}: {label} (columns.event_time) is numeric; say what it holds with "
-                                  "columns.time_format: days (day offsets), seconds (epoch seconds) or a "
-                                  "strftime format such as %y%m%d")
+        raise DataValidationError(
+            f"{source}: {label} (columns.event_time) is numeric; say what it holds with "
+            "columns.time_format: days (day offsets), seconds (epoch seconds) or a "
+            "strftime format such as %y%m%d"
+        )
     else:
         text = s.astype(str).str.strip() if numeric else s
         if numeric and pd.api.types.is_float_dtype(s.dtype):  # 930101.0 -> "930101"
@@ -100,11 +108,14 @@ def parse_time(frame: pd.DataFrame, columns: list[str], fmt: str | None, source:
     bad = ~np.isfinite(values) & ~missing
     if bad.any():
         shown = s if len(columns) == 1 else s.rename(" ".join(columns))
-        raise DataValidationError(f"{source}: {label} (columns.event_time): expected {expected}, found "
-                                  f"unparsable values in {_rows(bad, shown)}; set columns.time_format")
+        raise DataValidationError(
+            f"{source}: {label} (columns.event_time): expected {expected}, found "
+            f"unparsable values in {_rows(bad, shown)}; set columns.time_format"
+        )
     if missing.any():
-        raise DataValidationError(f"{source}: {label} (columns.event_time): expected {expected}, found empty "
-                                  f"values in {_rows(missing, s)}")
+        raise DataValidationError(
+            f"{source}: {label} (columns.event_time): expected {expected}, found empty values in {_rows(missing, s)}"
+        )
     return values, kind
 
 
@@ -125,12 +136,15 @@ def day_first(text: pd.Series, label: str, source: str) -> bool | None:
     year = "%Y" if len(parts[3][found].iloc[0]) == 4 else "%y"
     formats = f"'%d{sep}%m{sep}{year}' (day first) or '%m{sep}%d{sep}{year}' (month first)"
     if (first > 12).any() and (second > 12).any():
+
         def show(sel):
             return ", ".join(f"data row {rows[i] + 1}: {text.iloc[rows[i]]!r}" for i in np.flatnonzero(sel)[:3])
+
         raise DataValidationError(
             f"{source}: {label} (columns.event_time): expected one date order, found day-first dates "
             f"({show(first > 12)}) and month-first dates ({show(second > 12)}); fix the column, then set "
-            f"columns.time_format: {formats}")
+            f"columns.time_format: {formats}"
+        )
     if (first > 12).any():
         return True
     if (second > 12).any():
@@ -140,7 +154,8 @@ def day_first(text: pd.Series, label: str, source: str) -> bool | None:
     raise DataValidationError(
         f"{source}: {label} (columns.event_time): dates such as {text.iloc[rows[0]]!r} (data row {rows[0] + 1}) read "
         f"as different days day-first and month-first, and no value tells which (every number <= 12); "
-        f"set columns.time_format: {formats}")
+        f"set columns.time_format: {formats}"
+    )
 
 
 def _epoch_seconds(t: pd.Series) -> np.ndarray:
@@ -187,8 +202,10 @@ def transaction_ids(frame: pd.DataFrame, column: str | None, source: str) -> np.
     s = frame[column]
     missing = _missing(s)
     if missing.any():
-        raise DataValidationError(f"{source}: column '{column}' (columns.transaction_id): expected an id in every "
-                                  f"row, found empty values in {_rows(missing, s)}")
+        raise DataValidationError(
+            f"{source}: column '{column}' (columns.transaction_id): expected an id in every "
+            f"row, found empty values in {_rows(missing, s)}"
+        )
     if pd.api.types.is_integer_dtype(s.dtype):
         values = s.to_numpy(dtype=np.int64)
         if len(np.unique(values)) == len(values):
@@ -200,8 +217,11 @@ def transaction_ids(frame: pd.DataFrame, column: str | None, source: str) -> np.
     text = s.astype(str).reset_index(drop=True)
     d = text[text.duplicated(keep=False).to_numpy()]
     groups = d.groupby(d, sort=False).groups
-    shown = "; ".join(f"{k!r} at data rows {[int(i) + 1 for i in list(v)[:SHOW]]}"
-                      for k, v in list(groups.items())[:SHOW])
+    shown = "; ".join(
+        f"{k!r} at data rows {[int(i) + 1 for i in list(v)[:SHOW]]}" for k, v in list(groups.items())[:SHOW]
+    )
     more = f" (and {len(groups) - SHOW} more ids)" if len(groups) > SHOW else ""
-    raise DataValidationError(f"{source}: column '{column}' (columns.transaction_id): expected unique ids, "
-                              f"found {len(groups)} duplicated id(s): {shown}{more}")
+    raise DataValidationError(
+        f"{source}: column '{column}' (columns.transaction_id): expected unique ids, "
+        f"found {len(groups)} duplicated id(s): {shown}{more}"
+    )

@@ -9,6 +9,7 @@ categorical columns; numeric "amount" (signed log1p), "time_gap" (log1p hours si
 event, 0 for the first), extra numeric columns (standardised, missing -> 0 and counted). Ids 0/1/2 of every
 categorical field are PAD/MASK/UNK; missing and unseen values map to UNK and are counted in the report.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,12 +36,12 @@ STATE_FORMAT = "ssl_modal.transactions.preprocess/1"
 @dataclass
 class PreprocessConfig:
     columns: ColumnMapping
-    min_frequency: int = 1            # rarer categorical values (in the fitting table) -> UNK
-    amount_bins: int = 32             # quantile bins of the signed-log1p amount
-    max_length: int = 256             # window length in events
+    min_frequency: int = 1  # rarer categorical values (in the fitting table) -> UNK
+    amount_bins: int = 32  # quantile bins of the signed-log1p amount
+    max_length: int = 256  # window length in events
     window_stride: int | None = None  # default: max_length (non-overlapping windows)
     calendar: list[str] = field(default_factory=lambda: ["hour", "weekday", "day_of_month"])
-    min_events: int = 1               # clients with fewer events are dropped (and counted)
+    min_events: int = 1  # clients with fewer events are dropped (and counted)
 
     def __post_init__(self):
         if isinstance(self.columns, dict):
@@ -53,8 +54,9 @@ class PreprocessConfig:
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"preprocess.{key}: expected an integer >= 1, found {getattr(self, key)}")
         if self.window_stride is not None and not 1 <= int(self.window_stride) <= int(self.max_length):
-            raise ValueError(f"preprocess.window_stride: expected 1..max_length ({self.max_length}), "
-                             f"found {self.window_stride}")
+            raise ValueError(
+                f"preprocess.window_stride: expected 1..max_length ({self.max_length}), found {self.window_stride}"
+            )
 
     @property
     def stride(self) -> int:
@@ -105,11 +107,12 @@ def exact_sum(v: np.ndarray) -> Fraction:
     order = np.argsort(e, kind="stable")
     e, mi = e[order], mi[order]
     starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
-    hi = np.add.reduceat(mi >> 26, starts)         # < 2**27 each: no int64 overflow below 2**36 values
+    hi = np.add.reduceat(mi >> 26, starts)  # < 2**27 each: no int64 overflow below 2**36 values
     lo = np.add.reduceat(mi & (2**26 - 1), starts)
     base = int(e[0]) - 53
-    total = sum((int(h) * 2**26 + int(low)) << (int(x) - 53 - base)
-                for h, low, x in zip(hi, lo, e[starts], strict=True))
+    total = sum(
+        (int(h) * 2**26 + int(low)) << (int(x) - 53 - base) for h, low, x in zip(hi, lo, e[starts], strict=True)
+    )
     return Fraction(total) * Fraction(2) ** base
 
 
@@ -166,8 +169,9 @@ class TransactionPreprocessor:
         else:
             raise TypeError(f"expected a pandas DataFrame or a CSV/Parquet path, found {type(table).__name__}")
         if len(frame) == 0:
-            raise DataValidationError(f"{source}: empty table (0 rows; columns: {list(frame.columns)}); "
-                                      "expected at least one transaction")
+            raise DataValidationError(
+                f"{source}: empty table (0 rows; columns: {list(frame.columns)}); expected at least one transaction"
+            )
         self.config.columns.check(frame, source)
         return frame, source
 
@@ -180,16 +184,18 @@ class TransactionPreprocessor:
         p["tx"] = transaction_ids(frame, cols.transaction_id, source)
         p["cat"] = {"mcc": factorize_text(frame[cols.mcc])}
         p["cat"].update({c: factorize_text(frame[c]) for c in cols.categorical})
-        p["num"] = {c: parse_amount(frame[c], None, c, source, role="numeric", allow_missing=True)
-                    for c in cols.numeric}
+        p["num"] = {
+            c: parse_amount(frame[c], None, c, source, role="numeric", allow_missing=True) for c in cols.numeric
+        }
         return p
 
     # ---------------------------------------------------------------- fitting
     def _fit_parsed(self, p: dict) -> None:
         cfg = self.config
-        vocabs = {name: vocabulary_from_counts(text, np.bincount(codes[codes >= 0], minlength=len(text)),
-                                               cfg.min_frequency)
-                  for name, (codes, text) in p["cat"].items()}
+        vocabs = {
+            name: vocabulary_from_counts(text, np.bincount(codes[codes >= 0], minlength=len(text)), cfg.min_frequency)
+            for name, (codes, text) in p["cat"].items()
+        }
         amount = p["amount"]
         edges = amount_edges(len(amount), cfg.amount_bins, lambda ranks: np.partition(amount, ranks)[ranks])
         stats = {name: numeric_stats(v) for name, v in p["num"].items()}
@@ -206,12 +212,18 @@ class TransactionPreprocessor:
         skipped = [c for c in cfg.calendar if c not in calendar]
         if skipped:
             log.warning("preprocess: calendar field(s) %s skipped: %s", skipped, why)
-        self._state = {"format": STATE_FORMAT, "config": asdict(cfg), "vocabularies": vocabs,
-                       "amount_edges": np.asarray(edges, np.float64).tolist(), "numeric_stats": stats,
-                       "time_kind": time_kind,
-                       "calendar": calendar, "calendar_skipped": skipped}
+        self._state = {
+            "format": STATE_FORMAT,
+            "config": asdict(cfg),
+            "vocabularies": vocabs,
+            "amount_edges": np.asarray(edges, np.float64).tolist(),
+            "numeric_stats": stats,
+            "time_kind": time_kind,
+            "calendar": calendar,
+            "calendar_skipped": skipped,
+        }
 
-    def fit(self, table) -> "TransactionPreprocessor":
+    def fit(self, table) -> TransactionPreprocessor:
         frame, source = self._read(table)
         self._fit_parsed(self._parse(frame, source))
         return self
@@ -247,10 +259,17 @@ class TransactionPreprocessor:
     def _transform_parsed(self, p: dict) -> SequenceSet:
         st, cfg = self._state, self.config
         if p["time_kind"] != st["time_kind"]:
-            raise DataValidationError(f"{p['source']}: event times are {p['time_kind']} but the preprocessor was "
-                                      f"fitted on {st['time_kind']}")
-        report = {"source": p["source"], "rows_in": p["rows_in"], "rows_dropped": {}, "missing_values": {},
-                  "unseen_values": {}, "calendar_skipped": list(st["calendar_skipped"])}
+            raise DataValidationError(
+                f"{p['source']}: event times are {p['time_kind']} but the preprocessor was fitted on {st['time_kind']}"
+            )
+        report = {
+            "source": p["source"],
+            "rows_in": p["rows_in"],
+            "rows_dropped": {},
+            "missing_values": {},
+            "unseen_values": {},
+            "calendar_skipped": list(st["calendar_skipped"]),
+        }
         cat = {name: self._encode(name, codes, text, report) for name, (codes, text) in p["cat"].items()}
         a = _signed_log1p(p["amount"])
         cat["amount_bin"] = (3 + np.searchsorted(st["amount_edges"], a, side="right")).astype(np.int32)
@@ -286,30 +305,41 @@ class TransactionPreprocessor:
             order, key_s, t_s, same = order[row_keep], key_s[row_keep], t_s[row_keep], same[row_keep]
             first, lengths = np.flatnonzero(~same), lengths[~short]
         if len(order) == 0:
-            raise DataValidationError(f"{p['source']}: 0 clients left after filtering ({p['rows_in']} rows in; "
-                                      f"dropped: {report['rows_dropped']}); expected at least one client with "
-                                      f">= min_events={cfg.min_events} events")
+            raise DataValidationError(
+                f"{p['source']}: 0 clients left after filtering ({p['rows_in']} rows in; "
+                f"dropped: {report['rows_dropped']}); expected at least one client with "
+                f">= min_events={cfg.min_events} events"
+            )
         gap = np.zeros(len(order), np.float64)
         gap[1:] = np.where(same[1:], t_s[1:] - t_s[:-1], 0.0)
         hours = gap * (24.0 if st["time_kind"] == "days" else 1 / 3600.0)
         fields = self.fields
-        columns = {n: cat[n][order] if f["kind"] == "categorical" else num[n][order]
-                   for n, f in fields.items() if n != "time_gap"}
+        columns = {
+            n: cat[n][order] if f["kind"] == "categorical" else num[n][order]
+            for n, f in fields.items()
+            if n != "time_gap"
+        }
         columns["time_gap"] = np.log1p(hours).astype(np.float32)  # already in sorted order
         columns = {n: columns[n] for n in fields}
         client_of = ctext[key_s[first]].astype(str)
         tx = p["tx"].take(pa.array(order)) if isinstance(p["tx"], (pa.Array, pa.ChunkedArray)) else p["tx"][order]
-        seq = build_windows(client_of, lengths, tx, t_s, columns, fields, cfg.max_length, cfg.stride,
-                            report)
-        report.update(rows_out=int(len(order)), clients=int(len(lengths)),
-                      single_event_clients=int((lengths == 1).sum()), time_kind=st["time_kind"])
+        seq = build_windows(client_of, lengths, tx, t_s, columns, fields, cfg.max_length, cfg.stride, report)
+        report.update(
+            rows_out=int(len(order)),
+            clients=int(len(lengths)),
+            single_event_clients=int((lengths == 1).sum()),
+            time_kind=st["time_kind"],
+        )
         for name in ("missing_values", "unseen_values"):
             hits = {k: v for k, v in report[name].items() if v}
             if hits:
                 log.warning("preprocess %s: %s mapped to UNK/0: %s", p["source"], name.replace("_", " "), hits)
         if report["timestamps_resorted"]:
-            log.warning("preprocess %s: %d event(s) were out of time order within their client and were sorted",
-                        p["source"], report["timestamps_resorted"])
+            log.warning(
+                "preprocess %s: %d event(s) were out of time order within their client and were sorted",
+                p["source"],
+                report["timestamps_resorted"],
+            )
         dropped = {k: v for k, v in report["rows_dropped"].items() if v}
         if dropped:
             log.warning("preprocess %s: dropped rows %s", p["source"], dropped)
@@ -340,21 +370,24 @@ class TransactionPreprocessor:
         if field == "amount_bin":
             raw = [float(np.sign(e) * np.expm1(abs(e))) for e in st["amount_edges"]]
             bounds = [-np.inf] + raw + [np.inf]
-            return RESERVED + [f"[{lo:.6g}, {hi:.6g})" for lo, hi in zip(bounds[:-1], bounds[1:])]
+            return RESERVED + [f"[{lo:.6g}, {hi:.6g})" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
         if field in st["calendar"]:
             lo, hi = CALENDAR[field]
             return RESERVED + list(range(lo, hi))
-        raise KeyError(f"'{field}' is not a categorical field; categorical fields: "
-                       f"{[n for n, f in self.fields.items() if f['kind'] == 'categorical']}")
+        raise KeyError(
+            f"'{field}' is not a categorical field; categorical fields: "
+            f"{[n for n, f in self.fields.items() if f['kind'] == 'categorical']}"
+        )
 
     def state_dict(self) -> dict:
         return dict(self._require_fit())
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "TransactionPreprocessor":
+    def from_state_dict(cls, state: dict) -> TransactionPreprocessor:
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a transactions preprocessor state: format {state.get('format')!r}, "
-                             f"expected {STATE_FORMAT!r}")
+            raise ValueError(
+                f"not a transactions preprocessor state: format {state.get('format')!r}, expected {STATE_FORMAT!r}"
+            )
         cfg = dict(state["config"])
         pre = cls(PreprocessConfig(**{**cfg, "columns": ColumnMapping(**cfg["columns"])}))
         pre._state = dict(state)

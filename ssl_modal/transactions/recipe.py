@@ -6,6 +6,7 @@
 - export (Berka): client embeddings and code embeddings (encoder + skip-gram) to Parquet.
 Used by `recipes/transactions_*.py` and `ssl-modal train|eval recipes/transactions_*.yaml`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,14 @@ from ssl_modal.core.export import load_model
 from ssl_modal.core.monitors import training_records
 from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
-from ssl_modal.transactions.baselines import (ResultTables, aggregate_features, fraud_scores, lgbm_cv, lgbm_fraud,
-                                              numeric_amount)
+from ssl_modal.transactions.baselines import (
+    ResultTables,
+    aggregate_features,
+    fraud_scores,
+    lgbm_cv,
+    lgbm_fraud,
+    numeric_amount,
+)
 from ssl_modal.transactions.config import TransactionsConfig
 from ssl_modal.transactions.features import client_embeddings, features
 from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
@@ -31,8 +38,20 @@ Config = TransactionsConfig
 log = logging.getLogger("ssl_modal")
 # the learned scores given to LightGBM; "position"/"window_events" describe the windowing, not the client, and
 # drift between time periods (on Sparkov they cut AUC-PR from 0.87 to 0.67), so they stay out
-SSL_FEATURES = ("surprise_", "order_score", "gap_residual", "history_distance", "state_", "amount_z_", "gap_z_",
-                "amount_nll_", "gap_nll_", "hour_nll_", "event_nll_", "anomaly_score")
+SSL_FEATURES = (
+    "surprise_",
+    "order_score",
+    "gap_residual",
+    "history_distance",
+    "state_",
+    "amount_z_",
+    "gap_z_",
+    "amount_nll_",
+    "gap_nll_",
+    "hour_nll_",
+    "event_nll_",
+    "anomaly_score",
+)
 
 
 def preprocess_config(cfg: TransactionsConfig):
@@ -59,7 +78,11 @@ def event_times(frame: pd.DataFrame, columns) -> pd.Series:
         values = frame[columns.event_time].astype(str).agg(" ".join, axis=1)
     else:
         values = frame[columns.event_time]
-    if columns.time_format in ("days", "seconds") or pd.api.types.is_numeric_dtype(values) and columns.time_format is None:
+    if (
+        columns.time_format in ("days", "seconds")
+        or pd.api.types.is_numeric_dtype(values)
+        and columns.time_format is None
+    ):
         return pd.to_numeric(values, errors="coerce")
     return pd.to_datetime(values, format=columns.time_format, errors="coerce")
 
@@ -86,8 +109,10 @@ def train_rows(frame: pd.DataFrame, cfg: TransactionsConfig, columns) -> np.ndar
     split = float(cfg.data.split_time) if pd.api.types.is_numeric_dtype(times) else pd.Timestamp(cfg.data.split_time)
     mask = (times < split).to_numpy()
     if not mask.any() or mask.all():
-        raise ValueError(f"data.split_time {cfg.data.split_time}: {int(mask.sum())} of {len(mask)} rows fall before "
-                         "it; both sides of the split need rows")
+        raise ValueError(
+            f"data.split_time {cfg.data.split_time}: {int(mask.sum())} of {len(mask)} rows fall before "
+            "it; both sides of the split need rows"
+        )
     return mask
 
 
@@ -110,8 +135,12 @@ def train(cfg: TransactionsConfig, rows: np.ndarray | None = None) -> TrainResul
     log.info("preprocessing report: %s", sequences.report)
     torch.manual_seed(cfg.train.seed)
     model = build_transactions_model(transactions_model_config(pre, cfg.encoder, cfg.objectives, sequences))
-    log.info("transactions model: %s parameters, %d windows, fields %s",
-             f"{sum(p.numel() for p in model.parameters()):,}", len(sequences), list(pre.fields))
+    log.info(
+        "transactions model: %s parameters, %d windows, fields %s",
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        len(sequences),
+        list(pre.fields),
+    )
     return Trainer(cfg.train).fit(model, sequences, model.collate)
 
 
@@ -134,7 +163,7 @@ def _labels(cfg: TransactionsConfig) -> pd.Series:
     return table.set_index(table[cfg.data.label_client_column].astype(str))[cfg.data.label_column]
 
 
-def evaluate_probe(cfg: TransactionsConfig, model) -> "ProbeReport":
+def evaluate_probe(cfg: TransactionsConfig, model) -> ProbeReport:
     """Client-level probe with baselines (stratified CV over clients; split "client": see client_eval.py)."""
     if cfg.data.split == "client":
         from ssl_modal.transactions.client_eval import evaluate_probe_clients
@@ -154,17 +183,27 @@ def evaluate_probe(cfg: TransactionsConfig, model) -> "ProbeReport":
     lgbm = ResultTables()
     rows = []
     if cfg.eval.baselines:
-        agg = aggregate_features(frame, columns.client_id, columns.mcc, columns.amount,
-                                 amount_format=columns.amount_format).reindex(clients).fillna(0.0)
+        agg = (
+            aggregate_features(
+                frame, columns.client_id, columns.mcc, columns.amount, amount_format=columns.amount_format
+            )
+            .reindex(clients)
+            .fillna(0.0)
+        )
         results.append(probe(agg.to_numpy(), y, name="aggregates + logreg", **kw))
         rnd = client_embeddings(random_init_like(model), frame).set_index("client_id").loc[clients, emb_cols]
         results.append(probe(rnd.to_numpy(), y, name="random-init encoder", **kw))
-        rows.append(["aggregates + LightGBM", *_cv_cells(lgbm_cv(agg.to_numpy(), y, cfg.eval.cv, cfg.train.seed,
-                                                                 cfg.eval.lgbm_rounds))])
+        rows.append(
+            [
+                "aggregates + LightGBM",
+                *_cv_cells(lgbm_cv(agg.to_numpy(), y, cfg.eval.cv, cfg.train.seed, cfg.eval.lgbm_rounds)),
+            ]
+        )
     ssl = emb.loc[clients, emb_cols].to_numpy()
     results.append(probe(ssl, y, name="SSL encoder", **kw))
-    rows.append(["SSL embeddings + LightGBM", *_cv_cells(lgbm_cv(ssl, y, cfg.eval.cv, cfg.train.seed,
-                                                                 cfg.eval.lgbm_rounds))])
+    rows.append(
+        ["SSL embeddings + LightGBM", *_cv_cells(lgbm_cv(ssl, y, cfg.eval.cv, cfg.train.seed, cfg.eval.lgbm_rounds))]
+    )
     lgbm.add(f"LightGBM ({cfg.eval.cv}-fold CV over {len(y)} clients)", ["features", "acc", "macro F1"], rows)
     return ProbeReport(results, lgbm)
 
@@ -225,21 +264,30 @@ def evaluate_fraud(cfg: TransactionsConfig, model) -> ResultTables:
     feats = features(model, frame, batch_size=cfg.eval.batch_size, passes=cfg.eval.passes)
     ssl = feats[[c for c in feats.columns if c.startswith(SSL_FEATURES)]].reset_index(drop=True)
     fit = lambda X: lgbm_fraud(X, y, train, cfg.eval.lgbm_rounds, cfg.train.seed, cats)  # noqa: E731
-    rows = [["raw columns", fit(raw)], ["raw + SSL features", fit(pd.concat([raw, ssl], axis=1))],
-            ["SSL features alone", fit(ssl)]]
+    rows = [
+        ["raw columns", fit(raw)],
+        ["raw + SSL features", fit(pd.concat([raw, ssl], axis=1))],
+        ["SSL features alone", fit(ssl)],
+    ]
     if cfg.eval.baselines:
-        rnd = features(random_init_like(model), frame, batch_size=cfg.eval.batch_size, passes=cfg.eval.passes,
-                       progress=False)
+        rnd = features(
+            random_init_like(model), frame, batch_size=cfg.eval.batch_size, passes=cfg.eval.passes, progress=False
+        )
         rnd = rnd[ssl.columns].reset_index(drop=True).add_prefix("rnd_")
         rows.append(["raw + random-init features", fit(pd.concat([raw, rnd], axis=1))])
     for col in ("anomaly_score", "surprise_total", "surprise_mcc", "order_score", "history_distance"):
         if col in ssl:
-            rows.append([f"{col} as the score (no labels)", fraud_scores(y[~train], ssl[col].fillna(0).to_numpy()[~train])])
+            rows.append(
+                [f"{col} as the score (no labels)", fraud_scores(y[~train], ssl[col].fillna(0).to_numpy()[~train])]
+            )
     table = ResultTables()
     n_test, pos = int((~train).sum()), int(y[~train].sum())
-    table.add(f"fraud, time split at {cfg.data.split_time}: train {int(train.sum())} rows ({int(y[train].sum())} fraud), "
-              f"test {n_test} rows ({pos} fraud)", ["model", "AUC-PR", "ROC-AUC"],
-              [[name, r["auc_pr"], r["roc_auc"]] for name, r in rows])
+    table.add(
+        f"fraud, time split at {cfg.data.split_time}: train {int(train.sum())} rows ({int(y[train].sum())} fraud), "
+        f"test {n_test} rows ({pos} fraud)",
+        ["model", "AUC-PR", "ROC-AUC"],
+        [[name, r["auc_pr"], r["roc_auc"]] for name, r in rows],
+    )
     table.data = {"rows": {name: r for name, r in rows}, "features": feats}
     return table
 
@@ -251,14 +299,26 @@ def evaluate_export(cfg: TransactionsConfig, model) -> ResultTables:
     frame = read_frame(cfg)
     emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size)
     table = ResultTables()
-    table.add("client embeddings", ["clients", "windows", "events", "dim"],
-              [[len(emb), int(emb["windows"].sum()), int(emb["events"].sum()), sum(c.startswith("emb_") for c in emb)]])
+    table.add(
+        "client embeddings",
+        ["clients", "windows", "events", "dim"],
+        [[len(emb), int(emb["windows"].sum()), int(emb["events"].sum()), sum(c.startswith("emb_") for c in emb)]],
+    )
     for field in cfg.eval.embedding_fields:
         codes = mcc_embeddings(model, field)
-        rows = [[str(c), int(n), ", ".join(f"{a} ({s:.2f})" for a, s in
-                                           nearest_mccs(codes, c, 3, field)[["code", "similarity"]].to_numpy())]
-                for c, n in codes[["code", "count"]].head(8).to_numpy()]
-        table.add(f"'{field}' embeddings: nearest neighbours of the most frequent codes", ["code", "count", "nearest"], rows)
+        rows = [
+            [
+                str(c),
+                int(n),
+                ", ".join(
+                    f"{a} ({s:.2f})" for a, s in nearest_mccs(codes, c, 3, field)[["code", "similarity"]].to_numpy()
+                ),
+            ]
+            for c, n in codes[["code", "count"]].head(8).to_numpy()
+        ]
+        table.add(
+            f"'{field}' embeddings: nearest neighbours of the most frequent codes", ["code", "count", "nearest"], rows
+        )
     table.data = {"clients": emb}
     return table
 
@@ -276,5 +336,6 @@ def plot_loss_curve(output_dir: str | Path, png_path: str | Path) -> Path:
     """Total and per-objective losses against step, from the trainer's metrics.jsonl."""
     records = training_records(output_dir)
     keys = sorted(k for k in (records[-1] if records else {}) if k.count("/") == 1 and k.endswith("/loss"))
-    return plot_training_curves(output_dir, png_path, f"transactions pretraining ({Path(output_dir).name})",
-                                losses=[(k, k) for k in keys])
+    return plot_training_curves(
+        output_dir, png_path, f"transactions pretraining ({Path(output_dir).name})", losses=[(k, k) for k in keys]
+    )

@@ -4,6 +4,7 @@ Table columns: "client_id" (string), "window" (index within the client), "start"
 event in the client's sorted history), "transaction_id" list, "event_time" list<float64> (epoch seconds,
 or days for day offsets), then one list column per field (int32 ids / float32 values).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,9 +37,17 @@ def _list(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), arr)
 
 
-def build_windows(client_of: np.ndarray, lengths: np.ndarray, tx: np.ndarray, times: np.ndarray,
-                  columns: dict[str, np.ndarray], fields: dict, max_length: int, stride: int,
-                  report: dict) -> SequenceSet:
+def build_windows(
+    client_of: np.ndarray,
+    lengths: np.ndarray,
+    tx: np.ndarray,
+    times: np.ndarray,
+    columns: dict[str, np.ndarray],
+    fields: dict,
+    max_length: int,
+    stride: int,
+    report: dict,
+) -> SequenceSet:
     """Cut client histories (rows sorted by client, then time; `lengths` per client) into windows."""
     client, start, length = window_bounds(lengths, max_length, stride)
     first = np.cumsum(lengths) - lengths
@@ -49,20 +58,23 @@ def build_windows(client_of: np.ndarray, lengths: np.ndarray, tx: np.ndarray, ti
     else:
         take = np.repeat(first[client] + start - offsets[:-1], length) + np.arange(offsets[-1])
     window = start // stride
-    data = {"client_id": pa.array(client_of[client].astype(object), pa.string()),
-            "window": pa.array(window.astype(np.int32)), "start": pa.array(start.astype(np.int32))}
+    data = {
+        "client_id": pa.array(client_of[client].astype(object), pa.string()),
+        "window": pa.array(window.astype(np.int32)),
+        "start": pa.array(start.astype(np.int32)),
+    }
     for name, values in {"transaction_id": tx, "event_time": times, **columns}.items():
         if take is not None:
             values = values.take(pa.array(take)) if isinstance(values, (pa.Array, pa.ChunkedArray)) else values[take]
         data[name] = _list(values, offsets)
-    report.update(windows=int(len(client)), events=int(offsets[-1]),
-                  overlapping_windows=bool(stride < max_length))
+    report.update(windows=int(len(client)), events=int(offsets[-1]), overlapping_windows=bool(stride < max_length))
     return SequenceSet(pa.table(data), report, dict(fields))
 
 
 @dataclass
 class SequenceSet:
     """One row per window. `fields` (name -> kind/vocab_size) defaults to every non-meta list column."""
+
     table: pa.Table
     report: dict = field(default_factory=dict)
     fields: dict | None = None
@@ -102,7 +114,7 @@ class SequenceSet:
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range (0..{len(self) - 1})")
         i %= len(self)
-        values = {name: v[o[i]:o[i + 1]] for name, (v, o) in self._arrays().items()}
+        values = {name: v[o[i] : o[i + 1]] for name, (v, o) in self._arrays().items()}
         return {**values, "row": i, "fields": values}
 
     def to_dataset(self):
@@ -130,9 +142,11 @@ def collate_sequences(items: list[dict], fields: dict[str, dict]) -> dict:
     lacking = [n for n in names if n not in first]
     if lacking:
         keys = sorted(map(str, items[0])) if isinstance(items[0], dict) else f"a {type(items[0]).__name__}"
-        raise ValueError(f"a transactions model encodes client windows of its fields {names}, but the first item "
-                         f"lacks {lacking} (found {keys}); for a raw table use "
-                         "ssl_modal.transactions.client_embeddings(model, table) or `ssl-modal embed`")
+        raise ValueError(
+            f"a transactions model encodes client windows of its fields {names}, but the first item "
+            f"lacks {lacking} (found {keys}); for a raw table use "
+            "ssl_modal.transactions.client_embeddings(model, table) or `ssl-modal embed`"
+        )
     evs = [_event_fields(it) for it in items]
     lengths = np.array([len(ev[names[0]]) for ev in evs], dtype=np.int64)
     T = max(int(lengths.max()), 1)
@@ -143,5 +157,10 @@ def collate_sequences(items: list[dict], fields: dict[str, dict]) -> dict:
         out = np.zeros((len(items), T), dtype=np.int64 if kind == "categorical" else np.float32)
         out[mask] = np.concatenate([ev[name] for ev in evs])
         (cat if kind == "categorical" else num)[name] = torch.from_numpy(out)
-    return {"cat": cat, "num": num, "mask": torch.from_numpy(mask), "lengths": torch.from_numpy(lengths),
-            "row": torch.as_tensor([int(it["row"]) for it in items], dtype=torch.long)}
+    return {
+        "cat": cat,
+        "num": num,
+        "mask": torch.from_numpy(mask),
+        "lengths": torch.from_numpy(lengths),
+        "row": torch.as_tensor([int(it["row"]) for it in items], dtype=torch.long),
+    }

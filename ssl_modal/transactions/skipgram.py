@@ -4,6 +4,7 @@ Fast and encoder-free: pairs (code_t, code_t+o) for 1 <= |o| <= `window` inside 
 SequenceSet, negative sampling from the unigram^0.75 distribution, plain torch. The result exports like
 the encoder's table: `mcc_embeddings(SkipGramEmbeddings)` -> DataFrame (code, count, vector).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,9 +20,9 @@ RESERVED = 3  # PAD, MASK, UNK
 @dataclass
 class SkipGramEmbeddings:
     field: str
-    vocabulary: list          # id -> original value
-    counts: list[int]         # id -> occurrences in the training windows
-    vectors: np.ndarray       # (vocab_size, dim) float32, input ("centre") vectors
+    vocabulary: list  # id -> original value
+    counts: list[int]  # id -> occurrences in the training windows
+    vectors: np.ndarray  # (vocab_size, dim) float32, input ("centre") vectors
     final_loss: float = float("nan")
 
 
@@ -37,9 +38,19 @@ def cooccurrence_pairs(ids: np.ndarray, window_index: np.ndarray, window: int) -
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
 
-def train_skipgram(sequences, field: str = "mcc", vocabulary: list | None = None, dim: int = 32, window: int = 5,
-                   negatives: int = 5, epochs: int = 5, batch_size: int = 512, learning_rate: float = 0.01,
-                   seed: int = 0, min_steps: int = 1000) -> SkipGramEmbeddings:
+def train_skipgram(
+    sequences,
+    field: str = "mcc",
+    vocabulary: list | None = None,
+    dim: int = 32,
+    window: int = 5,
+    negatives: int = 5,
+    epochs: int = 5,
+    batch_size: int = 512,
+    learning_rate: float = 0.01,
+    seed: int = 0,
+    min_steps: int = 1000,
+) -> SkipGramEmbeddings:
     """Train skip-gram vectors for categorical `field` of a SequenceSet (ids as the preprocessor made them).
     Runs `epochs` passes over the pairs, more when that is fewer than `min_steps` optimizer steps (small tables:
     too few steps leave every vector near its shared drift direction, all cosine similarities near 1)."""
@@ -70,7 +81,7 @@ def train_skipgram(sequences, field: str = "mcc", vocabulary: list | None = None
     for _ in range(max(epochs, -(-min_steps // per_epoch))):
         order = torch.randperm(len(pairs), generator=g)
         for s in range(0, len(pairs), batch_size):
-            batch = pairs[order[s: s + batch_size]]
+            batch = pairs[order[s : s + batch_size]]
             neg = torch.multinomial(noise, len(batch) * negatives, replacement=True, generator=g).view(-1, negatives)
             u = centre(batch[:, 0])
             pos = (u * context(batch[:, 1])).sum(-1)
@@ -80,5 +91,10 @@ def train_skipgram(sequences, field: str = "mcc", vocabulary: list | None = None
             loss.backward()
             optimizer.step()
             last = float(loss.detach())
-    return SkipGramEmbeddings(field=field, vocabulary=list(vocabulary), counts=counts.astype(int).tolist(),
-                              vectors=centre.weight.detach().numpy().astype(np.float32), final_loss=last)
+    return SkipGramEmbeddings(
+        field=field,
+        vocabulary=list(vocabulary),
+        counts=counts.astype(int).tolist(),
+        vectors=centre.weight.detach().numpy().astype(np.float32),
+        final_loss=last,
+    )

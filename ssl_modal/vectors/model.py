@@ -1,4 +1,5 @@
 """An MLP encoder for fixed-length float vectors and two objectives: masked-feature and plain reconstruction."""
+
 from __future__ import annotations
 
 import functools
@@ -14,11 +15,11 @@ from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective
 
 @dataclass
 class VectorConfig:
-    dim: int = 16                 # input features per example
+    dim: int = 16  # input features per example
     hidden: int = 64
     embed_dim: int = 32
     dropout: float = 0.0
-    mask_prob: float = 0.25       # masked-feature objective: share of features hidden
+    mask_prob: float = 0.25  # masked-feature objective: share of features hidden
     objectives: dict = field(default_factory=lambda: {"masked": 1.0})  # name -> weight
     columns: list = field(default_factory=list)  # feature column names, for tables given as dict rows
 
@@ -27,16 +28,18 @@ class MLPEncoder(Encoder):
     def __init__(self, cfg: VectorConfig) -> None:
         super().__init__()
         self.dim = cfg.dim
-        self.net = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.hidden, cfg.embed_dim))
+        self.net = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.embed_dim)
+        )
 
     def forward(self, batch: dict) -> EncoderOutput:
         x = batch["x"]
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"batch['x']: expected shape (batch, {self.dim}), found {tuple(x.shape)}")
         h = self.net(x)
-        return EncoderOutput(tokens=h[:, None], mask=torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device),
-                             pooled=h)
+        return EncoderOutput(
+            tokens=h[:, None], mask=torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device), pooled=h
+        )
 
 
 class MaskedFeatureObjective(Objective):

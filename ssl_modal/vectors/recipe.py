@@ -1,4 +1,5 @@
 """Recipe support for `domain: vectors`: pretrain on numeric columns of a table, probe against raw features."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ def load_features(cfg: Config) -> tuple[np.ndarray, np.ndarray | None, list]:
     """(features, labels or None, feature column names) of the recipe's table."""
     frame = read_table(cfg.data.file)
     columns = list(cfg.data.feature_columns) or [
-        c for c in frame.select_dtypes("number").columns if c != cfg.data.label_column]
+        c for c in frame.select_dtypes("number").columns if c != cfg.data.label_column
+    ]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"{cfg.data.file}: feature columns {missing} not found; columns: {list(frame.columns)}")
@@ -57,5 +59,6 @@ def evaluate(cfg: Config) -> ProbeTable:
     if labels is None:
         raise ValueError("evaluate needs data.label_column")
     model = load_model(cfg.train.output_dir)
-    return ProbeTable([probe(encode(model, list(x)), labels, name="ssl encoder"),
-                       probe(x, labels, name="raw features")])
+    return ProbeTable(
+        [probe(encode(model, list(x)), labels, name="ssl encoder"), probe(x, labels, name="raw features")]
+    )

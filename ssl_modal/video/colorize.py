@@ -4,6 +4,7 @@ rgb_to_lab -> fit_color_centres (k-means on ab) -> quantize_ab -> pointer (softm
 positions of feature similarity) -> colorization_loss (cross-entropy of pointer-weighted reference colours
 against the target's quantised colours). Every function is tested against a naive loop in tests/video.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # sRGB (D65) -> XYZ, and the D65 white point, as in the CIE / skimage definitions.
-_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]])
+_RGB2XYZ = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883])
 
 
@@ -73,15 +74,16 @@ def pointer(target: Tensor, refs: Tensor, temperature: float = 1.0) -> Tensor:
     return torch.softmax(target @ refs.transpose(1, 2) / temperature, dim=-1)
 
 
-def colorization_loss(target: Tensor, refs: Tensor, ref_colors: Tensor, target_colors: Tensor,
-                      num_colors: int, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def colorization_loss(
+    target: Tensor, refs: Tensor, ref_colors: Tensor, target_colors: Tensor, num_colors: int, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """Cross-entropy of the pointer-predicted colour distribution against the target's colours.
 
     target (B, N, D) and refs (B, M, D) features; ref_colors (B, M) and target_colors (B, N) colour indices.
     Returns (mean loss, accuracy of the most likely colour)."""
-    weights = pointer(target, refs, temperature)                               # (B, N, M)
-    onehot = F.one_hot(ref_colors, num_colors).to(weights.dtype)               # (B, M, K)
-    predicted = weights @ onehot                                               # (B, N, K)
+    weights = pointer(target, refs, temperature)  # (B, N, M)
+    onehot = F.one_hot(ref_colors, num_colors).to(weights.dtype)  # (B, M, K)
+    predicted = weights @ onehot  # (B, N, K)
     log_p = torch.log(predicted.clamp(min=1e-8))
     loss = F.nll_loss(log_p.flatten(0, 1), target_colors.flatten())
     accuracy = (predicted.argmax(-1) == target_colors).float().mean()

@@ -1,4 +1,5 @@
 """The video recipes' config: one dataclass per section of `recipes/video_tracking.yaml` / `video_frame_order.yaml`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,19 +16,19 @@ class EncoderConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     blocks: int = 1
     embed_dim: int = 64
-    channels: str = "L"              # network input: "L" (colorization must not see colour) or "Lab"
+    channels: str = "L"  # network input: "L" (colorization must not see colour) or "Lab"
 
 
 @dataclass
 class ColorizationConfig:
     """Vondrick et al. 2018: copy quantised colours from `num_refs` reference frames to the next frame."""
 
-    weight: float = 1.0              # 0 disables the objective
-    num_colors: int = 16             # k-means clusters of ab
-    num_refs: int = 3                # reference frames before each target frame
-    frame_gap: int = 2               # frames between consecutive frames of a clip
+    weight: float = 1.0  # 0 disables the objective
+    num_colors: int = 16  # k-means clusters of ab
+    num_refs: int = 3  # reference frames before each target frame
+    frame_gap: int = 2  # frames between consecutive frames of a clip
     temperature: float = 1.0
-    kmeans_frames: int = 64          # training frames sampled to fit the colour centres
+    kmeans_frames: int = 64  # training frames sampled to fit the colour centres
     seed: int = 0
 
 
@@ -35,13 +36,13 @@ class ColorizationConfig:
 class FrameOrderConfig:
     """VCOP (Xu et al. 2019): predict which of the n! permutations shuffled n frames (or short clips)."""
 
-    weight: float = 0.0              # 0 disables the objective
-    num_clips: int = 3               # n = 3 or 4
-    clip_len: int = 1                # frames per clip (their features are averaged)
-    gap: int = 3                     # frames skipped between consecutive clips
-    hidden: int = 128                # width of the pair-wise MLP
-    pool: int = 1                    # clip feature: feature maps pooled to pool x pool cells (1 = global mean)
-    pair_diff: bool = False          # pair input [f_i, f_j, f_j - f_i] instead of VCOP's [f_i, f_j]
+    weight: float = 0.0  # 0 disables the objective
+    num_clips: int = 3  # n = 3 or 4
+    clip_len: int = 1  # frames per clip (their features are averaged)
+    gap: int = 3  # frames skipped between consecutive clips
+    hidden: int = 128  # width of the pair-wise MLP
+    pool: int = 1  # clip feature: feature maps pooled to pool x pool cells (1 = global mean)
+    pair_diff: bool = False  # pair input [f_i, f_j, f_j - f_i] instead of VCOP's [f_i, f_j]
     dropout: float = 0.3
 
 
@@ -51,7 +52,7 @@ class WalkConfig:
     (`crop` size, clip area fraction in `scale`, per-frame `jitter`) and colour jitter (`color_strength`,
     grayscale probability `gray_p`); see ssl_modal/video/walk.py."""
 
-    weight: float = 0.0              # 0 disables the objective
+    weight: float = 0.0  # 0 disables the objective
     clip_len: int = 4
     frame_gap: int = 2
     temperature: float = 0.07
@@ -76,9 +77,9 @@ class DataConfig:
     heldout_videos: list[str] = field(default_factory=list)  # frame-order accuracy is measured on these
     size: list[int] = field(default_factory=lambda: [128, 224])  # training (height, width), resized at decode
     davis_root: str = "../shared/data/video/davis"
-    sequences: list[str] | None = None       # null: every sequence under davis_root/JPEGImages
-    max_frames: int | None = None            # per evaluated sequence (null: all)
-    on_error: str = "skip"                   # unreadable training videos: "skip" (counted, reported) or "error"
+    sequences: list[str] | None = None  # null: every sequence under davis_root/JPEGImages
+    max_frames: int | None = None  # per evaluated sequence (null: all)
+    on_error: str = "skip"  # unreadable training videos: "skip" (counted, reported) or "error"
 
 
 @dataclass
@@ -87,9 +88,9 @@ class PropagationConfig:
 
     context: int = 5
     topk: int = 10
-    radius: float = 12               # in feature cells (of `stride` pixels); 0 = no spatial limit
+    radius: float = 12  # in feature cells (of `stride` pixels); 0 = no spatial limit
     temperature: float = 0.05
-    stride: int = 8                  # feature stride (pixels per cell); below the encoder's, frames are upsampled
+    stride: int = 8  # feature stride (pixels per cell); below the encoder's, frames are upsampled
     # With folds: settings tried on each fold's *training* sequences (overrides of the keys above, e.g.
     # {radius: 6, stride: 4}); the best mean J&F of `select_by` there is used for every method. [] = as set.
     candidates: list[dict] = field(default_factory=list)
@@ -98,14 +99,14 @@ class PropagationConfig:
 
 @dataclass
 class EvalConfig:
-    baselines: bool = True           # copy-first-frame, raw Lab pixels, random-init encoder
-    overlays: int = 4                # overlay frames saved per sequence (PNG strip); 0 = none
-    bound_th: float = 0.008          # DAVIS boundary tolerance (fraction of the image diagonal)
-    window: int = 8                  # clip-embedding export: frames per window
+    baselines: bool = True  # copy-first-frame, raw Lab pixels, random-init encoder
+    overlays: int = 4  # overlay frames saved per sequence (PNG strip); 0 = none
+    bound_th: float = 0.008  # DAVIS boundary tolerance (fraction of the image diagonal)
+    window: int = 8  # clip-embedding export: frames per window
     window_stride: int = 8
-    frame_order_batches: int = 20    # held-out frame-order accuracy: batches of train.batch_size
-    only_fold: int | None = None     # with data.folds: run this fold only (its result is kept in fold<k>/fold.json;
-                                     # the pooled table is printed once every fold has one)
+    frame_order_batches: int = 20  # held-out frame-order accuracy: batches of train.batch_size
+    only_fold: int | None = None  # with data.folds: run this fold only (its result is kept in fold<k>/fold.json;
+    # the pooled table is printed once every fold has one)
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Training clips from decoded videos, the colour centres fitted on them, and windows for clip-embedding export."""
+
 from __future__ import annotations
 
 import glob
@@ -61,8 +62,9 @@ def resolve_videos(patterns: list[str]) -> tuple[list[Path], dict[str, dict]]:
                 names, ignored = folder_videos(matches[0])
                 matches = [Path(n) for n in names]
                 if ignored:
-                    log.info("%s: ignored %d entries that are not videos (%s)", pattern, len(ignored),
-                             ", ".join(ignored[:5]))
+                    log.info(
+                        "%s: ignored %d entries that are not videos (%s)", pattern, len(ignored), ", ".join(ignored[:5])
+                    )
         if not matches:
             raise FileNotFoundError(f"no video matches '{pattern}' (expected video files or frame folders)")
         found += [m for m in matches if m not in found]
@@ -78,8 +80,9 @@ def load_videos(patterns: list[str], size: list[int] | None, on_error: str = "sk
         if path not in report.videos:
             continue
         if "num_frames" in record and len(report.videos[path]) != record["num_frames"]:
-            raise ValueError(f"{path}: the manifest expects {record['num_frames']} frames, found "
-                             f"{len(report.videos[path])}")
+            raise ValueError(
+                f"{path}: the manifest expects {record['num_frames']} frames, found {len(report.videos[path])}"
+            )
         report.fps[path] = float(record.get("fps", report.fps[path]))
     if not report.videos:
         raise ValueError(f"none of the training videos could be read: {report}")
@@ -110,10 +113,15 @@ class ClipDataset(torch.utils.data.Dataset):
         for name, frames in videos.items():
             if len(frames) < span:
                 what = max(need, key=need.get)
-                detail = (f"{order.num_clips} clips x {order.clip_len} frames with gap {order.gap}"
-                          if what == "frame order" else f"{color.num_refs} references + 1 target, gap {color.frame_gap}")
-                raise ValueError(f"{name}: the sequence has {len(frames)} frames, but {what} ({detail}) needs at "
-                                 f"least {span}; lower the gaps or drop this video")
+                detail = (
+                    f"{order.num_clips} clips x {order.clip_len} frames with gap {order.gap}"
+                    if what == "frame order"
+                    else f"{color.num_refs} references + 1 target, gap {color.frame_gap}"
+                )
+                raise ValueError(
+                    f"{name}: the sequence has {len(frames)} frames, but {what} ({detail}) needs at "
+                    f"least {span}; lower the gaps or drop this video"
+                )
             self.index += [(name, s) for s in range(len(frames) - span + 1)]
 
     def __len__(self) -> int:
@@ -122,7 +130,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         name, start = self.index[i]
         frames = self.videos[name]
-        item = {"frames": frames[start:start + color_span(self.color):self.color.frame_gap]}
+        item = {"frames": frames[start : start + color_span(self.color) : self.color.frame_gap]}
         if self.order is not None:
             o = self.order
             idx = [start + k * (o.clip_len + o.gap) + j for k in range(o.num_clips) for j in range(o.clip_len)]
@@ -162,8 +170,10 @@ class WalkClips(torch.utils.data.Dataset):
         self.index: list[tuple[str, int]] = []
         for name, frames in videos.items():
             if len(frames) < span:
-                raise ValueError(f"{name}: the sequence has {len(frames)} frames, but the random walk "
-                                 f"({cfg.clip_len} frames, gap {cfg.frame_gap}) needs at least {span}")
+                raise ValueError(
+                    f"{name}: the sequence has {len(frames)} frames, but the random walk "
+                    f"({cfg.clip_len} frames, gap {cfg.frame_gap}) needs at least {span}"
+                )
             self.index += [(name, s) for s in range(len(frames) - span + 1)]
         self.index += [("", i) for i in range(len(images))]
 
@@ -175,10 +185,12 @@ class WalkClips(torch.utils.data.Dataset):
         if not name:
             return {"frames": np.repeat(self.images[start][None], self.cfg.clip_len, axis=0)}
         span = (self.cfg.clip_len - 1) * self.cfg.frame_gap + 1
-        return {"frames": self.videos[name][start:start + span:self.cfg.frame_gap]}
+        return {"frames": self.videos[name][start : start + span : self.cfg.frame_gap]}
 
 
-def sample_ab(videos: dict[str, np.ndarray], num_frames: int, seed: int = 0, pixels_per_frame: int = 2000) -> np.ndarray:
+def sample_ab(
+    videos: dict[str, np.ndarray], num_frames: int, seed: int = 0, pixels_per_frame: int = 2000
+) -> np.ndarray:
     """ab values of random pixels from `num_frames` frames spread evenly over all training frames: (N, 2)."""
     flat = [(name, i) for name, frames in videos.items() for i in range(len(frames))]
     picks = np.linspace(0, len(flat) - 1, min(num_frames, len(flat))).round().astype(int)
@@ -211,8 +223,14 @@ class ClipWindows(torch.utils.data.Dataset):
             for s in starts:
                 e = min(n, s + window)
                 self.items.append((name, s, e))
-                self.meta.append({"video": Path(name).name, "start_frame": s, "start_s": round(s / rate, 3),
-                                  "end_s": round(e / rate, 3)})
+                self.meta.append(
+                    {
+                        "video": Path(name).name,
+                        "start_frame": s,
+                        "start_s": round(s / rate, 3),
+                        "end_s": round(e / rate, 3),
+                    }
+                )
 
     def __len__(self) -> int:
         return len(self.items)

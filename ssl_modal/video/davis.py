@@ -5,6 +5,7 @@ J is the IoU of predicted and ground-truth masks; F is the boundary F-measure of
 ceil(bound_th * image diagonal) with bound_th = 0.008. As in the official evaluation, the first frame
 (given) and the last frame are left out of the per-sequence means.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
 def disk(radius: int) -> np.ndarray:
     """A filled disk structuring element (as skimage.morphology.disk)."""
     r = int(radius)
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
     return x * x + y * y <= r * r
 
 
@@ -101,7 +102,7 @@ def sequence_scores(preds: np.ndarray, gts: np.ndarray, bound_th: float = 0.008)
     """Per-frame J and F of a sequence and their means over frames 1..T-2 (first and last left out)."""
     if preds.shape != gts.shape:
         raise ValueError(f"predicted masks {preds.shape} and ground truth {gts.shape} differ in shape")
-    j = [region_j(p, g) for p, g in zip(preds, gts)]
-    f = [contour_f(p, g, bound_th) for p, g in zip(preds, gts)]
+    j = [region_j(p, g) for p, g in zip(preds, gts, strict=True)]
+    f = [contour_f(p, g, bound_th) for p, g in zip(preds, gts, strict=True)]
     scored = slice(1, len(j) - 1) if len(j) > 2 else slice(0, len(j))
     return {"J_frames": j, "F_frames": f, "J": float(np.mean(j[scored])), "F": float(np.mean(f[scored]))}

@@ -7,14 +7,15 @@ A corrupt, truncated, zero-byte or non-video file raises `VideoReadError` naming
 reason, never a raw decoder traceback; readers are closed by `close()` / the `with` block.
 `read_videos(paths, on_error="skip")` skips such files and reports how many and which.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -66,8 +67,9 @@ class VideoSource:
             raise IndexError(f"{self.path}: frame indices {bad[:5]} outside 0..{len(self) - 1}")
         return idx
 
-    def sample_indices(self, stride: int = 1, fps: float | None = None, start: int = 0,
-                       num_frames: int | None = None) -> list[int]:
+    def sample_indices(
+        self, stride: int = 1, fps: float | None = None, start: int = 0, num_frames: int | None = None
+    ) -> list[int]:
         """Every `stride`-th frame, or frames resampled to `fps` (nearest earlier frame), from `start`."""
         if fps is not None:
             if fps <= 0:
@@ -123,8 +125,9 @@ class DecordVideo(VideoSource):
         try:
             return self._vr.get_batch(idx).asnumpy()
         except Exception as exc:
-            raise VideoReadError(f"{self.path}: decoding frames {idx[0]}..{idx[-1]} failed: corrupt or "
-                                 f"truncated video ({_reason(exc)})") from None
+            raise VideoReadError(
+                f"{self.path}: decoding frames {idx[0]}..{idx[-1]} failed: corrupt or truncated video ({_reason(exc)})"
+            ) from None
 
     def close(self) -> None:
         self._vr = None  # decord frees its decoder when the reader is released
@@ -176,12 +179,15 @@ class PyAVVideo(VideoSource):
                     if n > max(idx):
                         break
         except Exception as exc:
-            raise VideoReadError(f"{self.path}: decoding failed after {n} frames: corrupt or truncated video "
-                                 f"({_reason(exc)})") from None
+            raise VideoReadError(
+                f"{self.path}: decoding failed after {n} frames: corrupt or truncated video ({_reason(exc)})"
+            ) from None
         missing = [i for i in idx if i not in out]
         if missing:
-            raise VideoReadError(f"{self.path}: expected {self._len} frames, the stream ended after {n} "
-                                 f"(missing frames {missing[:5]}): truncated video")
+            raise VideoReadError(
+                f"{self.path}: expected {self._len} frames, the stream ended after {n} "
+                f"(missing frames {missing[:5]}): truncated video"
+            )
         return _resize(np.stack([out[i] for i in idx]), self.size)
 
 
@@ -199,14 +205,17 @@ class FrameFolder(VideoSource):
         self.path, self.size, self.fps = Path(path), size, float(fps)
         self.files = _frame_files(self.path)
         if not self.files:
-            raise VideoReadError(f"{self.path}: expected numbered {'/'.join(sorted(FRAME_SUFFIXES))} frames, "
-                                 "found none")
+            raise VideoReadError(
+                f"{self.path}: expected numbered {'/'.join(sorted(FRAME_SUFFIXES))} frames, found none"
+            )
         numbers = [int(m.group(1)) if (m := _NUMBER.search(p.stem)) else None for p in self.files]
         if None not in numbers:
             missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
             if missing:
-                raise VideoReadError(f"{self.path}: frame numbering has gaps: missing frame(s) "
-                                     f"{missing[:5]} between {self.files[0].name} and {self.files[-1].name}")
+                raise VideoReadError(
+                    f"{self.path}: frame numbering has gaps: missing frame(s) "
+                    f"{missing[:5]} between {self.files[0].name} and {self.files[-1].name}"
+                )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -217,8 +226,9 @@ class FrameFolder(VideoSource):
             with Image.open(path) as img:
                 arr = np.asarray(img.convert("RGB"))
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise VideoReadError(f"{path}: frame {i} of {self.path} cannot be decoded as an image "
-                                 f"({_reason(exc)})") from None
+            raise VideoReadError(
+                f"{path}: frame {i} of {self.path} cannot be decoded as an image ({_reason(exc)})"
+            ) from None
         return arr
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
@@ -246,8 +256,10 @@ def open_video(path: str | Path, size: tuple[int, int] | None = None, backend: s
     if path.suffix.lower() not in VIDEO_SUFFIXES and backend == "auto":
         head = path.read_bytes()[:12]
         if b"ftyp" not in head and not head.startswith(b"\x1a\x45\xdf\xa3"):  # not MP4/MOV, not Matroska
-            raise VideoReadError(f"{path}: not a video (expected one of {', '.join(sorted(VIDEO_SUFFIXES))} "
-                                 f"or a frame folder, found a '{path.suffix or 'no-suffix'}' file)")
+            raise VideoReadError(
+                f"{path}: not a video (expected one of {', '.join(sorted(VIDEO_SUFFIXES))} "
+                f"or a frame folder, found a '{path.suffix or 'no-suffix'}' file)"
+            )
     if backend == "pyav" or (backend == "auto" and importlib.util.find_spec("decord") is None):
         return PyAVVideo(path, size)  # decord has no wheels for some platforms (e.g. macOS arm64)
     try:
@@ -263,8 +275,9 @@ def open_video(path: str | Path, size: tuple[int, int] | None = None, backend: s
         return video
 
 
-def read_frames(path: str | Path, size: tuple[int, int] | None = None, stride: int = 1,
-                backend: str = "auto") -> np.ndarray:
+def read_frames(
+    path: str | Path, size: tuple[int, int] | None = None, stride: int = 1, backend: str = "auto"
+) -> np.ndarray:
     """All frames (every `stride`-th) of a video or frame folder as uint8 (N, H, W, 3); decord errors on
     decode fall back to PyAV in "auto" mode."""
     return _read(path, size, stride, backend)[0]
@@ -302,8 +315,9 @@ class ReadReport:
         return text
 
 
-def read_videos(paths: Sequence[str | Path], size: tuple[int, int] | None = None, stride: int = 1,
-                on_error: str = "error") -> ReadReport:
+def read_videos(
+    paths: Sequence[str | Path], size: tuple[int, int] | None = None, stride: int = 1, on_error: str = "error"
+) -> ReadReport:
     """Read several videos; unreadable ones raise (`on_error="error"`) or are counted in `skipped`."""
     if on_error not in ("error", "skip"):
         raise ValueError(f"on_error: expected 'error' or 'skip', found '{on_error}'")
@@ -331,6 +345,8 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     except (UnidentifiedImageError, OSError) as exc:
         raise VideoReadError(f"{path}: cannot be decoded as a mask image ({_reason(exc)})") from None
     if shape is not None and arr.shape[:2] != tuple(shape):
-        raise VideoReadError(f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but its frame is "
-                             f"{shape[1]}x{shape[0]}; masks must have the frame's size")
+        raise VideoReadError(
+            f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but its frame is "
+            f"{shape[1]}x{shape[0]}; masks must have the frame's size"
+        )
     return arr > 127 if arr.max() >= 128 else arr > 0  # 0/255 masks, or palette/0-1 class indices

@@ -5,6 +5,7 @@
 k-means colour centres travel inside the checkpoint and `load_model` rebuilds the model alone.
 Batches hold uint8 RGB frames: "frames" (B, T, H, W, 3) and, for frame order, "order_frames".
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -38,7 +42,8 @@ class BasicBlock(nn.Module):
 
 
 def network_input(rgb: Tensor, channels: str) -> Tensor:
-    """Float RGB (N, 3, H, W) in [0, 1] (or uint8) -> the encoder input: "L" (N, 1, H, W) or "Lab" (N, 3, H, W), about [-1, 1]."""
+    """Float RGB (N, 3, H, W) in [0, 1] (or uint8) -> the encoder input: "L" (N, 1, H, W) or "Lab" (N, 3, H, W),
+    about [-1, 1]."""
     lab = rgb_to_lab(rgb)
     lab = torch.cat([lab[:, :1] / 50.0 - 1.0, lab[:, 1:] / 50.0], 1)
     return lab[:, :1] if channels == "L" else lab
@@ -53,8 +58,9 @@ class VideoEncoder(Encoder):
         if channels not in ("L", "Lab"):
             raise ValueError(f"encoder.channels: expected 'L' or 'Lab', found {channels!r}")
         self.channels = channels
-        self.stem = nn.Sequential(nn.Conv2d(len(channels), widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(len(channels), widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         stages, cin = [], widths[0]
         for w in widths[1:]:
             stages += [BasicBlock(cin, w, 2)] + [BasicBlock(w, w, 1) for _ in range(blocks - 1)]
@@ -103,13 +109,14 @@ class ColorizationTracking(Objective):
         b, t = frames.shape[:2]
         if t < 2:
             raise ValueError(f"colorization needs clips of >= 2 frames (references + target), found {t}")
-        feats = encoder.feature_map(frames.flatten(0, 1))             # (B*T, D, h, w)
+        feats = encoder.feature_map(frames.flatten(0, 1))  # (B*T, D, h, w)
         d, h, w = feats.shape[1:]
         colors = self.colors(frames.flatten(0, 1), (h, w)).view(b, t, h * w)
-        feats = feats.view(b, t, d, h * w).transpose(2, 3)              # (B, T, hw, D)
+        feats = feats.view(b, t, d, h * w).transpose(2, 3)  # (B, T, hw, D)
         refs = feats[:, :-1].reshape(b, (t - 1) * h * w, d)
-        loss, acc = colorization_loss(feats[:, -1], refs, colors[:, :-1].reshape(b, -1), colors[:, -1],
-                                      len(self.centres), self.temperature)
+        loss, acc = colorization_loss(
+            feats[:, -1], refs, colors[:, :-1].reshape(b, -1), colors[:, -1], len(self.centres), self.temperature
+        )
         return {"loss": loss, "color_accuracy": acc}
 
 
@@ -124,8 +131,16 @@ class FrameOrder(Objective):
     A clip's feature is its frames' feature maps average-pooled to a `pool` x `pool` grid (1 = global mean),
     flattened, and averaged over the clip's frames. `pair_diff` appends f_j - f_i to each concatenated pair."""
 
-    def __init__(self, embed_dim: int, num_clips: int = 3, clip_len: int = 1, hidden: int = 128, dropout: float = 0.3,
-                 pool: int = 1, pair_diff: bool = False):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_clips: int = 3,
+        clip_len: int = 1,
+        hidden: int = 128,
+        dropout: float = 0.3,
+        pool: int = 1,
+        pair_diff: bool = False,
+    ):
         super().__init__()
         if num_clips not in (3, 4):
             raise ValueError(f"frame_order.num_clips: expected 3 or 4, found {num_clips}")
@@ -138,17 +153,21 @@ class FrameOrder(Objective):
     def logits(self, clip_features: Tensor) -> Tensor:
         """(B, n, D) clip features in presented order -> (B, n!) permutation logits."""
         f = clip_features
-        pairs = [torch.cat([f[:, i], f[:, j]] + ([f[:, j] - f[:, i]] if self.pair_diff else []), -1)
-                 for i, j in itertools.combinations(range(self.num_clips), 2)]
+        pairs = [
+            torch.cat([f[:, i], f[:, j]] + ([f[:, j] - f[:, i]] if self.pair_diff else []), -1)
+            for i, j in itertools.combinations(range(self.num_clips), 2)
+        ]
         return self.classify(torch.cat([self.pair(p) for p in pairs], -1))
 
     def forward(self, encoder: VideoEncoder, batch: dict) -> dict[str, Tensor]:
-        frames = batch["order_frames"]                                  # (B, n*clip_len, H, W, 3)
+        frames = batch["order_frames"]  # (B, n*clip_len, H, W, 3)
         b = frames.shape[0]
         if frames.shape[1] != self.num_clips * self.clip_len:
-            raise ValueError(f"frame order expects {self.num_clips} clips x {self.clip_len} frames, "
-                             f"found {frames.shape[1]} frames per example")
-        maps = encoder.feature_map(frames.flatten(0, 1))                      # (B*n*len, D, h, w)
+            raise ValueError(
+                f"frame order expects {self.num_clips} clips x {self.clip_len} frames, "
+                f"found {frames.shape[1]} frames per example"
+            )
+        maps = encoder.feature_map(frames.flatten(0, 1))  # (B*n*len, D, h, w)
         feats = F.adaptive_avg_pool2d(maps, self.pool).view(b, self.num_clips, self.clip_len, -1).mean(2)
         label = torch.randint(len(self.orders), (b,), generator=self.rng(frames.device), device=frames.device)
         shuffled = torch.gather(feats, 1, self.orders[label].unsqueeze(-1).expand_as(feats))
@@ -164,8 +183,10 @@ def collate(items: list[dict]) -> dict[str, Tensor]:
             continue
         shapes = {np.shape(it[key]) for it in items}
         if len(shapes) > 1:
-            raise ValueError(f"collate: '{key}' arrays differ in shape across the batch ({sorted(shapes)[:3]}); "
-                             "resize frames to one size (data.size)")
+            raise ValueError(
+                f"collate: '{key}' arrays differ in shape across the batch ({sorted(shapes)[:3]}); "
+                "resize frames to one size (data.size)"
+            )
         out[key] = torch.as_tensor(np.stack([it[key] for it in items]))
     if "frames" not in out:
         raise KeyError(f"collate: every item needs 'frames' (uint8 T x H x W x 3), found keys {sorted(items[0])}")
@@ -175,8 +196,9 @@ def collate(items: list[dict]) -> dict[str, Tensor]:
 def build_video_model(config: dict) -> SSLModel:
     """Rebuild from a plain dict (see module doc). An objective with weight 0 is left out."""
     enc = config["encoder"]
-    encoder = VideoEncoder(list(enc["widths"]), int(enc.get("blocks", 1)), int(enc["embed_dim"]),
-                           enc.get("channels", "L"))
+    encoder = VideoEncoder(
+        list(enc["widths"]), int(enc.get("blocks", 1)), int(enc["embed_dim"]), enc.get("channels", "L")
+    )
     objectives, weights = {}, {}
     color = config.get("colorization") or {}
     if color.get("weight", 0):
@@ -184,17 +206,31 @@ def build_video_model(config: dict) -> SSLModel:
         weights["color"] = float(color["weight"])
     order = config.get("frame_order") or {}
     if order.get("weight", 0):
-        objectives["order"] = FrameOrder(encoder.embed_dim, int(order["num_clips"]), int(order.get("clip_len", 1)),
-                                         int(order.get("hidden", 128)), float(order.get("dropout", 0.3)),
-                                         int(order.get("pool", 1)), bool(order.get("pair_diff", False)))
+        objectives["order"] = FrameOrder(
+            encoder.embed_dim,
+            int(order["num_clips"]),
+            int(order.get("clip_len", 1)),
+            int(order.get("hidden", 128)),
+            float(order.get("dropout", 0.3)),
+            int(order.get("pool", 1)),
+            bool(order.get("pair_diff", False)),
+        )
         weights["order"] = float(order["weight"])
     walk = config.get("walk") or {}
     if walk.get("weight", 0):
-        objectives["walk"] = ContrastiveWalk(walk["temperature"], walk["edge_drop"], walk["crop"], walk["scale"],
-                                             walk["jitter"], walk["color_strength"], walk["gray_p"])
+        objectives["walk"] = ContrastiveWalk(
+            walk["temperature"],
+            walk["edge_drop"],
+            walk["crop"],
+            walk["scale"],
+            walk["jitter"],
+            walk["color_strength"],
+            walk["gray_p"],
+        )
         weights["walk"] = float(walk["weight"])
     if not objectives:
-        raise ValueError("video model: colorization.weight, frame_order.weight and walk.weight are all 0: "
-                         "nothing to train")
+        raise ValueError(
+            "video model: colorization.weight, frame_order.weight and walk.weight are all 0: nothing to train"
+        )
     spec = ModelSpec(builder=BUILDER, config=config, kind="video-" + "+".join(objectives))
     return SSLModel(encoder, objectives, weights, spec=spec, collate=collate)

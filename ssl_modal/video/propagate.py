@@ -10,6 +10,7 @@ The affinity is computed block-locally (`local_topk`): the feature grid is cut i
 each tile is compared only with its context window (tile + `radius` cells on every side, cut out once per frame
 with `unfold`), so cost grows with the window, not with the square of the frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,19 +36,25 @@ def local_mask(h: int, w: int, radius: float) -> Tensor:
     return torch.cdist(pos, pos) <= radius
 
 
-def propagate_step(target: Tensor, context: Tensor, context_labels: Tensor, topk: int, temperature: float,
-                   allowed: Tensor | None = None) -> Tensor:
+def propagate_step(
+    target: Tensor,
+    context: Tensor,
+    context_labels: Tensor,
+    topk: int,
+    temperature: float,
+    allowed: Tensor | None = None,
+) -> Tensor:
     """Dense reference for one frame (tests and small grids).
 
     target (N, D) and context (C, N, D) L2-normalised features; context_labels (C, N, K) soft labels;
     allowed (N, N) bool locality mask (same for each context frame). Returns (N, K)."""
     c, n, d = context.shape
-    sim = target @ context.reshape(c * n, d).T                                  # (N, C*N)
+    sim = target @ context.reshape(c * n, d).T  # (N, C*N)
     if allowed is not None:
         sim = sim.masked_fill(~allowed.repeat(1, c), float("-inf"))
     k = min(topk, sim.shape[1])
     values, index = sim.topk(k, dim=1)
-    weights = torch.nan_to_num(torch.softmax(values / temperature, dim=1))     # -inf -> weight 0
+    weights = torch.nan_to_num(torch.softmax(values / temperature, dim=1))  # -inf -> weight 0
     labels = context_labels.reshape(c * n, -1)
     return (weights.unsqueeze(-1) * labels[index]).sum(1)
 
@@ -62,22 +69,27 @@ class LocalGrid:
     def __init__(self, h: int, w: int, radius: float, block: int | None = None):
         if radius > 0:
             self.pad = int(math.floor(radius))
-            b = block or 8                     # measured: larger blocks repeat fewer window cells, smaller
-                                               # ones compare fewer far cells; 8 was fastest for radius 3-12
+            b = block or 8  # measured: larger blocks repeat fewer window cells, smaller
+            # ones compare fewer far cells; 8 was fastest for radius 3-12
             self.bh, self.bw = min(b, h), min(b, w)
         else:
             self.pad, self.bh, self.bw = 0, h, w
         self.h, self.w = h, w
         self.hp, self.wp = -(-h // self.bh) * self.bh, -(-w // self.bw) * self.bw
-        inside = self.windows(torch.ones(1, h, w))[..., 0] > 0                       # (B, M)
+        inside = self.windows(torch.ones(1, h, w))[..., 0] > 0  # (B, M)
         by, bx = torch.meshgrid(torch.arange(self.bh), torch.arange(self.bw), indexing="ij")
-        wy, wx = torch.meshgrid(torch.arange(self.bh + 2 * self.pad) - self.pad,
-                                torch.arange(self.bw + 2 * self.pad) - self.pad, indexing="ij")
-        dist = torch.cdist(torch.stack([by.flatten(), bx.flatten()], -1).float(),
-                           torch.stack([wy.flatten(), wx.flatten()], -1).float())  # (P, M)
+        wy, wx = torch.meshgrid(
+            torch.arange(self.bh + 2 * self.pad) - self.pad,
+            torch.arange(self.bw + 2 * self.pad) - self.pad,
+            indexing="ij",
+        )
+        dist = torch.cdist(
+            torch.stack([by.flatten(), bx.flatten()], -1).float(), torch.stack([wy.flatten(), wx.flatten()], -1).float()
+        )  # (P, M)
         near = dist <= radius if radius > 0 else torch.ones_like(dist, dtype=torch.bool)
-        self.bias = torch.zeros(inside.shape[0], *near.shape).masked_fill(~(near[None] & inside[:, None]),
-                                                                          float("-inf"))
+        self.bias = torch.zeros(inside.shape[0], *near.shape).masked_fill(
+            ~(near[None] & inside[:, None]), float("-inf")
+        )
 
     def tiles(self, x: Tensor) -> Tensor:
         k = x.shape[0]
@@ -88,7 +100,7 @@ class LocalGrid:
     def untile(self, t: Tensor) -> Tensor:
         k = t.shape[-1]
         x = t.view(self.hp // self.bh, self.wp // self.bw, self.bh, self.bw, k).permute(4, 0, 2, 1, 3)
-        return x.reshape(k, self.hp, self.wp)[:, :self.h, :self.w]
+        return x.reshape(k, self.hp, self.wp)[:, : self.h, : self.w]
 
     def windows(self, x: Tensor) -> Tensor:
         k, p = x.shape[0], self.pad
@@ -97,14 +109,15 @@ class LocalGrid:
         return u.view(k, -1, u.shape[-1]).permute(2, 1, 0).contiguous()
 
 
-def local_topk(target: Tensor, ctx_feats: list[Tensor], ctx_labels: list[Tensor], grid: LocalGrid, topk: int,
-               temperature: float) -> Tensor:
+def local_topk(
+    target: Tensor, ctx_feats: list[Tensor], ctx_labels: list[Tensor], grid: LocalGrid, topk: int, temperature: float
+) -> Tensor:
     """Labels (B, P, K) of one frame's tiles `target` (B, P, D) from context windows: ctx_feats (B, M, D) and
     ctx_labels (B, M, K) per context frame. Similarities are computed per context frame (the cached windows are
     read, never copied) and concatenated."""
     sim = torch.cat([torch.baddbmm(grid.bias, target, f.transpose(1, 2)) for f in ctx_feats], -1)  # (B, P, C*M)
-    labels = torch.cat(ctx_labels, 1)                                            # (B, C*M, K)
-    values, index = sim.topk(min(topk, sim.shape[-1]), dim=-1)                   # (B, P, k)
+    labels = torch.cat(ctx_labels, 1)  # (B, C*M, K)
+    values, index = sim.topk(min(topk, sim.shape[-1]), dim=-1)  # (B, P, k)
     weights = torch.nan_to_num(torch.softmax(values / temperature, dim=-1))
     b, m, k = labels.shape
     flat = index + (torch.arange(b) * m).view(b, 1, 1)
@@ -112,8 +125,15 @@ def local_topk(target: Tensor, ctx_feats: list[Tensor], ctx_labels: list[Tensor]
 
 
 @torch.no_grad()
-def propagate_maps(feats: Tensor, first: Tensor, context: int = 5, topk: int = 10, radius: float = 12,
-                   temperature: float = 0.05, block: int | None = None) -> Tensor:
+def propagate_maps(
+    feats: Tensor,
+    first: Tensor,
+    context: int = 5,
+    topk: int = 10,
+    radius: float = 12,
+    temperature: float = 0.05,
+    block: int | None = None,
+) -> Tensor:
     """Soft label maps (T, K, h, w) from features (T, D, h, w) (L2-normalised here) and the first frame's
     soft labels `first` (K, h, w)."""
     feats = F.normalize(feats.float(), dim=1)
@@ -123,12 +143,13 @@ def propagate_maps(feats: Tensor, first: Tensor, context: int = 5, topk: int = 1
     win_f, win_l = [grid.windows(feats[0])], [grid.windows(maps[0])]
     for i in range(1, t):
         ctx = [0] + list(range(max(1, i - context), i))
-        out = local_topk(grid.tiles(feats[i]), [win_f[j] for j in ctx], [win_l[j] for j in ctx], grid, topk,
-                         temperature)
+        out = local_topk(
+            grid.tiles(feats[i]), [win_f[j] for j in ctx], [win_l[j] for j in ctx], grid, topk, temperature
+        )
         maps.append(grid.untile(out))
         win_f.append(grid.windows(feats[i]))
         win_l.append(grid.windows(maps[-1]))
-        if i - context >= 1:                                                     # no longer context: free it
+        if i - context >= 1:  # no longer context: free it
             win_f[i - context] = win_l[i - context] = None
     return torch.stack(maps)
 
@@ -138,20 +159,31 @@ def extract(feature_fn: FeatureFn, frames: np.ndarray, chunk: int = 8) -> tuple[
     """Features (T, D, h, w) of uint8 frames (T, H, W, 3), `chunk` frames at a time, and the seconds it took."""
     start = time.perf_counter()
     video = torch.as_tensor(frames)
-    feats = torch.cat([feature_fn(video[i:i + chunk]).float() for i in range(0, len(video), chunk)])
+    feats = torch.cat([feature_fn(video[i : i + chunk]).float() for i in range(0, len(video), chunk)])
     return feats, time.perf_counter() - start
 
 
 @torch.no_grad()
-def propagate(feature_fn: FeatureFn | None, frames: np.ndarray, first_mask: np.ndarray, context: int = 5,
-              topk: int = 10, radius: float = 12, temperature: float = 0.05, chunk: int = 8,
-              block: int | None = None, features: tuple[Tensor, float] | None = None) -> tuple[np.ndarray, float]:
+def propagate(
+    feature_fn: FeatureFn | None,
+    frames: np.ndarray,
+    first_mask: np.ndarray,
+    context: int = 5,
+    topk: int = 10,
+    radius: float = 12,
+    temperature: float = 0.05,
+    chunk: int = 8,
+    block: int | None = None,
+    features: tuple[Tensor, float] | None = None,
+) -> tuple[np.ndarray, float]:
     """Predicted bool masks (T, H, W) for uint8 frames (T, H, W, 3) given the first frame's mask; also the
     propagation speed in frames/s, feature extraction included. `features` = an `extract` result to reuse
     (several settings on the same features); then `feature_fn` is not called and its seconds are counted."""
     if first_mask.shape != frames.shape[1:3]:
-        raise ValueError(f"first mask is {first_mask.shape[1]}x{first_mask.shape[0]} (WxH) but the frames are "
-                         f"{frames.shape[2]}x{frames.shape[1]}")
+        raise ValueError(
+            f"first mask is {first_mask.shape[1]}x{first_mask.shape[0]} (WxH) but the frames are "
+            f"{frames.shape[2]}x{frames.shape[1]}"
+        )
     feats, feature_s = features if features is not None else extract(feature_fn, frames, chunk)
     start = time.perf_counter()
     mask = torch.as_tensor(first_mask, dtype=torch.float32)[None, None]
@@ -196,6 +228,7 @@ def encoder_features(encoder, stride: int | None = None) -> FeatureFn:
         x = frames.permute(0, 3, 1, 2).float()
         x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear", align_corners=False)
         return encoder.feature_map(x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1))
+
     return features
 
 

@@ -6,6 +6,7 @@ the videos of every other fold (`data.fold_videos` with `{sequence}` filled in) 
 propagation settings are chosen per fold on its *training* sequences (`propagation.candidates`) and then
 used for every method on the unseen ones. The pooled table has each sequence once, always unseen.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,10 @@ def check_disjoint(patterns: list[str], evaluated: list[str]) -> None:
     for path in paths:
         name = path.name if path.is_dir() else path.stem
         if name in evaluated:
-            raise ValueError(f"{path}: pretraining video of evaluated sequence '{name}'; the sequence-disjoint "
-                             "protocol must never pretrain on the frames it evaluates (check data.train_videos)")
+            raise ValueError(
+                f"{path}: pretraining video of evaluated sequence '{name}'; the sequence-disjoint "
+                "protocol must never pretrain on the frames it evaluates (check data.train_videos)"
+            )
 
 
 def candidates(p: PropagationConfig) -> list[PropagationConfig]:
@@ -50,8 +53,9 @@ def candidates(p: PropagationConfig) -> list[PropagationConfig]:
     for c in p.candidates or [{}]:
         unknown = set(c) - fields
         if unknown:
-            raise ValueError(f"propagation.candidates: unknown key(s) {sorted(unknown)}, expected some of "
-                             f"{sorted(fields)}")
+            raise ValueError(
+                f"propagation.candidates: unknown key(s) {sorted(unknown)}, expected some of {sorted(fields)}"
+            )
         out.append(dataclasses.replace(p, **c, candidates=[]))
     return out
 
@@ -79,8 +83,7 @@ def choose_propagation(cfg: VideoConfig, model, names: list[str]) -> tuple[Propa
     for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for), strict=True):
         overall = table.overall()
         score = float(np.mean([overall[m]["J&F"] for m in chosen_by]))
-        tried.append({"settings": settings_of(p), **{f"{m} J&F": overall[m]["J&F"] for m in chosen_by},
-                      "score": score})
+        tried.append({"settings": settings_of(p), **{f"{m} J&F": overall[m]["J&F"] for m in chosen_by}, "score": score})
         log.info("propagation on training sequences: %s", tried[-1])
     best = max(range(len(options)), key=lambda i: tried[i]["score"])
     return options[best], tried
@@ -102,7 +105,7 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
     from ssl_modal.core.export import load_model
     from ssl_modal.video.recipe import evaluate_tracking, train
 
-    candidates(cfg.propagation)                          # a typo in the candidates fails now, not after training
+    candidates(cfg.propagation)  # a typo in the candidates fails now, not after training
     tables, summary = [], []
     for k in range(len(cfg.data.folds)):
         fcfg, train_names, test_names = fold_config(cfg, k)
@@ -122,18 +125,32 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
         table = evaluate_tracking(fcfg, model, Path(fcfg.train.output_dir) / "overlays", test_names, p)
         done = time.perf_counter()
         settings = settings_of(p)
-        print(f"\nfold {k}: pretrained on {train_names} ({trained - start:.0f} s), propagation chosen on them "
-              f"({chosen - trained:.0f} s): {settings}; unseen sequences {test_names} ({done - chosen:.0f} s):")
+        print(
+            f"\nfold {k}: pretrained on {train_names} ({trained - start:.0f} s), propagation chosen on them "
+            f"({chosen - trained:.0f} s): {settings}; unseen sequences {test_names} ({done - chosen:.0f} s):"
+        )
         print(table)
         tables.append(table)
-        summary.append({"fold": k, "train_sequences": train_names, "test_sequences": test_names,
-                        "propagation": settings, "candidates": tried, "pretrain_s": trained - start,
-                        "select_s": chosen - trained, "eval_s": done - chosen, "checkpoint": str(result.checkpoint),
-                        "table": table.to_dict()})
+        summary.append(
+            {
+                "fold": k,
+                "train_sequences": train_names,
+                "test_sequences": test_names,
+                "propagation": settings,
+                "candidates": tried,
+                "pretrain_s": trained - start,
+                "select_s": chosen - trained,
+                "eval_s": done - chosen,
+                "checkpoint": str(result.checkpoint),
+                "table": table.to_dict(),
+            }
+        )
         saved.write_text(json.dumps(summary[-1], indent=1) + "\n", encoding="utf-8")
     if len(tables) < len(cfg.data.folds):
-        print(f"\n{len(tables)} of {len(cfg.data.folds)} folds have results; run the others (eval.only_fold) "
-              "for the pooled unseen-sequence table")
+        print(
+            f"\n{len(tables)} of {len(cfg.data.folds)} folds have results; run the others (eval.only_fold) "
+            "for the pooled unseen-sequence table"
+        )
         return tables[-1]
     table = pooled(tables)
     print(f"\n{title}: every sequence unseen in pretraining ({len(tables)} folds pooled):")

@@ -3,24 +3,22 @@
 
 Used by `recipes/video_tracking.py`, `recipes/video_frame_order.py` and `ssl-modal train|eval <recipe>.yaml`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.trainer import Trainer, TrainResult
-from ssl_modal.video.config import VideoConfig
+from ssl_modal.video.config import PropagationConfig, VideoConfig
 from ssl_modal.video.data import ClipDataset, ClipWindows, WalkClips, fit_centres, load_images, load_videos
 from ssl_modal.video.davis import list_sequences, load_sequence, sequence_scores
 from ssl_modal.video.model import build_video_model
-from ssl_modal.video.config import PropagationConfig
-from ssl_modal.video.propagate import (copy_first_frame, encoder_features, extract, lab_pooled_features,
-                                       propagate)
+from ssl_modal.video.propagate import copy_first_frame, encoder_features, extract, lab_pooled_features, propagate
 from ssl_modal.video.report import TrackingTable, save_overlay
 
 Config = VideoConfig
@@ -31,8 +29,12 @@ def model_config(cfg: VideoConfig, centres: list | None) -> dict:
     """The plain dict the checkpoint stores (fitted colour centres included)."""
     color = dataclasses.asdict(cfg.colorization)
     color["centres"] = centres
-    return {"encoder": dataclasses.asdict(cfg.encoder), "colorization": color,
-            "frame_order": dataclasses.asdict(cfg.frame_order), "walk": dataclasses.asdict(cfg.walk)}
+    return {
+        "encoder": dataclasses.asdict(cfg.encoder),
+        "colorization": color,
+        "frame_order": dataclasses.asdict(cfg.frame_order),
+        "walk": dataclasses.asdict(cfg.walk),
+    }
 
 
 def training_data(cfg: VideoConfig, patterns: list[str] | None = None):
@@ -41,8 +43,10 @@ def training_data(cfg: VideoConfig, patterns: list[str] | None = None):
     report = load_videos(patterns or cfg.data.train_videos, cfg.data.size, cfg.data.on_error)
     if cfg.walk.weight:
         if cfg.colorization.weight or cfg.frame_order.weight:
-            raise ValueError("walk.weight > 0 trains on random-walk clips: set colorization.weight and "
-                             "frame_order.weight to 0 (one clip sampler per run)")
+            raise ValueError(
+                "walk.weight > 0 trains on random-walk clips: set colorization.weight and "
+                "frame_order.weight to 0 (one clip sampler per run)"
+            )
         images = load_images(cfg.data.train_images, cfg.data.size) if cfg.data.train_images else []
         return report, WalkClips(report.videos, images, cfg.walk)
     if cfg.data.train_images:
@@ -58,8 +62,13 @@ def train(cfg: VideoConfig) -> TrainResult:
     centres = fit_centres(report.videos, cfg.colorization) if cfg.colorization.weight else None
     torch.manual_seed(cfg.train.seed)
     model = build_video_model(model_config(cfg, centres))
-    log.info("video model %s: %s parameters, %d training clips from %s", model.spec.kind,
-             f"{sum(p.numel() for p in model.parameters()):,}", len(data), report)
+    log.info(
+        "video model %s: %s parameters, %d training clips from %s",
+        model.spec.kind,
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        len(data),
+        report,
+    )
     return Trainer(cfg.train).fit(model, data, model.collate)
 
 
@@ -79,8 +88,14 @@ def tracking_methods(model, p: PropagationConfig, seed: int, baselines: bool = T
     return methods
 
 
-def evaluate_settings(cfg: VideoConfig, model, names: list[str], settings: list[PropagationConfig],
-                      methods_for=None, overlay_dir: Path | None = None) -> list[TrackingTable]:
+def evaluate_settings(
+    cfg: VideoConfig,
+    model,
+    names: list[str],
+    settings: list[PropagationConfig],
+    methods_for=None,
+    overlay_dir: Path | None = None,
+) -> list[TrackingTable]:
     """One J&F table per propagation setting on sequences `names`; each method's features are extracted once
     per sequence and stride and shared by the settings. `methods_for(p)` -> {method: feature fn or None}."""
     from tqdm.auto import tqdm
@@ -91,23 +106,36 @@ def evaluate_settings(cfg: VideoConfig, model, names: list[str], settings: list[
     for name in tqdm(names, desc="propagate", unit="seq", disable=not cfg.train.progress):
         seq = load_sequence(cfg.data.davis_root, name, cfg.data.max_frames)
         cache: dict[tuple[str, int], tuple] = {}
-        for p, table in zip(settings, tables):
+        for p, table in zip(settings, tables, strict=True):
             for method, fn in by_stride[p.stride].items():
                 if fn is None:
                     preds, fps = copy_first_frame(seq.frames, seq.masks[0]), float("nan")
                 else:
                     if (method, p.stride) not in cache:
                         cache[(method, p.stride)] = extract(fn, seq.frames)
-                    preds, fps = propagate(None, seq.frames, seq.masks[0], p.context, p.topk, p.radius,
-                                           p.temperature, features=cache[(method, p.stride)])
+                    preds, fps = propagate(
+                        None,
+                        seq.frames,
+                        seq.masks[0],
+                        p.context,
+                        p.topk,
+                        p.radius,
+                        p.temperature,
+                        features=cache[(method, p.stride)],
+                    )
                 table.add(name, method, sequence_scores(preds, seq.masks, cfg.eval.bound_th), fps, len(seq.frames))
                 if overlay_dir is not None and cfg.eval.overlays and method == table.methods[-1]:
                     table.overlays.append(save_overlay(seq, preds, overlay_dir / f"{name}.png", cfg.eval.overlays))
     return tables
 
 
-def evaluate_tracking(cfg: VideoConfig, model, overlay_dir: Path | None = None, names: list[str] | None = None,
-                      p: PropagationConfig | None = None) -> TrackingTable:
+def evaluate_tracking(
+    cfg: VideoConfig,
+    model,
+    overlay_dir: Path | None = None,
+    names: list[str] | None = None,
+    p: PropagationConfig | None = None,
+) -> TrackingTable:
     """Propagate each sequence's first mask with every method; J and F per sequence (and per frame)."""
     names = names or cfg.data.sequences or list_sequences(cfg.data.davis_root)
     return evaluate_settings(cfg, model, names, [p or cfg.propagation], overlay_dir=overlay_dir)[0]
@@ -123,7 +151,7 @@ def frame_order_accuracy(model, data, batch_size: int, batches: int, seed: int =
     picks = list(range(0, len(data), step))[: batch_size * batches]
     correct = 0.0
     for i in range(0, len(picks), batch_size):
-        batch = model.collate([data[j] for j in picks[i:i + batch_size]])
+        batch = model.collate([data[j] for j in picks[i : i + batch_size]])
         correct += float(objective(model.encoder, batch)["accuracy"]) * len(batch["frames"])
     return correct / len(picks)
 
@@ -134,6 +162,7 @@ def evaluate(cfg: VideoConfig, model=None, overlay_dir: Path | None = None) -> T
     (with the propagation chosen for it), pooled."""
     if cfg.data.folds and model is None:
         from ssl_modal.video.protocol import evaluate_folds
+
         return evaluate_folds(cfg)
     model = model if model is not None else load_model(cfg.train.output_dir)
     table = evaluate_tracking(cfg, model, overlay_dir or Path(cfg.train.output_dir) / "overlays")
@@ -145,7 +174,8 @@ def evaluate(cfg: VideoConfig, model=None, overlay_dir: Path | None = None) -> T
             "chance (1/n!)": 1.0 / len(model.objectives["order"].orders),
             "random-init encoder + head": frame_order_accuracy(random_init_like(model, cfg.train.seed + 1), held, b, n),
             "SSL encoder + head": frame_order_accuracy(model, held, b, n),
-            "held-out clips": min(len(held), b * n)}
+            "held-out clips": min(len(held), b * n),
+        }
     return table
 
 
@@ -180,6 +210,7 @@ def run(cfg: VideoConfig, title: str) -> TrackingTable:
 
     if cfg.data.folds:
         from ssl_modal.video.protocol import run_folds
+
         return run_folds(cfg, title)
     check_heldout(cfg)  # before training, not after it
     out = Path(cfg.train.output_dir)
@@ -191,20 +222,32 @@ def run(cfg: VideoConfig, title: str) -> TrackingTable:
     evaluated = time.perf_counter()
     embeddings = export_clip_embeddings(cfg, model, out / "clip_embeddings.parquet")
     records = training_records(out)
-    curve = plot_training_curves(out, out / "loss_curve.png", f"{title} ({out.name})", accuracies=[
-        ("color/color_accuracy", "colour accuracy"), ("order/accuracy", "frame-order accuracy")])
+    curve = plot_training_curves(
+        out,
+        out / "loss_curve.png",
+        f"{title} ({out.name})",
+        accuracies=[("color/color_accuracy", "colour accuracy"), ("order/accuracy", "frame-order accuracy")],
+    )
     scores = table.to_json(out / "tracking.json")
     last = records[-1] if records else {}
-    print(f"\nmask propagation on {cfg.data.davis_root} (first-frame mask given; SEEN: pretraining used these "
-          "sequences' frames unless data.train_videos excludes them; data.folds gives the unseen protocol):")
+    print(
+        f"\nmask propagation on {cfg.data.davis_root} (first-frame mask given; SEEN: pretraining used these "
+        "sequences' frames unless data.train_videos excludes them; data.folds gives the unseen protocol):"
+    )
     print(table)
     parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.endswith(("/loss", "accuracy")))
     print(f"\nfinal training metrics at step {result.step}: {parts}")
-    print(f"time: pretraining {trained - start:.0f} s, evaluation {evaluated - trained:.0f} s, "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        f"time: pretraining {trained - start:.0f} s, evaluation {evaluated - trained:.0f} s, "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     print("written:")
-    for name, path in [("model", result.checkpoint), ("metrics", out / "metrics.jsonl"), ("loss curve", curve),
-                       ("J&F table", scores), ("clip embeddings", embeddings)] + \
-            [(f"overlay {p.stem}", p) for p in table.overlays]:
+    for name, path in [
+        ("model", result.checkpoint),
+        ("metrics", out / "metrics.jsonl"),
+        ("loss curve", curve),
+        ("J&F table", scores),
+        ("clip embeddings", embeddings),
+    ] + [(f"overlay {p.stem}", p) for p in table.overlays]:
         print(f"  {name:<22} {path}")
     return table

@@ -1,4 +1,5 @@
 """The J&F table (per sequence x method, with overall means), overlay PNGs and the loss-curve plot."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ class TrackingTable:
 
     def __init__(self, methods: list[str], kind: str = ""):
         self.methods, self.kind = methods, kind
-        self.scores: dict[str, dict[str, dict]] = {}      # sequence -> method -> {"J", "F", ...}
+        self.scores: dict[str, dict[str, dict]] = {}  # sequence -> method -> {"J", "F", ...}
         self.speed: dict[str, list[float]] = {m: [] for m in methods}
         self.overlays: list[Path] = []
         self.frame_order: dict | None = None
@@ -34,14 +35,20 @@ class TrackingTable:
         out = {}
         for m in self.methods:
             j, f = self.mean(m, "J"), self.mean(m, "F")
-            out[m] = {"J": j, "F": f, "J&F": (j + f) / 2,
-                      "frames_per_s": float(np.median(self.speed[m])) if self.speed[m] else None}
+            out[m] = {
+                "J": j,
+                "F": f,
+                "J&F": (j + f) / 2,
+                "frames_per_s": float(np.median(self.speed[m])) if self.speed[m] else None,
+            }
         return out
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         head = ["sequence", "frames"] + [f"{m} {k}" for m in self.methods for k in ("J", "F")]
-        body = [[name, str(next(iter(s.values()))["frames"])] + [f"{s[m][k]:.3f}" for m in self.methods for k in "JF"]
-                for name, s in self.scores.items()]
+        body = [
+            [name, str(next(iter(s.values()))["frames"])] + [f"{s[m][k]:.3f}" for m in self.methods for k in "JF"]
+            for name, s in self.scores.items()
+        ]
         overall = self.overall()
         body.append(["mean", ""] + [f"{overall[m][k]:.3f}" for m in self.methods for k in "JF"])
         body.append(["J&F", ""] + [x for m in self.methods for x in (f"{overall[m]['J&F']:.3f}", "")])
@@ -50,21 +57,33 @@ class TrackingTable:
     def __str__(self) -> str:
         head, body = self.rows()
         widths = [max(len(r[j]) for r in [head] + body) for j in range(len(head))]
-        fmt = lambda r: "  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]).rstrip()
+
+        def fmt(r):
+            return "  ".join(
+                [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+            ).rstrip()
+
         lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body]
-        lines.append("(J = IoU, F = DAVIS boundary F-measure: means over frames 1..T-2 of each sequence, then over "
-                     "sequences. copy-first = first mask copied to every frame; raw-Lab = Lab pixels average-pooled "
-                     f"to the feature stride; random-init = untrained encoder; SSL = the pretrained {self.kind} encoder)")
+        lines.append(
+            "(J = IoU, F = DAVIS boundary F-measure: means over frames 1..T-2 of each sequence, then over "
+            "sequences. copy-first = first mask copied to every frame; raw-Lab = Lab pixels average-pooled "
+            f"to the feature stride; random-init = untrained encoder; SSL = the pretrained {self.kind} encoder)"
+        )
         speed = {m: v["frames_per_s"] for m, v in self.overall().items() if v["frames_per_s"]}
         if speed:
-            lines.append("propagation frames/s (median over sequences): "
-                         + ", ".join(f"{m} {v:.1f}" for m, v in speed.items()))
+            lines.append(
+                "propagation frames/s (median over sequences): " + ", ".join(f"{m} {v:.1f}" for m, v in speed.items())
+            )
         if self.overlays:
-            lines.append(f"overlay PNGs of the SSL encoder's masks (red; ground-truth boundary green): "
-                         f"{self.overlays[0].parent}/")
+            lines.append(
+                f"overlay PNGs of the SSL encoder's masks (red; ground-truth boundary green): "
+                f"{self.overlays[0].parent}/"
+            )
         if self.frame_order:
-            lines.append("frame-order accuracy on held-out clips: " + ", ".join(
-                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.frame_order.items()))
+            lines.append(
+                "frame-order accuracy on held-out clips: "
+                + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.frame_order.items())
+            )
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -75,8 +94,14 @@ class TrackingTable:
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
 
     def to_dict(self) -> dict:
-        return {"methods": self.methods, "kind": self.kind, "overall": self.overall(), "sequences": self.scores,
-                "frame_order": self.frame_order, "speed": self.speed}
+        return {
+            "methods": self.methods,
+            "kind": self.kind,
+            "overall": self.overall(),
+            "sequences": self.scores,
+            "frame_order": self.frame_order,
+            "speed": self.speed,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> TrackingTable:

@@ -11,6 +11,7 @@ like a camera; colour jitter (brightness, contrast, saturation, hue shift) drawn
 grayscale with some probability, so the walk cannot rely on colour alone. Still images make clips of
 `clip_len` copies of the image: the per-frame jitter is their motion.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ from torch import Tensor
 from ssl_modal.core.contract import Objective
 
 
-def transition(a: Tensor, b: Tensor, temperature: float, edge_drop: float = 0.0,
-               generator: torch.Generator | None = None) -> Tensor:
+def transition(
+    a: Tensor, b: Tensor, temperature: float, edge_drop: float = 0.0, generator: torch.Generator | None = None
+) -> Tensor:
     """Row-stochastic transitions (B, N, M) from nodes a (B, N, D) to nodes b (B, M, D); a fraction `edge_drop`
     of edges is removed at random before the softmax."""
     logits = a @ b.transpose(1, 2) / temperature
@@ -33,8 +35,9 @@ def transition(a: Tensor, b: Tensor, temperature: float, edge_drop: float = 0.0,
     return torch.softmax(logits, dim=-1)
 
 
-def walk_loss(nodes: Tensor, temperature: float = 0.07, edge_drop: float = 0.0,
-              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def walk_loss(
+    nodes: Tensor, temperature: float = 0.07, edge_drop: float = 0.0, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """CRW palindrome loss of nodes (B, T, N, D) (L2-normalised): for k = 1..T-1 the walk 0 -> k -> 0 must
     return to its start node; returns (mean cross-entropy over k, round-trip accuracy of the longest walk)."""
     b, t, n, _ = nodes.shape
@@ -45,17 +48,17 @@ def walk_loss(nodes: Tensor, temperature: float = 0.07, edge_drop: float = 0.0,
     target = torch.arange(n, device=nodes.device).repeat(b)
     losses, there = [], None
     for k in range(1, t):
-        there = fwd[k - 1] if there is None else there @ fwd[k - 1]            # 0 -> k
+        there = fwd[k - 1] if there is None else there @ fwd[k - 1]  # 0 -> k
         cycle = there
         for j in range(k - 1, -1, -1):
-            cycle = cycle @ bwd[j]                                             # k -> 0
+            cycle = cycle @ bwd[j]  # k -> 0
         losses.append(F.nll_loss(torch.log(cycle.clamp(min=1e-20)).flatten(0, 1), target))
     accuracy = (cycle.argmax(-1).flatten() == target).float().mean()
     return torch.stack(losses).mean(), accuracy
 
 
 def rgb_to_gray(x: Tensor) -> Tensor:
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def color_jitter(x: Tensor, strength: float, gray_p: float, g: torch.Generator) -> Tensor:
@@ -65,6 +68,7 @@ def color_jitter(x: Tensor, strength: float, gray_p: float, g: torch.Generator) 
 
     def u() -> Tensor:
         return 1 + strength * (2 * torch.rand(n, 1, 1, 1, generator=g, device=dev) - 1)
+
     x = x * u()
     mean = rgb_to_gray(x).mean((2, 3), keepdim=True)
     x = (x - mean) * u() + mean
@@ -76,15 +80,22 @@ def color_jitter(x: Tensor, strength: float, gray_p: float, g: torch.Generator) 
     rot = torch.zeros(n, 3, 3, device=dev)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    m = torch.linalg.inv(yiq) @ rot @ yiq                                      # (N, 3, 3)
+    m = torch.linalg.inv(yiq) @ rot @ yiq  # (N, 3, 3)
     x = torch.einsum("nij,njhw->nihw", m, x)
     to_gray = torch.rand(n, 1, 1, 1, generator=g, device=dev) < gray_p
     x = torch.where(to_gray, rgb_to_gray(x).expand_as(x), x)
     return x.clamp(0, 1)
 
 
-def augment_clip(frames: Tensor, size: tuple[int, int], scale: tuple[float, float], jitter: float,
-                 strength: float, gray_p: float, g: torch.Generator) -> Tensor:
+def augment_clip(
+    frames: Tensor,
+    size: tuple[int, int],
+    scale: tuple[float, float],
+    jitter: float,
+    strength: float,
+    gray_p: float,
+    g: torch.Generator,
+) -> Tensor:
     """uint8 clips (B, T, H, W, 3) -> augmented float RGB (B*T, 3, h, w) in [0, 1] (see module doc)."""
     b, t, h, w, _ = frames.shape
     dev = frames.device
@@ -92,11 +103,12 @@ def augment_clip(frames: Tensor, size: tuple[int, int], scale: tuple[float, floa
 
     def r(*shape: int) -> Tensor:
         return torch.rand(*shape, generator=g, device=dev)
-    area = scale[0] + (scale[1] - scale[0]) * r(b, 1)                          # clip crop: fraction of the frame
-    s = area.sqrt() * (1 + jitter * (2 * r(b, t) - 1))                         # per-frame scale jitter
+
+    area = scale[0] + (scale[1] - scale[0]) * r(b, 1)  # clip crop: fraction of the frame
+    s = area.sqrt() * (1 + jitter * (2 * r(b, t) - 1))  # per-frame scale jitter
     s = s.clamp(max=1.0)
-    centre = (2 * r(b, 1, 2) - 1) + jitter * (2 * r(b, t, 2) - 1)             # relative position, per-frame jitter
-    centre = centre.clamp(-1, 1) * (1 - s.unsqueeze(-1))                       # crop stays inside the frame
+    centre = (2 * r(b, 1, 2) - 1) + jitter * (2 * r(b, t, 2) - 1)  # relative position, per-frame jitter
+    centre = centre.clamp(-1, 1) * (1 - s.unsqueeze(-1))  # crop stays inside the frame
     theta = torch.zeros(b * t, 2, 3, device=dev)
     theta[:, 0, 0] = theta[:, 1, 1] = s.flatten()
     theta[:, :, 2] = centre.flatten(0, 1)
@@ -108,9 +120,16 @@ def augment_clip(frames: Tensor, size: tuple[int, int], scale: tuple[float, floa
 class ContrastiveWalk(Objective):
     """CRW on clips (B, T, H, W, 3) of uint8 frames; the encoder's `feature_map_float` gives the nodes."""
 
-    def __init__(self, temperature: float = 0.07, edge_drop: float = 0.1, crop: tuple[int, int] = (96, 96),
-                 scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.1, color_strength: float = 0.4,
-                 gray_p: float = 0.2):
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        edge_drop: float = 0.1,
+        crop: tuple[int, int] = (96, 96),
+        scale: tuple[float, float] = (0.3, 1.0),
+        jitter: float = 0.1,
+        color_strength: float = 0.4,
+        gray_p: float = 0.2,
+    ):
         super().__init__()
         self.temperature, self.edge_drop = float(temperature), float(edge_drop)
         self.crop, self.scale, self.jitter = tuple(crop), tuple(scale), float(jitter)
@@ -121,7 +140,7 @@ class ContrastiveWalk(Objective):
         b, t = frames.shape[:2]
         g = self.rng(frames.device)
         x = augment_clip(frames, self.crop, self.scale, self.jitter, self.color_strength, self.gray_p, g)
-        feats = F.normalize(encoder.feature_map_float(x), dim=1)                  # (B*T, D, h, w)
+        feats = F.normalize(encoder.feature_map_float(x), dim=1)  # (B*T, D, h, w)
         nodes = feats.flatten(2).transpose(1, 2).reshape(b, t, -1, feats.shape[1])
         loss, acc = walk_loss(nodes, self.temperature, self.edge_drop if self.training else 0.0, g)
         return {"loss": loss, "cycle_accuracy": acc}

@@ -1,4 +1,5 @@
 """Tiny image-caption sets generated on the fly (coloured shapes) and a tiny aligner config."""
+
 import dataclasses
 
 import numpy as np
@@ -21,7 +22,7 @@ def write_shapes(folder, n_images: int = 16, captions_per_image: int = 2, seed: 
         colour = names[i % len(names)]
         pixels = rng.integers(90, 160, size=(48, 48, 3)).astype(np.uint8)
         x, y = rng.integers(0, 20, size=2)
-        pixels[y:y + 28, x:x + 28] = COLOURS[colour]
+        pixels[y : y + 28, x : x + 28] = COLOURS[colour]
         name = f"img{i:03d}.png"
         Image.fromarray(pixels).save(folder / name)
         for j in range(captions_per_image):
@@ -37,10 +38,21 @@ def tiny_config(manifest, output_dir, **train) -> AlignerConfig:
     cfg.model.text = dataclasses.replace(cfg.model.text, width=32, layers=1, heads=2, vocab_size=60, max_length=16)
     cfg.model.embed_dim = 16
     cfg.data = dataclasses.replace(cfg.data, manifest=str(manifest), test_fraction=0.25)
-    cfg.eval = dataclasses.replace(cfg.eval, batch_size=16, grid_captions=2, zero_shot_classes=list(COLOURS),
-                                   zero_shot_templates=["a {} square"])
-    cfg.train = dataclasses.replace(cfg.train, output_dir=str(output_dir), max_steps=4, batch_size=8, log_every=1,
-                                    checkpoint_every=2, monitor_every=2, warmup_steps=0, progress=False, **train)
+    cfg.eval = dataclasses.replace(
+        cfg.eval, batch_size=16, grid_captions=2, zero_shot_classes=list(COLOURS), zero_shot_templates=["a {} square"]
+    )
+    cfg.train = dataclasses.replace(
+        cfg.train,
+        output_dir=str(output_dir),
+        max_steps=4,
+        batch_size=8,
+        log_every=1,
+        checkpoint_every=2,
+        monitor_every=2,
+        warmup_steps=0,
+        progress=False,
+        **train,
+    )
     return cfg
 
 

@@ -1,4 +1,5 @@
 """Manifest reading, image decoding and conversion, the split by image: clear errors, nothing dropped."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -148,7 +149,7 @@ def test_by_image_items_carry_every_caption_and_cache_decodes_once(shapes):
     dataset = PairDataset(pairs, image_transform(16, train=False), by_image=True, cache=True)
     assert len(dataset) == 16
     item = dataset[3]
-    assert item["captions"] == [c for c, g in zip(pairs.captions, pairs.groups) if g == item["group"]]
+    assert item["captions"] == [c for c, g in zip(pairs.captions, pairs.groups, strict=True) if g == item["group"]]
     assert len(item["captions"]) == 2 and len(dataset.cache) == 1
     dataset[3]
     assert len(dataset.cache) == 1

@@ -1,4 +1,5 @@
 """Recall@K against hand-computed rankings, chance against simulation, zero-shot argument checks."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,10 @@ def test_chance_recall_matches_simulation():
     rng = np.random.default_rng(0)
     n_images, per = 20, 5
     text_image = np.repeat(np.arange(n_images), per)
-    sims = [recall_at_k(rng.normal(size=(n_images, 8)), rng.normal(size=(n_images * per, 8)), text_image)
-            for _ in range(200)]
+    sims = [
+        recall_at_k(rng.normal(size=(n_images, 8)), rng.normal(size=(n_images * per, 8)), text_image)
+        for _ in range(200)
+    ]
     chance = chance_recall(n_images, per)
     for key in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@10"):
         assert np.mean([s[key] for s in sims]) == pytest.approx(chance[key], abs=0.03)

@@ -1,4 +1,5 @@
 """The contrastive loss against a naive loop, group-aware targets, and global negatives across ranks."""
+
 import math
 import subprocess
 import sys
@@ -67,12 +68,28 @@ def test_batch_of_one_is_a_clear_error():
 def test_torchrun_two_ranks_with_global_negatives_match_one_process(tmp_path):
     """Trainer + DDP (gloo): 2 processes x batch 4 equal 1 process x batch 8, loss and weights."""
     args = ["-m", "tests.aligner.train_tiny"]
-    one = subprocess.run([sys.executable, *args, str(tmp_path / "one"), "6", "8"], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, *args, str(tmp_path / "one"), "6", "8"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          *args, str(tmp_path / "two"), "6", "4"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *args,
+            str(tmp_path / "two"),
+            "6",
+            "4",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     loss_one = [r["loss"] for r in read_metrics(tmp_path / "one") if "loss" in r]
     loss_two = [r["loss"] for r in read_metrics(tmp_path / "two") if "loss" in r]

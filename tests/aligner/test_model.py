@@ -1,4 +1,5 @@
 """The aligner model: temperature, normalisation, locked towers, training, save/load."""
+
 import dataclasses
 import math
 
@@ -45,8 +46,12 @@ def test_locked_text_tower_gets_no_gradient_but_its_projection_does(shapes, tmp_
     model = tiny_model(cfg)
     model.train()
     assert not model.encoder.text_tower.training and model.encoder.image_tower.training
-    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
-                           for i, c in enumerate(["a red square", "a blue square", "a green square"])])
+    batch = model.collate(
+        [
+            {"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+            for i, c in enumerate(["a red square", "a blue square", "a green square"])
+        ]
+    )
     model(batch)["loss"].backward()
     assert all(p.grad is None for p in model.encoder.text_tower.parameters())
     assert model.encoder.text_proj.weight.grad is not None and model.encoder.image_proj.weight.grad is not None
@@ -63,8 +68,11 @@ def test_training_aligns_colours_and_reloads_identically(shapes, tmp_path):
     model = load_model(result.checkpoint)
     train_pairs, _ = read_split(cfg)
     paths = list(dict.fromkeys(train_pairs.paths))
-    truth = [next(c for c in COLOURS if c in cap) for p, cap in zip(train_pairs.paths, train_pairs.captions)
-             if p in paths][:: 2]
+    truth = [
+        next(c for c in COLOURS if c in cap)
+        for p, cap in zip(train_pairs.paths, train_pairs.captions, strict=True)
+        if p in paths
+    ][::2]
     predicted, probs = zero_shot(model, paths, list(COLOURS), ["a {} square", "the {} block"])
     assert probs.shape == (len(paths), 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert np.mean(np.array(list(COLOURS))[predicted] == np.array(truth)) >= 0.6  # chance 0.25
@@ -138,8 +146,9 @@ def test_patch_dictionary_tower_fits_on_images_and_trains_from_cached_maps(shape
     from ssl_modal.aligner.patches import random_windows
 
     cfg = tiny_config(shapes, tmp_path / "run")
-    cfg.model.image = dataclasses.replace(cfg.model.image, arch="patches", patch_size=6, centroids=8, grid=5,
-                                          width=16, dropout=0.0)
+    cfg.model.image = dataclasses.replace(
+        cfg.model.image, arch="patches", patch_size=6, centroids=8, grid=5, width=16, dropout=0.0
+    )
     model = tiny_model(cfg)
     tower = model.encoder.image_tower
     pixels = torch.stack([image_transform(32, train=False)(load_image(p)) for p in read_pairs(shapes).paths[::2]])
@@ -171,8 +180,12 @@ def test_slip_adds_the_core_image_only_simclr_loss_on_two_views(shapes, tmp_path
     cfg.model.slip_weight = 0.5
     model = tiny_model(cfg)
     assert isinstance(model.objectives["slip"], JointEmbedding) and model.weights["slip"] == 0.5
-    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
-                           for i, c in enumerate(["a red square", "a blue square", "a green square", "a red one"])])
+    batch = model.collate(
+        [
+            {"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+            for i, c in enumerate(["a red square", "a blue square", "a green square", "a red one"])
+        ]
+    )
     model.train()
     out = model(batch)
     torch.testing.assert_close(out["loss"], out["contrastive/loss"] + 0.5 * out["slip/loss"])
@@ -184,7 +197,7 @@ def test_slip_adds_the_core_image_only_simclr_loss_on_two_views(shapes, tmp_path
     view = PixelCrop(0.5)({"pixel_values": pixels, "caption": "x"}, g)
     assert set(view) == {"pixel_values"} and view["pixel_values"].shape == pixels.shape
     flipped = Flip()({"pixel_values": pixels}, torch.Generator().manual_seed(1))["pixel_values"]
-    assert all(torch.equal(f, p) or torch.equal(f, p.flip(-1)) for f, p in zip(flipped, pixels))
+    assert all(torch.equal(f, p) or torch.equal(f, p.flip(-1)) for f, p in zip(flipped, pixels, strict=True))
     cfg.model.views = [{"name": "pixel_crp"}]
     with pytest.raises(ConfigError, match="unknown view step 'pixel_crp', did you mean 'pixel_crop'"):
         tiny_model(cfg)
@@ -201,8 +214,12 @@ def test_bag_of_words_text_tower_ignores_padding_and_trains(shapes, tmp_path):
     one = model.collate([{"caption": "a red square"}])
     padded = model.collate([{"caption": "a red square"}, {"caption": "the blue block is a big blue block"}])
     torch.testing.assert_close(model.encoder.encode_text(**one)[0], model.encoder.encode_text(**padded)[0])
-    batch = model.collate([{"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
-                           for i, c in enumerate(["a red square", "a blue square"])])
+    batch = model.collate(
+        [
+            {"pixel_values": torch.randn(3, 32, 32), "caption": c, "group": i}
+            for i, c in enumerate(["a red square", "a blue square"])
+        ]
+    )
     model.train()
     model(batch)["loss"].backward()
     assert model.encoder.text_tower.embed.weight.grad is not None

@@ -1,4 +1,5 @@
 """The aligner recipe end to end on tiny generated data, its --demo config, and `ssl-modal eval`."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -32,15 +33,37 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
 
 def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, capsys):
     out = tmp_path / "run"
-    overrides = [f"data.manifest={shapes}", "data.image_root=null", f"train.output_dir={out}", "train.max_steps=4",
-                 "train.batch_size=8", "train.progress=false", "model.image.image_size=32", "model.image.patch_size=8",
-                 "model.image.width=32", "model.image.centroids=16", "model.image.grid=5", "model.text.width=32",
-                 "model.text.vocab_size=60", "model.embed_dim=16", "data.test_fraction=0.25", "eval.grid_captions=2", "eval.zero_shot_classes=[red, green, blue, yellow]"]
+    overrides = [
+        f"data.manifest={shapes}",
+        "data.image_root=null",
+        f"train.output_dir={out}",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.progress=false",
+        "model.image.image_size=32",
+        "model.image.patch_size=8",
+        "model.image.width=32",
+        "model.image.centroids=16",
+        "model.image.grid=5",
+        "model.text.width=32",
+        "model.text.vocab_size=60",
+        "model.embed_dim=16",
+        "data.test_fraction=0.25",
+        "eval.grid_captions=2",
+        "eval.zero_shot_classes=[red, green, blue, yellow]",
+    ]
     assert recipe_module().main(["--config", str(YAML), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "random-init model" in printed and "trained" in printed and "chance" in printed
-    for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "retrieval_grid.png", "retrieval.json",
-                 "image_embeddings.parquet", "text_embeddings.parquet"):
+    for name in (
+        "model.pt",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "retrieval_grid.png",
+        "retrieval.json",
+        "image_embeddings.parquet",
+        "text_embeddings.parquet",
+    ):
         assert (out / name).is_file(), name
     texts = pd.read_parquet(out / "text_embeddings.parquet")
     assert list(texts.columns) == ["image", "caption", "embedding"] and len(texts) == 8
@@ -52,9 +75,20 @@ def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, 
 
 
 def test_batch_size_one_is_a_clear_error(shapes, tmp_path, capsys):
-    code = recipe_module().main(["--config", str(YAML), f"data.manifest={shapes}", "data.image_root=null",
-                                 f"train.output_dir={tmp_path / 'r'}", "train.batch_size=1", "train.max_steps=1",
-                                 "train.progress=false", "model.image.layers=1", "model.text.layers=1"])
+    code = recipe_module().main(
+        [
+            "--config",
+            str(YAML),
+            f"data.manifest={shapes}",
+            "data.image_root=null",
+            f"train.output_dir={tmp_path / 'r'}",
+            "train.batch_size=1",
+            "train.max_steps=1",
+            "train.progress=false",
+            "model.image.layers=1",
+            "model.text.layers=1",
+        ]
+    )
     assert code == 2
     assert "contrastive loss needs at least 2 image-text pairs per (global) batch, found 1" in capsys.readouterr().err
 
@@ -85,11 +119,24 @@ def test_eval_test_manifest_is_the_held_out_set_and_test_fraction_zero_trains_on
 
 def test_eval_test_section_in_yaml_and_nothing_held_out_is_said(shapes, tmp_path, capsys):
     other = Path(str(shapes).replace("shapes", "unused"))  # a missing eval manifest is a clear error
-    overrides = [f"data.manifest={shapes}", "data.image_root=null", f"train.output_dir={tmp_path / 'r'}",
-                 "train.max_steps=2", "train.batch_size=8", "train.progress=false", "model.image.image_size=32",
-                 "model.image.patch_size=8", "model.image.width=32", "model.image.layers=1", "model.image.heads=2",
-                 "model.text.width=32", "model.text.layers=1", "model.text.heads=2", "model.text.vocab_size=60",
-                 "data.test_fraction=0"]
+    overrides = [
+        f"data.manifest={shapes}",
+        "data.image_root=null",
+        f"train.output_dir={tmp_path / 'r'}",
+        "train.max_steps=2",
+        "train.batch_size=8",
+        "train.progress=false",
+        "model.image.image_size=32",
+        "model.image.patch_size=8",
+        "model.image.width=32",
+        "model.image.layers=1",
+        "model.image.heads=2",
+        "model.text.width=32",
+        "model.text.layers=1",
+        "model.text.heads=2",
+        "model.text.vocab_size=60",
+        "data.test_fraction=0",
+    ]
     assert recipe_module().main(["--config", str(YAML), *overrides]) == 0
     assert "nothing held out (data.test_fraction=0, no eval.test)" in capsys.readouterr().out
     code = recipe_module().main(["--config", str(YAML), *overrides, f"eval.test.manifest={other}"])

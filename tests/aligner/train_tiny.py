@@ -1,7 +1,8 @@
 """Train a tiny aligner on deterministic in-memory pairs (no augmentation, no dropout); used under torchrun.
 
-    python -m tests.aligner.train_tiny OUT_DIR STEPS BATCH_SIZE
+python -m tests.aligner.train_tiny OUT_DIR STEPS BATCH_SIZE
 """
+
 import dataclasses
 import sys
 
@@ -17,8 +18,14 @@ from .conftest import COLOURS, tiny_config
 def pairs(n: int = 32) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     names = list(COLOURS)
-    return [{"pixel_values": torch.randn(3, 32, 32, generator=g) + i % 4, "caption": f"a {names[i % 4]} square",
-             "group": i // 2} for i in range(n)]
+    return [
+        {
+            "pixel_values": torch.randn(3, 32, 32, generator=g) + i % 4,
+            "caption": f"a {names[i % 4]} square",
+            "group": i // 2,
+        }
+        for i in range(n)
+    ]
 
 
 def main(out_dir: str, steps: int, batch_size: int) -> None:

@@ -3,6 +3,7 @@
 On a 2-core machine shared with other processes, two OpenMP threads make every small op wait at a barrier
 (a 64-wide GRU step goes from ~8 ms to ~1.7 s); the thread count is restored after each test.
 """
+
 import pytest
 import torch
 

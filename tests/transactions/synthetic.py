@@ -2,6 +2,7 @@
 
 Field names deliberately clash with Python/torch attribute names ("type", "training", "forward").
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,18 @@ def synthetic_batch(batch_size: int = 8, max_len: int = 20, seed: int = 0, min_l
     mask = torch.arange(T)[None] < lengths[:, None]
     start = torch.randint(0, 20, (batch_size, 1), generator=g)
     mcc = 3 + (start + torch.arange(T)[None]) % 20
-    cat = {"mcc": mcc, "amount_bin": 3 + mcc % 8, "type": 3 + (mcc % 3),
-           "training": torch.randint(3, 5, (batch_size, T), generator=g)}
+    cat = {
+        "mcc": mcc,
+        "amount_bin": 3 + mcc % 8,
+        "type": 3 + (mcc % 3),
+        "training": torch.randint(3, 5, (batch_size, T), generator=g),
+    }
     cat = {k: v.masked_fill(~mask, 0).long() for k, v in cat.items()}
-    num = {"amount": (mcc.float() - 12) / 6, "time_gap": (mcc % 4).float() - 1.5,
-           "forward": torch.randn(batch_size, T, generator=g)}
+    num = {
+        "amount": (mcc.float() - 12) / 6,
+        "time_gap": (mcc % 4).float() - 1.5,
+        "forward": torch.randn(batch_size, T, generator=g),
+    }
     num = {k: v.masked_fill(~mask, 0.0) for k, v in num.items()}
     return {"cat": cat, "num": num, "mask": mask, "lengths": lengths, "row": torch.arange(batch_size)}
 
@@ -52,6 +60,12 @@ def make_collate(rows: SyntheticRows):
     def collate(idx):
         idx = torch.as_tensor(idx)
         b = rows.batch
-        return {"cat": {k: v[idx] for k, v in b["cat"].items()}, "num": {k: v[idx] for k, v in b["num"].items()},
-                "mask": b["mask"][idx], "lengths": b["lengths"][idx], "row": idx}
+        return {
+            "cat": {k: v[idx] for k, v in b["cat"].items()},
+            "num": {k: v[idx] for k, v in b["num"].items()},
+            "mask": b["mask"][idx],
+            "lengths": b["lengths"][idx],
+            "row": idx,
+        }
+
     return collate

@@ -1,5 +1,6 @@
 """Bad input from issue 4: each case gives a clear message (file, rows, column, expected vs found) or is
 handled and counted in the report -- nothing is silently dropped."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,15 @@ def table(n_clients: int = 3, per_client: int = 4) -> pd.DataFrame:
     rows = []
     for c in range(n_clients):
         for i in range(per_client):
-            rows.append({"tx": f"t{c}_{i}", "client": f"c{c}", "ts": f"2024-03-{1 + i:02d} 1{c}:00:00",
-                         "amt": 10.0 * (i + 1), "mcc": [5411, 5812, 4111][(c + i) % 3]})
+            rows.append(
+                {
+                    "tx": f"t{c}_{i}",
+                    "client": f"c{c}",
+                    "ts": f"2024-03-{1 + i:02d} 1{c}:00:00",
+                    "amt": 10.0 * (i + 1),
+                    "mcc": [5411, 5812, 4111][(c + i) % 3],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -126,8 +134,13 @@ def test_duplicate_transaction_ids_are_named():
 
 
 def test_single_event_client_kept_and_counted_or_dropped_by_min_events():
-    frame = pd.concat([table(), pd.DataFrame([{"tx": "solo", "client": "lonely", "ts": "2024-03-09 09:00:00",
-                                               "amt": 5.0, "mcc": 5411}])], ignore_index=True)
+    frame = pd.concat(
+        [
+            table(),
+            pd.DataFrame([{"tx": "solo", "client": "lonely", "ts": "2024-03-09 09:00:00", "amt": 5.0, "mcc": 5411}]),
+        ],
+        ignore_index=True,
+    )
     seq = pre().fit_transform(frame)
     assert seq.report["single_event_clients"] == 1 and seq.report["clients"] == 4
     assert "lonely" in seq.table.column("client_id").to_pylist()

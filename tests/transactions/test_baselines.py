@@ -1,6 +1,6 @@
 """Hand-made velocity features against a per-row loop."""
+
 import numpy as np
-import pandas as pd
 import pytest
 
 from ssl_modal.transactions.baselines import velocity_features

@@ -5,6 +5,7 @@ checks what a recipe relies on: every input row ends up in exactly one window (o
 events are in time order within a client, windows respect max_length, extra fields (named e.g. `type`) exist,
 and the fitted state survives a JSON round trip.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,19 +22,43 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "trans
 
 # The mappings the recipes use (also in /work/handoff/transactions_data.md as YAML `columns:` blocks).
 MAPPINGS = {
-    "age_sample": dict(client_id="client_id", event_time="trans_date", time_format="days", amount="amount_rur",
-                       mcc="small_group"),
-    "tabformer_sample": dict(client_id="Card", event_time=["Year", "Month", "Day", "Time"],
-                             time_format="%Y %m %d %H:%M", amount="Amount", amount_format="currency", mcc="MCC",
-                             categorical=["Use Chip", "Merchant State", "Errors?"]),
-    "berka_pretrain": dict(client_id="account_id", event_time="date", time_format="%y%m%d", amount="amount",
-                           mcc="operation", categorical=["type", "k_symbol"], numeric=["balance"],
-                           transaction_id="trans_id"),
-    "sparkov": dict(client_id="client_id", event_time="trans_date_trans_time", amount="amt", mcc="category",
-                    categorical=["merchant"], transaction_id="trans_num"),
+    "age_sample": dict(
+        client_id="client_id", event_time="trans_date", time_format="days", amount="amount_rur", mcc="small_group"
+    ),
+    "tabformer_sample": dict(
+        client_id="Card",
+        event_time=["Year", "Month", "Day", "Time"],
+        time_format="%Y %m %d %H:%M",
+        amount="Amount",
+        amount_format="currency",
+        mcc="MCC",
+        categorical=["Use Chip", "Merchant State", "Errors?"],
+    ),
+    "berka_pretrain": dict(
+        client_id="account_id",
+        event_time="date",
+        time_format="%y%m%d",
+        amount="amount",
+        mcc="operation",
+        categorical=["type", "k_symbol"],
+        numeric=["balance"],
+        transaction_id="trans_id",
+    ),
+    "sparkov": dict(
+        client_id="client_id",
+        event_time="trans_date_trans_time",
+        amount="amt",
+        mcc="category",
+        categorical=["merchant"],
+        transaction_id="trans_num",
+    ),
 }
-FILES = {"age_sample": "transactions.csv", "tabformer_sample": "transactions.csv",
-         "berka_pretrain": "transactions.csv", "sparkov": "transactions.parquet"}
+FILES = {
+    "age_sample": "transactions.csv",
+    "tabformer_sample": "transactions.csv",
+    "berka_pretrain": "transactions.csv",
+    "sparkov": "transactions.parquet",
+}
 
 
 def shared_slice(name: str, rows: int) -> pd.DataFrame:
@@ -66,8 +91,11 @@ def check_sequences(frame: pd.DataFrame, mapping: dict, max_length: int = 64):
     same = clients[1:] == clients[:-1]
     assert np.all(times[1:][same] >= times[:-1][same])
     # every event's fields belong to the input row with its transaction id (catches misaligned reordering)
-    pos = np.asarray(tx, dtype=np.int64) if not mapping.get("transaction_id") else \
-        pd.Index(frame[mapping["transaction_id"]].astype(str)).get_indexer(pd.Index(tx.astype(str)))
+    pos = (
+        np.asarray(tx, dtype=np.int64)
+        if not mapping.get("transaction_id")
+        else pd.Index(frame[mapping["transaction_id"]].astype(str)).get_indexer(pd.Index(tx.astype(str)))
+    )
     raw = frame[mapping["amount"]]
     raw = pd.to_numeric(raw.astype(str).str.replace("$", "", regex=False)) if raw.dtype.kind not in "fi" else raw
     expected_amount = np.sign(raw.to_numpy(float)) * np.log1p(np.abs(raw.to_numpy(float)))

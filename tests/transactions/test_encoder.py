@@ -1,4 +1,5 @@
 """The field encoder: clashing field names, padding respected, pooling, configurable sizes."""
+
 import pytest
 import torch
 
@@ -6,8 +7,12 @@ from ssl_modal.transactions.config import EncoderConfig
 from ssl_modal.transactions.encoder import TransactionEncoder
 from tests.transactions.synthetic import FIELDS, synthetic_batch
 
-CONFIGS = [dict(hidden=32), dict(hidden=32, bidirectional=True, combine="sum"),
-           dict(kind="transformer", hidden=32, heads=4, num_layers=2), dict(kind="transformer", hidden=32, causal=True)]
+CONFIGS = [
+    dict(hidden=32),
+    dict(hidden=32, bidirectional=True, combine="sum"),
+    dict(kind="transformer", hidden=32, heads=4, num_layers=2),
+    dict(kind="transformer", hidden=32, causal=True),
+]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["gru", "bigru-sum", "transformer", "causal-transformer"])
@@ -18,9 +23,12 @@ def test_padding_does_not_change_outputs(cfg):
     batch = synthetic_batch(4, 20, seed=1)
     n = int(batch["lengths"][1])
     assert n < 20
-    alone = {"cat": {k: v[1:2, :n] for k, v in batch["cat"].items()},
-             "num": {k: v[1:2, :n] for k, v in batch["num"].items()},
-             "mask": batch["mask"][1:2, :n], "lengths": batch["lengths"][1:2]}
+    alone = {
+        "cat": {k: v[1:2, :n] for k, v in batch["cat"].items()},
+        "num": {k: v[1:2, :n] for k, v in batch["num"].items()},
+        "mask": batch["mask"][1:2, :n],
+        "lengths": batch["lengths"][1:2],
+    }
     with torch.no_grad():
         full, single = enc(batch), enc(alone)
     assert full.tokens.shape[:2] == (4, 20) and full.mask.shape == (4, 20)

@@ -1,4 +1,5 @@
 """features / client_embeddings / MCC export on a briefly trained model, and `ssl-modal features`."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +13,15 @@ from ssl_modal.transactions.mcc import mcc_embeddings, nearest_mccs
 from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
 from tests.transactions.tables import COLUMNS, raw_table
 
-FEATURES = ["surprise_mcc", "surprise_amount_bin", "surprise_type", "surprise_total", "order_score",
-            "gap_residual", "history_distance"]
+FEATURES = [
+    "surprise_mcc",
+    "surprise_amount_bin",
+    "surprise_type",
+    "surprise_total",
+    "order_score",
+    "gap_residual",
+    "history_distance",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +34,24 @@ def trained(tmp_path_factory):
     pre = TransactionPreprocessor(PreprocessConfig(columns=ColumnMapping(**COLUMNS), max_length=16, amount_bins=8))
     sequences = pre.fit_transform(table)
     torch.manual_seed(0)
-    model = build_transactions_model(transactions_model_config(
-        pre, EncoderConfig(hidden=32, mcc_dim=8, cat_dim=4, num_dim=4), ObjectivesConfig(), sequences))
+    model = build_transactions_model(
+        transactions_model_config(
+            pre, EncoderConfig(hidden=32, mcc_dim=8, cat_dim=4, num_dim=4), ObjectivesConfig(), sequences
+        )
+    )
     out = tmp_path_factory.mktemp("tx_model")
-    cfg = TrainConfig(output_dir=str(out), max_steps=150, batch_size=8, learning_rate=1e-2, warmup_steps=10,
-                      log_every=25, checkpoint_every=1000, progress=False, tensorboard=False, monitor_every=0)
+    cfg = TrainConfig(
+        output_dir=str(out),
+        max_steps=150,
+        batch_size=8,
+        learning_rate=1e-2,
+        warmup_steps=10,
+        log_every=25,
+        checkpoint_every=1000,
+        progress=False,
+        tensorboard=False,
+        monitor_every=0,
+    )
     result = Trainer(cfg).fit(model, sequences, model.collate)
     return model.eval(), table, result
 
@@ -89,7 +110,7 @@ def test_mcc_export_counts_and_neighbours(trained):
     model, table, _ = trained
     codes = mcc_embeddings(model)
     counts = table["mcc"].astype(str).value_counts()
-    got = dict(zip(codes["code"].astype(str), codes["count"]))
+    got = dict(zip(codes["code"].astype(str), codes["count"], strict=True))
     assert got == counts.to_dict() and len(codes["vector"].iloc[0]) == 8
     near = nearest_mccs(model, codes["code"].iloc[0], k=3)
     assert len(near) == 3 and near["similarity"].is_monotonic_decreasing

@@ -1,5 +1,6 @@
 """History objective: lagged states, future counts and the Gaussian NLL against loops; the objective learns;
 its per-event features (state, signed residuals per lag) come out of `features`."""
+
 import math
 
 import numpy as np
@@ -24,7 +25,7 @@ def test_lagged_states_match_a_loop():
 
 def test_future_counts_match_a_loop():
     g = torch.Generator().manual_seed(0)
-    gaps = torch.log1p(torch.rand(4, 12, generator=g) * 10)   # log1p hours, as preprocessed
+    gaps = torch.log1p(torch.rand(4, 12, generator=g) * 10)  # log1p hours, as preprocessed
     lengths = torch.tensor([12, 9, 5, 1])
     mask = torch.arange(12)[None] < lengths[:, None]
     horizons = [2.0, 15.0]
@@ -65,8 +66,9 @@ def test_history_objective_learns_and_refuses_a_non_causal_encoder():
     assert {"state_00", "state_03", "amount_z_l1", "amount_z_l4", "gap_z_l4", "amount_nll_l1"} <= set(feats)
     assert torch.isnan(feats["gap_z_l1"][:, 0]).all() and not torch.isnan(feats["amount_z_l4"]).any()
     with pytest.raises(ValueError, match="do not see the future"):
-        HistoryForecast(TransactionEncoder(FIELDS, EncoderConfig(kind="transformer", hidden=32, heads=4)),
-                        HistoryConfig(weight=1.0))
+        HistoryForecast(
+            TransactionEncoder(FIELDS, EncoderConfig(kind="transformer", hidden=32, heads=4)), HistoryConfig(weight=1.0)
+        )
 
 
 def test_history_residual_does_not_read_the_events_amount():
@@ -100,8 +102,9 @@ def test_features_carry_the_history_columns_and_the_anomaly_score():
     sequences = pre.fit_transform(table)
     history = HistoryConfig(weight=1.0, lags=[1, 8], state_dim=3, categorical_targets=["hour"])
     objectives = ObjectivesConfig(history=history)
-    model = build_transactions_model(transactions_model_config(
-        pre, EncoderConfig(hidden=16, mcc_dim=4, cat_dim=4, num_dim=4), objectives, sequences)).eval()
+    model = build_transactions_model(
+        transactions_model_config(pre, EncoderConfig(hidden=16, mcc_dim=4, cat_dim=4, num_dim=4), objectives, sequences)
+    ).eval()
     feats = features(model, table, progress=False)
     assert {"state_00", "state_02", "amount_z_l1", "amount_z_l8", "gap_z_l8", "anomaly_score"} <= set(feats)
     assert "state_03" not in feats and len(feats) == len(table)

@@ -1,6 +1,6 @@
 """Incremental scoring from a stored client state equals `features` on the whole table (single-window
 clients); the store refuses another model, out-of-order events and reports duplicate ids."""
-import numpy as np
+
 import pandas as pd
 import pytest
 import torch
@@ -22,8 +22,9 @@ def setup():
     sequences = pre.fit_transform(table)
     objectives = ObjectivesConfig(history=HistoryConfig(weight=1.0, lags=[1, 4], state_dim=3))
     torch.manual_seed(0)
-    model = build_transactions_model(transactions_model_config(
-        pre, EncoderConfig(hidden=16, mcc_dim=4, cat_dim=4, num_dim=4), objectives, sequences)).eval()
+    model = build_transactions_model(
+        transactions_model_config(pre, EncoderConfig(hidden=16, mcc_dim=4, cat_dim=4, num_dim=4), objectives, sequences)
+    ).eval()
     return model, table
 
 
@@ -42,8 +43,14 @@ def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
     got = pd.concat([score_new(model, store, first), score_new(model, store, rest)]).set_index("tx")
     want = full.set_index("tx").loc[got.index]  # both keep the input's key names ("tx", "client")
     cols = [c for c in got.columns if c not in ("client", "scored")]
-    assert "order_score" not in got and {"surprise_mcc", "state_00", "amount_z_l4", "gap_residual",
-                                         "history_distance", "anomaly_score"} <= set(cols)
+    assert "order_score" not in got and {
+        "surprise_mcc",
+        "state_00",
+        "amount_z_l4",
+        "gap_residual",
+        "history_distance",
+        "anomaly_score",
+    } <= set(cols)
     pd.testing.assert_frame_equal(got[cols].astype("float64"), want[cols].astype("float64"), atol=1e-5, rtol=1e-5)
     assert store.clients() == 6
 

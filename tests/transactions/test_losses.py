@@ -1,11 +1,20 @@
 """Pure losses and corruptions of the transaction objectives against naive loop references."""
+
 import math
 
 import torch
 import torch.nn.functional as F
 
-from ssl_modal.transactions.losses import (gather_events, hide_fields, masked_field_loss, multi_positive_info_nce,
-                                           order_loss, shuffle_permutation, slice_indices, swap_permutation)
+from ssl_modal.transactions.losses import (
+    gather_events,
+    hide_fields,
+    masked_field_loss,
+    multi_positive_info_nce,
+    order_loss,
+    shuffle_permutation,
+    slice_indices,
+    swap_permutation,
+)
 
 
 def naive_info_nce(z, groups, t):
@@ -81,7 +90,7 @@ def test_shuffle_permutation_permutes_only_inside_one_span():
         moved = [i for i in range(20) if p[i] != i]
         if moved:
             assert max(moved) - min(moved) + 1 <= round(n * 0.5)
-            assert set(p[min(moved): max(moved) + 1]) == set(range(min(moved), max(moved) + 1))
+            assert set(p[min(moved) : max(moved) + 1]) == set(range(min(moved), max(moved) + 1))
 
 
 def test_slice_indices_are_contiguous_inside_each_row():
@@ -97,8 +106,12 @@ def test_slice_indices_are_contiguous_inside_each_row():
 
 
 def test_gather_and_hide_leave_input_untouched():
-    batch = {"cat": {"type": torch.tensor([[3, 4, 5, 0]])}, "num": {"forward": torch.tensor([[1.0, 2.0, 3.0, 0.0]])},
-             "mask": torch.tensor([[True, True, True, False]]), "lengths": torch.tensor([3])}
+    batch = {
+        "cat": {"type": torch.tensor([[3, 4, 5, 0]])},
+        "num": {"forward": torch.tensor([[1.0, 2.0, 3.0, 0.0]])},
+        "mask": torch.tensor([[True, True, True, False]]),
+        "lengths": torch.tensor([3]),
+    }
     g = gather_events(batch, torch.tensor([[2, 1, 0, 3]]))
     assert g["cat"]["type"].tolist() == [[5, 4, 3, 0]] and g["num"]["forward"].tolist() == [[3.0, 2.0, 1.0, 0.0]]
     hidden = torch.tensor([[False, True, False, False]])

@@ -1,4 +1,5 @@
 """The three objectives: masking rates, corruption labels, and loss decreasing through the shared Trainer."""
+
 import pytest
 import torch
 
@@ -39,8 +40,9 @@ def test_unknown_target_field_message():
 def test_non_causal_transformer_with_gap_head_is_refused():
     with pytest.raises(ValueError, match="encoder.causal=true"):
         build_transactions_model({"fields": FIELDS, "encoder": {"kind": "transformer", "hidden": 16}})
-    model = build_transactions_model({"fields": FIELDS, "encoder": {"kind": "transformer", "hidden": 16},
-                                      "objectives": {"order": {"gap_weight": 0}}})
+    model = build_transactions_model(
+        {"fields": FIELDS, "encoder": {"kind": "transformer", "hidden": 16}, "objectives": {"order": {"gap_weight": 0}}}
+    )
     assert model.objectives["order"].gap_head is None
 
 
@@ -66,13 +68,23 @@ def test_metrics_name_every_target_field():
 def test_loss_decreases_through_the_shared_trainer(tmp_path, objective):
     weights = {name: {"weight": 1.0 if name == objective else 0.0} for name in ("masked", "order", "contrastive")}
     torch.manual_seed(0)
-    model = build_transactions_model({"fields": FIELDS, "encoder": {"hidden": 32, "mcc_dim": 8, "cat_dim": 4},
-                                      "objectives": weights})
+    model = build_transactions_model(
+        {"fields": FIELDS, "encoder": {"hidden": 32, "mcc_dim": 8, "cat_dim": 4}, "objectives": weights}
+    )
     rows = SyntheticRows(64, 16)
     collate = make_collate(rows)
-    cfg = TrainConfig(output_dir=str(tmp_path / objective), max_steps=40, batch_size=16, learning_rate=1e-2,
-                      warmup_steps=2, log_every=4, checkpoint_every=1000, progress=False, tensorboard=False,
-                      monitor_every=0)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / objective),
+        max_steps=40,
+        batch_size=16,
+        learning_rate=1e-2,
+        warmup_steps=2,
+        log_every=4,
+        checkpoint_every=1000,
+        progress=False,
+        tensorboard=False,
+        monitor_every=0,
+    )
     before = Trainer(cfg).evaluate(model, rows, collate)["loss"]
     result = Trainer(cfg).fit(model, rows, collate)
     after = Trainer(cfg).evaluate(model, rows, collate)["loss"]

@@ -1,4 +1,5 @@
 """TransactionPreprocessor: parsing, sorting, vocabularies, amount bins, time features, state round trip."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,17 @@ SMALL = {"client_id": "client", "event_time": "ts", "amount": "amt", "mcc": "mcc
 def test_fields_order_kinds_and_reserved_ids():
     pre = _pre(amount_bins=8)
     seq = pre.fit_transform(raw_table())
-    assert list(pre.fields) == ["mcc", "amount_bin", "hour", "weekday", "day_of_month", "type",
-                                "amount", "time_gap", "forward"]
+    assert list(pre.fields) == [
+        "mcc",
+        "amount_bin",
+        "hour",
+        "weekday",
+        "day_of_month",
+        "type",
+        "amount",
+        "time_gap",
+        "forward",
+    ]
     assert pre.fields["hour"] == {"kind": "categorical", "vocab_size": 27}
     assert pre.fields["mcc"]["vocab_size"] == 3 + 12  # 12 distinct codes in the table
     assert pre.vocabulary("mcc")[:3] == ["<pad>", "<mask>", "<unk>"] and (PAD, MASK, UNK) == (0, 1, 2)
@@ -106,8 +116,9 @@ def test_signed_log1p_amount_and_quantile_bins_fitted_on_training_data():
 
 
 def test_time_gap_and_calendar_features():
-    table = small([("a", "2024-03-05 10:30:00", 1, 1), ("a", "2024-03-05 13:30:00", 1, 1),
-                   ("a", "2024-03-07 13:30:00", 1, 1)])
+    table = small(
+        [("a", "2024-03-05 10:30:00", 1, 1), ("a", "2024-03-05 13:30:00", 1, 1), ("a", "2024-03-07 13:30:00", 1, 1)]
+    )
     pre = _pre(SMALL, calendar=["hour", "weekday", "day_of_month", "month"])
     seq = pre.fit_transform(table)
     np.testing.assert_allclose(_events(seq, "time_gap"), np.log1p([0.0, 3.0, 48.0]).astype(np.float32))
@@ -141,17 +152,32 @@ def test_datetime_dtype_epoch_seconds_and_timezones_agree():
 
 
 def test_several_time_columns_and_currency_amounts_tabformer_style():
-    table = pd.DataFrame({"Card": [0, 0, 1], "Year": [2002, 2002, 2003], "Month": [9, 9, 1], "Day": [1, 1, 2],
-                          "Time": ["06:42", "06:21", "23:05"], "Amount": ["$1,134.09", "$-38.48", "$0.50"],
-                          "MCC": [5300, 5411, 5300]})
-    cols = {"client_id": "Card", "event_time": ["Year", "Month", "Day", "Time"], "time_format": "%Y %m %d %H:%M",
-            "amount": "Amount", "amount_format": "currency", "mcc": "MCC"}
+    table = pd.DataFrame(
+        {
+            "Card": [0, 0, 1],
+            "Year": [2002, 2002, 2003],
+            "Month": [9, 9, 1],
+            "Day": [1, 1, 2],
+            "Time": ["06:42", "06:21", "23:05"],
+            "Amount": ["$1,134.09", "$-38.48", "$0.50"],
+            "MCC": [5300, 5411, 5300],
+        }
+    )
+    cols = {
+        "client_id": "Card",
+        "event_time": ["Year", "Month", "Day", "Time"],
+        "time_format": "%Y %m %d %H:%M",
+        "amount": "Amount",
+        "amount_format": "currency",
+        "mcc": "MCC",
+    }
     pre = _pre(cols)
     seq = pre.fit_transform(table)
     assert seq.table.column("transaction_id").to_pylist() == [[1, 0], [2]]
     assert (_events(seq, "hour") - 3).tolist() == [6, 6, 23]
-    np.testing.assert_allclose(_events(seq, "amount"), np.float32([-np.log1p(38.48), np.log1p(1134.09),
-                                                                   np.log1p(0.5)]), rtol=1e-6)
+    np.testing.assert_allclose(
+        _events(seq, "amount"), np.float32([-np.log1p(38.48), np.log1p(1134.09), np.log1p(0.5)]), rtol=1e-6
+    )
 
 
 def test_decimal_comma_amounts_are_opt_in():

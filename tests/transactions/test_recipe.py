@@ -1,4 +1,5 @@
 """The transactions recipe end to end on a small generated table: probe, fraud and export tasks."""
+
 import sys
 from pathlib import Path
 
@@ -24,12 +25,28 @@ def write_recipe(tmp_path, task: str, **data) -> Path:
     recipe = {
         "domain": "transactions",
         "data": {"table": str(tmp_path / "tx.csv"), "task": task, **data},
-        "columns": COLUMNS, "preprocess": {"max_length": 16, "amount_bins": 8},
+        "columns": COLUMNS,
+        "preprocess": {"max_length": 16, "amount_bins": 8},
         "encoder": {"hidden": 16, "mcc_dim": 8, "cat_dim": 4, "num_dim": 4},
-        "eval": {"cv": 2, "knn_k": 3, "lgbm_rounds": 20, "embedding_fields": ["mcc", "type"], "skipgram_epochs": 1,
-                 "raw_features": ["type"], "categorical_raw": ["type"]},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 20, "batch_size": 8, "log_every": 5,
-                  "checkpoint_every": 100, "progress": False, "tensorboard": False, "monitor_every": 0},
+        "eval": {
+            "cv": 2,
+            "knn_k": 3,
+            "lgbm_rounds": 20,
+            "embedding_fields": ["mcc", "type"],
+            "skipgram_epochs": 1,
+            "raw_features": ["type"],
+            "categorical_raw": ["type"],
+        },
+        "train": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 20,
+            "batch_size": 8,
+            "log_every": 5,
+            "checkpoint_every": 100,
+            "progress": False,
+            "tensorboard": False,
+            "monitor_every": 0,
+        },
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -44,14 +61,35 @@ def run_recipe(path, capsys) -> str:
 
 
 def test_probe_task_prints_baselines_beside_ssl_and_writes_outputs(tmp_path, capsys):
-    out = run_recipe(write_recipe(tmp_path, "probe", labels_file=str(tmp_path / "labels.csv"),
-                                  label_client_column="client", label_column="label"), capsys)
-    for row in ("aggregates + logreg", "random-init encoder", "SSL encoder", "aggregates + LightGBM",
-                "SSL embeddings + LightGBM"):
+    out = run_recipe(
+        write_recipe(
+            tmp_path,
+            "probe",
+            labels_file=str(tmp_path / "labels.csv"),
+            label_client_column="client",
+            label_column="label",
+        ),
+        capsys,
+    )
+    for row in (
+        "aggregates + logreg",
+        "random-init encoder",
+        "SSL encoder",
+        "aggregates + LightGBM",
+        "SSL embeddings + LightGBM",
+    ):
         assert row in out
     run = tmp_path / "run"
-    for name in ("model.pt", "loss_curve.png", "client_embeddings.parquet", "mcc_embeddings.parquet",
-                 "mcc_skipgram.parquet", "mcc_embeddings_map.png", "type_embeddings.parquet", "results.md"):
+    for name in (
+        "model.pt",
+        "loss_curve.png",
+        "client_embeddings.parquet",
+        "mcc_embeddings.parquet",
+        "mcc_skipgram.parquet",
+        "mcc_embeddings_map.png",
+        "type_embeddings.parquet",
+        "results.md",
+    ):
         assert (run / name).is_file(), name
         assert str(run / name) in out
     assert len(pd.read_parquet(run / "client_embeddings.parquet")) == 16
@@ -101,9 +139,15 @@ def test_fraud_client_split_scores_every_row_out_of_fold_beside_velocity_and_ran
     recipe["objectives"] = {"history": {"weight": 1.0, "lags": [1, 4], "state_dim": 4}}
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     out = run_recipe(path, capsys)
-    for row in ("raw + velocity (hand-made)", "raw + SSL features", "raw + random-init features",
-                "raw + velocity + SSL features", "anomaly_score as the score (no labels)",
-                "raw amount as the score (no labels)", "halves of 8 / 8 clients"):
+    for row in (
+        "raw + velocity (hand-made)",
+        "raw + SSL features",
+        "raw + random-init features",
+        "raw + velocity + SSL features",
+        "anomaly_score as the score (no labels)",
+        "raw amount as the score (no labels)",
+        "halves of 8 / 8 clients",
+    ):
         assert row in out, row
     feats = pd.read_parquet(tmp_path / "run" / "features.parquet")
     assert len(feats) == 16 * 40 and set(feats["fold"]) == {0, 1}
@@ -130,8 +174,13 @@ def test_probe_client_split_predicts_each_client_by_the_other_half(tmp_path, cap
     table["segment"] = table["client"].str[1:].astype(int) % 2
     table.to_csv(tmp_path / "tx.csv", index=False)
     out = run_recipe(path, capsys)
-    for row in ("aggregates + logreg", "SSL embeddings + logreg", "random-init embeddings + LightGBM",
-                "aggregates + SSL embeddings + LightGBM", "8 / 8 clients"):
+    for row in (
+        "aggregates + logreg",
+        "SSL embeddings + logreg",
+        "random-init embeddings + LightGBM",
+        "aggregates + SSL embeddings + LightGBM",
+        "8 / 8 clients",
+    ):
         assert row in out, row
     assert (tmp_path / "run" / "fold1" / "model.pt").is_file()
     table.loc[0, "segment"] = 5

@@ -1,4 +1,5 @@
 """Windows by index arithmetic, the Arrow layout of SequenceSet, collate_sequences, to_dataset."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ssl_modal.transactions import (ColumnMapping, PreprocessConfig, SequenceSet, TransactionPreprocessor,
-                                    collate_sequences)
+from ssl_modal.transactions import (
+    ColumnMapping,
+    PreprocessConfig,
+    SequenceSet,
+    TransactionPreprocessor,
+    collate_sequences,
+)
 from ssl_modal.transactions.sequences import window_bounds
 
 from .tables import COLUMNS, raw_table
@@ -30,7 +36,7 @@ def _reference_windows(lengths, max_length, stride):
 def test_window_bounds_match_reference(max_length, stride):
     lengths = np.array([1, 3, 4, 5, 9, 12, 2])
     client, start, length = window_bounds(lengths, max_length, stride)
-    got = list(zip(client.tolist(), start.tolist(), length.tolist()))
+    got = list(zip(client.tolist(), start.tolist(), length.tolist(), strict=True))
     assert got == _reference_windows(lengths, max_length, stride)
 
 
@@ -52,14 +58,16 @@ def test_overlapping_windows_repeat_events_with_their_features():
     starts = seq.table.column("start").to_pylist()
     assert starts == [0, 2, 4, 6, 0, 2, 4, 6] and seq.report["overlapping_windows"]
     full = TransactionPreprocessor.from_state_dict(
-        {**pre.state_dict(), "config": {**pre.state_dict()["config"], "max_length": 100, "window_stride": None}})
+        {**pre.state_dict(), "config": {**pre.state_dict()["config"], "max_length": 100, "window_stride": None}}
+    )
     whole = full.transform(table)
     mcc_whole = whole.table.column("mcc").to_pylist()[0]
     for w in range(4):
         s = starts[w]
-        assert seq.table.column("mcc").to_pylist()[w] == mcc_whole[s:s + 4]
-    assert seq.table.column("time_gap").to_pylist()[1][0] == pytest.approx(whole.table.column("time_gap")
-                                                                           .to_pylist()[0][2])
+        assert seq.table.column("mcc").to_pylist()[w] == mcc_whole[s : s + 4]
+    assert seq.table.column("time_gap").to_pylist()[1][0] == pytest.approx(
+        whole.table.column("time_gap").to_pylist()[0][2]
+    )
 
 
 def test_arrow_layout_and_types():
@@ -73,7 +81,8 @@ def test_arrow_layout_and_types():
 
 def test_getitem_and_collate_pad_with_zeros():
     seq = TransactionPreprocessor(PreprocessConfig(ColumnMapping(**COLUMNS), max_length=7)).fit_transform(
-        raw_table(2, 10))
+        raw_table(2, 10)
+    )
     fields = seq.fields
     items = [seq[i] for i in range(len(seq))]  # windows of 7, 3, 7, 3 events
     batch = collate_sequences(items, fields)

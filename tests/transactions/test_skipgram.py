@@ -1,4 +1,5 @@
 """Skip-gram code embeddings: pair extraction against a naive loop, and neighbours that co-occur."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,8 +19,13 @@ def test_pairs_match_a_naive_loop_and_skip_reserved_ids_and_window_edges():
     ids = np.concatenate([np.asarray(w) for w in windows])
     win = np.repeat(np.arange(3), [len(w) for w in windows])
     got = sorted(map(tuple, cooccurrence_pairs(ids, win, 2).tolist()))
-    naive = sorted((w[i], w[j]) for w in windows for i in range(len(w)) for j in range(len(w))
-                   if i != j and abs(i - j) <= 2 and w[i] >= 3 and w[j] >= 3)
+    naive = sorted(
+        (w[i], w[j])
+        for w in windows
+        for i in range(len(w))
+        for j in range(len(w))
+        if i != j and abs(i - j) <= 2 and w[i] >= 3 and w[j] >= 3
+    )
     assert got == naive
 
 

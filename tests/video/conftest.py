@@ -1,4 +1,5 @@
 """Tiny generated videos (written with PyAV) and frame folders, so the video tests run without shared data."""
+
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,14 @@ def synthetic_frames(n: int = 12, h: int = 48, w: int = 64) -> np.ndarray:
     for i in range(n):
         frames[i] = 10 * i
         x = 4 + 2 * i
-        frames[i, 16:32, x:x + 16] = [220, 40, 40]
+        frames[i, 16:32, x : x + 16] = [220, 40, 40]
     return frames
 
 
 def square_masks(n: int = 12, h: int = 48, w: int = 64) -> np.ndarray:
     masks = np.zeros((n, h, w), dtype=bool)
     for i in range(n):
-        masks[i, 16:32, 4 + 2 * i:20 + 2 * i] = True
+        masks[i, 16:32, 4 + 2 * i : 20 + 2 * i] = True
     return masks
 
 
@@ -47,7 +48,7 @@ def write_sequence(root: Path, name: str, frames: np.ndarray, masks: np.ndarray)
     """A DAVIS-layout sequence: JPEGImages/<name>/00000.jpg and Annotations/<name>/00000.png (0/255)."""
     (root / "JPEGImages" / name).mkdir(parents=True, exist_ok=True)
     (root / "Annotations" / name).mkdir(parents=True, exist_ok=True)
-    for i, (f, m) in enumerate(zip(frames, masks)):
+    for i, (f, m) in enumerate(zip(frames, masks, strict=True)):
         Image.fromarray(f).save(root / "JPEGImages" / name / f"{i:05d}.jpg", quality=95)
         Image.fromarray((m * 255).astype(np.uint8)).save(root / "Annotations" / name / f"{i:05d}.png")
     return root / "JPEGImages" / name

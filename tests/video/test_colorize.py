@@ -1,18 +1,27 @@
 """Colorization pure functions against naive per-element reference implementations written here."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from ssl_modal.video.colorize import (colorization_loss, fit_color_centres, frames_to_lab, pointer, quantize_ab,
-                                      rgb_to_lab)
+from ssl_modal.video.colorize import (
+    colorization_loss,
+    fit_color_centres,
+    frames_to_lab,
+    pointer,
+    quantize_ab,
+    rgb_to_lab,
+)
 
 
 def naive_lab(r, g, b):
     """CIE Lab of one sRGB colour in [0, 1] (D65), written out per the standard formulas."""
+
     def lin(c):
         return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
+
     r, g, b = lin(r), lin(g), lin(b)
     x = (0.412453 * r + 0.357580 * g + 0.180423 * b) / 0.95047
     y = (0.212671 * r + 0.715160 * g + 0.072169 * b) / 1.0

@@ -1,4 +1,5 @@
 """DAVIS J and F on hand-computed cases, and sequence loading with its bad inputs."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +11,7 @@ from tests.video.conftest import SHARED_VIDEO, need
 
 def square(h=10, w=10, top=2, left=2, size=4):
     m = np.zeros((h, w), bool)
-    m[top:top + size, left:left + size] = True
+    m[top : top + size, left : left + size] = True
     return m
 
 
@@ -47,8 +48,8 @@ def test_contour_f_hand_computed():
     assert region_j(pred, gt) == pytest.approx(0.5)
     # a 1-pixel shift is within the 1-pixel tolerance; a 3-pixel shift of a thin bar is not
     assert contour_f(square(10, 20, left=3), gt) == 1.0
-    assert contour_f(np.zeros_like(gt), gt) == 0.0          # nothing predicted: precision 1, recall 0
-    assert contour_f(gt, np.zeros_like(gt)) == 0.0          # nothing there: precision 0
+    assert contour_f(np.zeros_like(gt), gt) == 0.0  # nothing predicted: precision 1, recall 0
+    assert contour_f(gt, np.zeros_like(gt)) == 0.0  # nothing there: precision 0
     assert contour_f(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
     with pytest.raises(ValueError, match="differ in shape"):
         contour_f(gt, gt[:5])
@@ -57,8 +58,10 @@ def test_contour_f_hand_computed():
 def naive_f(pred, gt, r):
     """Boundary F by brute-force distances (a boundary pixel matches if one of the other's is within r)."""
     pb, gb = np.argwhere(seg2bmap(pred)), np.argwhere(seg2bmap(gt))
+
     def matched(a, b):
         return sum(((b - p) ** 2).sum(1).min() <= r * r for p in a) if len(b) else 0
+
     precision, recall = matched(pb, gb) / len(pb), matched(gb, pb) / len(gb)
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
@@ -70,7 +73,7 @@ def test_contour_f_matches_brute_force_on_random_blobs():
         pred = np.zeros((40, 60), bool)
         for m in (gt, pred):
             y, x = rng.integers(5, 30), rng.integers(5, 45)
-            m[y:y + rng.integers(4, 10), x:x + rng.integers(4, 14)] = True
+            m[y : y + rng.integers(4, 10), x : x + rng.integers(4, 14)] = True
         assert contour_f(pred, gt, bound_th=3) == pytest.approx(naive_f(pred, gt, 3))
 
 

@@ -1,11 +1,20 @@
 """Readers: decord and PyAV behind one interface, frame folders, masks, and every bad-input message."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_modal.video.io import (DecordVideo, FrameFolder, PyAVVideo, VideoReadError, open_video, read_frames,
-                                read_mask, read_videos)
-from tests.video.conftest import EDGE, SHARED_VIDEO, need, synthetic_frames, write_sequence, write_video
+from ssl_modal.video.io import (
+    DecordVideo,
+    FrameFolder,
+    PyAVVideo,
+    VideoReadError,
+    open_video,
+    read_frames,
+    read_mask,
+    read_videos,
+)
+from tests.video.conftest import EDGE, SHARED_VIDEO, need, synthetic_frames, write_sequence
 
 
 def brightness(frames):
@@ -79,7 +88,9 @@ def test_truncated_video(tmp_path, tiny_video):
 def test_not_a_video(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello, I am not a video\n")
-    with pytest.raises(VideoReadError, match=r"notes.txt: not a video \(expected one of .*\.mp4.*found a '.txt' file\)"):
+    with pytest.raises(
+        VideoReadError, match=r"notes.txt: not a video \(expected one of .*\.mp4.*found a '.txt' file\)"
+    ):
         open_video(path)
     fake = tmp_path / "fake.mp4"
     fake.write_text("not really an mp4 either " * 20)
@@ -95,8 +106,11 @@ def test_missing_path():
 def test_frame_folder_with_missing_frame(tmp_path):
     folder = write_sequence(tmp_path, "gap", synthetic_frames(5), np.zeros((5, 48, 64), bool))
     (folder / "00002.jpg").unlink()
-    with pytest.raises(VideoReadError, match=r"gap: frame numbering has gaps: missing frame\(s\) \[2\] between "
-                                             r"00000.jpg and 00004.jpg"):
+    with pytest.raises(
+        VideoReadError,
+        match=r"gap: frame numbering has gaps: missing frame\(s\) \[2\] between "
+        r"00000.jpg and 00004.jpg",
+    ):
         FrameFolder(folder)
 
 

@@ -1,10 +1,11 @@
 """Encoder shapes, the two objectives against hand-built references, training, load_model, clip datasets."""
+
 import numpy as np
 import pytest
 import torch
 
 from ssl_modal.core.export import encode, load_model
-from ssl_modal.core.trainer import Trainer, TrainConfig
+from ssl_modal.core.trainer import TrainConfig, Trainer
 from ssl_modal.video.colorize import colorization_loss, frames_to_lab, quantize_ab
 from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig
 from ssl_modal.video.data import ClipDataset, ClipWindows, fit_centres
@@ -15,9 +16,11 @@ CENTRES = [[0.0, 0.0], [60.0, 50.0], [-20.0, 30.0], [10.0, -40.0]]
 
 
 def config(color=1.0, order=0.0, num_clips=3):
-    return {"encoder": {"widths": [8, 16, 16], "blocks": 1, "embed_dim": 16},
-            "colorization": {"weight": color, "centres": CENTRES, "temperature": 1.0},
-            "frame_order": {"weight": order, "num_clips": num_clips, "clip_len": 1, "hidden": 16, "dropout": 0.0}}
+    return {
+        "encoder": {"widths": [8, 16, 16], "blocks": 1, "embed_dim": 16},
+        "colorization": {"weight": color, "centres": CENTRES, "temperature": 1.0},
+        "frame_order": {"weight": order, "num_clips": num_clips, "clip_len": 1, "hidden": 16, "dropout": 0.0},
+    }
 
 
 def test_encoder_stride_8_map_and_clip_embedding():
@@ -34,7 +37,7 @@ def test_colorization_objective_equals_reference_computation():
     model = build_video_model(config()).eval()
     frames = torch.as_tensor(synthetic_frames(8)).view(2, 4, 48, 64, 3)
     out = model.objectives["color"](model.encoder, {"frames": frames})
-    feats = model.encoder.feature_map(frames.flatten(0, 1))                 # (8, D, 6, 8)
+    feats = model.encoder.feature_map(frames.flatten(0, 1))  # (8, D, 6, 8)
     ab = torch.nn.functional.adaptive_avg_pool2d(frames_to_lab(frames.flatten(0, 1))[:, 1:], (6, 8))
     colors = quantize_ab(ab, torch.tensor(CENTRES)).view(2, 4, 48)
     f = feats.view(2, 4, 16, 48).transpose(2, 3)
@@ -59,7 +62,7 @@ def test_frame_order_shuffles_by_the_drawn_permutation():
 
     objective.logits = logits
     objective.generator = torch.Generator().manual_seed(5)
-    model.encoder.feature_map = lambda f: f.float().permute(0, 3, 1, 2)    # "features" = RGB; pooled -> mean colour
+    model.encoder.feature_map = lambda f: f.float().permute(0, 3, 1, 2)  # "features" = RGB; pooled -> mean colour
     frames = torch.as_tensor(synthetic_frames(3)).unsqueeze(0).repeat(4, 1, 1, 1, 1)
     out = objective(model.encoder, {"frames": frames, "order_frames": frames})
     label = torch.randint(6, (4,), generator=torch.Generator().manual_seed(5))
@@ -72,12 +75,23 @@ def test_frame_order_shuffles_by_the_drawn_permutation():
 
 def test_frame_order_head_learns_on_tiny_clips(tmp_path):
     frames = synthetic_frames(24, 32, 64)
-    data = ClipDataset({"v": frames}, ColorizationConfig(num_refs=1, frame_gap=1),
-                       FrameOrderConfig(weight=1.0, num_clips=3, gap=2))
+    data = ClipDataset(
+        {"v": frames}, ColorizationConfig(num_refs=1, frame_gap=1), FrameOrderConfig(weight=1.0, num_clips=3, gap=2)
+    )
     model = build_video_model(config(color=0.0, order=1.0))
-    result = Trainer(TrainConfig(output_dir=str(tmp_path), max_steps=60, batch_size=8, learning_rate=3e-3,
-                                 warmup_steps=5, log_every=10, progress=False, tensorboard=False,
-                                 monitor_every=0)).fit(model, data, model.collate)
+    result = Trainer(
+        TrainConfig(
+            output_dir=str(tmp_path),
+            max_steps=60,
+            batch_size=8,
+            learning_rate=3e-3,
+            warmup_steps=5,
+            log_every=10,
+            progress=False,
+            tensorboard=False,
+            monitor_every=0,
+        )
+    ).fit(model, data, model.collate)
     first, last = result.history[0], result.history[-1]
     late_accuracy = np.mean([h["order/accuracy"] for h in result.history[-2:]])  # 16 clips, 3! = 6 classes
     assert last["order/loss"] < first["order/loss"] and late_accuracy > 2 / 6  # chance is 1/6
@@ -92,23 +106,39 @@ def test_colorization_trains_saves_and_reloads(tmp_path):
     model_cfg["colorization"]["centres"] = centres
     model = build_video_model(model_cfg)
     data = ClipDataset({"v": frames}, cfg)
-    result = Trainer(TrainConfig(output_dir=str(tmp_path), max_steps=30, batch_size=4, learning_rate=3e-3,
-                                 warmup_steps=3, log_every=5, progress=False, tensorboard=False,
-                                 monitor_every=0)).fit(model, data, model.collate)
+    result = Trainer(
+        TrainConfig(
+            output_dir=str(tmp_path),
+            max_steps=30,
+            batch_size=4,
+            learning_rate=3e-3,
+            warmup_steps=3,
+            log_every=5,
+            progress=False,
+            tensorboard=False,
+            monitor_every=0,
+        )
+    ).fit(model, data, model.collate)
     assert result.history[-1]["color/loss"] < result.history[0]["color/loss"]
     loaded = load_model(tmp_path)
     assert np.allclose(loaded.objectives["color"].centres.numpy(), centres)
     windows = ClipWindows({"v": frames}, {"v": 12.0}, window=8, stride=8)
     assert [(m["start_frame"], m["start_s"], m["end_s"]) for m in windows.meta] == [
-        (0, 0.0, 0.667), (8, 0.667, 1.333), (16, 1.333, 2.0)]
+        (0, 0.0, 0.667),
+        (8, 0.667, 1.333),
+        (16, 1.333, 2.0),
+    ]
     emb = encode(loaded, windows, batch_size=2)
     assert emb.shape == (3, 16) and np.allclose(emb, encode(model.eval(), windows, batch_size=3), atol=1e-5)
 
 
 def test_clip_dataset_items():
     frames = synthetic_frames(20)
-    data = ClipDataset({"v": frames}, ColorizationConfig(num_refs=3, frame_gap=2),
-                       FrameOrderConfig(weight=1, num_clips=4, clip_len=2, gap=1))
+    data = ClipDataset(
+        {"v": frames},
+        ColorizationConfig(num_refs=3, frame_gap=2),
+        FrameOrderConfig(weight=1, num_clips=4, clip_len=2, gap=1),
+    )
     # colour span 3*2+1 = 7; order span 4*2 + 3*1 = 11 -> starts 0..9
     assert len(data) == 10
     item = data[2]
@@ -120,10 +150,16 @@ def test_clip_dataset_items():
 
 # ---- bad input ---------------------------------------------------------------------------------
 def test_sequence_shorter_than_frame_order_needs():
-    with pytest.raises(ValueError, match=r"short.mp4: the sequence has 8 frames, but frame order \(4 clips x 1 "
-                                         r"frames with gap 3\) needs at least 13; lower the gaps"):
-        ClipDataset({"short.mp4": synthetic_frames(8)}, ColorizationConfig(num_refs=1, frame_gap=1),
-                    FrameOrderConfig(weight=1, num_clips=4, gap=3))
+    with pytest.raises(
+        ValueError,
+        match=r"short.mp4: the sequence has 8 frames, but frame order \(4 clips x 1 "
+        r"frames with gap 3\) needs at least 13; lower the gaps",
+    ):
+        ClipDataset(
+            {"short.mp4": synthetic_frames(8)},
+            ColorizationConfig(num_refs=1, frame_gap=1),
+            FrameOrderConfig(weight=1, num_clips=4, gap=3),
+        )
 
 
 def test_model_config_errors():

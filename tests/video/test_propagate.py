@@ -1,4 +1,5 @@
 """Label propagation: one step against a naive loop, locality, and tracking a moving square."""
+
 import math
 
 import numpy as np
@@ -6,8 +7,17 @@ import pytest
 import torch
 
 from ssl_modal.video.davis import region_j
-from ssl_modal.video.propagate import (LocalGrid, copy_first_frame, encoder_features, lab_patch_features,
-                                       lab_pooled_features, local_mask, propagate, propagate_maps, propagate_step)
+from ssl_modal.video.propagate import (
+    LocalGrid,
+    copy_first_frame,
+    encoder_features,
+    lab_patch_features,
+    lab_pooled_features,
+    local_mask,
+    propagate,
+    propagate_maps,
+    propagate_step,
+)
 from tests.video.conftest import square_masks, synthetic_frames
 
 
@@ -31,7 +41,7 @@ def test_propagate_step_matches_naive_loop():
         cands.sort(key=lambda x: -x[0])
         top = cands[:k]
         w = [math.exp(s / 0.07) for s, _ in top]
-        expected = sum(wi * lab for wi, (_, lab) in zip(w, top)) / sum(w)
+        expected = sum(wi * lab for wi, (_, lab) in zip(w, top, strict=True)) / sum(w)
         assert out[i].tolist() == pytest.approx(expected.tolist(), rel=1e-4)
 
 
@@ -45,8 +55,8 @@ def test_propagation_tracks_a_moving_square_better_than_copying():
     preds, fps = propagate(lab_patch_features, frames, masks[0], context=3, topk=5, radius=3, temperature=0.05)
     assert preds.shape == masks.shape and fps > 0
     assert np.array_equal(preds[0], masks[0])
-    tracked = np.mean([region_j(p, g) for p, g in zip(preds[1:], masks[1:])])
-    copied = np.mean([region_j(p, g) for p, g in zip(copy_first_frame(frames, masks[0])[1:], masks[1:])])
+    tracked = np.mean([region_j(p, g) for p, g in zip(preds[1:], masks[1:], strict=True)])
+    copied = np.mean([region_j(p, g) for p, g in zip(copy_first_frame(frames, masks[0])[1:], masks[1:], strict=True)])
     assert tracked > 0.6 and tracked > copied + 0.2, (tracked, copied)
 
 
@@ -65,8 +75,9 @@ def dense_maps(feats, first, context, topk, radius, temperature):
     allowed = local_mask(h, w, radius)
     for i in range(1, t):
         ctx = [0] + list(range(max(1, i - context), i))
-        labels.append(propagate_step(flat[i], flat[ctx], torch.stack([labels[j] for j in ctx]), topk, temperature,
-                                     allowed))
+        labels.append(
+            propagate_step(flat[i], flat[ctx], torch.stack([labels[j] for j in ctx]), topk, temperature, allowed)
+        )
     return torch.stack(labels).transpose(1, 2).reshape(t, -1, h, w)
 
 
@@ -91,6 +102,7 @@ def test_pooled_lab_and_encoder_stride():
     frames = torch.as_tensor(synthetic_frames(2, 48, 64))
     assert lab_pooled_features(4)(frames).shape == (2, 3, 12, 16)
     from ssl_modal.video.model import VideoEncoder
+
     enc = VideoEncoder([8, 8, 8], 1, 6)
     assert encoder_features(enc)(frames).shape == (2, 6, 6, 8)
     assert encoder_features(enc, stride=4)(frames).shape == (2, 6, 12, 16)

@@ -1,5 +1,6 @@
 """Sequence-disjoint protocol: fold configs, the never-pretrain-on-evaluated-sequences guard, propagation chosen
 on training sequences, and a tiny two-fold random-walk run end to end."""
+
 import json
 
 import pytest
@@ -47,14 +48,27 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     write_sequence(root, "square", synthetic_frames(12, 48, 64), square_masks(12, 48, 64))
     frames, masks = synthetic_frames(12, 48, 64)[::-1].copy(), square_masks(12, 48, 64)[::-1].copy()
     write_sequence(root, "square2", frames, masks)
-    overrides = ["data.train_videos=[]", "data.train_images=[]", "data.folds=[[square], [square2]]",
-                 f"data.fold_videos=['{root}/JPEGImages/{{sequence}}']", f"data.davis_root={root}",
-                 "data.size=[48, 64]",
-                 "encoder.widths=[8, 16, 16]", "encoder.embed_dim=16", "walk.crop=[32, 32]", "walk.clip_len=3",
-                 "walk.frame_gap=1", "propagation.candidates=[{radius: 2}, {radius: 3}]",
-                 "propagation.select_by=[raw-Lab]", "train.max_steps=3",
-                 "train.batch_size=2", "train.progress=false", "train.tensorboard=false", "eval.overlays=2",
-                 f"train.output_dir={tmp_path / 'run'}"]
+    overrides = [
+        "data.train_videos=[]",
+        "data.train_images=[]",
+        "data.folds=[[square], [square2]]",
+        f"data.fold_videos=['{root}/JPEGImages/{{sequence}}']",
+        f"data.davis_root={root}",
+        "data.size=[48, 64]",
+        "encoder.widths=[8, 16, 16]",
+        "encoder.embed_dim=16",
+        "walk.crop=[32, 32]",
+        "walk.clip_len=3",
+        "walk.frame_gap=1",
+        "propagation.candidates=[{radius: 2}, {radius: 3}]",
+        "propagation.select_by=[raw-Lab]",
+        "train.max_steps=3",
+        "train.batch_size=2",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "eval.overlays=2",
+        f"train.output_dir={tmp_path / 'run'}",
+    ]
     assert recipe_module("video_tracking").main(["--config", WALK, *overrides]) == 0
     printed = capsys.readouterr().out
     assert "every sequence unseen in pretraining (2 folds pooled)" in printed
@@ -73,6 +87,7 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     again = json.loads((out / "tracking_unseen.json").read_text())["overall"]
     assert {m: v["J"] for m, v in again.items()} == pytest.approx({m: v["J"] for m, v in summary["overall"].items()})
     from ssl_modal.cli import main as cli_main
+
     assert cli_main(["eval", WALK, *overrides]) == 0
     assert "SSL J" in capsys.readouterr().out
 

@@ -1,4 +1,5 @@
 """The video recipes: configs load (demo offline), a tiny end-to-end run writes every output, CLI eval prints."""
+
 import importlib.util
 import json
 
@@ -38,12 +39,30 @@ def test_configs_load_and_demo_is_offline():
 def tiny_overrides(tmp_path):
     root = tmp_path / "davis"
     a = write_sequence(root, "square", synthetic_frames(14, 48, 64), square_masks(14, 48, 64))
-    b = write_sequence(root, "square2", synthetic_frames(12, 48, 64)[::-1].copy(), square_masks(12, 48, 64)[::-1].copy())
-    return ["data.folds=null", f"data.train_videos=[{a}]", f"data.heldout_videos=[{b}]", f"data.davis_root={root}", "data.size=[48, 64]",
-            "encoder.widths=[8, 16, 16]", "encoder.embed_dim=16", "colorization.kmeans_frames=4",
-            "train.max_steps=6", "train.batch_size=4", "train.log_every=2", "train.progress=false",
-            "train.tensorboard=false", "train.monitor_every=0", "eval.window=4", "eval.window_stride=4",
-            "eval.frame_order_batches=2", "eval.overlays=3", f"train.output_dir={tmp_path / 'run'}"]
+    b = write_sequence(
+        root, "square2", synthetic_frames(12, 48, 64)[::-1].copy(), square_masks(12, 48, 64)[::-1].copy()
+    )
+    return [
+        "data.folds=null",
+        f"data.train_videos=[{a}]",
+        f"data.heldout_videos=[{b}]",
+        f"data.davis_root={root}",
+        "data.size=[48, 64]",
+        "encoder.widths=[8, 16, 16]",
+        "encoder.embed_dim=16",
+        "colorization.kmeans_frames=4",
+        "train.max_steps=6",
+        "train.batch_size=4",
+        "train.log_every=2",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.monitor_every=0",
+        "eval.window=4",
+        "eval.window_stride=4",
+        "eval.frame_order_batches=2",
+        "eval.overlays=3",
+        f"train.output_dir={tmp_path / 'run'}",
+    ]
 
 
 def test_tiny_tracking_run_and_cli_eval(tmp_path, monkeypatch, capsys):
@@ -52,13 +71,22 @@ def test_tiny_tracking_run_and_cli_eval(tmp_path, monkeypatch, capsys):
     assert recipe_module("video_tracking").main(["--config", TRACKING, *overrides]) == 0
     printed = capsys.readouterr().out
     out = tmp_path / "run"
-    for name in ("model.pt", "metrics.jsonl", "loss_curve.png", "tracking.json", "clip_embeddings.parquet",
-                 "overlays/square.png", "overlays/square2.png"):
+    for name in (
+        "model.pt",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "tracking.json",
+        "clip_embeddings.parquet",
+        "overlays/square.png",
+        "overlays/square2.png",
+    ):
         assert (out / name).is_file() and str(out / name) in printed, name
     for word in ("copy-first J", "raw-Lab F", "random-init J", "SSL F", "J&F", "frame-order accuracy"):
         assert word in printed
     scores = json.loads((out / "tracking.json").read_text())
-    assert scores["methods"] == ["copy-first", "raw-Lab", "random-init", "SSL"] and scores["kind"] == "video-color+order"
+    assert (
+        scores["methods"] == ["copy-first", "raw-Lab", "random-init", "SSL"] and scores["kind"] == "video-color+order"
+    )
     assert all(0 <= v["J"] <= 1 and 0 <= v["F"] <= 1 for v in scores["overall"].values())
     assert len(scores["sequences"]["square"]["SSL"]["J_frames"]) == 14
     assert scores["frame_order"]["chance (1/n!)"] == pytest.approx(1 / 6)

@@ -1,4 +1,5 @@
 """Contrastive random walk: the palindrome loss against a naive loop, augmentations, and the objective."""
+
 import math
 
 import numpy as np
@@ -16,10 +17,13 @@ def naive_walk_loss(nodes, temperature):
     for k in range(1, t):
         per_k = 0.0
         for e in range(b):
+
             def step(x, y, e=e):
-                s = [[math.exp(float(nodes[e, x, i] @ nodes[e, y, j]) / temperature) for j in range(n)]
-                     for i in range(n)]
+                s = [
+                    [math.exp(float(nodes[e, x, i] @ nodes[e, y, j]) / temperature) for j in range(n)] for i in range(n)
+                ]
                 return np.array([[v / sum(row) for v in row] for row in s])
+
             m = np.eye(n)
             for i in range(k):
                 m = m @ step(i, i + 1)
@@ -75,10 +79,17 @@ def test_colour_jitter_changes_colour_and_grayscale_removes_it():
 
 
 def test_walk_objective_trains_a_lab_encoder():
-    walk = {"weight": 1.0, "temperature": 0.07, "edge_drop": 0.1, "crop": [32, 32], "scale": [0.5, 1.0],
-            "jitter": 0.1, "color_strength": 0.4, "gray_p": 0.2}
-    model = build_video_model({"encoder": {"widths": [8, 8, 8], "embed_dim": 8, "channels": "Lab"},
-                               "walk": walk})
+    walk = {
+        "weight": 1.0,
+        "temperature": 0.07,
+        "edge_drop": 0.1,
+        "crop": [32, 32],
+        "scale": [0.5, 1.0],
+        "jitter": 0.1,
+        "color_strength": 0.4,
+        "gray_p": 0.2,
+    }
+    model = build_video_model({"encoder": {"widths": [8, 8, 8], "embed_dim": 8, "channels": "Lab"}, "walk": walk})
     assert isinstance(model.encoder, VideoEncoder) and list(model.objectives) == ["walk"]
     frames = torch.randint(0, 256, (2, 3, 40, 48, 3), dtype=torch.uint8)
     out = model({"frames": frames})
