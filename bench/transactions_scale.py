@@ -10,6 +10,7 @@ RSS of the child (pandas / Spark driver / trainer), of its JVM and of the Spark 
 Stages: pandas = read + fit + transform + write shards; spark = session + fit (exact) + transform/write;
 stream = `train_from_shards` for --steps steps on the spark stage's shards (RSS must not grow with rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ from bench.common import ROOT, load_average  # noqa: E402
 
 TMP = Path(os.environ.get("SCALE_TMP", "/tmp/ssl_scale"))
 GENERATOR = ROOT.parent / "shared" / "tools" / "sparkov" / "generate.sh"
-COLUMNS = {"client_id": "client_id", "event_time": "trans_date_trans_time", "amount": "amt", "mcc": "category",
-           "transaction_id": "trans_num"}
+COLUMNS = {
+    "client_id": "client_id",
+    "event_time": "trans_date_trans_time",
+    "amount": "amt",
+    "mcc": "category",
+    "transaction_id": "trans_num",
+}
 READ = list(COLUMNS.values())
 SIZES = {"1m": 1, "10m": 10}
 
@@ -52,8 +58,9 @@ def ensure_tables(size: str) -> Path:
         t = base.set_column(0, "client_id", pc.add(base.column("client_id").cast(pa.int64()), 1_000_000 * k))
         shift = pa.scalar(400 * 86400 * 1_000_000 * k, pa.duration("us"))
         t = t.set_column(1, "trans_date_trans_time", pc.add(t.column("trans_date_trans_time"), shift))
-        t = t.set_column(4, "trans_num", pc.binary_join_element_wise(t.column("trans_num").cast(pa.string()),
-                                                                      pa.scalar(f"{k}"), "-"))
+        t = t.set_column(
+            4, "trans_num", pc.binary_join_element_wise(t.column("trans_num").cast(pa.string()), pa.scalar(f"{k}"), "-")
+        )
         pq.write_table(t, folder / f"part-{k:02d}.parquet", compression="zstd")
     return folder
 
@@ -69,8 +76,14 @@ def child(stage: str, size: str, partitions: int, steps: int, approx: bool = Fal
 
     table, shards = ensure_tables(size), TMP / f"shards_{size}_{stage}"
     if stage == "stream":  # the Spark stage's shards, else the pandas stage's
-        shards = next((p for p in (TMP / f"shards_{size}_spark", TMP / f"shards_{size}_pandas")
-                       if (p / "preprocessor.json").exists()), None)
+        shards = next(
+            (
+                p
+                for p in (TMP / f"shards_{size}_spark", TMP / f"shards_{size}_pandas")
+                if (p / "preprocessor.json").exists()
+            ),
+            None,
+        )
         if shards is None:
             raise SystemExit(f"no shards for {size}: run --stage spark or --stage pandas first")
     times: dict = {}
@@ -109,8 +122,11 @@ def child(stage: str, size: str, partitions: int, steps: int, approx: bool = Fal
             rough = fit_spark(TransactionPreprocessor(config()), df, approx=True, source=str(table))
             times["fit_approx"] = time.perf_counter() - t1
             a, b = np.array(rough.state_dict()["amount_edges"]), np.array(pre.state_dict()["amount_edges"])
-            report["approx_edges"] = {"n_exact": len(b), "n_approx": len(a), "max_abs_diff": float(
-                np.max(np.abs(a - b))) if len(a) == len(b) else None}
+            report["approx_edges"] = {
+                "n_exact": len(b),
+                "n_approx": len(a),
+                "max_abs_diff": float(np.max(np.abs(a - b))) if len(a) == len(b) else None,
+            }
         spark.stop()
     else:
         import torch
@@ -122,21 +138,46 @@ def child(stage: str, size: str, partitions: int, steps: int, approx: bool = Fal
         torch.set_num_threads(1)
         out = TMP / f"run_{size}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
-        cfg = from_dict(TransactionsConfig, {
-            "data": {"shards": str(shards)}, "threads": 1,
-            "encoder": {"hidden": 64, "mcc_dim": 16, "cat_dim": 8, "num_dim": 8},
-            "train": {"output_dir": str(out), "max_steps": steps, "batch_size": 32, "log_every": 10,
-                      "checkpoint_every": steps, "progress": False, "tensorboard": False, "monitor_every": 0}})
+        cfg = from_dict(
+            TransactionsConfig,
+            {
+                "data": {"shards": str(shards)},
+                "threads": 1,
+                "encoder": {"hidden": 64, "mcc_dim": 16, "cat_dim": 8, "num_dim": 8},
+                "train": {
+                    "output_dir": str(out),
+                    "max_steps": steps,
+                    "batch_size": 32,
+                    "log_every": 10,
+                    "checkpoint_every": steps,
+                    "progress": False,
+                    "tensorboard": False,
+                    "monitor_every": 0,
+                },
+            },
+        )
         result = train_from_shards(cfg)
         times["train"] = time.perf_counter() - t0
-        report = {"rows_in": None, "steps": result.step, "windows": None, "shards": str(shards),
-                  "examples_per_s": [r["examples_per_s"] for r in result.history if "examples_per_s" in r]}
+        report = {
+            "rows_in": None,
+            "steps": result.step,
+            "windows": None,
+            "shards": str(shards),
+            "examples_per_s": [r["examples_per_s"] for r in result.history if "examples_per_s" in r],
+        }
     times["total"] = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"times_s": {k: round(v, 2) for k, v in times.items()}, "driver_ru_maxrss_mb": round(peak),
-            "rows": report.get("rows_in"), "windows": report.get("windows"), "report": {
-                k: report[k] for k in ("clients", "events", "steps", "examples_per_s", "shards", "approx_edges")
-                if k in report}}
+    return {
+        "times_s": {k: round(v, 2) for k, v in times.items()},
+        "driver_ru_maxrss_mb": round(peak),
+        "rows": report.get("rows_in"),
+        "windows": report.get("windows"),
+        "report": {
+            k: report[k]
+            for k in ("clients", "events", "steps", "examples_per_s", "shards", "approx_edges")
+            if k in report
+        },
+    }
 
 
 def _tree_rss(root: int) -> dict:
@@ -171,10 +212,22 @@ def _tree_rss(root: int) -> dict:
 
 
 def measure(stage: str, size: str, partitions: int, steps: int, approx: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--stage", stage, "--rows", size, "--partitions", str(partitions),
-           "--steps", str(steps)] + (["--approx"] if approx else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--stage",
+        stage,
+        "--rows",
+        size,
+        "--partitions",
+        str(partitions),
+        "--steps",
+        str(steps),
+    ] + (["--approx"] if approx else [])
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     peaks = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "workers_max_one": 0.0}
     err: list = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
@@ -195,8 +248,11 @@ def measure(stage: str, size: str, partitions: int, steps: int, approx: bool) ->
 def markdown(path: Path) -> str:
     """The results JSON as the docs/benchmarks.md table."""
     data = json.loads(path.read_text())
-    lines = ["| stage | rows | total s | rows/s | time per stage (s) | peak RSS MB: driver / JVM / Python workers "
-             "(sum; largest one) | load before -> after |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | rows | total s | rows/s | time per stage (s) | peak RSS MB: driver / JVM / Python workers "
+        "(sum; largest one) | load before -> after |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key in sorted(data, key=lambda k: (k.split("_")[1], k)):
         r = data[key]
         stage, size = key.split("_")

@@ -4,6 +4,7 @@ streamed by the trainer (`data.shards: <folder>` in a recipe), never all in memo
 Folder layout (both engines): `windows/part-*.parquet` (one row per window, whole clients per shard),
 `preprocessor.json` (fitted state), `report.json` (preprocessing report with per-field value counts).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,16 @@ log = logging.getLogger("ssl_modal")
 
 
 def _field_counts(table, fields: dict) -> dict:
-    return {n: np.bincount(table.column(n).combine_chunks().flatten().to_numpy(), minlength=f["vocab_size"]).tolist()
-            for n, f in fields.items() if f["kind"] == "categorical"}
+    return {
+        n: np.bincount(table.column(n).combine_chunks().flatten().to_numpy(), minlength=f["vocab_size"]).tolist()
+        for n, f in fields.items()
+        if f["kind"] == "categorical"
+    }
 
 
-def write_shards_pandas(pre: TransactionPreprocessor, frame: pd.DataFrame, out_dir: str | Path, *,
-                        partitions: int = 8, fit: bool = True) -> dict:
+def write_shards_pandas(
+    pre: TransactionPreprocessor, frame: pd.DataFrame, out_dir: str | Path, *, partitions: int = 8, fit: bool = True
+) -> dict:
     """The single-machine engine writing the same folder layout (clients hashed into `partitions` shards)."""
     out_dir = Path(out_dir)
     seq = pre.fit_transform(frame) if fit else pre.transform(frame)
@@ -49,8 +54,16 @@ def write_shards_pandas(pre: TransactionPreprocessor, frame: pd.DataFrame, out_d
     return report
 
 
-def preprocess_recipe(cfg, out_dir: str | Path, *, engine: str = "pandas", master: str = "local[2]",
-                      partitions: int = 8, approx: bool = False, driver_memory: str = "2g") -> dict:
+def preprocess_recipe(
+    cfg,
+    out_dir: str | Path,
+    *,
+    engine: str = "pandas",
+    master: str = "local[2]",
+    partitions: int = 8,
+    approx: bool = False,
+    driver_memory: str = "2g",
+) -> dict:
     """`ssl-modal preprocess`: fit the recipe's preprocessing on `data.table` and write window shards."""
     from ssl_modal.transactions.recipe import preprocess_config, read_frame
 
@@ -81,8 +94,10 @@ class WindowShards:
         path = Path(path)
         state_file = path / "preprocessor.json"
         if not state_file.exists():
-            raise FileNotFoundError(f"{path}: no preprocessor.json; expected a folder written by "
-                                    "`ssl-modal preprocess recipe.yaml -o {path}`")
+            raise FileNotFoundError(
+                f"{path}: no preprocessor.json; expected a folder written by "
+                "`ssl-modal preprocess recipe.yaml -o {path}`"
+            )
         self.preprocessor = TransactionPreprocessor.from_state_dict(json.loads(state_file.read_text()))
         report_file = path / "report.json"
         self.report = json.loads(report_file.read_text()) if report_file.exists() else {}
@@ -110,10 +125,18 @@ def train_from_shards(cfg):
     config = transactions_model_config(data.preprocessor, cfg.encoder, cfg.objectives)
     counts = data.report.get("field_counts")
     if counts:
-        config["field_counts"] = {n: list(counts[n])[: int(f["vocab_size"])] for n, f in data.fields.items()
-                                  if f["kind"] == "categorical" and n in counts}
+        config["field_counts"] = {
+            n: list(counts[n])[: int(f["vocab_size"])]
+            for n, f in data.fields.items()
+            if f["kind"] == "categorical" and n in counts
+        }
     torch.manual_seed(cfg.train.seed)
     model = build_transactions_model(config)
-    log.info("transactions model from shards %s: %d windows in %d shard(s), fields %s", cfg.data.shards, len(data),
-             len(data.stream.files), list(data.fields))
+    log.info(
+        "transactions model from shards %s: %d windows in %d shard(s), fields %s",
+        cfg.data.shards,
+        len(data),
+        len(data.stream.files),
+        list(data.fields),
+    )
     return Trainer(cfg.train).fit(model, data, model.collate)

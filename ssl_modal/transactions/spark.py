@@ -12,6 +12,7 @@ with the same `TransactionPreprocessor`, writing per-client windows as Parquet s
 Output folder: `windows/part-*.parquet` (one row per window, the `SequenceSet` columns), `preprocessor.json`
 (the fitted state) and `report.json` (the summed transform report, with per-field value counts).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,16 @@ from ssl_modal.transactions.preprocess import (
 
 ROW, BUCKET = "__row", "__bucket"
 KINDS = ("seconds", "days")  # parse_time's kinds of event time
-SUMMED = ("rows_in", "rows_out", "clients", "windows", "events", "single_event_clients", "timestamps_resorted",
-          "clients_dropped_min_events")
+SUMMED = (
+    "rows_in",
+    "rows_out",
+    "clients",
+    "windows",
+    "events",
+    "single_event_clients",
+    "timestamps_resorted",
+    "clients_dropped_min_events",
+)
 
 
 def require_spark() -> None:
@@ -59,12 +68,15 @@ def spark_session(master: str = "local[2]", driver_memory: str = "2g", conf: dic
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (SparkSession.builder.master(master).appName("ssl-modal")
-               .config("spark.driver.memory", driver_memory)
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "8"))
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("ssl-modal")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+    )
     for key, value in (conf or {}).items():
         builder = builder.config(key, str(value))
     return builder.getOrCreate()
@@ -80,8 +92,9 @@ def read_spark_table(spark, path: str | Path):
         opts = dict(header=True, escape='"', multiLine=False)
         inferred = spark.read.csv(path, inferSchema=True, **opts).schema
         text = (DateType, TimestampType, TimestampNTZType)
-        schema = StructType([StructField(f.name, StringType() if isinstance(f.dataType, text) else f.dataType)
-                             for f in inferred.fields])
+        schema = StructType(
+            [StructField(f.name, StringType() if isinstance(f.dataType, text) else f.dataType) for f in inferred.fields]
+        )
         return spark.read.csv(path, schema=schema, **opts)
     return spark.read.parquet(path)
 
@@ -100,6 +113,7 @@ def _user_error(exc: Exception) -> Exception:
 def _parse_batches(cols, source: str, per_row: bool):
     """Parse each Arrow batch with the pandas engine's parsers. per_row: one output row per input row (for
     percentile_approx); else the batch's distinct amounts with their counts (a partial histogram)."""
+
     def parse(batches):
         for batch in batches:
             frame = batch.to_pandas()
@@ -110,15 +124,22 @@ def _parse_batches(cols, source: str, per_row: bool):
             else:
                 values, counts = np.unique(amount, return_counts=True)
             tod = bool(np.any(np.mod(time, 86400.0)))
-            yield pa.RecordBatch.from_pydict({"amount": values, "n": counts.astype(np.int64),
-                                              "tod": np.full(len(values), tod),
-                                              "kind": np.full(len(values), KINDS.index(kind), np.int32)})
+            yield pa.RecordBatch.from_pydict(
+                {
+                    "amount": values,
+                    "n": counts.astype(np.int64),
+                    "tod": np.full(len(values), tod),
+                    "kind": np.full(len(values), KINDS.index(kind), np.int32),
+                }
+            )
+
     return parse
 
 
 def _sums(cols, source: str, means: list | None):
     """Per batch and numeric column: exact sum of the finite values (or of their squared deviations from the
     column's mean), as text."""
+
     def run(batches):
         for batch in batches:
             frame = batch.to_pandas()
@@ -130,6 +151,7 @@ def _sums(cols, source: str, means: list | None):
                 for key, value in zip(out, (i, len(v), str(s.numerator), str(s.denominator)), strict=True):
                     out[key].append(value)
             yield pa.RecordBatch.from_pydict(out)
+
     return run
 
 
@@ -150,8 +172,9 @@ def _value_counts(df, columns: list[str]) -> list[tuple[pd.Series, np.ndarray]]:
     view = f"ssl_modal_counts_{os.getpid()}_{abs(hash(tuple(columns))) % 10**9}"
     df.select(*columns).createOrReplaceTempView(view)
     try:
-        rows = df.sparkSession.sql(f"SELECT {names}, grouping_id() AS g, count(*) AS count FROM {view} "
-                                   f"GROUP BY GROUPING SETS ({sets})").toArrow()
+        rows = df.sparkSession.sql(
+            f"SELECT {names}, grouping_id() AS g, count(*) AS count FROM {view} GROUP BY GROUPING SETS ({sets})"
+        ).toArrow()
     finally:
         df.sparkSession.catalog.dropTempView(view)
     full, out = (1 << len(columns)) - 1, []
@@ -161,8 +184,9 @@ def _value_counts(df, columns: list[str]) -> list[tuple[pd.Series, np.ndarray]]:
     return out
 
 
-def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accuracy: int = 10000,
-              source: str = "table") -> TransactionPreprocessor:
+def fit_spark(
+    pre: TransactionPreprocessor, df, *, approx: bool = False, accuracy: int = 10000, source: str = "table"
+) -> TransactionPreprocessor:
     """Fit `pre` on a Spark DataFrame by Spark aggregations; the state equals `pre.fit(df.toPandas())`'s
     (with approx=True the amount bin edges come from percentile_approx at `accuracy`). Spark jobs: one for
     amounts and times, one for all vocabularies, two more when there are numeric columns."""
@@ -178,17 +202,25 @@ def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accurac
     except Exception as exc:
         raise _user_error(exc) from None
     hist = hist.sort_values("amount", kind="stable") if not approx else hist
-    head = {"n": int(hist["n"].fillna(0).sum()), "tod": bool(hist["tod"].fillna(False).any()),
-            "kinds": sorted({KINDS[int(k)] for k in pd.concat([hist["k0"], hist["k1"]]).dropna()})}
+    head = {
+        "n": int(hist["n"].fillna(0).sum()),
+        "tod": bool(hist["tod"].fillna(False).any()),
+        "kinds": sorted({KINDS[int(k)] for k in pd.concat([hist["k0"], hist["k1"]]).dropna()}),
+    }
     n = int(head["n"])
     if n == 0:
-        raise DataValidationError(f"{source}: empty table (0 rows; columns: {df.columns}); expected at least "
-                                  "one transaction")
+        raise DataValidationError(
+            f"{source}: empty table (0 rows; columns: {df.columns}); expected at least one transaction"
+        )
     if len(head["kinds"]) != 1:
         raise DataValidationError(f"{source}: event times parse as {sorted(head['kinds'])} in different parts")
     if approx:
-        edges = _approx_edges(df.select(*cols.required()).mapInArrow(_parse_batches(cols, source, True), schema),
-                              n, cfg.amount_bins, accuracy)
+        edges = _approx_edges(
+            df.select(*cols.required()).mapInArrow(_parse_batches(cols, source, True), schema),
+            n,
+            cfg.amount_bins,
+            accuracy,
+        )
     else:
         values, cum = hist["amount"].to_numpy(np.float64), np.cumsum(hist["n"].to_numpy(np.int64))
         edges = amount_edges(n, cfg.amount_bins, lambda r: values[np.searchsorted(cum, r, side="right")])
@@ -197,8 +229,9 @@ def fit_spark(pre: TransactionPreprocessor, df, *, approx: bool = False, accurac
         sums_schema = "i long, n long, num string, den string"
         first = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, None), sums_schema), len(cols.numeric))
         means = [float(total / count) if count else 0.0 for count, total in first]
-        second = _totals(df.select(*cols.numeric).mapInArrow(_sums(cols, source, means), sums_schema),
-                         len(cols.numeric))
+        second = _totals(
+            df.select(*cols.numeric).mapInArrow(_sums(cols, source, means), sums_schema), len(cols.numeric)
+        )
         for c, (count, total), (_, sq) in zip(cols.numeric, first, second, strict=True):
             stats[c] = numeric_stats(np.zeros(0), sums=(count, total, sq))
     vocabs = {}
@@ -238,9 +271,13 @@ def _output_schema(pre: TransactionPreprocessor, df):
 
     tx = pre.config.columns.transaction_id
     tx_type = LongType() if tx is None or isinstance(df.schema[tx].dataType, IntegralType) else StringType()
-    fields = [StructField("client_id", StringType()), StructField("window", IntegerType()),
-              StructField("start", IntegerType()), StructField("transaction_id", ArrayType(tx_type)),
-              StructField("event_time", ArrayType(DoubleType()))]
+    fields = [
+        StructField("client_id", StringType()),
+        StructField("window", IntegerType()),
+        StructField("start", IntegerType()),
+        StructField("transaction_id", ArrayType(tx_type)),
+        StructField("event_time", ArrayType(DoubleType())),
+    ]
     for name, f in pre.fields.items():
         fields.append(StructField(name, ArrayType(IntegerType() if f["kind"] == "categorical" else FloatType())))
     return StructType(fields)
@@ -278,9 +315,11 @@ def _bucket_transform(state: dict, out_dir: str, source: str, arrow_schema: pa.S
             out = None
             report = {"rows_in": len(frame), "rows_dropped": {}, "clients": 0, "windows": 0, "events": 0}
         if out is not None:
-            report["field_counts"] = {n: np.bincount(out.column(n).combine_chunks().flatten().to_numpy(),
-                                                     minlength=f["vocab_size"]).tolist()
-                                      for n, f in pre.fields.items() if f["kind"] == "categorical"}
+            report["field_counts"] = {
+                n: np.bincount(out.column(n).combine_chunks().flatten().to_numpy(), minlength=f["vocab_size"]).tolist()
+                for n, f in pre.fields.items()
+                if f["kind"] == "categorical"
+            }
         path = Path(out_dir, "_reports", f"bucket-{bucket:06d}.json")
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({**report, "source": source}, default=int))
@@ -288,6 +327,7 @@ def _bucket_transform(state: dict, out_dir: str, source: str, arrow_schema: pa.S
         if out is None:
             return arrow_schema.empty_table()
         return out.select(arrow_schema.names).cast(arrow_schema)
+
     return run
 
 
@@ -311,8 +351,9 @@ def merge_reports(reports: list[dict]) -> dict:
     return out
 
 
-def transform_spark(pre: TransactionPreprocessor, df, out_dir: str | Path, *, partitions: int = 8,
-                    source: str = "table") -> dict:
+def transform_spark(
+    pre: TransactionPreprocessor, df, out_dir: str | Path, *, partitions: int = 8, source: str = "table"
+) -> dict:
     """Write the windows of `df` to `out_dir/windows/*.parquet` (whole clients per shard), the fitted state to
     `out_dir/preprocessor.json`; returns the summed report (also in `out_dir/report.json`)."""
     from pyspark.sql import functions as F
@@ -322,8 +363,10 @@ def transform_spark(pre: TransactionPreprocessor, df, out_dir: str | Path, *, pa
     cols = pre.config.columns
     if cols.transaction_id is None:  # the default id is the input row number: make it a column
         df = _with_row_numbers(df.select(*cols.required()))
-        state = {**state, "config": {**state["config"], "columns": {**state["config"]["columns"],
-                                                                   "transaction_id": ROW}}}
+        state = {
+            **state,
+            "config": {**state["config"], "columns": {**state["config"]["columns"], "transaction_id": ROW}},
+        }
     else:
         df = df.select(*cols.required()).withColumn(ROW, F.monotonically_increasing_id())
     out_dir = Path(out_dir)
@@ -334,8 +377,11 @@ def transform_spark(pre: TransactionPreprocessor, df, out_dir: str | Path, *, pa
         old.unlink()
     schema = _output_schema(pre, df)
     bucketed = df.withColumn(BUCKET, F.pmod(F.xxhash64(cols.client_id), F.lit(int(partitions))))
-    windows = bucketed.repartition(int(partitions), BUCKET).groupBy(BUCKET).applyInArrow(
-        _bucket_transform(state, str(out_dir.resolve()), source, to_arrow_schema(schema)), schema)
+    windows = (
+        bucketed.repartition(int(partitions), BUCKET)
+        .groupBy(BUCKET)
+        .applyInArrow(_bucket_transform(state, str(out_dir.resolve()), source, to_arrow_schema(schema)), schema)
+    )
     try:
         windows.write.parquet(str(out_dir / "windows"), compression="zstd")
     except Exception as exc:
@@ -344,8 +390,10 @@ def transform_spark(pre: TransactionPreprocessor, df, out_dir: str | Path, *, pa
     shutil.rmtree(out_dir / "_reports")
     report = merge_reports(reports)
     if not report.get("clients"):
-        raise DataValidationError(f"{source}: 0 clients left after filtering ({report.get('rows_in')} rows in; "
-                                  f"dropped: {report.get('rows_dropped')})")
+        raise DataValidationError(
+            f"{source}: 0 clients left after filtering ({report.get('rows_in')} rows in; "
+            f"dropped: {report.get('rows_dropped')})"
+        )
     (out_dir / "preprocessor.json").write_text(json.dumps(pre.state_dict()))
     (out_dir / "report.json").write_text(json.dumps(report, default=int, indent=1))
     return report

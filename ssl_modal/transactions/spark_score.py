@@ -6,6 +6,7 @@ are hashed into buckets as in `spark.transform_spark`, so each bucket holds whol
 comes back exactly once, keyed by its transaction id (rows the preprocessing drops come back with
 scored=False and NaN features, as on one machine).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,11 +54,20 @@ def _scorer(broadcast, digest: str, kind: str, arrow_schema: pa.Schema, options:
             out = client_embeddings(model, frame, **options)
         out = pa.Table.from_pandas(out, preserve_index=False)
         return out.select(arrow_schema.names).cast(arrow_schema)
+
     return run
 
 
-def score_spark(checkpoint: str | Path, df, *, kind: str = "features", partitions: int = 8,
-                batch_size: int = 128, passes: int = 5, sample_rows: int = 2000):
+def score_spark(
+    checkpoint: str | Path,
+    df,
+    *,
+    kind: str = "features",
+    partitions: int = 8,
+    batch_size: int = 128,
+    passes: int = 5,
+    sample_rows: int = 2000,
+):
     """A Spark DataFrame of `features` (one row per input row) or `client_embeddings` (one row per client)
     of `df`, computed by the model in `checkpoint` (model.pt or a run folder)."""
     from pyspark.sql import functions as F
@@ -79,13 +89,19 @@ def score_spark(checkpoint: str | Path, df, *, kind: str = "features", partition
     df = _with_row_numbers(df) if cols.transaction_id is None else df.withColumn(ROW, F.monotonically_increasing_id())
     # the output schema from a dry run on a few rows (the columns do not depend on the rows)
     sample = df.limit(sample_rows).toPandas().drop(columns=[ROW])
-    dry = features(model, sample, progress=False, **options) if kind == "features" else \
-        client_embeddings(model, sample, **options)
+    dry = (
+        features(model, sample, progress=False, **options)
+        if kind == "features"
+        else client_embeddings(model, sample, **options)
+    )
     schema = from_arrow_schema(pa.Schema.from_pandas(dry, preserve_index=False).remove_metadata())
     broadcast = df.sparkSession.sparkContext.broadcast(payload)
     bucketed = df.withColumn(BUCKET, F.pmod(F.xxhash64(cols.client_id), F.lit(int(partitions))))
-    out = bucketed.repartition(int(partitions), BUCKET).groupBy(BUCKET).applyInArrow(
-        _scorer(broadcast, digest, kind, to_arrow_schema(schema), options), schema)
+    out = (
+        bucketed.repartition(int(partitions), BUCKET)
+        .groupBy(BUCKET)
+        .applyInArrow(_scorer(broadcast, digest, kind, to_arrow_schema(schema), options), schema)
+    )
     return out
 
 

@@ -1,4 +1,5 @@
 """Window shards: the pandas engine's folder, streaming training with exact resume, the CLI round trip."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,25 @@ def _shards(tmp_path, partitions=3):
 
 
 def _cfg(tmp_path, out, steps):
-    return from_dict(TransactionsConfig, {
-        "data": {"shards": str(tmp_path / "shards"), "task": "export"},
-        "encoder": {"hidden": 16, "mcc_dim": 4, "cat_dim": 4, "num_dim": 4},
-        "train": {"output_dir": str(out), "max_steps": steps, "batch_size": 8, "warmup_steps": 2, "log_every": 1,
-                  "checkpoint_every": 3, "keep_last": 5, "progress": False, "tensorboard": False, "monitor_every": 0}})
+    return from_dict(
+        TransactionsConfig,
+        {
+            "data": {"shards": str(tmp_path / "shards"), "task": "export"},
+            "encoder": {"hidden": 16, "mcc_dim": 4, "cat_dim": 4, "num_dim": 4},
+            "train": {
+                "output_dir": str(out),
+                "max_steps": steps,
+                "batch_size": 8,
+                "warmup_steps": 2,
+                "log_every": 1,
+                "checkpoint_every": 3,
+                "keep_last": 5,
+                "progress": False,
+                "tensorboard": False,
+                "monitor_every": 0,
+            },
+        },
+    )
 
 
 def test_pandas_engine_writes_whole_clients_per_shard(tmp_path):
@@ -68,7 +83,7 @@ data: {{table: {table}, task: export}}
 columns: {json.dumps(COLUMNS)}
 preprocess: {{max_length: 16}}
 encoder: {{hidden: 16, mcc_dim: 4, cat_dim: 4, num_dim: 4}}
-train: {{output_dir: {tmp_path / 'run'}, max_steps: 2, batch_size: 4, progress: false, tensorboard: false}}
+train: {{output_dir: {tmp_path / "run"}, max_steps: 2, batch_size: 4, progress: false, tensorboard: false}}
 """)
     assert main(["preprocess", str(recipe), "-o", str(tmp_path / "sh"), "--partitions", "2"]) == 0
     assert "wrote 16 windows of 8 clients (240 of 240 rows)" in capsys.readouterr().out
@@ -87,15 +102,31 @@ def test_torchrun_ranks_stream_their_own_shards(tmp_path):
     _shards(tmp_path, partitions=4)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""domain: transactions
-data: {{shards: {tmp_path / 'shards'}, task: export}}
+data: {{shards: {tmp_path / "shards"}, task: export}}
 encoder: {{hidden: 16, mcc_dim: 4, cat_dim: 4, num_dim: 4}}
-train: {{output_dir: {tmp_path / 'run'}, max_steps: 4, batch_size: 4, progress: false, tensorboard: false,
+train: {{output_dir: {tmp_path / "run"}, max_steps: 4, batch_size: 4, progress: false, tensorboard: false,
          log_every: 1}}
 """)
     repo = Path(__file__).resolve().parents[2]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "ssl_modal.cli", "train", str(recipe)], cwd=repo, capture_output=True, text=True,
-                         timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ssl_modal.cli",
+            "train",
+            str(recipe),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("trained to step 4") == 2
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000004.pt")

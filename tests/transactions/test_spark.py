@@ -1,4 +1,5 @@
 """The Spark engine gives the pandas engine's windows, field by field, on the shared tables (local[2])."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,42 @@ from ssl_modal.transactions.preprocess import _signed_log1p, amount_edges, exact
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "transactions"
 TABLES = {
-    "sparkov": ("sparkov/transactions.parquet",
-                {"client_id": "client_id", "event_time": "trans_date_trans_time", "amount": "amt",
-                 "mcc": "category", "transaction_id": "trans_num"}, {"max_length": 256}),
-    "berka": ("berka_pretrain/transactions.csv",
-              {"client_id": "account_id", "event_time": "date", "time_format": "%y%m%d", "amount": "amount",
-               "mcc": "operation", "categorical": ["type", "k_symbol"], "numeric": ["balance"],
-               "transaction_id": "trans_id"}, {"max_length": 128, "calendar": ["weekday", "day_of_month"]}),
-    "age": ("age_sample/transactions.csv",
-            {"client_id": "client_id", "event_time": "trans_date", "time_format": "days", "amount": "amount_rur",
-             "mcc": "small_group"}, {"max_length": 16, "window_stride": 8, "calendar": ["weekday"]}),
+    "sparkov": (
+        "sparkov/transactions.parquet",
+        {
+            "client_id": "client_id",
+            "event_time": "trans_date_trans_time",
+            "amount": "amt",
+            "mcc": "category",
+            "transaction_id": "trans_num",
+        },
+        {"max_length": 256},
+    ),
+    "berka": (
+        "berka_pretrain/transactions.csv",
+        {
+            "client_id": "account_id",
+            "event_time": "date",
+            "time_format": "%y%m%d",
+            "amount": "amount",
+            "mcc": "operation",
+            "categorical": ["type", "k_symbol"],
+            "numeric": ["balance"],
+            "transaction_id": "trans_id",
+        },
+        {"max_length": 128, "calendar": ["weekday", "day_of_month"]},
+    ),
+    "age": (
+        "age_sample/transactions.csv",
+        {
+            "client_id": "client_id",
+            "event_time": "trans_date",
+            "time_format": "days",
+            "amount": "amount_rur",
+            "mcc": "small_group",
+        },
+        {"max_length": 16, "window_stride": 8, "calendar": ["weekday"]},
+    ),
 }
 
 
@@ -34,7 +61,7 @@ def test_amount_edges_equal_numpy_quantile_and_sums_are_exact():
             ref = np.unique(np.quantile(_signed_log1p(x), np.linspace(0, 1, bins + 1)[1:-1]))
             assert np.array_equal(amount_edges(n, bins, lambda r, x=x: np.sort(x)[r]), ref), (n, bins)
         v = rng.normal(100, 50, n)
-        assert exact_sum(v) == exact_sum(v[::-1]) == exact_sum(v[: n // 3]) + exact_sum(v[n // 3:])
+        assert exact_sum(v) == exact_sum(v[::-1]) == exact_sum(v[: n // 3]) + exact_sum(v[n // 3 :])
         mean, std = numeric_stats(v)
         assert mean == pytest.approx(np.mean(v), rel=1e-13) and std == pytest.approx(np.std(v) or 1.0, rel=1e-12)
 
@@ -87,8 +114,17 @@ def test_spark_windows_equal_pandas_windows(spark, name, tmp_path):
     for column in want.column_names:
         a, b = got.column(column).to_pylist(), want.column(column).to_pylist()
         assert a == b, f"{name}: column {column} differs"
-    for key in ("rows_in", "rows_out", "clients", "windows", "events", "timestamps_resorted", "rows_dropped",
-                "missing_values", "unseen_values"):
+    for key in (
+        "rows_in",
+        "rows_out",
+        "clients",
+        "windows",
+        "events",
+        "timestamps_resorted",
+        "rows_dropped",
+        "missing_values",
+        "unseen_values",
+    ):
         assert report[key] == expected.report[key], key
     state = json.loads((tmp_path / "shards" / "preprocessor.json").read_text())
     assert state == local.state_dict()
@@ -127,10 +163,20 @@ def test_spark_scoring_returns_every_row_once_with_the_single_machine_values(spa
     table.loc[5, "client"] = None  # a dropped row still comes back (scored=False)
     pre = TransactionPreprocessor(PreprocessConfig(ColumnMapping(**COLUMNS), max_length=16))
     write_shards_pandas(pre, table, tmp_path / "shards", partitions=2)
-    cfg = from_dict(TransactionsConfig, {"data": {"shards": str(tmp_path / "shards")},
-                                         "encoder": {"hidden": 16, "mcc_dim": 4, "cat_dim": 4, "num_dim": 4},
-                                         "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3,
-                                                   "batch_size": 4, "progress": False, "tensorboard": False}})
+    cfg = from_dict(
+        TransactionsConfig,
+        {
+            "data": {"shards": str(tmp_path / "shards")},
+            "encoder": {"hidden": 16, "mcc_dim": 4, "cat_dim": 4, "num_dim": 4},
+            "train": {
+                "output_dir": str(tmp_path / "run"),
+                "max_steps": 3,
+                "batch_size": 4,
+                "progress": False,
+                "tensorboard": False,
+            },
+        },
+    )
     train_from_shards(cfg)
     model = load_model(tmp_path / "run")
     table.to_parquet(tmp_path / "tx.parquet")  # a lake file, read by Spark
@@ -140,8 +186,9 @@ def test_spark_scoring_returns_every_row_once_with_the_single_machine_values(spa
     assert len(got) == len(table) and got.index.is_unique and set(got.index) == set(table["tx"])
     assert int((~got["scored"]).sum()) == 1 and not got.loc["t000_005", "scored"]
     want = features(model, table, progress=False).set_index("tx").sort_index()
-    np.testing.assert_allclose(got["surprise_total"].to_numpy(np.float64), want["surprise_total"].to_numpy(np.float64),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got["surprise_total"].to_numpy(np.float64), want["surprise_total"].to_numpy(np.float64), rtol=1e-4, atol=1e-5
+    )
     clients = score_spark(tmp_path / "run", df, kind="clients", partitions=3).toPandas().set_index("client_id")
     ref = client_embeddings(model, table).set_index("client_id")
     assert sorted(clients.index) == sorted(ref.index) and len(clients) == 10
