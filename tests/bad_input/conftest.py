@@ -33,8 +33,13 @@ class Case:
     marks: list = field(default_factory=list)
 
 
-def run_case(case: Case, tmp_path: Path, capsys) -> str:
-    argv = [a.replace("{out}", str(tmp_path / case.output)) if case.output else a for a in case.make(tmp_path)]
+def run_case(case: Case, tmp_path: Path, capsys, models: dict | None = None) -> str:
+    """Run the case's command line; `{name}` arguments become the paths in `models`, `{out}` the output path."""
+    argv = case.make(tmp_path)
+    if models:
+        paths = {k: str(v) for k, v in models.items()}
+        argv = [a.format(**paths) if a.startswith("{") and a != "{out}" else a for a in argv]
+    argv = [a.replace("{out}", str(tmp_path / case.output)) if case.output else a for a in argv]
     rc = main(argv)
     captured = capsys.readouterr()
     text = captured.err if rc else captured.out

@@ -139,15 +139,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", params(CASES))
 def test_audio_inputs(case, tmp_path, capsys, models):
-    make = case.make
-    case.make = lambda tmp: [
-        a.format(**{k: str(v) for k, v in models.items()}) if a.startswith("{") and a != "{out}" else a
-        for a in make(tmp)
-    ]
-    try:
-        run_case(case, tmp_path, capsys)
-    finally:
-        case.make = make
+    run_case(case, tmp_path, capsys, models)
 
 
 def test_skipped_files_keep_their_manifest_rows(tmp_path, models):
