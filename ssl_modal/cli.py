@@ -143,21 +143,26 @@ def cmd_features(args) -> int:
     from ssl_modal.core.writers import check_output_path
     from ssl_modal.transactions.features import features
 
+    spark = getattr(args, "engine", "pandas") == "spark"
     suffix = Path(args.output).suffix.lower()
-    if suffix not in (".parquet", ".csv"):
+    if spark:  # Spark writes a folder of Parquet part files
+        if Path(args.output).is_file():
+            raise ValueError(f"{args.output}: is a file; --engine spark writes a folder of Parquet part files")
+    elif suffix not in (".parquet", ".csv"):
         found = Path(args.output).suffix
         raise ValueError(f"{args.output}: unknown output suffix '{found}'; supported: .parquet, .csv")
-    check_output_path(args.output, suffix[1:], create=False)  # before any work
+    else:
+        check_output_path(args.output, suffix[1:], create=False)  # before any work
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: features needs a transactions model")
     if args.random_init is not None:  # the baseline row: same architecture and preprocessing, untrained weights
-        if getattr(args, "engine", "pandas") == "spark":
+        if spark:
             raise ValueError("--random-init works with --engine pandas only (Spark scores a saved checkpoint)")
         from ssl_modal.transactions.model import random_init
 
         model = random_init(model, args.random_init)
-    if getattr(args, "engine", "pandas") == "spark":  # a folder of Parquet part files, table never in one process
+    if spark:  # a folder of Parquet part files, the table never in one process
         from ssl_modal.transactions.spark import read_spark_table, spark_session
         from ssl_modal.transactions.spark_score import write_scores
 

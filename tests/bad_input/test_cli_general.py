@@ -308,3 +308,30 @@ def test_recipe_scripts_take_overrides_around_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         recipe_main(seen.append, _Config, str(recipe), "doc", ["--config", str(recipe), "a=1", "--bogus", "b=2"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_spark_features_take_a_folder_and_refuse_a_file(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("a\n1\n")
+    taken = tmp_path / "out.parquet"
+    taken.write_text("x")
+    assert (
+        main(["features", str(tmp_path / "run"), str(tmp_path / "t.csv"), "-o", str(taken), "--engine", "spark"]) == 2
+    )
+    assert "is a file; --engine spark writes a folder of Parquet part files" in capsys.readouterr().err
+    # a folder name without a suffix passes the output check and fails only on the missing checkpoint
+    assert (
+        main(
+            [
+                "features",
+                str(tmp_path / "run"),
+                str(tmp_path / "t.csv"),
+                "-o",
+                str(tmp_path / "features/"),
+                "--engine",
+                "spark",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown output suffix" not in err and "run" in err
