@@ -41,6 +41,13 @@ class Pairs:
         return pd.DataFrame({"image_path": self.paths, "caption": self.captions, "group": self.groups})
 
 
+def row_label(source, line: int) -> str:
+    """'data row N (line N+1)': the 1-based data row (first row after the header = 1), plus the file line for
+    text manifests (CSV/TSV); Parquet has rows only."""
+    row = int(line) - 1
+    return f"data row {row}" if str(source).endswith(".parquet") else f"data row {row} (line {int(line)})"
+
+
 def read_pairs(
     manifest,
     image_column: str = "image",
@@ -69,16 +76,17 @@ def read_pairs(
     captions = frame[caption_column]
     empty = captions.isna() | (captions.astype(str).str.strip() == "")
     if empty.any():
-        rows = (np.flatnonzero(empty.to_numpy()) + 2).tolist()  # +2: 1-based and the header line
+        lines = (np.flatnonzero(empty.to_numpy()) + 2).tolist()  # +2: 1-based and the header line
+        listed = ", ".join(row_label(manifest, line) for line in lines[:10])
         raise DataValidationError(
-            f"{manifest}: empty caption in column '{caption_column}' at line(s) "
-            f"{rows[:10]}{' ...' if len(rows) > 10 else ''}: expected non-empty text"
+            f"{manifest}: empty caption in column '{caption_column}' at {listed}"
+            f"{' ...' if len(lines) > 10 else ''}: expected non-empty text"
         )
     root = Path(image_root) if image_root else (manifest.parent if manifest.suffix else Path("."))
     paths = [str(p if p.is_absolute() else root / p) for p in map(Path, frame[image_column].astype(str))]
     absent = [(i + 2, p) for i, p in enumerate(paths) if not Path(p).is_file()]
     if absent:
-        listed = ", ".join(f"line {line}: {p}" for line, p in absent[:5])
+        listed = ", ".join(f"{row_label(manifest, line)}: {p}" for line, p in absent[:5])
         raise DataValidationError(
             f"{manifest}: {len(absent)} image file(s) not found ({listed}"
             f"{' ...' if len(absent) > 5 else ''}); column '{image_column}' is read "
@@ -145,7 +153,7 @@ def check_images(pairs: Pairs) -> None:
                 im.load()
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
             line = pairs.lines[i] if pairs.lines is not None else i + 2
-            bad.append(f"line {line}: {path} ({type(exc).__name__}: {exc})")
+            bad.append(f"{row_label(pairs.source, line)}: {path} ({type(exc).__name__}: {exc})")
     if bad:
         raise DataValidationError(
             f"{pairs.source}: {len(bad)} of {len(seen)} image(s) cannot be decoded, expected "
@@ -217,7 +225,7 @@ class PairDataset(torch.utils.data.Dataset):
             image = load_image(path)
         except DataValidationError as exc:
             where = (
-                f"{self.pairs.source}, line {self.pairs.lines[i]}"
+                f"{self.pairs.source}, {row_label(self.pairs.source, self.pairs.lines[i])}"
                 if self.pairs.lines is not None
                 else self.pairs.source
             )

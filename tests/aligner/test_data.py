@@ -27,7 +27,7 @@ def test_empty_caption_names_the_line(shapes):
     frame = pd.read_csv(shapes)
     frame.loc[3, "caption"] = "   "
     frame.to_csv(shapes, index=False)
-    with pytest.raises(DataValidationError, match=r"empty caption in column 'caption' at line\(s\) \[5\]"):
+    with pytest.raises(DataValidationError, match=r"empty caption in column 'caption' at data row 4 \(line 5\)"):
         read_pairs(shapes)
 
 
@@ -35,7 +35,7 @@ def test_missing_image_file_names_line_and_path(shapes):
     frame = pd.read_csv(shapes)
     frame.loc[0, "image"] = "nope.jpg"
     frame.to_csv(shapes, index=False)
-    with pytest.raises(DataValidationError, match=r"1 image file\(s\) not found \(line 2: .*nope.jpg"):
+    with pytest.raises(DataValidationError, match=r"1 image file\(s\) not found \(data row 1 \(line 2\): .*nope.jpg"):
         read_pairs(shapes)
 
 
@@ -97,7 +97,9 @@ def test_undecodable_image_during_training_names_the_manifest_line(shapes):
     (shapes.parent / "img003.png").write_bytes(b"not a png")
     pairs = read_pairs(shapes)
     dataset = PairDataset(pairs, image_transform(16, train=False))
-    with pytest.raises(DataValidationError, match=r"captions.csv, line 8: .*img003.png: cannot decode image"):
+    with pytest.raises(
+        DataValidationError, match=r"captions.csv, data row 7 \(line 8\): .*img003.png: cannot decode image"
+    ):
         dataset[6]
 
 
@@ -125,7 +127,8 @@ def test_every_image_is_checked_before_the_first_step(shapes, tmp_path):
         train(cfg)
     message = str(err.value)
     assert "captions.csv: 2 of 16 image(s) cannot be decoded" in message
-    assert "line 12: " in message and "img005.png" in message and "line 20: " in message and "img009.png" in message
+    assert "data row 11 (line 12): " in message and "img005.png" in message
+    assert "data row 19 (line 20): " in message and "img009.png" in message
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
