@@ -40,6 +40,7 @@ from common import (
     parse_round_args,  # noqa: E402
     run_rounds,
     si,
+    speed_ratios,
     start_run,
     summary,
     table,
@@ -277,16 +278,7 @@ def main(argv=None) -> dict:
             "achieved_fraction_of_peak": flops[v] / s / peak,
             "other_processes_cpu_fraction": foreign[v],
         }
-    ratios = {}
-    for name, target in TARGETS.items():
-        num, den = name.split("/")
-        value = results[num]["pairs_per_s"] / results[den]["pairs_per_s"]
-        ratios[name] = {
-            "value": value,
-            "target": target,
-            "met": value >= target,
-            "per_round": [d / n for n, d in zip(samples[num], samples[den], strict=True)],
-        }
+    ratios = speed_ratios(TARGETS, samples)  # pairs/s ratio: the batch is the same for every variant
     report = {
         "benchmark": "aligner_throughput",
         "machine": machine,

@@ -35,6 +35,7 @@ from bench.common import (  # noqa: E402
     parse_round_args,
     run_rounds,
     si,
+    speed_ratios,
     start_run,
     summary,
     table,
@@ -199,16 +200,7 @@ def main(argv=None) -> dict:
         if v != "f":
             results[v].update(achieved_flops_per_s=flops / s, achieved_fraction_of_peak=flops / s / peak)
     share = results["f"]["s_per_step"]["median"] / results["a"]["s_per_step"]["median"]
-    ratios = {}
-    for name, target in TARGETS.items():
-        num, den = name.split("/")
-        value = results[den]["s_per_step"]["median"] / results[num]["s_per_step"]["median"]
-        ratios[name] = {
-            "value": value,
-            "target": target,
-            "met": value >= target,
-            "per_round": [d / n for n, d in zip(samples[num], samples[den], strict=True)],
-        }
+    ratios = speed_ratios(TARGETS, samples)
     report = {
         "benchmark": "audio_throughput",
         "machine": machine,

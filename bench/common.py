@@ -287,6 +287,22 @@ def run_rounds(runners: dict, ctx, args, prefix: str) -> tuple[dict, dict]:
     return samples, foreign
 
 
+def speed_ratios(targets: dict[str, float], samples: dict[str, list[float]]) -> dict:
+    """Speed ratios named "num/den" (how many times faster variant num runs than den) from per-round seconds per
+    step: the ratio of medians as the value, checked against its target, and the ratio within each round."""
+    ratios = {}
+    for name, target in targets.items():
+        num, den = name.split("/")
+        value = median(samples[den]) / median(samples[num])
+        ratios[name] = {
+            "value": value,
+            "target": target,
+            "met": value >= target,
+            "per_round": [d / n for n, d in zip(samples[num], samples[den], strict=True)],
+        }
+    return ratios
+
+
 def start_run(quick: bool) -> tuple[dict, dict, list[dict]]:
     """Print the machine and measure the matmul peak once at the start: (machine, peak_args, [peak])."""
     machine = machine_info()

@@ -5,35 +5,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import save_config, to_dict
+from .config import to_dict
 from .contract import SSLModel, batch_size_of, move_to
-from .distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, barrier, gather_objects, init_distributed
-from .loop import StopRequest, TimeBudget, warmup_cosine
-from .monitors import MetricsSink, collapse_stats, truncate_metrics
-from .precision import resolve_autocast
+from .distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, barrier, gather_objects
+from .loop import StopRequest, TimeBudget
+from .monitors import MetricsSink, collapse_stats
 from .train_config import TrainConfig, TrainResult
+from .train_setup import Run, start_run
 
 log = logging.getLogger("ssl_modal")
-
-
-def _resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", info.local_rank)
-    return device
 
 
 class Trainer:
@@ -45,25 +34,6 @@ class Trainer:
         self.config = config or TrainConfig()
 
     # ---- set-up -------------------------------------------------------------------------------
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """AdamW with weight decay on matrices only; `model.lr_scales` ({name prefix: factor}) scales
-        the learning rate of the parameters under a prefix (e.g. {"encoder.": 0.1} for fine-tuning)."""
-        scales = dict(getattr(model, "lr_scales", None) or {})
-        c = self.config
-        groups: dict[tuple[float, bool], list] = {}
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
-            decay = not (p.ndim < 2 or "norm" in name.lower())
-            groups.setdefault((scale, decay), []).append(p)
-        params = [
-            {"params": ps, "lr": c.learning_rate * scale, "weight_decay": c.weight_decay if decay else 0.0}
-            for (scale, decay), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))
-        ]
-        # fused: one kernel per parameter group instead of a loop of small ops (CPU and CUDA, torch >= 2.4)
-        return torch.optim.AdamW(params, lr=c.learning_rate, betas=c.betas, fused=True)
-
     def _batches(self, data, collate, info: DistInfo, epoch: int, start_batch: int):
         """Yield (epoch, index_in_epoch, batch) forever, starting at a saved position."""
         c = self.config
@@ -89,112 +59,11 @@ class Trainer:
                 yield epoch, i, batch
             epoch, start_batch = epoch + 1, 0
 
-    def _check_resumable(self, saved: dict, model: SSLModel, path: Path) -> None:
-        spec = model.spec
-        saved_spec = saved.get("spec") or {}
-        if (
-            spec is not None
-            and saved_spec
-            and (saved_spec.get("builder"), saved_spec.get("config")) != (spec.builder, spec.config)
-        ):
-            raise ckpt_io.CheckpointError(
-                f"{path} holds a different model (kind '{saved_spec.get('kind')}', builder "
-                f"{saved_spec.get('builder')}) than the one being trained (kind '{spec.kind}'); "
-                "use a new train.output_dir or set train.resume=false"
-            )
-
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self, model: SSLModel, train_data, collate, val_data=None) -> TrainResult:
         c = self.config
-        if len(train_data) == 0:
-            raise ValueError("train_data is empty: nothing to train on")
-        out_dir = Path(c.output_dir)
-        ckpt_dir = out_dir / "checkpoints"
-        device_type = (
-            "cuda" if (c.device == "auto" and torch.cuda.is_available()) or c.device.startswith("cuda") else "cpu"
-        )
-        info = init_distributed(device_type)
-        device = _resolve_device(c.device, info)
-        per_epoch = (
-            train_data.batches_per_epoch(c.batch_size, info.world_size)
-            if hasattr(train_data, "batches_per_epoch")
-            else ShardedEpochSampler.batches_per_epoch(len(train_data), c.batch_size, info.world_size)
-        )
-        if per_epoch == 0:
-            raise ValueError(
-                f"train_data has {len(train_data)} examples, fewer than one batch "
-                f"(batch_size {c.batch_size} x {info.world_size} process(es)): lower train.batch_size"
-            )
-        precision, reason = resolve_autocast(c.autocast, device)
-        if precision == "fp16" and device.type != "cuda":
-            raise ValueError("train.autocast='fp16' needs CUDA; use 'bf16' on CPU")
-        if info.is_main:
-            log.info("precision: %s", reason)
-        if c.early_stopping_patience and val_data is None:
-            raise ValueError("train.early_stopping_patience needs validation data (val_data)")
-
-        model.to(device)
-        optimizer = self._optimizer(model)
-        state: dict[str, Any] = {
-            "step": 0,
-            "epoch": 0,
-            "batch_in_epoch": 0,
-            "elapsed_s": 0.0,
-            "best_val": float("inf"),
-            "bad_evals": 0,
-        }
-        resumed = ckpt_io.latest_valid_checkpoint(ckpt_dir) if c.resume else None
-        if resumed is not None:
-            state.update(resumed[1]["trainer"])
-        budget = TimeBudget(c.max_minutes, state["elapsed_s"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            warmup_cosine(c.warmup_steps, c.max_steps, c.min_lr_ratio, budget.progress if c.max_minutes else None),
-        )
-        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        generator = torch.Generator(device=device)
-        generator.manual_seed(c.seed + 1000 * info.rank)
-        model.set_generator(generator)
-
-        if resumed is not None:
-            path, saved = resumed
-            self._check_resumable(saved, model, path)
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
-            rng = saved["rng"]
-            if len(rng) == info.world_size:
-                ckpt_io.restore_rng(rng[info.rank], generator)
-            else:
-                log.warning(
-                    "resuming with %d processes from a %d-process checkpoint: RNG streams restart",
-                    info.world_size,
-                    len(rng),
-                )
-            if info.is_main:
-                log.info("resumed from %s at step %d", path, state["step"])
-        else:
-            torch.manual_seed(c.seed + info.rank)
-            np.random.seed((c.seed + info.rank) % 2**32)
-            random.seed(c.seed + info.rank)
-
-        train_model: torch.nn.Module = model
-        if info.enabled:
-            train_model = torch.nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=c.find_unused_parameters,
-            )
-        if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(c, out_dir / "train_config.yaml")
-            truncate_metrics(out_dir, state["step"])  # a resumed run's log carries no repeated steps
-            left_out = len(train_data) - per_epoch * c.batch_size * info.world_size
-            if left_out:
-                log.info(
-                    "each epoch uses %d full batches; %d shuffled examples wait for the next epoch", per_epoch, left_out
-                )
+        run = start_run(c, model, train_data, val_data)
+        info, state, budget, out_dir = run.info, run.state, run.budget, run.out_dir
         sink = MetricsSink(out_dir, c.tensorboard) if info.is_main else None
         bar = tqdm(
             total=c.max_steps,
@@ -203,33 +72,12 @@ class Trainer:
             desc="train",
             dynamic_ncols=True,
         )
-        amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        amp_dtype = torch.bfloat16 if run.precision == "bf16" else torch.float16
 
         def autocast():
-            return torch.autocast(device.type, dtype=amp_dtype) if precision != "no" else contextlib.nullcontext()
-
-        def save(final: bool = False, rng: dict | None = None, position: tuple | None = None) -> Path:
-            rng_all = gather_objects(rng or ckpt_io.capture_rng(generator), info)
-            trainer_state = {**state, "elapsed_s": budget.elapsed()}
-            if position is not None:
-                trainer_state["epoch"], trainer_state["batch_in_epoch"] = position
-            path = ckpt_dir / f"step-{state['step']:08d}.pt"
-            if info.is_main:
-                checkpoint = ckpt_io.make_checkpoint(
-                    model,
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict(),
-                    rng=rng_all,
-                    train_config=to_dict(c),
-                    trainer=trainer_state,
-                )
-                ckpt_io.atomic_save(checkpoint, path)
-                ckpt_io.prune_checkpoints(ckpt_dir, c.keep_last)
-                if final:
-                    self._write_final(model, out_dir, state["step"])
-            barrier(info)
-            return path
+            return (
+                torch.autocast(run.device.type, dtype=amp_dtype) if run.precision != "no" else contextlib.nullcontext()
+            )
 
         history: list[dict] = []
         window: dict[str, float] = {}
@@ -240,55 +88,8 @@ class Trainer:
         interrupted = early_stopped = False
         with StopRequest() as stop:
             while state["step"] < c.max_steps:
-                train_model.train()
-                batch = None
-                rng_before = ckpt_io.capture_rng(generator) if not info.enabled else None
-                position_before = (state["epoch"], state["batch_in_epoch"])
-                phase = "forward"
-                try:
-                    for micro in range(c.grad_accum_steps):
-                        state["epoch"], index, batch = next(batches)
-                        state["batch_in_epoch"] = index + 1
-                        batch = move_to(batch, device)
-                        sync = micro == c.grad_accum_steps - 1 or not info.enabled
-                        with contextlib.nullcontext() if sync else cast(Any, train_model).no_sync(), autocast():
-                            out = train_model(batch)
-                        scaler.scale(out["loss"] / c.grad_accum_steps).backward()
-                        for key, value in out.items():
-                            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                                share = 1.0 if key.endswith("real_tokens") else 1.0 / c.grad_accum_steps
-                                window[key] = window.get(key, 0.0) + float(value.detach()) * share
-                        window_examples += batch_size_of(batch)
-                    if not math.isfinite(window["loss"]) and precision != "fp16":
-                        parts = {k: v for k, v in window.items() if k.endswith("/loss")}
-                        raise FloatingPointError(f"loss is not finite at step {state['step'] + 1}: {parts}")
-                    scaler.unscale_(optimizer)
-                    grad_norm = (
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-                        if c.max_grad_norm > 0
-                        else torch.tensor(0.0)
-                    )
-                    phase = "update"
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    state["step"] += 1
-                    model.on_step_end(state["step"], self._expected_steps(state["step"], budget))
-                    phase = "after"
-                except Exception as exc:
-                    if phase == "forward" and not info.enabled and state["step"] > 0:
-                        optimizer.zero_grad(set_to_none=True)
-                        last_ckpt = save(rng=rng_before, position=position_before)
-                        log.error(
-                            "step %d failed; the last good state (after step %d) is saved in %s",
-                            state["step"] + 1,
-                            state["step"],
-                            last_ckpt,
-                        )
-                        if hasattr(exc, "add_note"):  # Python >= 3.11
-                            exc.add_note(f"last good state saved: {last_ckpt} (rerun to resume from it)")
-                    raise
+                grad_norm, batch, examples = self._train_step(run, model, batches, window, autocast)
+                window_examples += examples
                 step = state["step"]
                 window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
                 window_steps += 1
@@ -297,17 +98,8 @@ class Trainer:
                 if c.monitor_every and step % c.monitor_every == 0 and batch is not None:
                     monitor = {f"monitor/{k}": v for k, v in collapse_stats(model.embed(batch)).items()}
                 if step % c.log_every == 0 or step == c.max_steps:
-                    record = self._record(
-                        state,
-                        window,
-                        window_steps,
-                        window_examples,
-                        time.perf_counter() - window_start,
-                        budget,
-                        scheduler,
-                        info,
-                        monitor,
-                    )
+                    elapsed = time.perf_counter() - window_start
+                    record = self._record(run, window, window_steps, window_examples, elapsed, monitor)
                     history.append(record)
                     if sink:
                         sink.write(record)
@@ -321,7 +113,9 @@ class Trainer:
                     window, monitor, window_steps, window_examples = {}, {}, 0, 0
                     window_start = time.perf_counter()
                 if val_data is not None and ((c.eval_every and step % c.eval_every == 0) or step == c.max_steps):
-                    val = {f"val/{k}": v for k, v in self.evaluate(model, val_data, collate, device, autocast).items()}
+                    val = {
+                        f"val/{k}": v for k, v in self.evaluate(model, val_data, collate, run.device, autocast).items()
+                    }
                     history.append({"step": step, **val})
                     if sink:
                         sink.write({"step": step, **val})
@@ -335,7 +129,7 @@ class Trainer:
                     stop_now, out_of_time, early_stopped = (bool(f > 0) for f in flags)
                 finished = step == c.max_steps or out_of_time or early_stopped
                 if step % c.checkpoint_every == 0 or stop_now or finished:
-                    last_ckpt = save(final=finished)
+                    last_ckpt = self._save(run, model, final=finished)
                 if out_of_time and step < c.max_steps and info.is_main:
                     log.info(
                         "train.max_minutes=%g reached at step %d (%.1f min): model saved",
@@ -370,6 +164,86 @@ class Trainer:
             step=state["step"], output_dir=out_dir, checkpoint=final, history=history, interrupted=interrupted
         )
 
+    def _train_step(self, run: Run, model: SSLModel, batches, window: dict, autocast) -> tuple[Any, Any, int]:
+        """One optimiser step over grad_accum_steps micro-batches; sums scalar outputs into `window`. Returns
+        (grad norm, last micro-batch, examples). When the forward/backward raises after step 0 (single
+        process), the state before this step is saved first, so a rerun resumes from the last good weights."""
+        c, state, optimizer, scaler = self.config, run.state, run.optimizer, run.scaler
+        run.train_model.train()
+        batch = None
+        examples = 0
+        rng_before = ckpt_io.capture_rng(run.generator) if not run.info.enabled else None
+        position_before = (state["epoch"], state["batch_in_epoch"])
+        phase = "forward"
+        try:
+            for micro in range(c.grad_accum_steps):
+                state["epoch"], index, batch = next(batches)
+                state["batch_in_epoch"] = index + 1
+                batch = move_to(batch, run.device)
+                sync = micro == c.grad_accum_steps - 1 or not run.info.enabled
+                with contextlib.nullcontext() if sync else cast(Any, run.train_model).no_sync(), autocast():
+                    out = run.train_model(batch)
+                scaler.scale(out["loss"] / c.grad_accum_steps).backward()
+                for key, value in out.items():
+                    if isinstance(value, torch.Tensor) and value.numel() == 1:
+                        share = 1.0 if key.endswith("real_tokens") else 1.0 / c.grad_accum_steps
+                        window[key] = window.get(key, 0.0) + float(value.detach()) * share
+                examples += batch_size_of(batch)
+            if not math.isfinite(window["loss"]) and run.precision != "fp16":
+                parts = {k: v for k, v in window.items() if k.endswith("/loss")}
+                raise FloatingPointError(f"loss is not finite at step {state['step'] + 1}: {parts}")
+            scaler.unscale_(optimizer)
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+                if c.max_grad_norm > 0
+                else torch.tensor(0.0)
+            )
+            phase = "update"
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            run.scheduler.step()
+            state["step"] += 1
+            model.on_step_end(state["step"], self._expected_steps(state["step"], run.budget))
+        except Exception as exc:
+            if phase == "forward" and not run.info.enabled and state["step"] > 0:
+                optimizer.zero_grad(set_to_none=True)
+                saved = self._save(run, model, rng=rng_before, position=position_before)
+                log.error(
+                    "step %d failed; the last good state (after step %d) is saved in %s",
+                    state["step"] + 1,
+                    state["step"],
+                    saved,
+                )
+                if hasattr(exc, "add_note"):  # Python >= 3.11
+                    exc.add_note(f"last good state saved: {saved} (rerun to resume from it)")
+            raise
+        return grad_norm, batch, examples
+
+    def _save(self, run: Run, model: SSLModel, final: bool = False, rng=None, position=None) -> Path:
+        """Atomic checkpoint of the whole run (every rank's RNG gathered); model.pt too when `final`."""
+        rng_all = gather_objects(rng or ckpt_io.capture_rng(run.generator), run.info)
+        trainer_state = {**run.state, "elapsed_s": run.budget.elapsed()}
+        if position is not None:
+            trainer_state["epoch"], trainer_state["batch_in_epoch"] = position
+        path = run.ckpt_dir / f"step-{run.state['step']:08d}.pt"
+        if run.info.is_main:
+            checkpoint = ckpt_io.make_checkpoint(
+                model,
+                optimizer=run.optimizer.state_dict(),
+                scheduler=run.scheduler.state_dict(),
+                scaler=run.scaler.state_dict(),
+                rng=rng_all,
+                train_config=to_dict(self.config),
+                trainer=trainer_state,
+            )
+            ckpt_io.atomic_save(checkpoint, path)
+            ckpt_io.prune_checkpoints(run.ckpt_dir, self.config.keep_last)
+            if final:
+                self._write_final(model, run.out_dir, run.state["step"])
+        barrier(run.info)
+        return path
+
     def _expected_steps(self, step: int, budget: TimeBudget) -> int:
         """Steps the run will make: max_steps, or fewer when train.max_minutes will stop it first (estimated
         from the pace so far), so schedules driven by `on_step_end` (BYOL's EMA) end with the run."""
@@ -379,8 +253,9 @@ class Trainer:
             return c.max_steps
         return max(step, min(c.max_steps, int(step / progress)))
 
-    def _record(self, state, window, window_steps, window_examples, elapsed, budget, scheduler, info, monitor) -> dict:
+    def _record(self, run: Run, window, window_steps, window_examples, elapsed, monitor) -> dict:
         """One metrics.jsonl record: window means (sums for *real_tokens), rates, time stamps, monitors."""
+        state, info = run.state, run.info
         names = sorted(window)
         values = all_reduce_mean(torch.tensor([window[k] for k in names], dtype=torch.float64), info)
         record: dict = {"step": state["step"], "epoch": state["epoch"]}
@@ -391,11 +266,11 @@ class Trainer:
                 record[key] = float(value) / window_steps
         record.update(
             {
-                "lr": scheduler.get_last_lr()[0],
+                "lr": run.scheduler.get_last_lr()[0],
                 "examples_per_s": window_examples * info.world_size / max(elapsed, 1e-9),
                 "steps_per_s": window_steps / max(elapsed, 1e-9),
                 "time": time.time(),
-                "elapsed_s": budget.elapsed(),
+                "elapsed_s": run.budget.elapsed(),
                 **monitor,
             }
         )

@@ -13,6 +13,7 @@ from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
 from ssl_modal.core.config import ConfigError, from_dict
 from ssl_modal.core.contract import Objective
 from ssl_modal.core.monitors import read_metrics
+from ssl_modal.core.train_setup import build_optimizer
 from ssl_modal.vectors import build_vector_model, collate_vectors
 from tests.core.train_toy import toy_data
 
@@ -161,7 +162,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
 def test_lr_scales_give_a_prefix_its_own_learning_rate(tmp_path):
     model = build_vector_model({"dim": 16})
     model.lr_scales = {"encoder.": 0.1}
-    opt = Trainer(config(tmp_path)).__class__(config(tmp_path))._optimizer(model)
+    opt = build_optimizer(model, config(tmp_path))
     lrs = {}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in opt.param_groups:
