@@ -100,3 +100,12 @@ class AlignerConfig:
 
     def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
         check_fields(self)
+        if self.eval.test is not None:  # eval.test: the keys of data:, checked the same way
+            from ssl_modal.core.eval_data import EvalData
+
+            EvalData(test=self.eval.test).resolve(self.data)
+        if self.model.slip is not None:  # model.slip and model.views checked now, before any image is read
+            from ssl_modal.aligner.slip import slip_parts
+
+            m = self.model
+            slip_parts({"slip": m.slip, "views": m.views, "image": {"arch": m.image.arch}})

@@ -140,3 +140,13 @@ class AudioConfig:
 
     def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
         check_fields(self)
+        if self.eval.test is not None:  # eval.train / eval.test: the keys of data:, checked the same way
+            from ssl_modal.core.eval_data import EvalData
+
+            EvalData(train=self.eval.train, test=self.eval.test).resolve(self.data)
+        if self.weights.get("joint"):  # the joint objective's view steps, checked before any file is read
+            from torch import nn
+
+            from ssl_modal.audio.views import audio_views
+
+            audio_views(self.views, nn.Identity(), self.frontend.sample_rate)

@@ -72,6 +72,15 @@ CASES = [
     case("audio-label-counts", AUDIO, "eval.label_counts=[10,-1]", r"eval\.label_counts\[1\]: expected >= 0, found -1"),
     case("audio-joint-temperature", AUDIO, "joint.temperature=0", r"joint\.temperature: expected > 0, found 0"),
     case("audio-folds-1", AUDIO, "eval.speaker_folds=1", r"eval\.speaker_folds: expected >= 2, found 1"),
+    case(
+        "audio-view-typo", AUDIO, "views=[{name: gian}]", r"views\[0\]: unknown view step 'gian', did you mean 'gain'\?"
+    ),
+    case(
+        "audio-eval-test-window",
+        AUDIO,
+        "eval.test={manifest: t.csv, window_seconds: -1}",
+        r"eval\.test\.window_seconds: expected > 0, found -1",
+    ),
     case("tx-hidden-0", TX, "encoder.hidden=0", r"encoder\.hidden: expected > 0, found 0"),
     case("tx-field-dim-0", TX, "encoder.field_dims={type: 0}", r"encoder\.field_dims\.type: expected > 0, found 0"),
     case(
@@ -111,6 +120,18 @@ CASES = [
         "clip-text-dropout", CLIP, "model.text.dropout=-0.1", r"model\.text\.dropout: expected in \[0, 1\), found -0\.1"
     ),
     case("clip-eval-batch-0", CLIP, "eval.batch_size=0", r"eval\.batch_size: expected > 0, found 0"),
+    case(
+        "clip-slip-temperature",
+        CLIP,
+        "model.slip={method: simclr, temperature: 0}",
+        r"model\.slip\.temperature: expected > 0, found 0",
+    ),
+    case(
+        "clip-eval-test-max-groups",
+        CLIP,
+        "eval.test={manifest: t.csv, max_groups: 0}",
+        r"eval\.test\.max_groups: expected > 0, found 0",
+    ),
     case("vectors-dim-0", "v.yaml", "model.dim=0", r"model\.dim: expected > 0, found 0"),
     case("vectors-mask-prob", "v.yaml", "model.mask_prob=1.5", r"model\.mask_prob: expected in \[0, 1\], found 1\.5"),
 ]
