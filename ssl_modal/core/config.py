@@ -56,8 +56,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         if key not in names:
             raise ConfigError(f"unknown key '{path}'{_suggest(key, names)}")
         sub = _dataclass_type(hints[key])
-        if sub is not None and isinstance(value, dict):
-            value = from_dict(sub, value, path)
+        if sub is not None and (isinstance(value, dict) or (value is None and sub is hints[key])):
+            value = from_dict(sub, value, path)  # an empty section (`model:` with no keys) keeps the defaults
         elif sub is not None and value is not None and not isinstance(value, sub):
             raise ConfigError(f"{path}: expected a mapping of its keys, found {value!r}")
         else:

@@ -60,6 +60,7 @@ def test_numbers_written_as_strings_are_read_or_rejected_by_key():
         from_dict(Recipe, {"train": {"learning_rate": [0.1]}})
     with pytest.raises(ConfigError, match="train: expected a mapping of its keys, found 5"):
         from_dict(Recipe, {"train": 5})
+    assert from_dict(Recipe, {"train": None}).train == TrainConfig()  # an empty `train:` section: the defaults
 
 
 def test_demo_section_merges_over_the_recipe_and_overrides_come_last(tmp_path):
