@@ -90,12 +90,18 @@ def default_views(arch: str) -> list[dict]:
     return [{"name": "map_crop"}] if arch == "patches" else [{"name": "pixel_crop"}, {"name": "flip"}]
 
 
-def slip_objective(config: dict, encoder) -> JointEmbedding:
-    """The core joint-embedding objective on the image tower's projected output (`model.slip` keys)."""
+def slip_parts(config: dict) -> tuple[JointConfig, TwoViews]:
+    """`model.slip` as a JointConfig and `model.views` as views (ConfigError naming the key otherwise); the
+    recipe's config calls this when it is loaded, before any image is read."""
     joint = from_dict(JointConfig, config["slip"], "model.slip")
     if joint.method == "byol":
         raise ConfigError(
             "model.slip.method: 'byol' would copy both towers as its target; use simclr, barlow or vicreg"
         )
-    views = TwoViews(build_pipeline(config.get("views") or default_views(config["image"]["arch"]), REGISTRY))
+    return joint, TwoViews(build_pipeline(config.get("views") or default_views(config["image"]["arch"]), REGISTRY))
+
+
+def slip_objective(config: dict, encoder) -> JointEmbedding:
+    """The core joint-embedding objective on the image tower's projected output (`model.slip` keys)."""
+    joint, views = slip_parts(config)
     return JointEmbedding(joint, input_dim=config["embed_dim"], views=views)

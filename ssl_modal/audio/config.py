@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ssl_modal.core.joint import JointConfig
+from ssl_modal.core.ranges import (
+    at_least,
+    check_fields,
+    dropout_rate,
+    in_unit_interval,
+    loss_weight,
+    non_negative,
+    positive,
+)
 from ssl_modal.core.trainer import TrainConfig
 
 
@@ -25,13 +34,13 @@ def default_views() -> list[dict]:
 class FrontendConfig:
     """Log-mel frontend, computed on the training device inside the model (torchaudio MelSpectrogram)."""
 
-    sample_rate: int = 8000  # every file is resampled to this rate (torchaudio.functional.resample)
-    n_fft: int = 256
-    win_length: int = 200  # samples per analysis window (25 ms at 8 kHz)
-    hop_length: int = 80  # samples between frames (10 ms at 8 kHz)
-    n_mels: int = 40
-    f_min: float = 0.0
-    f_max: float | None = None  # null: sample_rate / 2
+    sample_rate: int = positive(8000)  # every file is resampled to this rate (torchaudio.functional.resample)
+    n_fft: int = positive(256)
+    win_length: int = positive(200)  # samples per analysis window (25 ms at 8 kHz)
+    hop_length: int = positive(80)  # samples between frames (10 ms at 8 kHz)
+    n_mels: int = positive(40)
+    f_min: float = non_negative(0.0)
+    f_max: float | None = positive(None)  # null: sample_rate / 2
     utterance_mean_norm: bool = False  # also subtract each clip's mean log-mel per bin (removes channel/speaker tilt)
 
 
@@ -41,35 +50,35 @@ class EncoderConfig:
     subsampled frames. `kind: cnn`: BYOL-A's conv stack (3 x conv-BN-ReLU-maxpool, `channels` wide) + MLP."""
 
     kind: str = "transformer"  # transformer | cnn
-    dim: int = 128
-    conv_layers: int = 2  # subsampling factor 2 ** conv_layers
-    num_layers: int = 4
-    num_heads: int = 4
-    ff_dim: int = 256
-    dropout: float = 0.1
-    channels: int = 64  # cnn: channels of each conv block
+    dim: int = positive(128)
+    conv_layers: int = non_negative(2)  # subsampling factor 2 ** conv_layers
+    num_layers: int = non_negative(4)
+    num_heads: int = positive(4)
+    ff_dim: int = positive(256)
+    dropout: float = dropout_rate(0.1)
+    channels: int = positive(64)  # cnn: channels of each conv block
     stack: bool = False  # cnn: tokens = [flattened conv map, MLP output] (BYOL-A v2)
     pooling: str = "mean"  # mean | mean+max (BYOL-A: their sum) | segments (means of equal time parts)
-    segments: int = 3  # pooling: segments -> pooled size segments x dim
+    segments: int = positive(3)  # pooling: segments -> pooled size segments x dim
 
 
 @dataclass
 class MaskedFramesConfig:
     """TERA/Mockingjay masked-frame reconstruction (L1 on masked positions only)."""
 
-    fraction: float = 0.15  # share of each clip's frames chosen as span starts * span (~ masked share)
-    span: int = 7  # frames per contiguous masked span
-    zero_prob: float = 0.8  # of the masked frames: set to zero (the dataset mean) ...
-    random_prob: float = 0.1  # ... replaced by a random frame of the same clip; the rest kept
-    freq_mask_prob: float = 0.0  # chance per clip of also masking one band of mel bins (0 = off)
-    freq_mask_width: int = 8  # widest band, in mel bins
+    fraction: float = in_unit_interval(0.15)  # share of frames chosen as span starts * span (~ masked share)
+    span: int = positive(7)  # frames per contiguous masked span
+    zero_prob: float = in_unit_interval(0.8)  # of the masked frames: set to zero (the dataset mean) ...
+    random_prob: float = in_unit_interval(0.1)  # ... replaced by a random frame of the same clip; the rest kept
+    freq_mask_prob: float = in_unit_interval(0.0)  # chance per clip of also masking one band of mel bins (0 = off)
+    freq_mask_width: int = non_negative(8)  # widest band, in mel bins
 
 
 @dataclass
 class TimeShiftConfig:
     """Classify the shift (in frames) between an anchor crop and a second crop of the same clip."""
 
-    crop_frames: int = 16  # frames per crop
+    crop_frames: int = positive(16)  # frames per crop
     shifts: list[int] = field(default_factory=lambda: [-8, -4, 0, 4, 8])  # the bins, in frames
     short_clips: str = "pad"  # clips shorter than crop + max|shift|: "pad" or "skip" (counted)
 
@@ -81,9 +90,9 @@ class DataConfig:
     manifest: str = ""
     path_column: str = "path"  # relative paths are relative to the manifest's folder
     label_columns: list[str] = field(default_factory=list)
-    window_seconds: float = 1.0  # longer files are cut into windows of this length (offsets kept)
-    window_hop_seconds: float | None = None  # null: = window_seconds (no overlap)
-    max_files: int | None = None
+    window_seconds: float = positive(1.0)  # longer files are cut into windows of this length (offsets kept)
+    window_hop_seconds: float | None = positive(None)  # null: = window_seconds (no overlap)
+    max_files: int | None = positive(None)
     on_error: str = "error"  # unusable files (missing, undecodable, empty): "error" or "skip" (counted, logged)
 
 
@@ -93,25 +102,25 @@ class EvalConfig:
 
     digit_column: str = "digit"  # probed on speakers the probe's training split never saw
     speaker_column: str = "speaker"  # probed with stratified k-fold CV
-    speaker_folds: int = 5
-    knn_k: int = 10
-    batch_size: int = 128
+    speaker_folds: int = at_least(2, 5)
+    knn_k: int = positive(10)
+    batch_size: int = positive(128)
     baselines: bool = True  # MFCC mean+std + logistic regression, and a random-init encoder
-    n_mfcc: int = 20
+    n_mfcc: int = positive(20)
     tsne: bool = True
     # the headline protocol (ssl_modal/audio/protocol.py); rotate_column "" = the single-pretraining table above
     pretrain_all: bool = True  # also pretrain on every clip: model.pt, embeddings, the seen-speaker table
     rotate_column: str = "speaker"  # pretrain + train probes on all groups but one, test on that one; rotate
     held_out: list[str] | None = None  # the groups to hold out in turn (None = every group; fewer while iterating)
-    seeds: list[int] = field(default_factory=lambda: [0])  # pretraining / random-init seeds per fold
-    mfcc_segments: int = 3  # the second MFCC row: mean+std over this many equal time parts
-    label_counts: list[int] = field(default_factory=lambda: [0])  # labelled clips per class (0 = all)
-    finetune_counts: list[int] = field(default_factory=list)  # of label_counts: also fine-tune there
-    finetune_steps: int = 300
-    finetune_batch_size: int = 32
-    finetune_lr: float = 1.0e-3  # the head's rate; the encoder's is finetune_lr x encoder_lr_scale
-    encoder_lr_scale: float = 0.1
-    finetune_patience: int = 5  # validation checks without improvement before stopping
+    seeds: list[int] = non_negative(factory=lambda: [0])  # pretraining / random-init seeds per fold
+    mfcc_segments: int = positive(3)  # the second MFCC row: mean+std over this many equal time parts
+    label_counts: list[int] = non_negative(factory=lambda: [0])  # labelled clips per class (0 = all)
+    finetune_counts: list[int] = non_negative(factory=list)  # of label_counts: also fine-tune there
+    finetune_steps: int = non_negative(300)
+    finetune_batch_size: int = positive(32)
+    finetune_lr: float = positive(1.0e-3)  # the head's rate; the encoder's is finetune_lr x encoder_lr_scale
+    encoder_lr_scale: float = non_negative(0.1)
+    finetune_patience: int = non_negative(5)  # validation checks without improvement before stopping
     train: dict | None = None  # core eval-data scheme: the probe learns on eval.train (keys of data:) ...
     test: dict | None = None  # ... and is scored on eval.test; set, it replaces the rotation
 
@@ -122,9 +131,22 @@ class AudioConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     masked_frames: MaskedFramesConfig = field(default_factory=MaskedFramesConfig)
     time_shift: TimeShiftConfig = field(default_factory=TimeShiftConfig)
-    weights: dict[str, float] = field(default_factory=lambda: {"masked_frames": 1.0, "time_shift": 0.5})
+    weights: dict[str, float] = loss_weight(factory=lambda: {"masked_frames": 1.0, "time_shift": 0.5})
     views: list[dict] = field(default_factory=default_views)  # the joint objective's augmentation pipeline
     joint: JointConfig = field(default_factory=JointConfig)  # weights.joint > 0 turns it on
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
+        check_fields(self)
+        if self.eval.test is not None:  # eval.train / eval.test: the keys of data:, checked the same way
+            from ssl_modal.core.eval_data import EvalData
+
+            EvalData(train=self.eval.train, test=self.eval.test).resolve(self.data)
+        if self.weights.get("joint"):  # the joint objective's view steps, checked before any file is read
+            from torch import nn
+
+            from ssl_modal.audio.views import audio_views
+
+            audio_views(self.views, nn.Identity(), self.frontend.sample_rate)

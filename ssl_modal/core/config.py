@@ -38,38 +38,30 @@ def _dataclass_type(tp: Any) -> type | None:
     return None
 
 
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    """Read numbers written as strings ("3e-3": YAML 1.1 sees a string) into int/float fields."""
-    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    if value is None or not isinstance(value, str) or str in args:
-        return value
-    for kind, name in ((int, "an integer"), (float, "a number")):
-        if kind in args:
-            try:
-                return kind(value)
-            except ValueError:
-                if kind is float or float not in args:
-                    raise ConfigError(f"key '{path}': expected {name}, found '{value}'") from None
-    return value
-
-
 def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
-    """Build dataclass `cls` from a (nested) dict. Unknown keys raise ConfigError naming the key."""
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    """Build dataclass `cls` from a (nested) dict. Unknown keys raise ConfigError naming the key; so do values
+    that break their field's type or declared range (`ssl_modal.core.ranges`), checked before `cls` is built.
+    Numbers written as strings ("3e-3": YAML 1.1 sees a string) are read into int/float fields."""
+    from .ranges import check_value
+
+    if not isinstance(data, (dict, type(None))):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, found {type(data).__name__}")
+    data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(typing.cast(Any, cls))]
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
             raise ConfigError(f"unknown key '{path}'{_suggest(key, names)}")
         sub = _dataclass_type(hints[key])
-        if sub is not None and isinstance(value, dict):
-            value = from_dict(sub, value, path)
+        if sub is not None and (isinstance(value, dict) or (value is None and sub is hints[key])):
+            value = from_dict(sub, value, path)  # an empty section (`model:` with no keys) keeps the defaults
+        elif sub is not None and value is not None and not isinstance(value, sub):
+            raise ConfigError(f"{path}: expected a mapping of its keys, found {value!r}")
         else:
-            value = _coerce(hints[key], value, path)
+            value = check_value(fields[key], hints[key], value, path)
         kwargs[key] = value
     try:
         return cls(**kwargs)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError
 from .contract import Encoder, Objective
+from .ranges import at_least, check_fields, in_unit_interval, non_negative, positive
 
 METHODS = ("simclr", "byol", "barlow", "vicreg")
 
@@ -79,25 +80,19 @@ class JointConfig:
     """A joint-embedding objective (a recipe's `model.joint:` section)."""
 
     method: str = "byol"  # simclr | byol | barlow | vicreg
-    hidden: int = 1024  # projector (and BYOL predictor) hidden width
-    dim: int = 256  # projection size the loss sees
-    temperature: float = 0.1  # simclr
-    ema: float = 0.99  # byol: target momentum at step 0, cosine-increased to 1 at max_steps
-    barlow_lambda: float = 5e-3  # barlow: weight of the off-diagonal terms
-    vicreg_sim: float = 25.0
-    vicreg_var: float = 25.0
-    vicreg_cov: float = 1.0
+    hidden: int = at_least(1, 1024)  # projector (and BYOL predictor) hidden width
+    dim: int = at_least(1, 256)  # projection size the loss sees
+    temperature: float = positive(0.1)  # simclr
+    ema: float = in_unit_interval(0.99, what="a momentum")  # byol: target momentum at step 0, cosine-raised to 1
+    barlow_lambda: float = non_negative(5e-3)  # barlow: weight of the off-diagonal terms
+    vicreg_sim: float = non_negative(25.0)
+    vicreg_var: float = non_negative(25.0)
+    vicreg_cov: float = non_negative(1.0)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"joint.method: expected one of {', '.join(METHODS)}, found '{self.method}'")
-        for key in ("hidden", "dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"joint.{key}: expected >= 1, found {getattr(self, key)}")
-        if self.temperature <= 0:
-            raise ConfigError(f"joint.temperature: expected > 0, found {self.temperature}")
-        if not 0.0 <= self.ema <= 1.0:
-            raise ConfigError(f"joint.ema: expected a momentum in [0, 1], found {self.ema}")
+        check_fields(self, "joint")
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:

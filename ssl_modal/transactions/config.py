@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ssl_modal.core.ranges import at_least, check_fields, dropout_rate, loss_weight, non_negative, positive, ranged
 from ssl_modal.core.trainer import TrainConfig
 
 
@@ -16,19 +17,19 @@ class EncoderConfig:
     """One embedding per categorical field, numeric fields projected, then a GRU or a Transformer."""
 
     kind: str = "gru"  # "gru" | "transformer"
-    hidden: int = 256  # GRU hidden size / Transformer d_model
-    mcc_dim: int = 32  # embedding size of the "mcc" field
-    cat_dim: int = 16  # embedding size of every other categorical field ...
-    field_dims: dict = field(default_factory=dict)  # ... unless set here per field: {"type": 4}
-    num_dim: int = 16  # all numeric fields (+ their "masked" flags) projected to this size
+    hidden: int = positive(256)  # GRU hidden size / Transformer d_model
+    mcc_dim: int = positive(32)  # embedding size of the "mcc" field
+    cat_dim: int = positive(16)  # embedding size of every other categorical field ...
+    field_dims: dict[str, int] = positive(factory=dict)  # ... unless set here per field: {"type": 4}
+    num_dim: int = positive(16)  # all numeric fields (+ their "masked" flags) projected to this size
     combine: str = "concat"  # "concat" (CoLES TrxEncoder) | "sum" (each field projected, summed)
-    num_layers: int = 1
+    num_layers: int = positive(1)
     bidirectional: bool = False  # GRU only; the time-gap head then reads the forward half
-    heads: int = 4  # Transformer only
-    ff_dim: int = 512  # Transformer only
+    heads: int = positive(4)  # Transformer only
+    ff_dim: int = positive(512)  # Transformer only
     causal: bool = False  # Transformer only: attend to the past only
-    max_positions: int = 1024  # Transformer only: learned positions
-    dropout: float = 0.0
+    max_positions: int = positive(1024)  # Transformer only: learned positions
+    dropout: float = dropout_rate(0.0)
 
     def __post_init__(self) -> None:
         if self.kind not in ("gru", "transformer"):
@@ -43,50 +44,44 @@ class EncoderConfig:
 class MaskedConfig:
     """Masked-attribute modelling: hide ~15 % of events (or single fields), predict their categories."""
 
-    weight: float = 1.0  # 0 switches the objective off
-    probability: float = 0.15
+    weight: float = loss_weight(1.0)  # 0 switches the objective off
+    probability: float = ranged("(0, 1)", 0.15)
     mode: str = "event"  # "event": hide every field of a selected event; "field": each field alone
     targets: list | None = None  # categorical fields to predict; null = every categorical field
 
     def __post_init__(self) -> None:
         if self.mode not in ("event", "field"):
             raise ValueError(f"objectives.masked.mode: expected 'event' or 'field', found '{self.mode}'")
-        if not 0.0 < self.probability < 1.0:
-            raise ValueError(f"objectives.masked.probability: expected in (0, 1), found {self.probability}")
 
 
 @dataclass
 class OrderConfig:
     """Order verification (original vs corrupted window) plus a time-gap-to-next-event regression head."""
 
-    weight: float = 1.0
+    weight: float = loss_weight(1.0)
     corruption: str = "swap"  # "swap": exchange two adjacent sub-windows; "shuffle": permute a span
-    span: float = 0.3  # corrupted part as a fraction of the window (>= 2 events)
-    min_length: int = 4  # shorter windows are never corrupted and do not count in the loss
-    gap_weight: float = 1.0  # weight of the time-gap regression (0 switches it off)
+    span: float = ranged("(0, 1]", 0.3)  # corrupted part as a fraction of the window (>= 2 events)
+    min_length: int = at_least(2, 4)  # shorter windows are never corrupted and do not count in the loss
+    gap_weight: float = loss_weight(1.0)  # weight of the time-gap regression (0 switches it off)
 
     def __post_init__(self) -> None:
         if self.corruption not in ("swap", "shuffle"):
             raise ValueError(f"objectives.order.corruption: expected 'swap' or 'shuffle', found '{self.corruption}'")
-        if not 0.0 < self.span <= 1.0:
-            raise ValueError(f"objectives.order.span: expected in (0, 1], found {self.span}")
 
 
 @dataclass
 class ContrastiveConfig:
     """CoLES: random slices of one window are positives, slices of the other windows negatives (InfoNCE)."""
 
-    weight: float = 1.0
-    views: int = 2  # slices per window (CoLES uses 5)
-    min_fraction: float = 0.3  # slice length as a fraction of the window length
-    max_fraction: float = 0.8
-    max_events: int | None = None  # optional cap on the slice length
-    temperature: float = 0.1
+    weight: float = loss_weight(1.0)
+    views: int = at_least(2, 2)  # slices per window (CoLES uses 5)
+    min_fraction: float = ranged("(0, 1]", 0.3)  # slice length as a fraction of the window length
+    max_fraction: float = ranged("(0, 1]", 0.8)
+    max_events: int | None = positive(None)  # optional cap on the slice length
+    temperature: float = positive(0.1)
 
     def __post_init__(self) -> None:
-        if self.views < 2:
-            raise ValueError(f"objectives.contrastive.views: expected >= 2, found {self.views}")
-        if not 0.0 < self.min_fraction <= self.max_fraction <= 1.0:
+        if self.min_fraction > self.max_fraction:
             raise ValueError(
                 "objectives.contrastive: expected 0 < min_fraction <= max_fraction <= 1, found "
                 f"{self.min_fraction}, {self.max_fraction}"
@@ -100,22 +95,18 @@ class HistoryConfig:
     time gap (Gaussian mean and variance) and `categorical_targets` (softmax) from the state `lag` events
     earlier plus the event's other fields."""
 
-    weight: float = 0.0  # 0 switches the objective off (the default, so older recipes are unchanged)
-    state_dim: int = 8  # width of the exported causal state (features: state_00 ...)
-    lags: list = field(default_factory=lambda: [1, 16])  # history horizons, in events, of the residual heads
-    horizons_hours: list = field(default_factory=lambda: [1.0, 24.0, 168.0])  # future event-count horizons
-    hidden: int = 64  # width of the residual heads' hidden layer
+    weight: float = loss_weight(0.0)  # 0 switches the objective off (the default, so older recipes are unchanged)
+    state_dim: int = at_least(1, 8)  # width of the exported causal state (features: state_00 ...)
+    lags: list[int] = at_least(1, factory=lambda: [1, 16])  # history horizons, in events, of the residual heads
+    horizons_hours: list[float] = positive(factory=lambda: [1.0, 24.0, 168.0])  # future event-count horizons
+    hidden: int = positive(64)  # width of the residual heads' hidden layer
     categorical_targets: list = field(default_factory=list)  # also predicted by the residual heads, e.g. ["hour"]
     # (hidden from the event's input; hiding the hour hurt the amount NLL)
 
     def __post_init__(self) -> None:
         self.lags = [int(v) for v in self.lags]
-        if not self.lags or min(self.lags) < 1:
-            raise ValueError(f"objectives.history.lags: expected integers >= 1, found {self.lags}")
-        if self.state_dim < 1:
-            raise ValueError(f"objectives.history.state_dim: expected >= 1, found {self.state_dim}")
-        if any(float(h) <= 0 for h in self.horizons_hours):
-            raise ValueError(f"objectives.history.horizons_hours: expected positive hours, found {self.horizons_hours}")
+        if not self.lags:
+            raise ValueError("objectives.history.lags: expected integers >= 1, found []")
 
 
 @dataclass
@@ -147,8 +138,8 @@ class DataConfig:
     split_time: str | None = None  # fraud, split "time": e.g. "2019-09-01"
     split: str = "time"  # fraud: "time" (data.split_time) | "client" (two client halves, swapped;
     # also for probe: encoder + probe fitted on one half, tested on the other)
-    split_seed: int = 0  # split "client": which clients fall in which half (not the training seed)
-    max_rows: int | None = None  # first N rows only (after reading)
+    split_seed: int = non_negative(0)  # split "client": which clients fall in which half (not the training seed)
+    max_rows: int | None = positive(None)  # first N rows only (after reading)
     shards: str | None = None  # train on window shards from `ssl-modal preprocess` (streamed) instead
 
     def __post_init__(self) -> None:
@@ -162,17 +153,17 @@ class DataConfig:
 class EvalConfig:
     """Frozen-model evaluation after pretraining."""
 
-    cv: int = 5  # probe: stratified folds over clients
-    knn_k: int = 10
+    cv: int = at_least(2, 5)  # probe: stratified folds over clients
+    knn_k: int = positive(10)
     raw_features: list = field(default_factory=list)  # fraud: table columns for the raw LightGBM baseline
     categorical_raw: list = field(default_factory=list)  # ... of which categorical (LightGBM categories)
-    lgbm_rounds: int = 200
-    passes: int = 5  # features(): interleaved masking patterns
-    batch_size: int = 128
+    lgbm_rounds: int = positive(200)
+    passes: int = positive(5)  # features(): interleaved masking patterns
+    batch_size: int = positive(128)
     baselines: bool = True
     embedding_fields: list = field(default_factory=lambda: ["mcc"])  # exported code embeddings / maps
-    skipgram_dim: int = 32
-    skipgram_epochs: int = 5
+    skipgram_dim: int = positive(32)
+    skipgram_epochs: int = positive(5)
     map_method: str = "pca"  # "pca" | "tsne"
 
 
@@ -188,5 +179,8 @@ class TransactionsConfig:
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    threads: int | None = None  # torch CPU threads for the run (null: torch's default); small GRUs are
+    threads: int | None = positive(None)  # torch CPU threads for the run (null: torch's default); small GRUs are
     # often faster on 1 thread, and much faster on a busy machine
+
+    def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
+        check_fields(self)

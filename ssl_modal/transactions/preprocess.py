@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ssl_modal.core.ranges import at_least, check_fields
 from ssl_modal.data.readers import DataValidationError, read_table
 from ssl_modal.transactions.mapping import ColumnMapping, field_names
 from ssl_modal.transactions.parsing import factorize_text, parse_amount, parse_time, transaction_ids
@@ -36,12 +37,12 @@ STATE_FORMAT = "ssl_modal.transactions.preprocess/1"
 @dataclass
 class PreprocessConfig:
     columns: ColumnMapping
-    min_frequency: int = 1  # rarer categorical values (in the fitting table) -> UNK
-    amount_bins: int = 32  # quantile bins of the signed-log1p amount
-    max_length: int = 256  # window length in events
-    window_stride: int | None = None  # default: max_length (non-overlapping windows)
+    min_frequency: int = at_least(1, 1)  # rarer categorical values (in the fitting table) -> UNK
+    amount_bins: int = at_least(1, 32)  # quantile bins of the signed-log1p amount
+    max_length: int = at_least(1, 256)  # window length in events
+    window_stride: int | None = at_least(1, None)  # default: max_length (non-overlapping windows)
     calendar: list[str] = field(default_factory=lambda: ["hour", "weekday", "day_of_month"])
-    min_events: int = 1  # clients with fewer events are dropped (and counted)
+    min_events: int = at_least(1, 1)  # clients with fewer events are dropped (and counted)
 
     def __post_init__(self):
         if isinstance(self.columns, dict):
@@ -50,10 +51,8 @@ class PreprocessConfig:
         unknown = [c for c in self.calendar if c not in CALENDAR]
         if unknown:
             raise ValueError(f"preprocess.calendar: unknown field(s) {unknown}; expected some of {list(CALENDAR)}")
-        for key in ("min_frequency", "amount_bins", "max_length", "min_events"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"preprocess.{key}: expected an integer >= 1, found {getattr(self, key)}")
-        if self.window_stride is not None and not 1 <= int(self.window_stride) <= int(self.max_length):
+        check_fields(self, "preprocess")
+        if self.window_stride is not None and self.window_stride > self.max_length:
             raise ValueError(
                 f"preprocess.window_stride: expected 1..max_length ({self.max_length}), found {self.window_stride}"
             )

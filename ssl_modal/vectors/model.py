@@ -11,16 +11,17 @@ from torch import nn
 
 from ssl_modal.core.config import from_dict, to_dict
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective, SSLModel
+from ssl_modal.core.ranges import dropout_rate, in_unit_interval, loss_weight, positive
 
 
 @dataclass
 class VectorConfig:
-    dim: int = 16  # input features per example
-    hidden: int = 64
-    embed_dim: int = 32
-    dropout: float = 0.0
-    mask_prob: float = 0.25  # masked-feature objective: share of features hidden
-    objectives: dict = field(default_factory=lambda: {"masked": 1.0})  # name -> weight
+    dim: int = positive(16)  # input features per example
+    hidden: int = positive(64)
+    embed_dim: int = positive(32)
+    dropout: float = dropout_rate(0.0)
+    mask_prob: float = in_unit_interval(0.25)  # masked-feature objective: share of features hidden
+    objectives: dict[str, float] = loss_weight(factory=lambda: {"masked": 1.0})  # name -> weight
     columns: list = field(default_factory=list)  # feature column names, for tables given as dict rows
 
 

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ssl_modal.core.ranges import (
+    at_least,
+    check_fields,
+    dropout_rate,
+    in_unit_interval,
+    loss_weight,
+    non_negative,
+    positive,
+    ranged,
+)
 from ssl_modal.core.trainer import TrainConfig
 
 
@@ -13,9 +23,9 @@ class EncoderConfig:
     `blocks` basic blocks per further width, each halving the resolution (widths of length 3 -> stride 8),
     then a 1x1 projection to `embed_dim` (the tracking features; their spatial mean is the frame vector)."""
 
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    blocks: int = 1
-    embed_dim: int = 64
+    widths: list[int] = positive(factory=lambda: [32, 64, 128])
+    blocks: int = positive(1)
+    embed_dim: int = positive(64)
     channels: str = "L"  # network input: "L" (colorization must not see colour) or "Lab"
 
 
@@ -23,27 +33,27 @@ class EncoderConfig:
 class ColorizationConfig:
     """Vondrick et al. 2018: copy quantised colours from `num_refs` reference frames to the next frame."""
 
-    weight: float = 1.0  # 0 disables the objective
-    num_colors: int = 16  # k-means clusters of ab
-    num_refs: int = 3  # reference frames before each target frame
-    frame_gap: int = 2  # frames between consecutive frames of a clip
-    temperature: float = 1.0
-    kmeans_frames: int = 64  # training frames sampled to fit the colour centres
-    seed: int = 0
+    weight: float = loss_weight(1.0)  # 0 disables the objective
+    num_colors: int = at_least(2, 16)  # k-means clusters of ab
+    num_refs: int = positive(3)  # reference frames before each target frame
+    frame_gap: int = positive(2)  # frames between consecutive frames of a clip
+    temperature: float = positive(1.0)
+    kmeans_frames: int = positive(64)  # training frames sampled to fit the colour centres
+    seed: int = non_negative(0)
 
 
 @dataclass
 class FrameOrderConfig:
     """VCOP (Xu et al. 2019): predict which of the n! permutations shuffled n frames (or short clips)."""
 
-    weight: float = 0.0  # 0 disables the objective
+    weight: float = loss_weight(0.0)  # 0 disables the objective
     num_clips: int = 3  # n = 3 or 4
-    clip_len: int = 1  # frames per clip (their features are averaged)
-    gap: int = 3  # frames skipped between consecutive clips
-    hidden: int = 128  # width of the pair-wise MLP
-    pool: int = 1  # clip feature: feature maps pooled to pool x pool cells (1 = global mean)
+    clip_len: int = positive(1)  # frames per clip (their features are averaged)
+    gap: int = non_negative(3)  # frames skipped between consecutive clips
+    hidden: int = positive(128)  # width of the pair-wise MLP
+    pool: int = positive(1)  # clip feature: feature maps pooled to pool x pool cells (1 = global mean)
     pair_diff: bool = False  # pair input [f_i, f_j, f_j - f_i] instead of VCOP's [f_i, f_j]
-    dropout: float = 0.3
+    dropout: float = dropout_rate(0.3)
 
 
 @dataclass
@@ -52,16 +62,16 @@ class WalkConfig:
     (`crop` size, clip area fraction in `scale`, per-frame `jitter`) and colour jitter (`color_strength`,
     grayscale probability `gray_p`); see ssl_modal/video/walk.py."""
 
-    weight: float = 0.0  # 0 disables the objective
-    clip_len: int = 4
-    frame_gap: int = 2
-    temperature: float = 0.07
-    edge_drop: float = 0.1
-    crop: list[int] = field(default_factory=lambda: [96, 96])
-    scale: list[float] = field(default_factory=lambda: [0.3, 1.0])
-    jitter: float = 0.1
-    color_strength: float = 0.4
-    gray_p: float = 0.2
+    weight: float = loss_weight(0.0)  # 0 disables the objective
+    clip_len: int = at_least(2, 4)
+    frame_gap: int = positive(2)
+    temperature: float = positive(0.07)
+    edge_drop: float = dropout_rate(0.1)
+    crop: list[int] = positive(factory=lambda: [96, 96])
+    scale: list[float] = ranged("(0, 1]", factory=lambda: [0.3, 1.0])
+    jitter: float = non_negative(0.1)
+    color_strength: float = non_negative(0.4)
+    gray_p: float = in_unit_interval(0.2)
 
 
 @dataclass
@@ -75,10 +85,10 @@ class DataConfig:
     folds: list[list[str]] | None = None
     fold_videos: list[str] = field(default_factory=lambda: ["../shared/data/video/clips/{sequence}.mp4"])
     heldout_videos: list[str] = field(default_factory=list)  # frame-order accuracy is measured on these
-    size: list[int] = field(default_factory=lambda: [128, 224])  # training (height, width), resized at decode
+    size: list[int] = positive(factory=lambda: [128, 224])  # training (height, width), resized at decode
     davis_root: str = "../shared/data/video/davis"
     sequences: list[str] | None = None  # null: every sequence under davis_root/JPEGImages
-    max_frames: int | None = None  # per evaluated sequence (null: all)
+    max_frames: int | None = positive(None)  # per evaluated sequence (null: all)
     on_error: str = "skip"  # unreadable training videos: "skip" (counted, reported) or "error"
 
 
@@ -86,11 +96,11 @@ class DataConfig:
 class PropagationConfig:
     """Label propagation: context = first frame + last `context` frames, top-k, local radius, temperature."""
 
-    context: int = 5
-    topk: int = 10
-    radius: float = 12  # in feature cells (of `stride` pixels); 0 = no spatial limit
-    temperature: float = 0.05
-    stride: int = 8  # feature stride (pixels per cell); below the encoder's, frames are upsampled
+    context: int = non_negative(5)
+    topk: int = positive(10)
+    radius: float = non_negative(12)  # in feature cells (of `stride` pixels); 0 = no spatial limit
+    temperature: float = positive(0.05)
+    stride: int = positive(8)  # feature stride (pixels per cell); below the encoder's, frames are upsampled
     # With folds: settings tried on each fold's *training* sequences (overrides of the keys above, e.g.
     # {radius: 6, stride: 4}); the best mean J&F of `select_by` there is used for every method. [] = as set.
     candidates: list[dict] = field(default_factory=list)
@@ -100,13 +110,13 @@ class PropagationConfig:
 @dataclass
 class EvalConfig:
     baselines: bool = True  # copy-first-frame, raw Lab pixels, random-init encoder
-    overlays: int = 4  # overlay frames saved per sequence (PNG strip); 0 = none
-    bound_th: float = 0.008  # DAVIS boundary tolerance (fraction of the image diagonal)
-    window: int = 8  # clip-embedding export: frames per window
-    window_stride: int = 8
-    frame_order_batches: int = 20  # held-out frame-order accuracy: batches of train.batch_size
-    only_fold: int | None = None  # with data.folds: run this fold only (its result is kept in fold<k>/fold.json;
-    # the pooled table is printed once every fold has one)
+    overlays: int = non_negative(4)  # overlay frames saved per sequence (PNG strip); 0 = none
+    bound_th: float = positive(0.008)  # DAVIS boundary tolerance (fraction of the image diagonal)
+    window: int = positive(8)  # clip-embedding export: frames per window
+    window_stride: int = positive(8)
+    frame_order_batches: int = non_negative(20)  # held-out frame-order accuracy: batches of train.batch_size
+    only_fold: int | None = non_negative(None)  # with data.folds: run this fold only (its result is kept in
+    # fold<k>/fold.json; the pooled table is printed once every fold has one)
 
 
 @dataclass
@@ -120,3 +130,6 @@ class VideoConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     demo: dict = field(default_factory=dict)  # merged over the rest by `--demo`
+
+    def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
+        check_fields(self)

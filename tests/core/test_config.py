@@ -48,10 +48,19 @@ def test_numbers_written_as_strings_are_read_or_rejected_by_key():
     assert cfg.train.learning_rate == 0.003 and isinstance(cfg.train.learning_rate, float)
     cfg = from_dict(Recipe, {"train": {"max_steps": "7"}})
     assert cfg.train.max_steps == 7
-    with pytest.raises(ConfigError, match="key 'train.learning_rate': expected a number, found 'fast'"):
+    with pytest.raises(ConfigError, match="train.learning_rate: expected a number, found 'fast'"):
         load_config(Recipe, None, ["train.learning_rate=fast"])
-    with pytest.raises(ConfigError, match="key 'train.max_steps': expected an integer, found '1.5'"):
+    with pytest.raises(ConfigError, match="train.max_steps: expected an integer, found '1.5'"):
         from_dict(Recipe, {"train": {"max_steps": "1.5"}})
+    assert from_dict(Recipe, {"train": {"max_steps": "1e4"}}).train.max_steps == 10000  # YAML 1.1 reads 1e4 as text
+    assert from_dict(Recipe, {"train": {"max_steps": 200.0}}).train.max_steps == 200
+    with pytest.raises(ConfigError, match="train.max_steps: expected an integer, found True"):
+        from_dict(Recipe, {"train": {"max_steps": True}})
+    with pytest.raises(ConfigError, match=r"train.learning_rate: expected a number, found \[0.1\]"):
+        from_dict(Recipe, {"train": {"learning_rate": [0.1]}})
+    with pytest.raises(ConfigError, match="train: expected a mapping of its keys, found 5"):
+        from_dict(Recipe, {"train": 5})
+    assert from_dict(Recipe, {"train": None}).train == TrainConfig()  # an empty `train:` section: the defaults
 
 
 def test_demo_section_merges_over_the_recipe_and_overrides_come_last(tmp_path):

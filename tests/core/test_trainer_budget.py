@@ -182,14 +182,18 @@ def test_lr_scales_give_a_prefix_its_own_learning_rate(tmp_path):
         ("max_minutes", -5, "train.max_minutes: expected >= 0, found -5"),
         ("warmup_steps", -1, "train.warmup_steps: expected >= 0, found -1"),
         ("min_lr_ratio", 2, r"train.min_lr_ratio: expected a ratio in \[0, 1\], found 2"),
-        ("betas", [0.9, 1.5], r"train.betas: expected two numbers in \[0, 1\)"),
+        ("betas", [0.9, 1.5], r"train.betas\[1\]: expected in \[0, 1\), found 1.5"),
+        ("betas", [0.9], r"train.betas: expected two numbers in \[0, 1\)"),
+        ("max_steps", "many", "train.max_steps: expected an integer, found 'many'"),
         ("keep_last", 0, "train.keep_last: expected >= 1, found 0"),
         ("early_stopping_patience", 3, "needs train.eval_every > 0"),
     ],
 )
 def test_numeric_config_keys_are_checked_at_load_time(key, value, message):
     with pytest.raises(ConfigError, match=message):
-        from_dict(TrainConfig, {key: value})
+        from_dict(TrainConfig, {key: value}, "train")
+    with pytest.raises(ConfigError, match=message):  # built in Python: the same check
+        TrainConfig(**{key: value})
 
 
 def test_metrics_log_is_valid_jsonl_for_pandas(tmp_path):

@@ -70,7 +70,7 @@ def test_span_crop_refuses_packed_rows(small_tokenizer, sample_texts):
 
 
 def test_config_mistakes_name_the_key():
-    from ssl_modal.text import ModelConfig, ObjectivesConfig
+    from ssl_modal.text import ModelConfig, ObjectivesConfig, TextConfig
 
     with pytest.raises(ValueError, match="model.pooling: expected 'mean' or 'cls', found 'max'"):
         ModelConfig(pooling="max")
@@ -79,4 +79,4 @@ def test_config_mistakes_name_the_key():
     with pytest.raises(ValueError, match="objectives.crop_min/crop_max"):
         ObjectivesConfig(crop_min=0.8, crop_max=0.5)
     with pytest.raises(ValueError, match="objectives.simcse: expected a weight >= 0, found -1"):
-        ObjectivesConfig(simcse=-1)
+        TextConfig(objectives=ObjectivesConfig(simcse=-1))
