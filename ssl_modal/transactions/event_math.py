@@ -1,0 +1,176 @@
+"""`EventMath`: the per-event features of a causal 1-layer GRU transactions model in numpy, for incremental scoring.
+
+A scoring call touches a few events, so the per-operation cost of torch (5-25 us per op on this project's
+CPUs, several hundred ops per event) would dominate; numpy costs 1-4 us per op. The weights are copied once
+(float32) from the model's own modules and the math is theirs, step for step: `FieldEmbedding` (concat or
+sum), the GRU cell (torch's gate order r, z, n), `hidden_event_states` (one cell step from the previous state
+with every field hidden), `OrderVerification.gap_head`, `MaskedAttribute` heads and `HistoryForecast.heads` /
+`event_features`. tests/transactions/test_incremental.py pins the result to `features()` (torch) within 1e-5.
+All arrays are padded (B, T, ...) batches, one row per client, stepped in lockstep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf, expit
+
+from ssl_modal.transactions.history import AMOUNT, LOGVAR_RANGE, TIME_GAP
+from ssl_modal.transactions.objectives import MASK_ID
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+def _linear(module) -> tuple[np.ndarray, np.ndarray | None]:
+    return _np(module.weight).T.copy(), None if module.bias is None else _np(module.bias)
+
+
+def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log p(ids) under softmax(logits) over the last axis: logits (N, V), ids (N,)."""
+    top = logits.max(-1)
+    z = np.log(np.exp(logits - top[:, None]).sum(-1)) + top
+    return logits[np.arange(len(ids)), ids] - z
+
+
+class EventMath:
+    def __init__(self, model):
+        enc, obj = model.encoder, model.objectives
+        emb, rnn = enc.embed, enc.rnn
+        self.params = list(model.parameters())
+        self.version = self.current_version()
+        self.cat_fields, self.num_fields, self.combine = emb.cat_fields, emb.num_fields, emb.combine
+        self.tables = {n: _np(e.weight) for n, e in zip(emb.cat_fields, emb.embeddings, strict=True)}
+        self.numeric = _linear(emb.numeric) if emb.numeric is not None else None
+        self.projections = [_np(p.weight).T.copy() for p in emb.projections] if self.combine == "sum" else None
+        self.w_ih, self.b_ih = _np(rnn.weight_ih_l0).T.copy(), _np(rnn.bias_ih_l0)
+        self.w_hh, self.b_hh = _np(rnn.weight_hh_l0).T.copy(), _np(rnn.bias_hh_l0)
+        self.H = rnn.hidden_size
+        everything = {n: np.full(1, MASK_ID) for n in self.cat_fields}
+        hidden_num = {n: np.zeros(1, np.float32) for n in self.num_fields}
+        flags = {n: np.ones(1, bool) for n in self.num_fields}
+        self.g_hidden = (self.embed(everything, hidden_num, flags) @ self.w_ih + self.b_ih)[0]  # (3H,)
+        order = obj["order"] if "order" in obj else None
+        self.gap_head = _linear(order.gap_head) if order is not None and order.use_gap else None
+        masked = obj["masked"] if "masked" in obj else None
+        self.targets = list(masked.targets) if masked is not None else []
+        if masked is not None:  # the target heads as one matrix: one product, split per target
+            heads = [_linear(h) for h in masked.heads]
+            self.masked = (np.concatenate([w for w, _ in heads], 1), np.concatenate([b for _, b in heads]))
+            self.masked_split = np.cumsum([w.shape[1] for w, _ in heads])[:-1]
+        hist = obj["history"] if "history" in obj else None
+        self.history = hist is not None
+        if hist is not None:
+            self.lags, self.cat_targets, self.vocab = list(hist.config.lags), hist.cat_targets, hist.vocab
+            self.hidden_cats, self.hist_num = hist.hidden_cats, hist.num_fields
+            self.bottleneck = _linear(hist.bottleneck)
+            self.residual = [(*_linear(h[0]), *_linear(h[2])) for h in hist.residual]
+
+    def current_version(self) -> int:
+        """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
+        return sum(p._version for p in self.params)
+
+    # ---- model pieces -------------------------------------------------------------------------------
+    def embed(self, cat: dict, num: dict, flags: dict | None = None) -> np.ndarray:
+        """FieldEmbedding: (..., D) from ids (...,) per categorical field and values (...,) per numeric one."""
+        parts = [self.tables[n][cat[n]] for n in self.cat_fields]
+        if self.numeric is not None:
+            flags = flags or {}
+            ref = num[self.num_fields[0]]
+            values = [num[n].astype(np.float32) for n in self.num_fields]
+            values += [flags[n].astype(np.float32) if n in flags else np.zeros_like(ref) for n in self.num_fields]
+            w, b = self.numeric
+            parts.append(np.stack(values, -1) @ w + b)
+        if self.combine == "sum":
+            return sum(p @ w for p, w in zip(parts, self.projections, strict=True))
+        return np.concatenate(parts, -1)
+
+    def gru(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, hidden) (B, T, H): the GRU state after each event from h0 (B, H), and the state as if
+        that event alone were hidden (`hidden_event_states`), both from the same W_hh h product per step."""
+        B, T, _ = x.shape
+        H = self.H
+        gi = (x.reshape(B * T, -1) @ self.w_ih + self.b_ih).reshape(B, T, 3 * H)
+        pre = np.empty((2, B, 3 * H), np.float32)
+        pre[1] = self.g_hidden
+        out = np.empty((T, 2, B, H), np.float32)
+        h = h0
+        for t in range(T):
+            gh = h @ self.w_hh + self.b_hh
+            pre[0] = gi[:, t]
+            rz = expit(pre[..., : 2 * H] + gh[:, : 2 * H])
+            n = np.tanh(pre[..., 2 * H :] + rz[..., :H] * gh[:, 2 * H :])
+            out[t] = n + rz[..., H:] * (h - n)  # (1 - z) n + z h
+            h = out[t, 0]
+        return out[:, 0].transpose(1, 0, 2), out[:, 1].transpose(1, 0, 2)
+
+    @staticmethod
+    def _dense(x: np.ndarray, wb) -> np.ndarray:
+        w, b = wb
+        y = x.reshape(-1, x.shape[-1]) @ w
+        return (y if b is None else y + b).reshape(*x.shape[:-1], w.shape[1])
+
+    # ---- features ---------------------------------------------------------------------------------
+    def features(self, cat: dict, num: dict, mask: np.ndarray, ring: np.ndarray, tsum: np.ndarray, count):
+        """Feature arrays (B, T) by name (the order of `features`) and the GRU tokens (B, T, H; 0 at padding)
+        of one padded lockstep batch: cat/num (B, T) per field (num with "time_gap"), mask (B, T), ring
+        (B, L, H) the states of the clients' last L events (ring[:, -1]: the GRU state), tsum (B, H) the sum
+        of all their states, count (B,) their number of events."""
+        B, T = mask.shape
+        h0 = ring[:, -1]
+        steps = np.arange(T)
+        first = (count == 0)[:, None] & (steps == 0)[None]
+        tokens, hidden = self.gru(self.embed(cat, num), h0)
+        tokens = tokens * mask[..., None]
+        out = {}
+        pos = (count[:, None] + steps[None]).astype(np.float32)
+        history = (tsum[:, None] + np.cumsum(tokens, 1) - tokens) / np.maximum(pos, 1)[..., None]
+        dot = (tokens * history).sum(-1)
+        norms = np.maximum(np.linalg.norm(tokens, axis=-1), 1e-8) * np.maximum(np.linalg.norm(history, axis=-1), 1e-8)
+        out["history_distance"] = np.where(pos == 0, np.nan, 1 - dot / norms).astype(np.float32)
+        gap = num[TIME_GAP]
+        if self.gap_head is not None:
+            prev = np.concatenate([h0[:, None], tokens[:, :-1]], 1)
+            out["gap_residual"] = np.where(first, np.nan, gap - self._dense(prev, self.gap_head)[..., 0])
+        if self.history:
+            out.update(self._history(cat, num, ring, tokens, first))
+        if self.targets:
+            logits = np.split(self._dense(hidden, self.masked).reshape(B * T, -1), self.masked_split, -1)
+            total = np.zeros((B, T), np.float32)
+            for t, lg in zip(self.targets, logits, strict=True):
+                out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t].ravel()).reshape(B, T)
+                total = total + nll
+            out["surprise_total"] = total
+        return out, tokens
+
+    def _history(self, cat: dict, num: dict, ring: np.ndarray, tokens: np.ndarray, first: np.ndarray) -> dict:
+        """`HistoryForecast.event_features` with the ring of earlier states as the prefix."""
+        B, T, H = tokens.shape
+        L = ring.shape[1]
+        full = np.concatenate([ring, tokens], 1)
+        out = {}
+        before = self._dense(full[:, L - 1 : L - 1 + T], self.bottleneck)
+        out.update({f"state_{i:02d}": before[..., i] for i in range(before.shape[-1])})
+        hid_cat = {n: np.full_like(v, MASK_ID) if n in self.hidden_cats else v for n, v in cat.items()}
+        hid_num = {n: np.zeros_like(v) if n in self.hist_num else v for n, v in num.items()}
+        flags = {n: np.ones(v.shape, bool) for n, v in num.items() if n in self.hist_num}
+        event = self.embed(hid_cat, hid_num, flags)
+        amount, gap = num[AMOUNT], num[TIME_GAP]
+        lo, hi = LOGVAR_RANGE
+        for lag, (w1, b1, w2, b2) in zip(self.lags, self.residual, strict=True):
+            x = np.concatenate([full[:, L - lag : L - lag + T], event], -1)
+            a = self._dense(x, (w1, b1))
+            r = self._dense(a * 0.5 * (1.0 + erf(a * 0.7071067811865476)), (w2, b2))  # exact GELU
+            lv_a, lv_g = np.clip(r[..., 1], lo, hi), np.clip(r[..., 3], lo, hi)
+            out[f"amount_z_l{lag}"] = (amount - r[..., 0]) * np.exp(-0.5 * lv_a)
+            out[f"amount_nll_l{lag}"] = 0.5 * (lv_a + (amount - r[..., 0]) ** 2 * np.exp(-lv_a))
+            out[f"gap_z_l{lag}"] = np.where(first, np.nan, (gap - r[..., 2]) * np.exp(-0.5 * lv_g))
+            gap_nll = 0.5 * (lv_g + (gap - r[..., 2]) ** 2 * np.exp(-lv_g))
+            out[f"gap_nll_l{lag}"] = np.where(first, np.nan, gap_nll)
+            total = out[f"amount_nll_l{lag}"] + np.where(first, 0.0, gap_nll)
+            logits = np.split(r[..., 4:].reshape(B * T, -1), np.cumsum(self.vocab)[:-1], -1) if self.vocab else []
+            for name, lg in zip(self.cat_targets, logits, strict=True):
+                out[f"{name}_nll_l{lag}"] = nll = -_log_softmax_at(lg, cat[name].ravel()).reshape(B, T)
+                total = total + nll
+            out[f"event_nll_l{lag}"] = total
+        return out

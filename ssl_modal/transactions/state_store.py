@@ -1,0 +1,164 @@
+"""`StateStore`: the per-client GRU state of incremental scoring in SQLite, tied to one model.
+
+One row per client: its event count, last event time and one float32 blob, the states after its last
+`max lag` events (the last of them is the GRU state to continue from) and the running sum of its states
+(`history_distance`). Seen transaction ids are kept as 64-bit hashes (pandas' fixed-key SipHash of the id as
+text; the store checks on opening that this hash is unchanged). WAL journal: readers in other processes never
+block; `transaction()` holds the write lock from reading the states to the commit, so two writers cannot
+interleave on a client, and a crash before the commit leaves the previous state intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ssl_modal.core.contract import SSLModel
+
+FORMAT = "ssl_modal.transactions.incremental/2"
+HASH_PROBE = "ssl_modal"  # its hash is stored at creation and compared on opening
+CHUNK = 500  # SQL parameters per IN (...) query
+
+
+def model_fingerprint(model: SSLModel) -> str:
+    """sha256 over the model's weights (names, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def require_causal_gru(model: SSLModel) -> None:
+    c = model.encoder.config
+    if c.kind != "gru" or c.bidirectional or c.num_layers != 1:
+        raise ValueError(
+            f"incremental scoring needs the causal 1-layer unidirectional GRU encoder; this model has "
+            f"kind={c.kind!r}, bidirectional={c.bidirectional}, num_layers={c.num_layers}"
+        )
+
+
+def max_lag(model: SSLModel) -> int:
+    return max(model.objectives["history"].config.lags) if "history" in model.objectives else 1
+
+
+def id_hashes(ids: np.ndarray) -> np.ndarray:
+    """int64 hashes of transaction ids given as text."""
+    return pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False).view(np.int64)
+
+
+def _chunks(values: list, size: int = CHUNK):
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+class StateStore:
+    """Per-client state in SQLite (see the module docstring); refuses a store made by another model."""
+
+    def __init__(self, path: str | Path, model: SSLModel, create: bool = False):
+        require_causal_gru(model)
+        self.path, self.hidden, self.lags = Path(path), model.encoder.config.hidden, max_lag(model)
+        self.width = (self.lags + 1) * self.hidden  # floats per client: last `lags` states + running sum
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # under WAL still atomic; a power cut may lose the last batch
+        self.model, self.fingerprint = model, model_fingerprint(model)
+        probe = str(int(id_hashes(np.array([HASH_PROBE]))[0]))
+        with self.transaction():
+            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, events INTEGER, last_time REAL, "
+                "state BLOB)"
+            )
+            self.conn.execute("CREATE TABLE IF NOT EXISTS seen (h INTEGER PRIMARY KEY)")
+            meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                rows = [("format", FORMAT), ("model", self.fingerprint), ("id_hash", probe)]
+                self.conn.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+            elif meta.get("format") != FORMAT:
+                raise ValueError(f"{self.path}: state format {meta.get('format')!r}, expected {FORMAT!r}")
+            elif meta.get("model") != self.fingerprint:
+                raise ValueError(self._other_model(meta.get("model", "")))
+            elif meta.get("id_hash") != probe:
+                raise ValueError(
+                    f"{self.path}: transaction ids were hashed differently when this state was made "
+                    f"(hash of {HASH_PROBE!r}: {meta.get('id_hash')}, now {probe}; another pandas version?); "
+                    "rebuild the state"
+                )
+
+    def _other_model(self, found: str) -> str:
+        return (
+            f"{self.path}: this state was made by another model (weights fingerprint {found[:12]}..., this model "
+            f"{self.fingerprint[:12]}...); build a new state with score_new on the client histories"
+        )
+
+    @classmethod
+    def create(cls, path: str | Path, model: SSLModel) -> StateStore:
+        return cls(path, model, create=True)
+
+    @classmethod
+    def open(cls, path: str | Path, model: SSLModel) -> StateStore:
+        return cls(path, model)
+
+    def check_model(self, model: SSLModel) -> None:
+        """Refuse a model other than the store's (the same object passes without hashing its weights)."""
+        if model is not self.model:
+            fp = model_fingerprint(model)
+            if fp != self.fingerprint:
+                raise ValueError(self._other_model(fp).replace("this model", "the model given"))
+
+    @contextmanager
+    def transaction(self):
+        """The write lock from here to the commit; everything or nothing is written."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def clients(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
+
+    def read(self, clients: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(events (C,) int64, last event time (C,) float64, state (C, width) float32); unknown clients have
+        0 events, a NaN time and a zero state."""
+        at = {c: i for i, c in enumerate(clients)}
+        events, last = np.zeros(len(clients), np.int64), np.full(len(clients), np.nan)
+        state = np.zeros((len(clients), self.width), np.float32)
+        for chunk in _chunks(clients):
+            sql = f"SELECT client, events, last_time, state FROM clients WHERE client IN ({','.join('?' * len(chunk))})"
+            rows = self.conn.execute(sql, chunk).fetchall()
+            if rows:
+                i = np.array([at[r[0]] for r in rows])
+                events[i], last[i] = [r[1] for r in rows], [r[2] for r in rows]
+                state[i] = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), self.width)
+        return events, last, state
+
+    def seen(self, hashes: np.ndarray) -> np.ndarray:
+        """Which of these transaction id hashes the store holds: (N,) bool."""
+        found: set[int] = set()
+        for chunk in _chunks(hashes.tolist()):
+            sql = f"SELECT h FROM seen WHERE h IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self.conn.execute(sql, chunk))
+        return np.array([h in found for h in hashes.tolist()], dtype=bool)
+
+    def write(self, clients: list[str], events: np.ndarray, last: np.ndarray, state: np.ndarray, hashes) -> None:
+        """Replace these clients' rows and add the id hashes (inside `transaction()`)."""
+        state = np.ascontiguousarray(state, np.float32)
+        rows = zip(clients, events.tolist(), last.tolist(), (s.tobytes() for s in state), strict=True)
+        self.conn.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?)", rows)
+        if hashes is not None:
+            self.conn.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((h,) for h in hashes.tolist()))
+
+    def close(self) -> None:
+        self.conn.close()
