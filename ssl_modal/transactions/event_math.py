@@ -11,11 +11,15 @@ All arrays are padded (B, T, ...) batches, one row per client, stepped in lockst
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 from scipy.special import erf, expit
 
 from ssl_modal.transactions.history import AMOUNT, LOGVAR_RANGE, TIME_GAP
 from ssl_modal.transactions.objectives import MASK_ID
+
+_VERSION = attrgetter("_version")
 
 
 def _np(t) -> np.ndarray:
@@ -68,7 +72,7 @@ class EventMath:
 
     def current_version(self) -> int:
         """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
-        return sum(p._version for p in self.params)
+        return sum(map(_VERSION, self.params))
 
     # ---- model pieces -------------------------------------------------------------------------------
     def embed(self, cat: dict, num: dict, flags: dict | None = None) -> np.ndarray:

@@ -36,6 +36,7 @@ class EncodedRows:
     num: dict[str, np.ndarray]  # field -> (N,) float32 (every numeric field but time_gap)
     tx: np.ndarray | None  # (N,) transaction ids as text, None when no id column is mapped
     report: dict
+    keys: dict  # input column -> its values (numpy or pandas array, input dtype and order): id and client
 
 
 def _is_number(dtype) -> bool:
@@ -44,6 +45,10 @@ def _is_number(dtype) -> bool:
 
 def _is_text(dtype) -> bool:
     return (isinstance(dtype, np.dtype) and dtype.kind == "O") or pd.api.types.is_string_dtype(dtype)
+
+
+def _values(s: pd.Series):
+    return s.to_numpy() if isinstance(s.dtype, np.dtype) else s.array
 
 
 def text_values(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -109,11 +114,13 @@ class RowEncoder:
                 return v
         return parse_amount(s, fmt, column, source, role=role, allow_missing=role != "amount")
 
-    def _ids(self, frame: pd.DataFrame, source: str) -> np.ndarray | None:
+    def _ids(self, frame: pd.DataFrame, source: str, keys: dict) -> np.ndarray | None:
         column = self.columns.transaction_id
         if column is None:
             return None
-        text, miss = text_values(frame[column])
+        s = frame[column]
+        keys[column] = _values(s)
+        text, miss = text_values(s)
         if miss.any() or len(set(text)) != len(text):
             transaction_ids(frame, column, source)  # raises naming the rows and ids
             raise DataValidationError(f"{source}: column '{column}' (columns.transaction_id): ids are not unique")
@@ -126,10 +133,12 @@ class RowEncoder:
             raise DataValidationError(f"{source}: empty table (0 rows); expected at least one transaction")
         report = {"source": source, "rows_in": len(frame), "rows_dropped": {}, "missing_values": {}}
         report["unseen_values"] = {}
-        clients, no_client = text_values(frame[cols.client_id])
+        s = frame[cols.client_id]
+        keys = {cols.client_id: _values(s)}
+        clients, no_client = text_values(s)
         times = self._times(frame, source)
         a = _signed_log1p(self._numbers(frame[cols.amount], cols.amount_format, cols.amount, source, "amount"))
-        tx = self._ids(frame, source)
+        tx = self._ids(frame, source, keys)
         cat = {}
         for name, column in [("mcc", cols.mcc)] + [(c, c) for c in cols.categorical]:
             text, miss = text_values(frame[column])
@@ -177,4 +186,5 @@ class RowEncoder:
             num={n: num[n][index] for n in self.fields if n in num},
             tx=None if tx is None else tx[index],
             report=report,
+            keys=keys,
         )

@@ -108,9 +108,10 @@ class StateStore:
     def open(cls, path: str | Path, model: SSLModel) -> StateStore:
         return cls(path, model)
 
-    def check_model(self, model: SSLModel) -> None:
-        """Refuse a model other than the store's (the same object passes without hashing its weights)."""
-        if model is not self.model:
+    def check_model(self, model: SSLModel, force: bool = False) -> None:
+        """Refuse a model other than the store's (the same object passes without hashing its weights
+        unless `force`)."""
+        if force or model is not self.model:
             fp = model_fingerprint(model)
             if fp != self.fingerprint:
                 raise ValueError(self._other_model(fp).replace("this model", "the model given"))

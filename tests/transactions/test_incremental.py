@@ -151,3 +151,14 @@ def test_a_failed_batch_leaves_the_previous_state(setup, tmp_path, monkeypatch):
         np.testing.assert_array_equal(x, y)
     again = score_new(model, store, table.iloc[-12:])
     assert again.attrs["report"]["duplicate_ids"] == [] and again["scored"].all()
+
+
+def test_weights_changed_in_place_are_another_model(setup, tmp_path):
+    model, table = setup
+    model = random_init(model, 5)
+    store = StateStore.create(tmp_path / "w.sqlite", model)
+    score_new(model, store, table.iloc[:20])
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="made by another model"):
+        score_new(model, store, table.iloc[20:30])
