@@ -29,13 +29,12 @@ def setup():
     return model, table
 
 
-def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
-    model, table = setup
+def _assert_incremental_equals_full(model, table, path):
     full = features(model, table, progress=False)
     times = pd.to_datetime(table["ts"])
     cut = times.sort_values().iloc[int(len(times) * 0.6)]
     before, after = table[times < cut], table[times >= cut]
-    store = StateStore.create(tmp_path / "state.sqlite", model)
+    store = StateStore.create(path, model)
     score_new(model, store, before)
     # the later rows in two batches (one event per client, then the rest) to exercise chaining
     order = after.assign(t=pd.to_datetime(after["ts"])).sort_values("t")
@@ -44,16 +43,33 @@ def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
     got = pd.concat([score_new(model, store, first), score_new(model, store, rest)]).set_index("tx")
     want = full.set_index("tx").loc[got.index]  # both keep the input's key names ("tx", "client")
     cols = [c for c in got.columns if c not in ("client", "scored")]
-    assert "order_score" not in got and {
-        "surprise_mcc",
-        "state_00",
-        "amount_z_l4",
-        "gap_residual",
-        "history_distance",
-        "anomaly_score",
-    } <= set(cols)
+    assert "order_score" not in got and set(cols) == set(want.columns) - {"client", "scored", "order_score"}
     pd.testing.assert_frame_equal(got[cols].astype("float64"), want[cols].astype("float64"), atol=1e-5, rtol=1e-5)
-    assert store.clients() == 6
+    assert store.clients() == len(set(table["client"]))
+    return cols
+
+
+def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
+    model, table = setup
+    cols = _assert_incremental_equals_full(model, table, tmp_path / "state.sqlite")
+    assert {"surprise_mcc", "state_00", "amount_z_l4", "gap_residual", "history_distance", "anomaly_score"} <= set(cols)
+
+
+def test_incremental_equality_other_architectures(setup, tmp_path):
+    """Summed field projections, a categorical target in the history heads, no gap head, no masked head."""
+    model, table = setup
+    spec = dict(model.spec.config)
+    spec["encoder"] = {**spec["encoder"], "combine": "sum"}
+    objectives = dict(spec["objectives"])
+    objectives["history"] = {**objectives["history"], "categorical_targets": ["hour"], "lags": [2, 3]}
+    objectives["order"] = {**objectives["order"], "gap_weight": 0.0}
+    for masked in (1.0, 0.0):
+        spec["objectives"] = {**objectives, "masked": {**objectives["masked"], "weight": masked}}
+        torch.manual_seed(1)
+        variant = build_transactions_model(spec).eval()
+        cols = _assert_incremental_equals_full(variant, table, tmp_path / f"v{masked}.sqlite")
+        assert "hour_nll_l3" in cols and "gap_residual" not in cols
+        assert ("surprise_mcc" in cols) == bool(masked)
 
 
 def test_store_refuses_another_model_out_of_order_rows_and_reports_duplicates(setup, tmp_path):
