@@ -56,8 +56,8 @@ def text_values(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     '.0', empty or whitespace-only text is missing."""
     dtype = s.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        codes = s.cat.codes.to_numpy()
-        names = np.array([str(v) for v in s.cat.categories] + [""], dtype=object)
+        codes = s.array.codes  # (the .cat accessor costs 0.2 ms a call)
+        names = np.array([str(v) for v in s.array.categories] + [""], dtype=object)
         return names[codes], codes < 0
     if pd.api.types.is_float_dtype(dtype) and isinstance(dtype, np.dtype):
         v = s.to_numpy()
@@ -96,8 +96,9 @@ class RowEncoder:
             values, kind = s.to_numpy(np.float64, na_value=np.nan), fmt
         elif len(cols) == 1 and fmt not in ("days", "seconds") and pd.api.types.is_datetime64_any_dtype(s.dtype):
             t = s.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(s.dtype, "tz", None) else s
-            values, kind = t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9, "seconds"
-            values[t.isna().to_numpy()] = np.nan
+            ns = t.to_numpy(dtype="datetime64[ns]")
+            values, kind = ns.astype(np.int64) / 1e9, "seconds"
+            values[np.isnat(ns)] = np.nan
         if kind is None or not np.isfinite(values).all():  # text, or values the parser must name
             values, kind = parse_time(frame, cols, fmt, source)
         if kind != self.time_kind:
