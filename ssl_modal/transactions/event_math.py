@@ -7,7 +7,7 @@ weights are copied once (float32) from the model's own modules and the math is t
 `FieldEmbedding` (concat or sum), the GRU cell (torch's gate order r, z, n), `hidden_event_states` (one cell
 step from the previous state with every field hidden), `OrderVerification.gap_head`, `MaskedAttribute` heads
 and `HistoryForecast.heads` / `event_features`. tests/transactions/test_incremental.py pins the result to
-`features()` (torch) within 1e-5. All arrays are padded (B, T, ...) batches, one row per client, in lockstep.
+`features()` (torch) within 1e-5. Events are flat (N, ...) arrays, clients stepped in lockstep through the GRU.
 """
 
 from __future__ import annotations
@@ -99,72 +99,80 @@ class EventMath:
             return sum(p @ w for p, w in zip(parts, self.projections, strict=True))
         return np.concatenate(parts, -1)
 
-    def gru(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens, hidden) (B, T, H): the GRU state after each event from h0 (B, H), and the state as if
-        that event alone were hidden (`hidden_event_states`), both from the same W_hh h product per step."""
-        B, T, _ = x.shape
+    def gru(self, x: np.ndarray, h0: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
+        """(tokens, hidden) (N, H): the GRU state after each event, from h0 (B, H), and the state as if that
+        event alone were hidden (`hidden_event_states`), both from the same W_hh h product. Events are (N, D)
+        inputs, client b's at starts[b] ... in time order; clients in decreasing `lengths`, so step t runs
+        the first (lengths > t).sum() clients only."""
         H = self.H
-        gi = (x.reshape(B * T, -1) @ self.w_ih + self.b_ih).reshape(B, T, 3 * H)
-        pre = np.empty((2, B, 3 * H), np.float32)
+        gi = x @ self.w_ih + self.b_ih  # (N, 3H): all input products at once
+        tokens, hidden = np.empty((len(x), H), np.float32), np.empty((len(x), H), np.float32)
+        pre = np.empty((2, len(h0), 3 * H), np.float32)
         pre[1] = self.g_hidden
-        out = np.empty((T, 2, B, H), np.float32)
-        h = h0
-        for t in range(T):
-            gh = h @ self.w_hh + self.b_hh
-            pre[0] = gi[:, t]
-            rz = _sigmoid(pre[..., : 2 * H] + gh[:, : 2 * H])
-            n = np.tanh(pre[..., 2 * H :] + rz[..., :H] * gh[:, 2 * H :])
-            out[t] = n + rz[..., H:] * (h - n)  # (1 - z) n + z h
-            h = out[t, 0]
-        return out[:, 0].transpose(1, 0, 2), out[:, 1].transpose(1, 0, 2)
+        h = h0.copy()
+        for t in range(int(lengths[0]) if len(lengths) else 0):
+            k = int(np.count_nonzero(lengths > t))
+            rows, hk, g = starts[:k] + t, h[:k], pre[:, :k]
+            gh = hk @ self.w_hh + self.b_hh
+            g[0] = gi[rows]
+            rz = _sigmoid(g[..., : 2 * H] + gh[:, : 2 * H])
+            n = np.tanh(g[..., 2 * H :] + rz[..., :H] * gh[:, 2 * H :])
+            new = n + rz[..., H:] * (hk - n)  # (1 - z) n + z h
+            tokens[rows], hidden[rows], h[:k] = new[0], new[1], new[0]
+        return tokens, hidden
 
     @staticmethod
     def _dense(x: np.ndarray, wb) -> np.ndarray:
         w, b = wb
-        y = x.reshape(-1, x.shape[-1]) @ w
-        return (y if b is None else y + b).reshape(*x.shape[:-1], w.shape[1])
+        return x @ w if b is None else x @ w + b
 
     # ---- features ---------------------------------------------------------------------------------
-    def features(self, cat: dict, num: dict, mask: np.ndarray, ring: np.ndarray, tsum: np.ndarray, count):
-        """Feature arrays (B, T) by name (the order of `features`) and the GRU tokens (B, T, H; 0 at padding)
-        of one padded lockstep batch: cat/num (B, T) per field (num with "time_gap"), mask (B, T), ring
-        (B, L, H) the states of the clients' last L events (ring[:, -1]: the GRU state), tsum (B, H) the sum
-        of all their states, count (B,) their number of events."""
-        B, T = mask.shape
+    def features(self, cat: dict, num: dict, lengths: np.ndarray, ring: np.ndarray, tsum: np.ndarray, count):
+        """Feature arrays (N,) by name (the order of `features`) and the GRU states (N, H) of N events of B
+        clients: cat/num (N,) per field (num with "time_gap"), each client's events together and in time
+        order, clients by decreasing `lengths` (B,); ring (B, L, H) the states after the clients' last L
+        earlier events (ring[:, -1]: the GRU state; zeros: none), tsum (B, H) the sum of all their earlier
+        states, count (B,) their number of earlier events."""
+        B, L, H = ring.shape
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        client = np.repeat(np.arange(B), lengths)
+        step = np.arange(len(client)) - starts[client]
         h0 = ring[:, -1]
-        steps = np.arange(T)
-        first = (count == 0)[:, None] & (steps == 0)[None]
-        tokens, hidden = self.gru(self.embed(cat, num), h0)
-        tokens = tokens * mask[..., None]
+        first = (count[client] == 0) & (step == 0)
+        tokens, hidden = self.gru(self.embed(cat, num), h0, starts, lengths)
         out = {}
-        pos = (count[:, None] + steps[None]).astype(np.float32)
-        history = (tsum[:, None] + np.cumsum(tokens, 1) - tokens) / np.maximum(pos, 1)[..., None]
+        pos = (count[client] + step).astype(np.float32)
+        cum = np.cumsum(tokens, 0, dtype=np.float64)  # float64: no cancellation across clients
+        before = cum - tokens - np.where(starts > 0, cum[starts - 1].T, 0.0).T[client]
+        history = ((tsum[client] + before) / np.maximum(pos, 1)[:, None]).astype(np.float32)
         dot = (tokens * history).sum(-1)
         norms = np.maximum(np.linalg.norm(tokens, axis=-1), 1e-8) * np.maximum(np.linalg.norm(history, axis=-1), 1e-8)
         out["history_distance"] = np.where(pos == 0, np.nan, 1 - dot / norms).astype(np.float32)
+        # the state before each event: positions in [ring rows (B * L) ; tokens (N)]
+        full = np.concatenate([ring.reshape(B * L, H), tokens])
+        lagged = {
+            lag: full[np.where(step >= lag, B * L + np.arange(len(step)) - lag, client * L + L + step - lag)]
+            for lag in ({1} | set(self.lags if self.history else []))
+        }
         gap = num[TIME_GAP]
         if self.gap_head is not None:
-            prev = np.concatenate([h0[:, None], tokens[:, :-1]], 1)
-            out["gap_residual"] = np.where(first, np.nan, gap - self._dense(prev, self.gap_head)[..., 0])
+            out["gap_residual"] = np.where(first, np.nan, gap - self._dense(lagged[1], self.gap_head)[:, 0])
         if self.history:
-            out.update(self._history(cat, num, ring, tokens, first))
+            out.update(self._history(cat, num, lagged, first))
         if self.targets:
-            logits = np.split(self._dense(hidden, self.masked).reshape(B * T, -1), self.masked_split, -1)
-            total = np.zeros((B, T), np.float32)
+            logits = np.split(self._dense(hidden, self.masked), self.masked_split, -1)
+            total = np.zeros(len(step), np.float32)
             for t, lg in zip(self.targets, logits, strict=True):
-                out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t].ravel()).reshape(B, T)
+                out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t])
                 total = total + nll
             out["surprise_total"] = total
-        return out, tokens
+        return out, tokens, full
 
-    def _history(self, cat: dict, num: dict, ring: np.ndarray, tokens: np.ndarray, first: np.ndarray) -> dict:
-        """`HistoryForecast.event_features` with the ring of earlier states as the prefix."""
-        B, T, H = tokens.shape
-        L = ring.shape[1]
-        full = np.concatenate([ring, tokens], 1)
+    def _history(self, cat: dict, num: dict, lagged: dict, first: np.ndarray) -> dict:
+        """`HistoryForecast.event_features` with the lagged states (N, H) per lag."""
         out = {}
-        before = self._dense(full[:, L - 1 : L - 1 + T], self.bottleneck)
-        out.update({f"state_{i:02d}": before[..., i] for i in range(before.shape[-1])})
+        before = self._dense(lagged[1], self.bottleneck)
+        out.update({f"state_{i:02d}": before[:, i] for i in range(before.shape[-1])})
         hid_cat = {n: np.full_like(v, MASK_ID) if n in self.hidden_cats else v for n, v in cat.items()}
         hid_num = {n: np.zeros_like(v) if n in self.hist_num else v for n, v in num.items()}
         flags = {n: np.ones(v.shape, bool) for n, v in num.items() if n in self.hist_num}
@@ -172,19 +180,18 @@ class EventMath:
         amount, gap = num[AMOUNT], num[TIME_GAP]
         lo, hi = LOGVAR_RANGE
         for lag, (w1, b1, w2, b2) in zip(self.lags, self.residual, strict=True):
-            x = np.concatenate([full[:, L - lag : L - lag + T], event], -1)
-            a = self._dense(x, (w1, b1))
+            a = self._dense(np.concatenate([lagged[lag], event], -1), (w1, b1))
             r = self._dense(_gelu(a), (w2, b2))
-            lv_a, lv_g = np.clip(r[..., 1], lo, hi), np.clip(r[..., 3], lo, hi)
-            out[f"amount_z_l{lag}"] = (amount - r[..., 0]) * np.exp(-0.5 * lv_a)
-            out[f"amount_nll_l{lag}"] = 0.5 * (lv_a + (amount - r[..., 0]) ** 2 * np.exp(-lv_a))
-            out[f"gap_z_l{lag}"] = np.where(first, np.nan, (gap - r[..., 2]) * np.exp(-0.5 * lv_g))
-            gap_nll = 0.5 * (lv_g + (gap - r[..., 2]) ** 2 * np.exp(-lv_g))
+            lv_a, lv_g = np.clip(r[:, 1], lo, hi), np.clip(r[:, 3], lo, hi)
+            out[f"amount_z_l{lag}"] = (amount - r[:, 0]) * np.exp(-0.5 * lv_a)
+            out[f"amount_nll_l{lag}"] = 0.5 * (lv_a + (amount - r[:, 0]) ** 2 * np.exp(-lv_a))
+            out[f"gap_z_l{lag}"] = np.where(first, np.nan, (gap - r[:, 2]) * np.exp(-0.5 * lv_g))
+            gap_nll = 0.5 * (lv_g + (gap - r[:, 2]) ** 2 * np.exp(-lv_g))
             out[f"gap_nll_l{lag}"] = np.where(first, np.nan, gap_nll)
             total = out[f"amount_nll_l{lag}"] + np.where(first, 0.0, gap_nll)
-            logits = np.split(r[..., 4:].reshape(B * T, -1), np.cumsum(self.vocab)[:-1], -1) if self.vocab else []
+            logits = np.split(r[:, 4:], np.cumsum(self.vocab)[:-1], -1) if self.vocab else []
             for name, lg in zip(self.cat_targets, logits, strict=True):
-                out[f"{name}_nll_l{lag}"] = nll = -_log_softmax_at(lg, cat[name].ravel()).reshape(B, T)
+                out[f"{name}_nll_l{lag}"] = nll = -_log_softmax_at(lg, cat[name])
                 total = total + nll
             out[f"event_nll_l{lag}"] = total
         return out

@@ -44,19 +44,18 @@ def _encoder_of(store: StateStore, model: SSLModel) -> RowEncoder:
     return enc
 
 
-def _chunks(lengths: np.ndarray, chunk_events: int, max_positions: int):
-    """(clients, round, steps) batches: round r covers events r*chunk_events ... of each client that has them;
-    clients with the most events first, at most max_positions padded positions per batch."""
+def _chunks(lengths: np.ndarray, chunk_events: int, max_events: int):
+    """(clients, round) batches: round r covers events r*chunk_events ... (at most chunk_events) of each client
+    that has them; clients with the most events first, about max_events events per batch (at least one client)."""
     for r in range(int(-(-lengths.max() // chunk_events))):
         left = np.minimum(lengths - r * chunk_events, chunk_events)
         active = np.flatnonzero(left > 0)
         active = active[np.argsort(-left[active], kind="stable")]
-        i = 0
+        total, i = np.cumsum(left[active]), 0
         while i < len(active):
-            steps = int(left[active[i]])
-            n = max(1, max_positions // steps)
-            yield active[i : i + n], r, steps
-            i += n
+            j = max(i + 1, int(np.searchsorted(total, (total[i - 1] if i else 0) + max_events, "right")))
+            yield active[i:j], r
+            i = j
 
 
 @lru_cache(maxsize=64)
@@ -83,34 +82,41 @@ def _run(
     events: np.ndarray,
     L: int,
     chunk_events: int,
-    max_positions: int,
+    max_events: int,
 ) -> tuple[list[str], np.ndarray]:
     """Feature names and (N, F) features in `rows` order; `state` (C, L + 1, H) is updated in place."""
     lengths = np.diff(rows.starts)
     count = events.copy()
     num_all = {**rows.num, "time_gap": gap.astype(np.float32)}
     names, feats = None, None
-    for clients, r, T in _chunks(lengths, chunk_events, max_positions):
-        n = np.minimum(lengths[clients] - r * chunk_events, T)
-        valid = np.arange(T)[None] < n[:, None]
-        idx = np.where(valid, rows.starts[clients, None] + r * chunk_events + np.arange(T)[None], 0)
-        cat = {k: v[idx] for k, v in rows.cat.items()}  # padding repeats row 0: masked out
-        num = {k: v[idx] for k, v in num_all.items()}
+    for clients, r in _chunks(lengths, chunk_events, max_events):
+        n = np.minimum(lengths[clients] - r * chunk_events, chunk_events)
+        local = np.concatenate([[0], np.cumsum(n)[:-1]])
+        idx = np.repeat(rows.starts[clients] + r * chunk_events - local, n) + np.arange(int(n.sum()))
         ring, tsum = state[clients, :L], state[clients, L]
-        out, tokens = math.features(cat, num, valid, ring, tsum, count[clients])
+        out, tokens, full = math.features(
+            {k: v[idx] for k, v in rows.cat.items()},
+            {k: v[idx] for k, v in num_all.items()},
+            n,
+            ring,
+            tsum,
+            count[clients],
+        )
         if feats is None:
             names = list(out)
             feats = np.full((len(rows.index), len(names)), np.nan, np.float32)
-        feats[idx[valid]] = np.stack([out[k] for k in names], -1)[valid]
-        full = np.concatenate([ring, tokens], 1)  # the last L real states: positions n .. n + L - 1
-        state[clients, :L] = np.take_along_axis(full, (n[:, None] + np.arange(L)[None])[..., None], 1)
-        state[clients, L] = tsum + tokens.sum(1)
+        feats[idx] = np.stack([out[k] for k in names], -1)
+        # the last L states of each client: positions n .. n + L - 1 of [its ring ; its new states]
+        p = n[:, None] + np.arange(L)[None]
+        b = np.arange(len(clients))[:, None]
+        state[clients, :L] = full[np.where(p < L, b * L + p, len(clients) * L + local[:, None] + p - L)]
+        state[clients, L] = tsum + np.add.reduceat(tokens, local, 0)
         count[clients] += n
     return names, feats
 
 
 def score_new(
-    model: SSLModel, store: StateStore, table, *, chunk_events: int = 256, max_positions: int = 16384
+    model: SSLModel, store: StateStore, table, *, chunk_events: int = 256, max_events: int = 16384
 ) -> pd.DataFrame:
     """Features of the rows of `table` (DataFrame or CSV/Parquet path) only: one row per input row, in input
     order, with its transaction id, client id, `scored` and the per-event feature columns; every client
@@ -139,7 +145,7 @@ def score_new(
         prev[rows.starts[:-1]] = last  # the stored last event (NaN: none, gap 0 as in `features`)
         gap = np.log1p(np.nan_to_num(np.maximum(rows.times - prev, 0.0), nan=0.0) * encoder.to_hours)
         state = state.reshape(C, store.lags + 1, store.hidden)
-        names, feats = _run(_math_of(store, model), rows, gap, state, events, store.lags, chunk_events, max_positions)
+        names, feats = _run(_math_of(store, model), rows, gap, state, events, store.lags, chunk_events, max_events)
         lengths = np.diff(rows.starts)
         store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state.reshape(C, -1), hashes)
     duplicates = [] if hashes is None else rows.tx[seen].tolist()

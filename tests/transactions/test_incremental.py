@@ -120,7 +120,7 @@ def test_chunked_lockstep_equals_one_pass(setup, tmp_path):
     a, b = StateStore.create(tmp_path / "a.sqlite", model), StateStore.create(tmp_path / "b.sqlite", model)
     parts = (table.iloc[:cut], table.iloc[cut:])
     one = [score_new(model, a, part) for part in parts]
-    small = [score_new(model, b, part, chunk_events=3, max_positions=7) for part in parts]
+    small = [score_new(model, b, part, chunk_events=3, max_events=7) for part in parts]
     for x, y in zip(one, small, strict=True):
         pd.testing.assert_frame_equal(x, y, atol=1e-6, rtol=1e-6)
 
