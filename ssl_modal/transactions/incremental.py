@@ -140,14 +140,15 @@ def score_new(
                 f"score_new: client '{rows.clients[c]}' has a new event at {first_time[c]} older than its last "
                 f"stored event ({last[c]}); out-of-order events are refused ({len(late)} client(s) in this table)"
             )
-        seen = np.zeros(len(rows.index), bool) if hashes is None else store.seen(hashes)
         prev = np.concatenate([[np.nan], rows.times[:-1]])
         prev[rows.starts[:-1]] = last  # the stored last event (NaN: none, gap 0 as in `features`)
         gap = np.log1p(np.nan_to_num(np.maximum(rows.times - prev, 0.0), nan=0.0) * encoder.to_hours)
         state = state.reshape(C, store.lags + 1, store.hidden)
         names, feats = _run(_math_of(store, model), rows, gap, state, events, store.lags, chunk_events, max_events)
         lengths = np.diff(rows.starts)
-        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state.reshape(C, -1), hashes)
+        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state.reshape(C, -1))
+        if hashes is not None:
+            seen = store.add_ids(np.repeat(np.array(rows.clients, object), lengths).tolist(), hashes)
     duplicates = [] if hashes is None else rows.tx[seen].tolist()
     if duplicates:
         log.warning(

@@ -2,10 +2,12 @@
 
 One row per client: its event count, last event time and one float32 blob, the states after its last
 `max lag` events (the last of them is the GRU state to continue from) and the running sum of its states
-(`history_distance`). Seen transaction ids are kept as 64-bit hashes (pandas' fixed-key SipHash of the id as
-text; the store checks on opening that this hash is unchanged). WAL journal: readers in other processes never
-block; `transaction()` holds the write lock from reading the states to the commit, so two writers cannot
-interleave on a client, and a crash before the commit leaves the previous state intact.
+(`history_distance`). Seen transaction ids are kept by client, as 64-bit hashes (pandas' fixed-key SipHash of
+the id as text; the store checks on opening that this hash is unchanged): an id that comes again for the same
+client is a duplicate; keyed by client, a batch's new ids touch about one index page per client, not one per
+id. WAL journal: readers in other processes never block; `transaction()` holds the write lock from reading the
+states to the commit, so two writers cannot interleave on a client, and a crash before the commit leaves the
+previous state intact.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class StateStore:
             raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the hot clients and id pages stay cached
         self.conn.execute("PRAGMA synchronous=NORMAL")  # under WAL still atomic; a power cut may lose the last batch
         self.model, self.fingerprint = model, model_fingerprint(model)
         probe = str(int(id_hashes(np.array([HASH_PROBE]))[0]))
@@ -78,7 +81,9 @@ class StateStore:
                 "CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, events INTEGER, last_time REAL, "
                 "state BLOB)"
             )
-            self.conn.execute("CREATE TABLE IF NOT EXISTS seen (h INTEGER PRIMARY KEY)")
+            self.conn.execute(  # by client: a batch's new ids land on one page per client
+                "CREATE TABLE IF NOT EXISTS seen (client TEXT, h INTEGER, PRIMARY KEY (client, h)) WITHOUT ROWID"
+            )
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 rows = [("format", FORMAT), ("model", self.fingerprint), ("id_hash", probe)]
@@ -145,21 +150,29 @@ class StateStore:
                 state[i] = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), self.width)
         return events, last, state
 
-    def seen(self, hashes: np.ndarray) -> np.ndarray:
-        """Which of these transaction id hashes the store holds: (N,) bool."""
-        found: set[int] = set()
-        for chunk in _chunks(hashes.tolist()):
-            sql = f"SELECT h FROM seen WHERE h IN ({','.join('?' * len(chunk))})"
-            found.update(r[0] for r in self.conn.execute(sql, chunk))
-        return np.array([h in found for h in hashes.tolist()], dtype=bool)
+    def add_ids(self, clients: list[str], hashes: np.ndarray) -> np.ndarray:
+        """Record (client, id hash) pairs (inside `transaction()`); returns which were already there (N,) bool.
+        The usual case, no duplicate, costs one insert; otherwise the insert is undone and the pairs looked up."""
+        pairs = list(zip(clients, hashes.tolist(), strict=True))
+        insert = "INSERT OR IGNORE INTO seen VALUES (?, ?)"
+        self.conn.execute("SAVEPOINT ids")
+        before = self.conn.total_changes
+        self.conn.executemany(insert, pairs)
+        found: set = set()
+        if self.conn.total_changes - before < len(pairs):
+            self.conn.execute("ROLLBACK TO ids")
+            for chunk in _chunks(pairs, CHUNK // 2):
+                sql = f"SELECT client, h FROM seen WHERE (client, h) IN (VALUES {','.join(['(?, ?)'] * len(chunk))})"
+                found.update(self.conn.execute(sql, [v for pair in chunk for v in pair]).fetchall())
+            self.conn.executemany(insert, pairs)
+        self.conn.execute("RELEASE ids")
+        return np.array([p in found for p in pairs], dtype=bool)
 
-    def write(self, clients: list[str], events: np.ndarray, last: np.ndarray, state: np.ndarray, hashes) -> None:
-        """Replace these clients' rows and add the id hashes (inside `transaction()`)."""
+    def write(self, clients: list[str], events: np.ndarray, last: np.ndarray, state: np.ndarray) -> None:
+        """Replace these clients' rows (inside `transaction()`)."""
         state = np.ascontiguousarray(state, np.float32)
         rows = zip(clients, events.tolist(), last.tolist(), (s.tobytes() for s in state), strict=True)
         self.conn.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?)", rows)
-        if hashes is not None:
-            self.conn.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((h,) for h in hashes.tolist()))
 
     def close(self) -> None:
         self.conn.close()
