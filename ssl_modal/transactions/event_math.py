@@ -47,6 +47,16 @@ def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return logits[np.arange(len(ids)), ids] - z
 
 
+def state_width(model) -> int:
+    """Floats per client: the GRU state, the running sum of states and, per history lag L >= 2, the last L
+    states projected by that lag's residual head (its first layer's state part: hidden, not H, floats each)."""
+    H = model.encoder.config.hidden
+    if "history" not in model.objectives:
+        return 2 * H
+    hist = model.objectives["history"]
+    return 2 * H + sum(lag * hist.config.hidden for lag in hist.config.lags if lag >= 2)
+
+
 class EventMath:
     def __init__(self, model):
         enc, obj = model.encoder, model.objectives
@@ -73,12 +83,16 @@ class EventMath:
             self.masked = (np.concatenate([w for w, _ in heads], 1), np.concatenate([b for _, b in heads]))
             self.masked_split = np.cumsum([w.shape[1] for w, _ in heads])[:-1]
         hist = obj["history"] if "history" in obj else None
-        self.history = hist is not None
+        self.history, self.lags, self.residual = hist is not None, [], []
         if hist is not None:
             self.lags, self.cat_targets, self.vocab = list(hist.config.lags), hist.cat_targets, hist.vocab
             self.hidden_cats, self.hist_num = hist.hidden_cats, hist.num_fields
             self.bottleneck = _linear(hist.bottleneck)
-            self.residual = [(*_linear(h[0]), *_linear(h[2])) for h in hist.residual]
+            # first layer split: the lagged state's part (projected once per event, kept in the state) + the event's
+            self.residual = [
+                (w1[: self.H], w1[self.H :], b1, *_linear(h[2])) for h in hist.residual for w1, b1 in [_linear(h[0])]
+            ]
+        self.width = state_width(model)
 
     def current_version(self) -> int:
         """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
@@ -127,17 +141,27 @@ class EventMath:
         return x @ w if b is None else x @ w + b
 
     # ---- features ---------------------------------------------------------------------------------
-    def features(self, cat: dict, num: dict, lengths: np.ndarray, ring: np.ndarray, tsum: np.ndarray, count):
-        """Feature arrays (N,) by name (the order of `features`) and the GRU states (N, H) of N events of B
-        clients: cat/num (N,) per field (num with "time_gap"), each client's events together and in time
-        order, clients by decreasing `lengths` (B,); ring (B, L, H) the states after the clients' last L
-        earlier events (ring[:, -1]: the GRU state; zeros: none), tsum (B, H) the sum of all their earlier
-        states, count (B,) their number of earlier events."""
-        B, L, H = ring.shape
+    def _split(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(h (B, H), sum of states (B, H), {lag: (B, lag, hidden) projected last states}) views of (B, width)."""
+        H, at, rings = self.H, 2 * self.H, {}
+        for lag, (w1h, *_) in zip(self.lags, self.residual, strict=True):
+            if lag >= 2:
+                p = w1h.shape[1]
+                rings[lag] = state[:, at : at + lag * p].reshape(len(state), lag, p)
+                at += lag * p
+        return state[:, :H], state[:, H : 2 * H], rings
+
+    def features(self, cat: dict, num: dict, lengths: np.ndarray, state: np.ndarray, count: np.ndarray):
+        """Feature arrays (N,) by name (the order of `features`) and the clients' new states (B, width), for N
+        events of B clients: cat/num (N,) per field (num with "time_gap"), each client's events together and
+        in time order, clients by decreasing `lengths` (B,); state (B, width) after their earlier events
+        (zeros: none, see `state_width`), count (B,) their number of earlier events."""
+        B, H = len(lengths), self.H
+        h0, tsum, rings = self._split(state)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         client = np.repeat(np.arange(B), lengths)
-        step = np.arange(len(client)) - starts[client]
-        h0 = ring[:, -1]
+        at = np.arange(len(client))
+        step = at - starts[client]
         first = (count[client] == 0) & (step == 0)
         tokens, hidden = self.gru(self.embed(cat, num), h0, starts, lengths)
         out = {}
@@ -148,17 +172,16 @@ class EventMath:
         dot = (tokens * history).sum(-1)
         norms = np.maximum(np.linalg.norm(tokens, axis=-1), 1e-8) * np.maximum(np.linalg.norm(history, axis=-1), 1e-8)
         out["history_distance"] = np.where(pos == 0, np.nan, 1 - dot / norms).astype(np.float32)
-        # the state before each event: positions in [ring rows (B * L) ; tokens (N)]
-        full = np.concatenate([ring.reshape(B * L, H), tokens])
-        lagged = {
-            lag: full[np.where(step >= lag, B * L + np.arange(len(step)) - lag, client * L + L + step - lag)]
-            for lag in ({1} | set(self.lags if self.history else []))
-        }
+        prev = np.where((step > 0)[:, None], tokens[np.maximum(at - 1, 0)], h0[client])  # the state before
         gap = num[TIME_GAP]
         if self.gap_head is not None:
-            out["gap_residual"] = np.where(first, np.nan, gap - self._dense(lagged[1], self.gap_head)[:, 0])
+            out["gap_residual"] = np.where(first, np.nan, gap - self._dense(prev, self.gap_head)[:, 0])
+        new = np.empty_like(state)
+        last = starts + lengths - 1
+        new[:, :H] = tokens[last]
+        new[:, H : 2 * H] = tsum + np.add.reduceat(tokens, starts, 0)
         if self.history:
-            out.update(self._history(cat, num, lagged, first))
+            out.update(self._history(cat, num, prev, tokens, rings, first, client, step, lengths, starts, new))
         if self.targets:
             logits = np.split(self._dense(hidden, self.masked), self.masked_split, -1)
             total = np.zeros(len(step), np.float32)
@@ -166,12 +189,13 @@ class EventMath:
                 out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t])
                 total = total + nll
             out["surprise_total"] = total
-        return out, tokens, full
+        return out, new
 
-    def _history(self, cat: dict, num: dict, lagged: dict, first: np.ndarray) -> dict:
-        """`HistoryForecast.event_features` with the lagged states (N, H) per lag."""
+    def _history(self, cat, num, prev, tokens, rings, first, client, step, lengths, starts, new) -> dict:
+        """`HistoryForecast.event_features` (the lagged states from `prev`, the tokens and the projected rings);
+        writes each lag's new ring into `new`."""
         out = {}
-        before = self._dense(lagged[1], self.bottleneck)
+        before = self._dense(prev, self.bottleneck)
         out.update({f"state_{i:02d}": before[:, i] for i in range(before.shape[-1])})
         hid_cat = {n: np.full_like(v, MASK_ID) if n in self.hidden_cats else v for n, v in cat.items()}
         hid_num = {n: np.zeros_like(v) if n in self.hist_num else v for n, v in num.items()}
@@ -179,8 +203,20 @@ class EventMath:
         event = self.embed(hid_cat, hid_num, flags)
         amount, gap = num[AMOUNT], num[TIME_GAP]
         lo, hi = LOGVAR_RANGE
-        for lag, (w1, b1, w2, b2) in zip(self.lags, self.residual, strict=True):
-            a = self._dense(np.concatenate([lagged[lag], event], -1), (w1, b1))
+        B, N, at = len(lengths), len(step), 2 * self.H
+        for lag, (w1h, w1e, b1, w2, b2) in zip(self.lags, self.residual, strict=True):
+            if lag == 1:
+                lagged = prev @ w1h
+            else:  # [ring (B * lag) ; projected tokens (N)], the state `lag` events back of each event
+                p = w1h.shape[1]
+                full = np.concatenate([rings[lag].reshape(B * lag, p), tokens @ w1h])
+                lagged = full[np.where(step >= lag, B * lag + np.arange(N) - lag, client * lag + step)]
+                k = lengths[:, None] + np.arange(lag)[None]  # the last `lag` of [ring ; new]: positions n .. n+lag-1
+                b = np.arange(B)[:, None]
+                keep = full[np.where(k < lag, b * lag + k, B * lag + starts[:, None] + k - lag)]
+                new[:, at : at + lag * p] = keep.reshape(B, -1)
+                at += lag * p
+            a = lagged + event @ w1e + b1
             r = self._dense(_gelu(a), (w2, b2))
             lv_a, lv_g = np.clip(r[:, 1], lo, hi), np.clip(r[:, 3], lo, hi)
             out[f"amount_z_l{lag}"] = (amount - r[:, 0]) * np.exp(-0.5 * lv_a)

@@ -80,11 +80,10 @@ def _run(
     gap: np.ndarray,
     state: np.ndarray,
     events: np.ndarray,
-    L: int,
     chunk_events: int,
     max_events: int,
 ) -> tuple[list[str], np.ndarray]:
-    """Feature names and (N, F) features in `rows` order; `state` (C, L + 1, H) is updated in place."""
+    """Feature names and (N, F) features in `rows` order; `state` (C, width) is updated in place."""
     lengths = np.diff(rows.starts)
     count = events.copy()
     num_all = {**rows.num, "time_gap": gap.astype(np.float32)}
@@ -93,24 +92,12 @@ def _run(
         n = np.minimum(lengths[clients] - r * chunk_events, chunk_events)
         local = np.concatenate([[0], np.cumsum(n)[:-1]])
         idx = np.repeat(rows.starts[clients] + r * chunk_events - local, n) + np.arange(int(n.sum()))
-        ring, tsum = state[clients, :L], state[clients, L]
-        out, tokens, full = math.features(
-            {k: v[idx] for k, v in rows.cat.items()},
-            {k: v[idx] for k, v in num_all.items()},
-            n,
-            ring,
-            tsum,
-            count[clients],
-        )
+        cat, num = {k: v[idx] for k, v in rows.cat.items()}, {k: v[idx] for k, v in num_all.items()}
+        out, state[clients] = math.features(cat, num, n, state[clients], count[clients])
         if feats is None:
             names = list(out)
             feats = np.full((len(rows.index), len(names)), np.nan, np.float32)
         feats[idx] = np.stack([out[k] for k in names], -1)
-        # the last L states of each client: positions n .. n + L - 1 of [its ring ; its new states]
-        p = n[:, None] + np.arange(L)[None]
-        b = np.arange(len(clients))[:, None]
-        state[clients, :L] = full[np.where(p < L, b * L + p, len(clients) * L + local[:, None] + p - L)]
-        state[clients, L] = tsum + np.add.reduceat(tokens, local, 0)
         count[clients] += n
     return names, feats
 
@@ -143,10 +130,9 @@ def score_new(
         prev = np.concatenate([[np.nan], rows.times[:-1]])
         prev[rows.starts[:-1]] = last  # the stored last event (NaN: none, gap 0 as in `features`)
         gap = np.log1p(np.nan_to_num(np.maximum(rows.times - prev, 0.0), nan=0.0) * encoder.to_hours)
-        state = state.reshape(C, store.lags + 1, store.hidden)
-        names, feats = _run(_math_of(store, model), rows, gap, state, events, store.lags, chunk_events, max_events)
+        names, feats = _run(_math_of(store, model), rows, gap, state, events, chunk_events, max_events)
         lengths = np.diff(rows.starts)
-        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state.reshape(C, -1))
+        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state)
         if hashes is not None:
             seen = store.add_ids(np.repeat(np.array(rows.clients, object), lengths).tolist(), hashes)
     duplicates = [] if hashes is None else rows.tx[seen].tolist()

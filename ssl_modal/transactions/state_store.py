@@ -1,8 +1,9 @@
 """`StateStore`: the per-client GRU state of incremental scoring in SQLite, tied to one model.
 
-One row per client: its event count, last event time and one float32 blob, the states after its last
-`max lag` events (the last of them is the GRU state to continue from) and the running sum of its states
-(`history_distance`). Seen transaction ids are kept by client, as 64-bit hashes (pandas' fixed-key SipHash of
+One row per client: its event count, last event time and one float32 blob (`event_math.state_width`): the GRU
+state to continue from, the running sum of its states (`history_distance`) and, per history lag L >= 2, its last
+L states as that lag's residual head reads them (projected to the head's width, 64 instead of 128 floats in the
+Sparkov recipe). Seen transaction ids are kept by client, as 64-bit hashes (pandas' fixed-key SipHash of
 the id as text; the store checks on opening that this hash is unchanged): an id that comes again for the same
 client is a duplicate; keyed by client, a batch's new ids touch about one index page per client, not one per
 id. WAL journal: readers in other processes never block; `transaction()` holds the write lock from reading the
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_modal.core.contract import SSLModel
+from ssl_modal.transactions.event_math import state_width
 
 FORMAT = "ssl_modal.transactions.incremental/2"
 HASH_PROBE = "ssl_modal"  # its hash is stored at creation and compared on opening
@@ -46,10 +48,6 @@ def require_causal_gru(model: SSLModel) -> None:
         )
 
 
-def max_lag(model: SSLModel) -> int:
-    return max(model.objectives["history"].config.lags) if "history" in model.objectives else 1
-
-
 def id_hashes(ids: np.ndarray) -> np.ndarray:
     """int64 hashes of transaction ids given as text."""
     return pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False).view(np.int64)
@@ -65,8 +63,7 @@ class StateStore:
 
     def __init__(self, path: str | Path, model: SSLModel, create: bool = False):
         require_causal_gru(model)
-        self.path, self.hidden, self.lags = Path(path), model.encoder.config.hidden, max_lag(model)
-        self.width = (self.lags + 1) * self.hidden  # floats per client: last `lags` states + running sum
+        self.path, self.width = Path(path), state_width(model)  # float32 values per client
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
