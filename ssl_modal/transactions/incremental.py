@@ -4,12 +4,13 @@
     score_new(model, store, history_table)                  # nightly batch: builds every client's state
     feats = score_new(model, store, new_rows)               # real time: features of the new rows only
 
-The state of a client is what the causal 1-layer GRU needs to continue (`state_store.py`): the states after
-its last `max lag` events (history objective; the last one is the GRU state), the running sum of its states
-(history_distance), its event count and last event time; seen transaction ids are kept apart. Each call
+The state of a client is what the causal 1-layer GRU needs to continue (`state_store.py`): its GRU state, the
+running sum of its states (history_distance), per history lag L >= 2 its last L states as that lag's head
+reads them, its event count, last event time and last 64 transaction ids (duplicate check). Each call
 encodes the rows with the fitted preprocessing (`rows.py`), reads the states of its clients in one query, runs
-the GRU over all clients in lockstep (one batch row per client, one step per event position, in chunks of
-`chunk_events` positions), and writes the new states and ids in the same SQLite transaction that read them.
+the numpy feature math (`event_math.py`: the GRU steps all clients in lockstep, one step per event position;
+chunks of at most `chunk_events` events per client and about `max_events` events), and writes the new states
+in the same SQLite transaction that read them.
 
 Equal to `features(model, whole_table)` (test) for clients whose whole history fits one window of
 `max_length` events. `features` restarts the GRU at each window start; the incremental state never does, so
@@ -61,6 +62,18 @@ def _chunks(lengths: np.ndarray, chunk_events: int, max_events: int):
 @lru_cache(maxsize=64)
 def _header(names: tuple) -> pd.Index:
     return pd.Index(list(names))  # immutable: shared by the results of one model
+
+
+def _recent_ids(recent: np.ndarray, hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
+    """(which of the new id hashes (N,) a client's last ids (C, K) hold, the clients' new last K ids)."""
+    C, K = recent.shape
+    client = np.repeat(np.arange(C), lengths)
+    seen = np.isin(hashes, recent[recent != 0])
+    for i in np.flatnonzero(seen):  # rare: confirm the id is the same client's
+        seen[i] = bool((recent[client[i]] == hashes[i]).any())
+    p = lengths[:, None] + np.arange(K)[None]  # the last K of [stored ; new] per client
+    full = np.concatenate([recent.ravel(), hashes])
+    return seen, full[np.where(p < K, np.arange(C)[:, None] * K + p, C * K + starts[:-1, None] + p - K)]
 
 
 def _math_of(store: StateStore, model: SSLModel) -> EventMath:
@@ -118,7 +131,7 @@ def score_new(
     C = len(rows.clients)
     hashes = None if rows.tx is None else id_hashes(rows.tx)
     with store.transaction():
-        events, last, state = store.read(rows.clients)
+        events, last, state, recent = store.read(rows.clients)
         first_time = rows.times[rows.starts[:-1]]
         late = np.flatnonzero(first_time < last)  # NaN (unknown client) compares False
         if len(late):
@@ -132,9 +145,9 @@ def score_new(
         gap = np.log1p(np.nan_to_num(np.maximum(rows.times - prev, 0.0), nan=0.0) * encoder.to_hours)
         names, feats = _run(_math_of(store, model), rows, gap, state, events, chunk_events, max_events)
         lengths = np.diff(rows.starts)
-        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state)
         if hashes is not None:
-            seen = store.add_ids(np.repeat(np.array(rows.clients, object), lengths).tolist(), hashes)
+            seen, recent = _recent_ids(recent, hashes, rows.starts, lengths)
+        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state, recent)
     duplicates = [] if hashes is None else rows.tx[seen].tolist()
     if duplicates:
         log.warning(
