@@ -113,27 +113,41 @@ class EventMath:
             return sum(p @ w for p, w in zip(parts, self.projections, strict=True))
         return np.concatenate(parts, -1)
 
-    def gru(self, x: np.ndarray, h0: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
-        """(tokens, hidden) (N, H): the GRU state after each event, from h0 (B, H), and the state as if that
-        event alone were hidden (`hidden_event_states`), both from the same W_hh h product. Events are (N, D)
-        inputs, client b's at starts[b] ... in time order; clients in decreasing `lengths`, so step t runs
-        the first (lengths > t).sum() clients only."""
-        H = self.H
+    def gru(self, x: np.ndarray, h0: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> dict:
+        """Per event (N, H): "tokens" the GRU state after it, from h0 (B, H); "hidden" the state as if it alone
+        were hidden (`hidden_event_states`, from the same W_hh h product); "prev" the state before it;
+        "before" the sum of the client's tokens before it in this call; and "h", "sum" (B, H): the last state
+        and the sum of the tokens per client. Events are (N, D) inputs, client b's at starts[b] ... in time
+        order; clients in decreasing `lengths`, so step t runs the first (lengths > t).sum() clients only."""
+        H, B, N = self.H, len(h0), len(x)
         gi = x @ self.w_ih + self.b_ih  # (N, 3H): all input products at once
-        tokens, hidden = np.empty((len(x), H), np.float32), np.empty((len(x), H), np.float32)
-        pre = np.empty((2, len(h0), 3 * H), np.float32)
-        pre[1] = self.g_hidden
-        h = h0.copy()
-        for t in range(int(lengths[0]) if len(lengths) else 0):
+        out = {k: np.empty((N, H), np.float32) for k in ("tokens", "hidden", "prev", "before")}
+        g = np.empty((2, B, 3 * H), np.float32)
+        g[1] = self.g_hidden
+        rz, n, new = (
+            np.empty((2, B, 2 * H), np.float32),
+            np.empty((2, B, H), np.float32),
+            np.empty((2, B, H), np.float32),
+        )
+        h, acc = h0.copy(), np.zeros((B, H), np.float32)
+        for t in range(int(lengths[0]) if len(lengths) else 0):  # in place: no temporaries per step
             k = int(np.count_nonzero(lengths > t))
-            rows, hk, g = starts[:k] + t, h[:k], pre[:, :k]
-            gh = hk @ self.w_hh + self.b_hh
-            g[0] = gi[rows]
-            rz = _sigmoid(g[..., : 2 * H] + gh[:, : 2 * H])
-            n = np.tanh(g[..., 2 * H :] + rz[..., :H] * gh[:, 2 * H :])
-            new = n + rz[..., H:] * (hk - n)  # (1 - z) n + z h
-            tokens[rows], hidden[rows], h[:k] = new[0], new[1], new[0]
-        return tokens, hidden
+            rows, hk, gk, rzk, nk, newk = starts[:k] + t, h[:k], g[:, :k], rz[:, :k], n[:, :k], new[:, :k]
+            out["prev"][rows], out["before"][rows] = hk, acc[:k]
+            gh = hk @ self.w_hh
+            gh += self.b_hh
+            gk[0] = gi[rows]
+            np.add(gk[..., : 2 * H], gh[:, : 2 * H], out=rzk)
+            torch.sigmoid_(torch.from_numpy(rzk))
+            np.multiply(rzk[..., :H], gh[:, 2 * H :], out=nk)
+            nk += gk[..., 2 * H :]
+            np.tanh(nk, out=nk)
+            np.subtract(hk, nk, out=newk)
+            newk *= rzk[..., H:]
+            newk += nk  # (1 - z) n + z h
+            out["tokens"][rows], out["hidden"][rows], h[:k] = newk[0], newk[1], newk[0]
+            acc[:k] += newk[0]
+        return {**out, "h": h, "sum": acc}
 
     @staticmethod
     def _dense(x: np.ndarray, wb) -> np.ndarray:
@@ -163,27 +177,23 @@ class EventMath:
         at = np.arange(len(client))
         step = at - starts[client]
         first = (count[client] == 0) & (step == 0)
-        tokens, hidden = self.gru(self.embed(cat, num), h0, starts, lengths)
+        g = self.gru(self.embed(cat, num), h0, starts, lengths)
+        tokens, prev = g["tokens"], g["prev"]
         out = {}
         pos = (count[client] + step).astype(np.float32)
-        cum = np.cumsum(tokens, 0, dtype=np.float64)  # float64: no cancellation across clients
-        before = cum - tokens - np.where(starts > 0, cum[starts - 1].T, 0.0).T[client]
-        history = ((tsum[client] + before) / np.maximum(pos, 1)[:, None]).astype(np.float32)
+        history = (tsum[client] + g["before"]) / np.maximum(pos, 1)[:, None]
         dot = (tokens * history).sum(-1)
         norms = np.maximum(np.linalg.norm(tokens, axis=-1), 1e-8) * np.maximum(np.linalg.norm(history, axis=-1), 1e-8)
         out["history_distance"] = np.where(pos == 0, np.nan, 1 - dot / norms).astype(np.float32)
-        prev = np.where((step > 0)[:, None], tokens[np.maximum(at - 1, 0)], h0[client])  # the state before
         gap = num[TIME_GAP]
         if self.gap_head is not None:
             out["gap_residual"] = np.where(first, np.nan, gap - self._dense(prev, self.gap_head)[:, 0])
         new = np.empty_like(state)
-        last = starts + lengths - 1
-        new[:, :H] = tokens[last]
-        new[:, H : 2 * H] = tsum + np.add.reduceat(tokens, starts, 0)
+        new[:, :H], new[:, H : 2 * H] = g["h"], tsum + g["sum"]
         if self.history:
             out.update(self._history(cat, num, prev, tokens, rings, first, client, step, lengths, starts, new))
         if self.targets:
-            logits = np.split(self._dense(hidden, self.masked), self.masked_split, -1)
+            logits = np.split(self._dense(g["hidden"], self.masked), self.masked_split, -1)
             total = np.zeros(len(step), np.float32)
             for t, lg in zip(self.targets, logits, strict=True):
                 out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t])
