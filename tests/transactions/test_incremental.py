@@ -178,3 +178,22 @@ def test_weights_changed_in_place_are_another_model(setup, tmp_path):
         next(model.parameters()).add_(1.0)
     with pytest.raises(ValueError, match="made by another model"):
         score_new(model, store, table.iloc[20:30])
+
+
+def test_event_math_gru_and_gelu_match_torch_small_and_large(setup):
+    """The numpy GRU steps (scipy below 4,096 elements, torch kernels above) equal nn.GRU; GELU equals nn.GELU."""
+    from ssl_modal.transactions.event_math import EventMath, _gelu
+
+    model, _ = setup
+    math, rnn = EventMath(model), model.encoder.rnn
+    rng = np.random.default_rng(0)
+    for B, T in ((3, 4), (80, 3)):  # 2 x B x 2H gate values per step: 192, then 5,120
+        x = rng.standard_normal((B * T, rnn.input_size)).astype(np.float32)
+        h0 = rng.standard_normal((B, rnn.hidden_size)).astype(np.float32)
+        got = math.gru(x, h0, np.arange(B) * T, np.full(B, T))["tokens"].reshape(B, T, -1)
+        with torch.no_grad():
+            want, _ = rnn(torch.from_numpy(x.reshape(B, T, -1)), torch.from_numpy(h0)[None])
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    for n in (10, 10_000):
+        x = rng.standard_normal(n).astype(np.float32) * 3
+        np.testing.assert_allclose(_gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), atol=1e-6)
