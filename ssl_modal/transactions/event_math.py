@@ -84,7 +84,8 @@ class EventMath:
         if masked is not None:  # the target heads as one matrix: one product, split per target
             heads = [_linear(h) for h in masked.heads]
             self.masked = (np.concatenate([w for w, _ in heads], 1), np.concatenate([b for _, b in heads]))
-            self.masked_split = np.cumsum([w.shape[1] for w, _ in heads])[:-1]
+            ends = np.cumsum([w.shape[1] for w, _ in heads]).tolist()
+            self.masked_split = list(zip([0, *ends[:-1]], ends, strict=True))  # column range per target
         hist = obj["history"] if "history" in obj else None
         self.history, self.lags, self.residual = hist is not None, [], []
         if hist is not None:
@@ -106,12 +107,14 @@ class EventMath:
         """FieldEmbedding: (..., D) from ids (...,) per categorical field and values (...,) per numeric one."""
         parts = [self.tables[n][cat[n]] for n in self.cat_fields]
         if self.numeric is not None:
-            flags = flags or {}
-            ref = num[self.num_fields[0]]
-            values = [num[n].astype(np.float32) for n in self.num_fields]
-            values += [flags[n].astype(np.float32) if n in flags else np.zeros_like(ref) for n in self.num_fields]
+            flags, k = flags or {}, len(self.num_fields)
+            stacked = np.zeros((len(num[self.num_fields[0]]), 2 * k), np.float32)  # values, then hidden flags
+            for i, n in enumerate(self.num_fields):
+                stacked[:, i] = num[n]
+                if n in flags:
+                    stacked[:, k + i] = flags[n]
             w, b = self.numeric
-            parts.append(np.stack(values, -1) @ w + b)
+            parts.append(stacked @ w + b)
         if self.combine == "sum":
             return sum(p @ w for p, w in zip(parts, self.projections, strict=True))
         return np.concatenate(parts, -1)
@@ -199,7 +202,8 @@ class EventMath:
         if self.history:
             out.update(self._history(cat, num, prev, tokens, rings, first, client, step, lengths, starts, new))
         if self.targets:
-            logits = np.split(self._dense(g["hidden"], self.masked), self.masked_split, -1)
+            all_logits = self._dense(g["hidden"], self.masked)
+            logits = [all_logits[:, a:b] for a, b in self.masked_split]
             total = np.zeros(len(step), np.float32)
             for t, lg in zip(self.targets, logits, strict=True):
                 out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t])
@@ -234,14 +238,15 @@ class EventMath:
                 at += lag * p
             a = lagged + event @ w1e + b1
             r = self._dense(_gelu(a), (w2, b2))
-            lv_a, lv_g = np.clip(r[:, 1], lo, hi), np.clip(r[:, 3], lo, hi)
+            lv_a, lv_g = np.minimum(np.maximum(r[:, 1], lo), hi), np.minimum(np.maximum(r[:, 3], lo), hi)
             out[f"amount_z_l{lag}"] = (amount - r[:, 0]) * np.exp(-0.5 * lv_a)
             out[f"amount_nll_l{lag}"] = 0.5 * (lv_a + (amount - r[:, 0]) ** 2 * np.exp(-lv_a))
             out[f"gap_z_l{lag}"] = np.where(first, np.nan, (gap - r[:, 2]) * np.exp(-0.5 * lv_g))
             gap_nll = 0.5 * (lv_g + (gap - r[:, 2]) ** 2 * np.exp(-lv_g))
             out[f"gap_nll_l{lag}"] = np.where(first, np.nan, gap_nll)
             total = out[f"amount_nll_l{lag}"] + np.where(first, 0.0, gap_nll)
-            logits = np.split(r[:, 4:], np.cumsum(self.vocab)[:-1], -1) if self.vocab else []
+            ends = np.cumsum([4, *self.vocab]).tolist()
+            logits = [r[:, a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
             for name, lg in zip(self.cat_targets, logits, strict=True):
                 out[f"{name}_nll_l{lag}"] = nll = -_log_softmax_at(lg, cat[name])
                 total = total + nll
