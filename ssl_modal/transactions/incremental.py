@@ -65,12 +65,12 @@ def _header(names: tuple) -> pd.Index:
 
 
 def _recent_ids(recent: np.ndarray, hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
-    """(which of the new id hashes (N,) a client's last ids (C, K) hold, the clients' new last K ids)."""
+    """(which of the new id hashes (N,) their client's last ids (C, K) hold, the clients' new last K ids)."""
     C, K = recent.shape
     client = np.repeat(np.arange(C), lengths)
-    seen = np.isin(hashes, recent[recent != 0])
-    for i in np.flatnonzero(seen):  # rare: confirm the id is the same client's
-        seen[i] = bool((recent[client[i]] == hashes[i]).any())
+    seen = np.zeros(len(hashes), bool)
+    for i in range(0, len(hashes), 4096):  # (chunk, K) comparisons at a time
+        seen[i : i + 4096] = (recent[client[i : i + 4096]] == hashes[i : i + 4096, None]).any(1)
     p = lengths[:, None] + np.arange(K)[None]  # the last K of [stored ; new] per client
     full = np.concatenate([recent.ravel(), hashes])
     return seen, full[np.where(p < K, np.arange(C)[:, None] * K + p, C * K + starts[:-1, None] + p - K)]
@@ -142,7 +142,7 @@ def score_new(
             )
         prev = np.concatenate([[np.nan], rows.times[:-1]])
         prev[rows.starts[:-1]] = last  # the stored last event (NaN: none, gap 0 as in `features`)
-        gap = np.log1p(np.nan_to_num(np.maximum(rows.times - prev, 0.0), nan=0.0) * encoder.to_hours)
+        gap = np.log1p(np.fmax(rows.times - prev, 0.0) * encoder.to_hours)  # fmax: NaN -> 0
         names, feats = _run(_math_of(store, model), rows, gap, state, events, chunk_events, max_events)
         lengths = np.diff(rows.starts)
         if hashes is not None:
