@@ -39,7 +39,7 @@ log = logging.getLogger("ssl_modal")
 
 def _encoder_of(store: StateStore, model: SSLModel) -> RowEncoder:
     """The row encoder of the store's model, built once per store."""
-    enc = getattr(store, "_rows", None)
+    enc = store._rows
     if enc is None:
         enc = store._rows = RowEncoder(_preprocessor(model))
     return enc
@@ -79,7 +79,7 @@ def _recent_ids(recent: np.ndarray, hashes: np.ndarray, starts: np.ndarray, leng
 def _math_of(store: StateStore, model: SSLModel) -> EventMath:
     """The numpy feature math of the store's model (weights copied once). Weights changed in place since
     (training on) make another model: refused like one."""
-    math = getattr(store, "_math", None)
+    math = store._math
     if math is None or math.version != math.current_version():
         if math is not None:
             store.check_model(model, force=True)

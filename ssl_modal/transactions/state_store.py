@@ -75,6 +75,7 @@ class StateStore:
         self.conn.execute("PRAGMA wal_autocheckpoint=16384")
         self.conn.execute("PRAGMA synchronous=NORMAL")  # under WAL still atomic; a power cut may lose the last batch
         self.model, self.fingerprint = model, model_fingerprint(model)
+        self._math = self._rows = None  # the model's numpy feature math and row encoder, built on first use
         probe = str(int(id_hashes(np.array([HASH_PROBE]))[0]))
         with self.transaction():
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
