@@ -1,6 +1,7 @@
 """Incremental scoring from a stored client state equals `features` on the whole table (single-window
 clients); the store refuses another model, out-of-order events and reports duplicate ids."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -28,13 +29,12 @@ def setup():
     return model, table
 
 
-def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
-    model, table = setup
+def _assert_incremental_equals_full(model, table, path):
     full = features(model, table, progress=False)
     times = pd.to_datetime(table["ts"])
     cut = times.sort_values().iloc[int(len(times) * 0.6)]
     before, after = table[times < cut], table[times >= cut]
-    store = StateStore.create(tmp_path / "state.sqlite", model)
+    store = StateStore.create(path, model)
     score_new(model, store, before)
     # the later rows in two batches (one event per client, then the rest) to exercise chaining
     order = after.assign(t=pd.to_datetime(after["ts"])).sort_values("t")
@@ -43,16 +43,33 @@ def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
     got = pd.concat([score_new(model, store, first), score_new(model, store, rest)]).set_index("tx")
     want = full.set_index("tx").loc[got.index]  # both keep the input's key names ("tx", "client")
     cols = [c for c in got.columns if c not in ("client", "scored")]
-    assert "order_score" not in got and {
-        "surprise_mcc",
-        "state_00",
-        "amount_z_l4",
-        "gap_residual",
-        "history_distance",
-        "anomaly_score",
-    } <= set(cols)
+    assert "order_score" not in got and set(cols) == set(want.columns) - {"client", "scored", "order_score"}
     pd.testing.assert_frame_equal(got[cols].astype("float64"), want[cols].astype("float64"), atol=1e-5, rtol=1e-5)
-    assert store.clients() == 6
+    assert store.clients() == len(set(table["client"]))
+    return cols
+
+
+def test_incremental_features_equal_the_full_recompute(setup, tmp_path):
+    model, table = setup
+    cols = _assert_incremental_equals_full(model, table, tmp_path / "state.sqlite")
+    assert {"surprise_mcc", "state_00", "amount_z_l4", "gap_residual", "history_distance", "anomaly_score"} <= set(cols)
+
+
+def test_incremental_equality_other_architectures(setup, tmp_path):
+    """Summed field projections, a categorical target in the history heads, no gap head, no masked head."""
+    model, table = setup
+    spec = dict(model.spec.config)
+    spec["encoder"] = {**spec["encoder"], "combine": "sum"}
+    objectives = dict(spec["objectives"])
+    objectives["history"] = {**objectives["history"], "categorical_targets": ["hour"], "lags": [2, 3]}
+    objectives["order"] = {**objectives["order"], "gap_weight": 0.0}
+    for masked in (1.0, 0.0):
+        spec["objectives"] = {**objectives, "masked": {**objectives["masked"], "weight": masked}}
+        torch.manual_seed(1)
+        variant = build_transactions_model(spec).eval()
+        cols = _assert_incremental_equals_full(variant, table, tmp_path / f"v{masked}.sqlite")
+        assert "hour_nll_l3" in cols and "gap_residual" not in cols
+        assert ("surprise_mcc" in cols) == bool(masked)
 
 
 def test_store_refuses_another_model_out_of_order_rows_and_reports_duplicates(setup, tmp_path):
@@ -94,3 +111,89 @@ def test_cli_score_builds_then_continues_the_state(setup, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote 6 rows" in out and "6 clients (0 new, 0 duplicate ids)" in out
     assert len(pd.read_parquet(tmp_path / "b.parquet")) == 6
+
+
+def test_chunked_lockstep_equals_one_pass(setup, tmp_path):
+    """Rounds of a few events and a few clients per batch (the memory bound) give the same features and state."""
+    model, table = setup
+    cut = len(table) // 2
+    a, b = StateStore.create(tmp_path / "a.sqlite", model), StateStore.create(tmp_path / "b.sqlite", model)
+    parts = (table.iloc[:cut], table.iloc[cut:])
+    one = [score_new(model, a, part) for part in parts]
+    small = [score_new(model, b, part, chunk_events=3, max_events=7) for part in parts]
+    for x, y in zip(one, small, strict=True):
+        pd.testing.assert_frame_equal(x, y, atol=1e-6, rtol=1e-6)
+
+
+def test_row_encoder_matches_the_preprocessor_on_typed_columns(setup):
+    """Text, categorical, float and datetime columns encode to the ids `TransactionPreprocessor.transform` gives."""
+    from ssl_modal.transactions.rows import RowEncoder
+
+    model, table = setup
+    pre = model.preprocessor
+    typed = table.assign(
+        ts=pd.to_datetime(table["ts"]), mcc=table["mcc"].astype(float), type=table["type"].astype("category")
+    )
+    for frame in (table, typed, typed.assign(mcc=table["mcc"].astype("category"))):
+        seq, rows = pre.transform(frame), RowEncoder(pre).encode(frame)
+        want = {c: i for i, c in enumerate(seq.table.column("client_id").to_pylist())}
+        for c, client in enumerate(rows.clients):
+            part = slice(rows.starts[c], rows.starts[c + 1])
+            for name, ids in rows.cat.items():
+                assert ids[part].tolist() == seq.table.column(name)[want[client]].as_py(), (client, name)
+            for name, values in rows.num.items():
+                got = seq.table.column(name)[want[client]].as_py()
+                assert values[part].tolist() == pytest.approx(got, abs=1e-6), (client, name)
+
+
+def test_a_failed_batch_leaves_the_previous_state(setup, tmp_path, monkeypatch):
+    """An error after the first writes of a batch rolls the whole batch back: the state scores as before."""
+    model, table = setup
+    store = StateStore.create(tmp_path / "s.sqlite", model)
+    score_new(model, store, table.iloc[:-12])
+    before = store.read(sorted(set(table["client"])))
+    original = StateStore.write
+
+    def crash(self, *args):
+        original(self, *args)
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(StateStore, "write", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        score_new(model, store, table.iloc[-12:])
+    monkeypatch.undo()
+    after = StateStore.open(tmp_path / "s.sqlite", model).read(sorted(set(table["client"])))
+    for x, y in zip(before, after, strict=True):
+        np.testing.assert_array_equal(x, y)
+    again = score_new(model, store, table.iloc[-12:])
+    assert again.attrs["report"]["duplicate_ids"] == [] and again["scored"].all()
+
+
+def test_weights_changed_in_place_are_another_model(setup, tmp_path):
+    model, table = setup
+    model = random_init(model, 5)
+    store = StateStore.create(tmp_path / "w.sqlite", model)
+    score_new(model, store, table.iloc[:20])
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="made by another model"):
+        score_new(model, store, table.iloc[20:30])
+
+
+def test_event_math_gru_and_gelu_match_torch_small_and_large(setup):
+    """The numpy GRU steps (scipy below 4,096 elements, torch kernels above) equal nn.GRU; GELU equals nn.GELU."""
+    from ssl_modal.transactions.event_math import EventMath, _gelu
+
+    model, _ = setup
+    math, rnn = EventMath(model), model.encoder.rnn
+    rng = np.random.default_rng(0)
+    for B, T in ((3, 4), (80, 3)):  # 2 x B x 2H gate values per step: 192, then 5,120
+        x = rng.standard_normal((B * T, rnn.input_size)).astype(np.float32)
+        h0 = rng.standard_normal((B, rnn.hidden_size)).astype(np.float32)
+        got = math.gru(x, h0, np.arange(B) * T, np.full(B, T))["tokens"].reshape(B, T, -1)
+        with torch.no_grad():
+            want, _ = rnn(torch.from_numpy(x.reshape(B, T, -1)), torch.from_numpy(h0)[None])
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    for n in (10, 10_000):
+        x = rng.standard_normal(n).astype(np.float32) * 3
+        np.testing.assert_allclose(_gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), atol=1e-6)
