@@ -13,7 +13,9 @@
 - with the history objective (`history.py`): state_00 ... (low-dimensional causal state before the event),
   per lag L amount_z_l<L> / gap_z_l<L> (signed residuals in standard deviations of the predicted amount and time
   gap given the state L events back and the event's other fields), amount_nll_l<L> / gap_nll_l<L> /
-  event_nll_l<L>, and `anomaly_score` (the documented label-free score, see `anomaly_score`).
+  event_nll_l<L>, and `anomaly_score` (the per-event label-free score, see `anomaly_score`) with
+  `anomaly_score_24h`, its mean over the client's events in the 24 hours up to and including the event (the
+  documented label-free score for burst fraud, see `windowed_mean`).
 - position / window_events: where the event sits in its window, and the window's length: only with
   `windowing=True` (they describe the windowing, not the client, and drift between periods).
 Rows the preprocessing dropped (see its report) keep NaN features and scored=False; the counts and reasons
@@ -36,6 +38,7 @@ from ssl_modal.transactions.objectives import MASK_ID
 
 log = logging.getLogger("ssl_modal")
 TRANSACTION_ID, CLIENT_ID = "transaction_id", "client_id"
+ANOMALY_WINDOW_HOURS = 24.0  # anomaly_score_24h; chosen among 1-96 h on the pretraining clients (docs/transactions.md)
 
 
 def _preprocessor(model: SSLModel):
@@ -224,6 +227,14 @@ def features(
     result.insert(2, "scored", scored)
     cols = pre.config.columns  # the keys keep the input's column names and dtypes, so a merge back matches
     result[CLIENT_ID] = frame[cols.client_id].to_numpy()
+    if "anomaly_score" in result:
+        from ssl_modal.transactions.parsing import parse_time
+
+        times, kind = parse_time(frame, cols.time_columns, cols.time_format, "features")
+        hours = times * 24.0 if kind == "days" else times / 3600.0
+        score = result["anomaly_score"].to_numpy(dtype=np.float64)
+        day = windowed_mean(score, result[CLIENT_ID].to_numpy(), hours, ANOMALY_WINDOW_HOURS)
+        result["anomaly_score_24h"] = day.astype(np.float32)
     result = result.rename(columns={TRANSACTION_ID: cols.transaction_id or TRANSACTION_ID, CLIENT_ID: cols.client_id})
     report = dict(getattr(sequences, "report", {}) or {})
     report["rows_scored"], report["rows_not_scored"] = int(scored.sum()), int((~scored).sum())
@@ -245,6 +256,31 @@ def anomaly_score(feats: pd.DataFrame) -> np.ndarray:
     without its L-1 most recent events and the event's other fields (see docs/transactions.md)."""
     lags = sorted(int(c[len("event_nll_l") :]) for c in feats.columns if c.startswith("event_nll_l"))
     return feats[f"event_nll_l{lags[-1]}"].to_numpy(dtype=np.float32)
+
+
+def windowed_mean(scores: np.ndarray, clients: np.ndarray, hours: np.ndarray, window_hours: float) -> np.ndarray:
+    """Per row: the mean of `scores` over the rows of the same client whose time lies in [t - window_hours, t]
+    (the row itself and same-time rows included, later rows never: causal), NaN scores skipped; NaN where
+    the row's own score is NaN. Fraud comes in bursts (Sparkov: 2-19 events within 1-2 days), so a day's mean
+    of the per-event `anomaly_score` ranks every event of a burst by the whole burst's unlikelihood."""
+    if window_hours < 0:
+        raise ValueError(f"window_hours: expected >= 0, found {window_hours}")
+    scores = np.asarray(scores, dtype=np.float64)
+    hours = np.asarray(hours, dtype=np.float64)
+    codes = pd.factorize(pd.Series(clients), use_na_sentinel=False)[0]
+    order = np.lexsort((hours, codes))
+    t = hours[order] - np.nanmin(hours) if len(hours) else hours
+    key = codes[order] * (float(np.nanmax(t, initial=0.0)) + window_hours + 1.0) + t  # clients never overlap
+    valid = np.isfinite(scores[order])
+    total = np.concatenate([[0.0], np.cumsum(np.where(valid, scores[order], 0.0))])
+    count = np.concatenate([[0], np.cumsum(valid)])
+    start = np.searchsorted(key, key - window_hours, side="left")
+    end = np.searchsorted(key, key, side="right")
+    n = count[end] - count[start]
+    mean = np.divide(total[end] - total[start], n, out=np.full(len(n), np.nan), where=n > 0)
+    out = np.empty_like(mean)
+    out[order] = np.where(valid, mean, np.nan)
+    return out
 
 
 def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress: bool = False) -> pd.DataFrame:

@@ -5,7 +5,7 @@ LightGBM is fitted on half A; half B is scored. Fold 1: the same with the halves
 pretraining). Every row is scored once, out of fold, and AUC-PR / ROC-AUC are computed on all rows pooled.
 Rows: raw columns; raw + hand-made velocity; raw + SSL; raw + random-init features (same architecture and
 heads, its own seed); raw + velocity + SSL; SSL alone; and label-free scores (no labels, no fitting): the
-documented `anomaly_score`, the raw amount and single candidates.
+documented `anomaly_score_24h` and the per-event `anomaly_score`, the raw amount and single candidates.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ssl_modal.transactions.features import features
 
 log = logging.getLogger("ssl_modal")
 LABEL_FREE = (
+    "anomaly_score_24h",
     "anomaly_score",
     "event_nll_l1",
     "amount_nll_l1",

@@ -275,7 +275,8 @@ def evaluate_fraud(cfg: TransactionsConfig, model) -> ResultTables:
         )
         rnd = rnd[ssl.columns].reset_index(drop=True).add_prefix("rnd_")
         rows.append(["raw + random-init features", fit(pd.concat([raw, rnd], axis=1))])
-    for col in ("anomaly_score", "surprise_total", "surprise_mcc", "order_score", "history_distance"):
+    free = ("anomaly_score_24h", "anomaly_score", "surprise_total", "surprise_mcc", "order_score", "history_distance")
+    for col in free:
         if col in ssl:
             rows.append(
                 [f"{col} as the score (no labels)", fraud_scores(y[~train], ssl[col].fillna(0).to_numpy()[~train])]

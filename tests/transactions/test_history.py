@@ -4,6 +4,7 @@ its per-event features (state, signed residuals per lag) come out of `features`.
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -91,7 +92,7 @@ def test_history_residual_does_not_read_the_events_amount():
 
 
 def test_features_carry_the_history_columns_and_the_anomaly_score():
-    from ssl_modal.transactions.features import features
+    from ssl_modal.transactions.features import features, windowed_mean
     from ssl_modal.transactions.mapping import ColumnMapping
     from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
     from ssl_modal.transactions.preprocess import PreprocessConfig, TransactionPreprocessor
@@ -111,3 +112,28 @@ def test_features_carry_the_history_columns_and_the_anomaly_score():
     assert np.allclose(feats["anomaly_score"], feats["event_nll_l8"]) and feats["anomaly_score"].notna().all()
     parts = feats["amount_nll_l8"] + feats["gap_nll_l8"].fillna(0) + feats["hour_nll_l8"]
     assert np.allclose(feats["event_nll_l8"], parts, atol=1e-4)
+    hours = pd.to_datetime(table[COLUMNS["event_time"]]).astype("datetime64[ns]").astype("int64") / 3.6e12
+    day = windowed_mean(feats["anomaly_score"].to_numpy(), table[COLUMNS["client_id"]].to_numpy(), hours, 24.0)
+    assert np.allclose(feats["anomaly_score_24h"], day, atol=1e-5) and feats["anomaly_score_24h"].notna().all()
+
+
+def test_windowed_mean_matches_a_loop_and_is_causal():
+    from ssl_modal.transactions.features import windowed_mean
+
+    rng = np.random.default_rng(0)
+    n = 300
+    clients = rng.choice(np.array(["a", "b", "c", 7], dtype=object), n)
+    hours = np.round(rng.uniform(0, 200, n), 0)  # whole hours: ties on purpose
+    scores = rng.normal(size=n)
+    scores[::17] = np.nan
+    got = windowed_mean(scores, clients, hours, 24.0)
+    for i in range(n):
+        same = (clients == clients[i]) & (hours <= hours[i]) & (hours >= hours[i] - 24.0) & np.isfinite(scores)
+        want = np.nan if np.isnan(scores[i]) else scores[same].mean()
+        assert np.isclose(got[i], want, equal_nan=True), i
+    later = hours.copy()
+    later[hours > 100] += 1000  # moving later events never changes an earlier event's mean
+    early = hours <= 100
+    assert np.allclose(windowed_mean(scores, clients, later, 24.0)[early], got[early], equal_nan=True)
+    with pytest.raises(ValueError, match="window_hours"):
+        windowed_mean(scores, clients, hours, -1.0)
