@@ -24,12 +24,16 @@ CHUNK = 2048  # texts per cached block
 
 
 def model_fingerprint(model) -> str:
-    """sha1 of the model's weights (every tensor of its state dict, in order) and its config."""
+    """sha1 of the model's config and of the weights its embeddings depend on: every tensor of its state dict
+    but those of the MLM head (a fresh head's random init does not change an embedding)."""
     digest = hashlib.sha1()
     spec = getattr(model, "spec", None)
     config = getattr(spec, "config", None)
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    head = getattr(getattr(model, "encoder", None), "head_name", None)
     for name, tensor in model.state_dict().items():
+        if head and name.startswith(f"encoder.mlm.{head}."):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -34,3 +34,14 @@ def test_encode_sorted_matches_plain_encode_and_caches(tmp_path, small_tokenizer
     calls.clear()
     changed = features.encode_sorted(tiny_model, texts, 4, cache)
     assert len(calls) == 3 and not np.allclose(changed, first)  # other weights: no stale read
+
+
+def test_fingerprint_ignores_the_mlm_head(small_tokenizer):
+    model = build_text_model(tiny_model_config(small_tokenizer))
+    before = features.model_fingerprint(model)
+    with torch.no_grad():
+        model.encoder.mlm.cls.predictions.transform.dense.weight.add_(1.0)  # the head only: same embeddings
+    assert features.model_fingerprint(model) == before
+    with torch.no_grad():
+        model.encoder.mlm.bert.encoder.layer[0].output.dense.bias.add_(1.0)
+    assert features.model_fingerprint(model) != before
