@@ -18,6 +18,7 @@ of the same corpus. `tokens/s` counts rows x 128 positions per second for every 
 `real tokens/s` counts non-padding tokens: the throughput that matters, and what the p/c, p/e targets compare.
 Each sample times `--steps` optimizer steps after `--warmup` steps, between two marks taken at the
 same point of two steps `--steps` apart. Writes bench/results/mlm_throughput.json.
+Corpus, vocabulary and models: bench/mlm_data.py; the variants: bench/mlm_runners.py.
 """
 
 from __future__ import annotations
@@ -31,31 +32,35 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
     RESULTS,
-    ROOT,
     ForeignCPU,
-    StepClock,
-    TensorRows,
     load_average,
     machine_info,
     matmul_peak,
     si,
-    stack_collate,
     summary,
     table,
     write_json,
 )
+from bench.mlm_data import (  # noqa: E402
+    BATCH,
+    FFN,
+    HEADS,
+    HIDDEN,
+    LAYERS,
+    LR,
+    MLM_PROB,
+    SEED,
+    SEQ,
+    VOCAB_SIZE,
+    WEIGHT_DECAY,
+    prepare,
+    stream_batch,
+)
+from bench.mlm_runners import RUNNERS  # noqa: E402
 
-SHARED_TEXT = ROOT.parent / "shared" / "data" / "text"
-BERT_VOCAB = SHARED_TEXT / "bert_uncased_vocab" / "vocab.txt"
-EXAMPLES = ROOT / "examples" / "data"
-VOCAB_SIZE = 30_522
-LAYERS, HIDDEN, HEADS, FFN, SEQ, BATCH = 4, 256, 4, 1024, 128, 32
-MLM_PROB, LR, WEIGHT_DECAY, SEED = 0.15, 5e-4, 0.01, 0
 VARIANTS = {
     "a": "HF Trainer (BertForMaskedLM)",
     "b": "plain loop, HF BertForMaskedLM",
@@ -71,326 +76,6 @@ FLOP_FORMULA = (
     "head = 2*(d^2 + d*V) per position where it is computed (all T positions for HF BertForMaskedLM, only "
     "the masked positions for our MaskedLM); 'model FLOPs' count the head at all T positions for every variant"
 )
-
-
-# ---- data ---------------------------------------------------------------------------------------
-def find_corpus() -> tuple[Path, str]:
-    for path, what in (
-        (SHARED_TEXT / "ag_news" / "train.csv", "shared AG News train.csv"),
-        (EXAMPLES / "ag_news" / "train.csv", "examples/data AG News train.csv sample"),
-    ):
-        if path.is_file():
-            return path, what
-    raise FileNotFoundError(f"no AG News train.csv under {SHARED_TEXT} or {EXAMPLES}")
-
-
-def find_vocab(texts: list[str], workdir: Path) -> tuple[Path, str]:
-    """The BERT uncased vocab.txt if present, else one shipped under examples/data, else a synthetic
-    30,522-token WordPiece vocab trained on the corpus (padded with [unusedN] if it comes out smaller)."""
-    if BERT_VOCAB.is_file():
-        return BERT_VOCAB, f"BERT uncased vocab.txt ({BERT_VOCAB})"
-    shipped = sorted(EXAMPLES.rglob("vocab.txt")) if EXAMPLES.is_dir() else []
-    if shipped:
-        return shipped[0], f"vocab shipped at {shipped[0].relative_to(ROOT)}"
-    from ssl_modal.text import train_wordpiece
-
-    vocab = train_wordpiece(texts, VOCAB_SIZE, min_frequency=1).backend.get_vocab(with_added_tokens=True)
-    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    tokens += [f"[unused{i}]" for i in range(VOCAB_SIZE - len(tokens))]
-    path = workdir / "vocab.txt"
-    path.write_text("\n".join(tokens[:VOCAB_SIZE]) + "\n", encoding="utf-8")
-    return path, (
-        f"synthetic: 30,522-token WordPiece vocab trained on the corpus (BERT vocab.txt not found at {BERT_VOCAB})"
-    )
-
-
-def prepare(workdir: Path) -> dict:
-    """Tokenize once (padded/truncated to SEQ) and lay out the batch stream all variants consume."""
-    from transformers import BertTokenizer
-
-    from ssl_modal.core.distributed import DistInfo, ShardedEpochSampler
-    from ssl_modal.text import load_vocab_file, read_corpus
-
-    corpus_path, corpus_what = find_corpus()
-    texts = read_corpus(corpus_path).texts
-    vocab_path, vocab_what = find_vocab(texts, workdir)
-    hf_tok = BertTokenizer(vocab=str(vocab_path), do_lower_case=True)
-    ours_tok = load_vocab_file(vocab_path, lowercase=True, max_length=SEQ)
-    assert len(hf_tok) == ours_tok.vocab_size == VOCAB_SIZE, (len(hf_tok), ours_tok.vocab_size)
-    assert hf_tok.mask_token_id == ours_tok.mask_token_id and hf_tok.pad_token_id == ours_tok.pad_token_id
-    enc = hf_tok(
-        texts,
-        padding="max_length",
-        truncation=True,
-        max_length=SEQ,
-        return_special_tokens_mask=True,
-        return_tensors="pt",
-    )
-    data = {k: enc[k].long() for k in ("input_ids", "attention_mask", "special_tokens_mask")}
-    # the order in which ssl_modal.Trainer reads epoch 0 (seed 0); a, b, c read this order directly
-    order = torch.tensor(list(ShardedEpochSampler(len(texts), BATCH, 0, SEED, DistInfo())))
-    stream = {k: v[order] for k, v in data.items()}
-    real = data["attention_mask"].sum(1).float()
-    from ssl_modal.text import TextCollate
-    from ssl_modal.text.packing import fill_ratio, pack_texts
-
-    enc = ours_tok(texts)
-    rows = pack_texts(enc["input_ids"], enc["special_tokens_mask"], SEQ, seed=SEED)
-    packed = TextCollate(ours_tok).pad({k: [r[k] for r in rows] for k in rows[0]})
-    return {
-        "hf_tokenizer": hf_tok,
-        "tokenizer": ours_tok,
-        "data": data,
-        "stream": stream,
-        "packed": packed,
-        "info": {
-            "corpus": str(corpus_path),
-            "corpus_source": corpus_what,
-            "texts": len(texts),
-            "vocab": str(vocab_path),
-            "vocab_source": vocab_what,
-            "vocab_size": VOCAB_SIZE,
-            "mean_real_tokens_per_seq": round(float(real.mean()), 2),
-            "truncated_fraction": round(float((real >= SEQ).float().mean()), 4),
-            "packed_rows": len(rows),
-            "packed_fill": round(fill_ratio(rows, SEQ), 4),
-        },
-    }
-
-
-def bert_config(pad_token_id: int):
-    """The HF config our text model builds for these sizes (same init, same attention implementation)."""
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=FFN,
-        max_position_embeddings=SEQ,
-        pad_token_id=pad_token_id,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-    )
-
-
-def our_model(ctx: dict):
-    from ssl_modal.text import MLMConfig, ModelConfig, build_text_model, text_model_config
-
-    torch.manual_seed(SEED)
-    cfg = ModelConfig(
-        hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, intermediate_size=FFN, max_length=SEQ, dropout=0.1
-    )
-    return build_text_model(text_model_config(cfg, MLMConfig(probability=MLM_PROB), ctx["tokenizer"]))
-
-
-def stream_batch(ctx: dict, step: int) -> dict[str, torch.Tensor]:
-    return {k: v[step * BATCH : (step + 1) * BATCH] for k, v in ctx["stream"].items()}
-
-
-# ---- variants: each returns (StepClock with marks[k] = end of step k, masked tokens per step) -----------
-def run_hf_trainer(ctx: dict, total: int, workdir: Path):
-    import datasets
-    from transformers import (
-        BertForMaskedLM,
-        DataCollatorForLanguageModeling,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    clock, masked = StepClock(), []
-
-    class Marks(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            clock.mark()
-
-        def on_step_end(self, args, state, control, **kw):
-            clock.mark()
-
-    collator = DataCollatorForLanguageModeling(ctx["hf_tokenizer"], mlm_probability=MLM_PROB, seed=SEED)
-
-    def collate(examples):
-        batch = collator(examples)
-        masked.append(int((batch["labels"] != -100).sum()))
-        return batch
-
-    rows = total * BATCH
-    ds = datasets.Dataset.from_dict({k: v[:rows].tolist() for k, v in ctx["stream"].items()})
-    torch.manual_seed(SEED)
-    model = BertForMaskedLM(bert_config(ctx["tokenizer"].pad_token_id))
-    args = TrainingArguments(
-        output_dir=str(workdir / "hf"),
-        per_device_train_batch_size=BATCH,
-        max_steps=total,
-        learning_rate=LR,
-        weight_decay=WEIGHT_DECAY,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        seed=SEED,
-        train_sampling_strategy="sequential",  # read the shared stream in order: same batches as b, c, d
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate, callbacks=[Marks()])
-    trainer.remove_callback(PrinterCallback)  # it would print the end-of-training metrics dict
-    t0 = time.perf_counter()
-    trainer.train()
-    extra = {
-        "optimizer": f"AdamW (HF default optim='{getattr(args.optim, 'value', args.optim)}')",
-        "attn_implementation": model.config._attn_implementation,
-        "train_call_s": time.perf_counter() - t0,
-    }
-    return clock, masked, extra
-
-
-def run_hf_loop(ctx: dict, total: int, workdir: Path):
-    from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
-
-    collator = DataCollatorForLanguageModeling(ctx["hf_tokenizer"], mlm_probability=MLM_PROB, seed=SEED)
-    collator.create_rng()
-    torch.manual_seed(SEED)
-    model = BertForMaskedLM(bert_config(ctx["tokenizer"].pad_token_id))
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    clock, masked = StepClock(), []
-    clock.mark()
-    for step in range(total):
-        batch = stream_batch(ctx, step)
-        ids, labels = collator.torch_mask_tokens(batch["input_ids"].clone(), batch["special_tokens_mask"])
-        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        clock.mark()
-        masked.append(int((labels != -100).sum()))
-    return (
-        clock,
-        masked,
-        {
-            "optimizer": "AdamW (torch default: for-loop on CPU)",
-            "attn_implementation": model.config._attn_implementation,
-        },
-    )
-
-
-def run_ours_loop(ctx: dict, total: int, workdir: Path):
-    model = our_model(ctx)
-    model.set_generator(torch.Generator().manual_seed(SEED))
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    clock, masked = StepClock(), []
-    clock.mark()
-    for step in range(total):
-        out = model(stream_batch(ctx, step))
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        clock.mark()
-        masked.append(int(out["mlm/masked_tokens"]))
-    # what one collapse-monitor call costs (the trainer runs it every monitor_every steps)
-    from ssl_modal.core.monitors import collapse_stats
-
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        collapse_stats(model.embed(stream_batch(ctx, 0)))
-        times.append(time.perf_counter() - t0)
-    return clock, masked, {"optimizer": "AdamW (torch default: for-loop on CPU)", "monitor_call_s": min(times)}
-
-
-def run_ours_trainer(ctx: dict, total: int, workdir: Path):
-    from ssl_modal import TrainConfig, Trainer
-
-    clock, sums = StepClock(), []
-
-    def collate(items):
-        clock.mark()  # call j starts step j, right after step j-1 ended: marks[k] = end of step k
-        batch = stack_collate(items)
-        sums.append(int(batch["input_ids"].sum()))
-        return batch
-
-    model = our_model(ctx)
-    cfg = TrainConfig(
-        output_dir=str(workdir / "ours"),
-        max_steps=total + 1,
-        batch_size=BATCH,
-        learning_rate=LR,
-        weight_decay=WEIGHT_DECAY,
-        seed=SEED,
-        log_every=10,
-        checkpoint_every=10**9,
-        progress=False,
-        tensorboard=False,
-        device="cpu",
-        resume=False,
-        num_workers=0,
-    )
-    t0 = time.perf_counter()
-    result = Trainer(cfg).fit(model, TensorRows(ctx["data"]), collate)
-    t1 = time.perf_counter()
-    expected = [int(stream_batch(ctx, s)["input_ids"].sum()) for s in range(len(sums))]
-    # masks: same generator seed and draws as c, so c's per-step counts stand for d's
-    return (
-        clock,
-        [],
-        {
-            "optimizer": "AdamW (torch default: for-loop on CPU), 2 param groups",
-            "same_batches_as_stream": sums == expected,
-            "fit_call_s": t1 - t0,
-            "last_step_and_final_save_s": t1 - clock.marks[-1],
-            "final_loss": result.history[-1].get("loss") if result.history else None,
-        },
-    )
-
-
-def run_ours_variable(ctx: dict, total: int, workdir: Path, packed: bool = False):
-    """As c, with batches padded to their longest text (e) or packed rows (p); real tokens per step logged."""
-    model = our_model(ctx)
-    model.set_generator(torch.Generator().manual_seed(SEED))
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    clock, masked, real = StepClock(), [], []
-    clock.mark()
-    for step in range(total):
-        if packed:
-            batch = {k: v[step * BATCH : (step + 1) * BATCH] for k, v in ctx["packed"].items()}
-        else:
-            batch = stream_batch(ctx, step)
-            longest = int(batch["attention_mask"].sum(1).max())
-            batch = {k: v[:, :longest] for k, v in batch.items()}
-        out = model(batch)
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        clock.mark()
-        masked.append(int(out["mlm/masked_tokens"]))
-        real.append(int(batch["attention_mask"].sum()))
-    return (
-        clock,
-        masked,
-        {
-            "optimizer": "AdamW (torch default: for-loop on CPU)",
-            "real_tokens_per_step": real,
-            "positions_per_step": [BATCH * SEQ] * total if packed else None,
-        },
-    )
-
-
-RUNNERS = {
-    "a": run_hf_trainer,
-    "b": run_hf_loop,
-    "c": run_ours_loop,
-    "d": run_ours_trainer,
-    "e": run_ours_variable,
-    "p": lambda ctx, total, workdir: run_ours_variable(ctx, total, workdir, True),
-}
 
 
 # ---- FLOPs --------------------------------------------------------------------------------------

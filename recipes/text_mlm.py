@@ -42,7 +42,7 @@ def run(cfg: TextConfig) -> None:
     curve = plot_loss_curve(out, out / "loss_curve.png")
     probe_json = table.to_json(out / "probe.json")
     last = (training_records(out) or [{}])[-1]
-    print(f"\nprobes on {cfg.data.test_file} (frozen embeddings; n_train = first N training texts):")
+    print(f"\nprobes on eval.test {test.path} (frozen embeddings; n_train = first N texts of the probe data):")
     print(table)
     parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.endswith(("/loss", "/accuracy")))
     print(f"\nat step {result.step}: {parts}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ssl_modal.core.eval_data import EvalData
 from ssl_modal.core.ranges import (
     at_least,
     check_fields,
@@ -89,22 +90,36 @@ class ObjectivesConfig:
 
 @dataclass
 class DataConfig:
-    """Corpus files (.csv/.tsv/.parquet/.jsonl/.json/.txt) and their columns."""
+    """A corpus file (.csv/.tsv/.parquet/.jsonl/.json/.txt) and its columns: `data:` is what pretraining
+    reads; `eval.train` / `eval.test` take the same keys (the core eval-data scheme)."""
 
-    train_file: str = ""
-    test_file: str | None = None
+    file: str = ""
     text_column: str = "text"
     label_column: str | None = "label"  # null: no labels, no probe
-    max_train_examples: int | None = positive(None)
+    max_train_examples: int | None = positive(None)  # pretraining reads only the first N texts (null: all)
     on_empty: str = "skip"  # empty/missing texts: "skip" (counted, reported) or "error"
     pack: bool = False  # pack whole texts into rows of model.max_length tokens (no padding);
     # attention stays inside each text; train.batch_size counts rows
+    train_file: str | None = None  # replaced by `file` (refused with a message naming the new key)
+    test_file: str | None = None  # replaced by eval.test.file (refused with a message naming the new key)
+
+    def __post_init__(self) -> None:
+        if self.train_file is not None:
+            raise ValueError(f"data.train_file: renamed to data.file; write data: {{file: {self.train_file}}}")
+        if self.test_file is not None:
+            raise ValueError(
+                "data.test_file: the test texts now go in the eval: section (the same scheme in every domain); "
+                f"write eval: {{test: {{file: {self.test_file}}}}}"
+            )
 
 
 @dataclass
 class EvalConfig:
-    """Frozen-encoder probe after pretraining (train subset -> test file)."""
+    """Frozen-encoder probes after pretraining: fitted on the first N texts of `eval.train` (default: `data`),
+    scored on `eval.test` (the core eval-data scheme: both take the keys of `data:` and inherit the rest)."""
 
+    train: dict | None = None  # e.g. {file: probe_train.csv}; null: the pretraining corpus `data` itself
+    test: dict | None = None  # e.g. {file: test.csv}: the labelled texts the probes are scored on
     probe_train_examples: list = field(default_factory=lambda: [5000, None])  # first N training texts (null: all)
     label_efficiency: list = field(default_factory=lambda: [100, 1000])  # extra probes on the first N texts
     init_baseline: bool = True  # with model.init_from: also the frozen model it started from
@@ -114,8 +129,11 @@ class EvalConfig:
     finetune_steps: int = non_negative(0)  # > 0: also fine-tune the pretrained encoder + a linear head (core
     finetune_examples: int | None = at_least(2, 5000)  #   finetune) on the first N training texts, <= this many steps
     finetune_learning_rate: float = positive(1e-3)  # head learning rate; the encoder gets 0.1 x this
+    cache_features: bool = False  # keep each encoder's embeddings under <output_dir>/features (chunks keyed
+    #   by the weights and the texts): a rerun, or an evaluation cut short, embeds only what is missing
 
     def __post_init__(self) -> None:  # a single value (key=value override) means a one-item list
+        EvalData(train=self.train, test=self.test)  # checks the sections
         if not isinstance(self.probe_train_examples, (list, tuple)):
             self.probe_train_examples = [self.probe_train_examples]
         if not isinstance(self.label_efficiency, (list, tuple)):

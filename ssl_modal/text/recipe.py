@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssl_modal.core.eval_data import EvalData
 from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
-from ssl_modal.core.export import encode, load_model
+from ssl_modal.core.export import load_model
 from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
-from ssl_modal.text.config import TextConfig
+from ssl_modal.text.config import DataConfig, TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
+from ssl_modal.text.features import encode_sorted
 from ssl_modal.text.model import build_text_model, resolve_init_from, text_model_config
 from ssl_modal.text.packing import fill_ratio, pack_texts
 from ssl_modal.text.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer_path
@@ -26,14 +28,28 @@ Config = TextConfig
 log = logging.getLogger("ssl_modal")
 
 
+def split_data(cfg: TextConfig, which: str) -> DataConfig:
+    """The data config of "train" (`data:`, what pretraining reads), "probe" (`eval.train`, default `data`:
+    the probes learn on its first N texts) or "test" (`eval.test`: the probes are scored there)."""
+    if which == "train":
+        return cfg.data
+    probe_data, test_data = EvalData(train=cfg.eval.train, test=cfg.eval.test).resolve(cfg.data)
+    if which == "probe":
+        return probe_data
+    if test_data is None:
+        raise ValueError("evaluation needs labelled test texts: set eval.test, e.g. eval: {test: {file: test.csv}}")
+    return test_data
+
+
 def read_split(cfg: TextConfig, which: str, labels: bool = False, max_examples: int | None = None) -> Corpus:
-    """The train or test corpus of the recipe (`labels`: also read `data.label_column`)."""
-    path = cfg.data.train_file if which == "train" else cfg.data.test_file
-    if not path:
-        raise ValueError(f"data.{which}_file is not set")
-    return read_corpus(
-        path, cfg.data.text_column, cfg.data.label_column if labels else None, max_examples, cfg.data.on_empty
-    )
+    """The corpus of `split_data(cfg, which)` (`labels`: also read its `label_column`)."""
+    data = split_data(cfg, which)
+    where = {"train": "data", "probe": "eval.train" if cfg.eval.train is not None else "data", "test": "eval.test"}
+    if not data.file:
+        raise ValueError(f"{where[which]}.file is not set")
+    if labels and not data.label_column:
+        raise ValueError(f"{where[which]}.label_column is not set: the probes need labels")
+    return read_corpus(data.file, data.text_column, data.label_column if labels else None, max_examples, data.on_empty)
 
 
 def recipe_tokenizer(cfg: TextConfig, texts: list[str]) -> TextTokenizer:
@@ -56,7 +72,7 @@ def recipe_model_config(cfg: TextConfig, tokenizer: TextTokenizer) -> dict:
 
 
 def train(cfg: TextConfig) -> TrainResult:
-    """Pretrain on `data.train_file`; the final model is `<train.output_dir>/model.pt`."""
+    """Pretrain on `data.file`; the final model is `<train.output_dir>/model.pt`."""
     corpus = read_split(cfg, "train", max_examples=cfg.data.max_train_examples)
     log.info("%s", corpus.report())
     tokenizer = recipe_tokenizer(cfg, corpus.texts)
@@ -95,15 +111,6 @@ def tfidf_features(train_texts: list[str], test_texts: list[str]):
     return sp.vstack([vectorizer.fit_transform(train_texts), vectorizer.transform(test_texts)]).tocsr()
 
 
-def encode_sorted(model, texts: list[str], batch_size: int) -> np.ndarray:
-    """`encode` with the texts taken in order of length (batches pad less), rows back in input order."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = encode(model, [texts[i] for i in order], batch_size)
-    result = np.empty_like(out)
-    result[order] = out
-    return result
-
-
 def probe_sizes(cfg: TextConfig, n_train: int) -> list[int]:
     """Training-set sizes of the probes: eval.probe_train_examples, then eval.label_efficiency (null: all)."""
     sizes = [n_train if n is None else min(n, n_train) for n in cfg.eval.probe_train_examples]
@@ -126,14 +133,13 @@ def feature_rows(cfg: TextConfig, model) -> list[tuple[str, object]]:
 
 
 def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
-    """Probe frozen embeddings for the labels: a probe fitted on the first N training texts for each N of
-    `eval.probe_train_examples` and `eval.label_efficiency`, tested on the test file; with `eval.baselines`
-    also TF-IDF + logistic regression and a random-init encoder, and the frozen `model.init_from`."""
-    if not cfg.data.test_file or not cfg.data.label_column:
-        raise ValueError("evaluation needs data.test_file and data.label_column")
-    model = model if model is not None else load_model(cfg.train.output_dir)
-    full = read_split(cfg, "train", labels=True)
+    """Probe frozen embeddings for the labels: a probe fitted on the first N texts of `eval.train` (default:
+    `data`) for each N of `eval.probe_train_examples` and `eval.label_efficiency`, scored on `eval.test`; with
+    `eval.baselines` also TF-IDF + logistic regression and a random-init encoder, and the frozen
+    `model.init_from`. Each encoder embeds the texts once (`eval.cache_features`: kept across runs)."""
     test_part = read_split(cfg, "test", labels=True)
+    full = read_split(cfg, "probe", labels=True)
+    model = model if model is not None else load_model(cfg.train.output_dir)
     sizes = probe_sizes(cfg, len(full))
     n_probe = max(sizes)
     train_texts, train_labels = full.texts[:n_probe], full.labels[:n_probe]
@@ -143,7 +149,8 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
     features: list[tuple[str, object]] = []
     for name, encoder in feature_rows(cfg, model):
         log.info("embedding %s texts with the %s", f"{len(texts):,}", name)
-        features.append((name, encode_sorted(encoder, texts, cfg.eval.batch_size)))
+        cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
+        features.append((name, encode_sorted(encoder, texts, cfg.eval.batch_size, cache, name)))
     results: list[ProbeResult] = []
     for n in sizes:
         split = {"train_idx": np.arange(n), "test_idx": test_idx, "k": cfg.eval.knn_k, "seed": cfg.train.seed}
@@ -168,7 +175,7 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
 
 def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus) -> ProbeResult:
     """The pretrained encoder fine-tuned with a linear head (`ssl_modal.core.finetune`) on the first
-    `eval.finetune_examples` training texts, scored on the test file."""
+    `eval.finetune_examples` texts of `eval.train` (default `data`), scored on `eval.test`."""
     from ssl_modal.core.finetune import finetune
 
     n = len(full) if cfg.eval.finetune_examples is None else min(cfg.eval.finetune_examples, len(full))

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -25,12 +26,12 @@ YAML = str(REPO / "recipes" / "text_mlm.yaml")
 
 def test_demo_config_is_offline_and_full_config_uses_shared_data():
     demo = load_config(TextConfig, YAML, [], demo=True)
-    paths = [demo.data.train_file, demo.data.test_file, demo.tokenizer.vocab_file or ""]
+    paths = [demo.data.file, demo.eval.test["file"], demo.tokenizer.vocab_file or ""]
     assert not any("shared" in p for p in paths), paths
-    assert demo.tokenizer.train_vocab_size and (REPO / demo.data.train_file).is_file()
+    assert demo.tokenizer.train_vocab_size and all((REPO / p).is_file() for p in paths[:2])
     assert demo.model.hidden_size == 128 and demo.model.num_layers == 2 and demo.model.max_length == 64
     full = load_config(TextConfig, YAML, ["train.max_steps=7"])
-    assert "shared" in full.data.train_file and full.train.max_steps == 7
+    assert "shared" in full.data.file and "shared" in full.eval.test["file"] and full.train.max_steps == 7
     assert full.tokenizer.vocab_file.endswith("bert_uncased_vocab/vocab.txt") and full.mlm.probability == 0.15
     with pytest.raises(ConfigError, match="unknown key 'mlm.probabilty', did you mean 'probability'"):
         load_config(TextConfig, YAML, ["mlm.probabilty=0.2"], demo=True)
@@ -96,15 +97,43 @@ def test_minilm_recipe_config():
     assert cfg.model.init_from == "minilm" and cfg.tokenizer.vocab_file is None
     assert cfg.objectives.span_crop > 0 and cfg.eval.probe_train_examples == [5000, None]
     demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
-    assert "shared" not in demo.data.train_file and demo.train.max_steps <= 50
+    assert "shared" not in demo.data.file and "shared" not in demo.eval.test["file"] and demo.train.max_steps <= 50
 
 
 def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.csv"
     bad.write_text("body,label\nhello,1\n", encoding="utf-8")
-    code = recipe_module().main(
-        ["--config", YAML, "--demo", f"data.train_file={bad}", f"train.output_dir={tmp_path / 'r'}"]
-    )
+    code = recipe_module().main(["--config", YAML, "--demo", f"data.file={bad}", f"train.output_dir={tmp_path / 'r'}"])
     assert code == 2
     assert "bad.csv has no text column 'text'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.train_file=a.csv", "data.train_file: renamed to data.file"),
+        ("data.test_file=b.csv", "write eval: {test: {file: b.csv}}"),
+        ("eval.test=b.csv", "eval.test: expected a mapping"),
+    ],
+)
+def test_old_data_keys_are_refused_with_the_new_ones(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(TextConfig, YAML, [override], demo=True)
+
+
+def test_eval_sections_inherit_from_data(tmp_path):
+    from ssl_modal.text.recipe import read_split, split_data
+
+    probe = tmp_path / "probe.csv"
+    probe.write_text("body,y\nfirst text,a\nsecond text,b\n", encoding="utf-8")
+    cfg = load_config(TextConfig, YAML, [], demo=True)
+    assert split_data(cfg, "probe") is cfg.data  # no eval.train: the probes learn on the pretraining data
+    test = split_data(cfg, "test")
+    assert test.file.endswith("test.csv") and test.text_column == cfg.data.text_column
+    cfg.eval.train = {"file": str(probe), "text_column": "body", "label_column": "y"}
+    corpus = read_split(cfg, "probe", labels=True)
+    assert corpus.texts == ["first text", "second text"] and corpus.labels == ["a", "b"]
+    cfg.eval.train = cfg.eval.test = None
+    with pytest.raises(ValueError, match="set eval.test"):
+        split_data(cfg, "test")

@@ -1,0 +1,47 @@
+"""Probe embeddings: length-sorted encoding gives rows in input order, and the feature cache is keyed by the
+weights and the texts (a changed model misses, an unchanged one reads back without encoding)."""
+
+import numpy as np
+import torch
+
+import ssl_modal.text.features as features
+from ssl_modal.core.export import encode
+from ssl_modal.text import build_text_model
+
+from .conftest import tiny_model_config
+
+
+def test_encode_sorted_matches_plain_encode_and_caches(tmp_path, small_tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    tiny_model = build_text_model(tiny_model_config(small_tokenizer))
+    texts = ["a much longer text than the others here", "short", "a middle one", "x"] * 3
+    plain = encode(tiny_model, texts, 4)
+    monkeypatch.setattr(features, "CHUNK", 5)
+    cache = tmp_path / "features"
+    first = features.encode_sorted(tiny_model, texts, 4, cache)
+    np.testing.assert_allclose(first, plain, atol=1e-5)
+    assert len(list(cache.glob("*.npy"))) == 3  # 12 texts in chunks of 5
+
+    calls = []
+    monkeypatch.setattr(features, "encode", lambda *a, **k: calls.append(a) or encode(*a, **k))
+    np.testing.assert_array_equal(features.encode_sorted(tiny_model, texts, 4, cache), first)
+    assert calls == []  # every chunk read back
+    features.encode_sorted(tiny_model, texts[:3] + ["y"] + texts[4:], 4, cache)  # same length, same place
+    assert len(calls) == 1  # only the chunk holding the changed text is embedded again
+
+    with torch.no_grad():
+        next(tiny_model.parameters()).add_(0.5)
+    calls.clear()
+    changed = features.encode_sorted(tiny_model, texts, 4, cache)
+    assert len(calls) == 3 and not np.allclose(changed, first)  # other weights: no stale read
+
+
+def test_fingerprint_ignores_the_mlm_head(small_tokenizer):
+    model = build_text_model(tiny_model_config(small_tokenizer))
+    before = features.model_fingerprint(model)
+    with torch.no_grad():
+        model.encoder.mlm.cls.predictions.transform.dense.weight.add_(1.0)  # the head only: same embeddings
+    assert features.model_fingerprint(model) == before
+    with torch.no_grad():
+        model.encoder.mlm.bert.encoder.layer[0].output.dense.bias.add_(1.0)
+    assert features.model_fingerprint(model) != before
