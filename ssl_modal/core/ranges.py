@@ -164,24 +164,22 @@ def check_value(f: dataclasses.Field, tp: Any, value: Any, path: str) -> Any:
         return value
     kind = number_kind(tp)
     if kind is not None:
-        value = as_number(value, kind, path)
-        if rule is not None and not rule.holds(value):
-            raise ConfigError(f"{path}: expected {rule.describe()}, found {_shown(value)}")
-        return value
+        return _checked_number(value, kind, rule, path)
     kind = item_kind(tp)
     if rule is None or (kind is None and not isinstance(value, (list, tuple))):
         return value
     kind = kind or float  # a bare `list` with a rule: numbers
     if isinstance(value, dict):
-        return {k: _checked_item(v, kind, rule, f"{path}.{k}") for k, v in value.items()}
+        return {k: _checked_number(v, kind, rule, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_checked_item(v, kind, rule, f"{path}[{i}]") for i, v in enumerate(value))
+        return type(value)(_checked_number(v, kind, rule, f"{path}[{i}]") for i, v in enumerate(value))
     return value
 
 
-def _checked_item(value: Any, kind: type, rule: Range, path: str) -> Any:
+def _checked_number(value: Any, kind: type, rule: Range | None, path: str) -> Any:
+    """One number (a field's value or a list/dict item) read as `kind` and held to `rule` when there is one."""
     value = as_number(value, kind, path)
-    if not rule.holds(value):
+    if rule is not None and not rule.holds(value):
         raise ConfigError(f"{path}: expected {rule.describe()}, found {_shown(value)}")
     return value
 
