@@ -9,6 +9,7 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -156,3 +157,16 @@ def restore_rng(state: dict, generator: torch.Generator | None) -> None:
         generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_fingerprint(model: torch.nn.Module, *, skip_prefix: str | None = None, salt: str = "") -> str:
+    """sha256 over the model's state dict (names, shapes and bytes, in name order), after `salt` (e.g. its config):
+    equal for equal weights, whatever their dtype. Tensors under `skip_prefix` are left out."""
+    h = hashlib.sha256(salt.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssl_modal.core.checkpoint import weights_fingerprint
 from ssl_modal.core.export import encode
 
 log = logging.getLogger("ssl_modal")
@@ -24,19 +25,15 @@ CHUNK = 2048  # texts per cached block
 
 
 def model_fingerprint(model) -> str:
-    """sha1 of the model's config and of the weights its embeddings depend on: every tensor of its state dict
+    """sha256 of the model's config and of the weights its embeddings depend on: every tensor of its state dict
     but those of the MLM head (a fresh head's random init does not change an embedding)."""
-    digest = hashlib.sha1()
-    spec = getattr(model, "spec", None)
-    config = getattr(spec, "config", None)
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    config = getattr(getattr(model, "spec", None), "config", None)
     head = getattr(getattr(model, "encoder", None), "head_name", None)
-    for name, tensor in model.state_dict().items():
-        if head and name.startswith(f"encoder.mlm.{head}."):
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return weights_fingerprint(
+        model,
+        skip_prefix=f"encoder.mlm.{head}." if head else None,
+        salt=json.dumps(config, sort_keys=True, default=str),
+    )
 
 
 def _chunk_key(fingerprint: str, texts: list[str]) -> str:

@@ -13,7 +13,6 @@ previous state intact.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ssl_modal.core.checkpoint import weights_fingerprint
 from ssl_modal.core.contract import SSLModel
 from ssl_modal.transactions.event_math import state_width
 
@@ -31,13 +31,8 @@ RECENT_IDS = 64  # transaction ids remembered per client (duplicate check)
 
 
 def model_fingerprint(model: SSLModel) -> str:
-    """sha256 over the model's weights (names, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """sha256 over the model's weights (names, shapes and bytes): a state belongs to exactly these weights."""
+    return weights_fingerprint(model)
 
 
 def require_causal_gru(model: SSLModel) -> None:
