@@ -3,19 +3,23 @@
     store = StateStore.create("state.sqlite", model)        # or StateStore.open(path, model)
     score_new(model, store, history_table)                  # nightly batch: builds every client's state
     feats = score_new(model, store, new_rows)               # real time: features of the new rows only
+    feats = score_new(model, store, {"client_id": 7, ...})  # one record (a dict) or a list of them
 
 The state of a client is what the causal 1-layer GRU needs to continue (`state_store.py`): its GRU state, the
 running sum of its states (history_distance), per history lag L >= 2 its last L states as that lag's head
-reads them, its event count, last event time and last 64 transaction ids (duplicate check). Each call
-encodes the rows with the fitted preprocessing (`rows.py`), reads the states of its clients in one query, runs
-the numpy feature math (`event_math.py`: the GRU steps all clients in lockstep, one step per event position;
-chunks of at most `chunk_events` events per client and about `max_events` events), and writes the new states
-in the same SQLite transaction that read them.
+reads them, its event count, last event time, last 64 transaction ids (duplicate check) and the time and
+`anomaly_score` of its events in the last 24 h (at most DAY_EVENTS = 64, for `anomaly_score_24h`). Each call
+encodes the rows with the fitted preprocessing (`rows.py`), reads the states of its clients, runs the numpy
+feature math (`event_math.py`: the GRU steps all clients in lockstep, one step per event position; chunks of
+at most `chunk_events` events per client and about `max_events` events), and writes the new states in the
+same SQLite transaction that read them.
 
 Equal to `features(model, whole_table)` (test) for clients whose whole history fits one window of
 `max_length` events. `features` restarts the GRU at each window start; the incremental state never does, so
 for longer histories the two differ after the first window (the incremental one has more history).
-Window-level columns (`order_score`, `position`, `window_events`) are not produced here.
+`anomaly_score_24h` equals it while a client has at most DAY_EVENTS events in any 24 h (the report counts
+clients whose day ring dropped an event still inside the window: "day_window_full") and same-time events are
+not split across calls. Window-level columns (`order_score`, `position`, `window_events`) are not produced here.
 """
 
 from __future__ import annotations
@@ -29,9 +33,16 @@ import pandas as pd
 
 from ssl_modal.core.contract import SSLModel
 from ssl_modal.transactions.event_math import EventMath
-from ssl_modal.transactions.features import TRANSACTION_ID, _preprocessor, _read
+from ssl_modal.transactions.features import ANOMALY_WINDOW_HOURS, TRANSACTION_ID, _preprocessor, _read
 from ssl_modal.transactions.rows import EncodedRows, RowEncoder
-from ssl_modal.transactions.state_store import StateStore, id_hashes, model_fingerprint, require_causal_gru
+from ssl_modal.transactions.state_store import (
+    ClientStates,
+    StateStore,
+    id_hashes,
+    model_fingerprint,
+    require_causal_gru,
+)
+from ssl_modal.transactions.windows import continue_rings, day_means, seen_in_rings
 
 __all__ = ["StateStore", "score_new", "model_fingerprint"]
 log = logging.getLogger("ssl_modal")
@@ -62,18 +73,6 @@ def _chunks(lengths: np.ndarray, chunk_events: int, max_events: int):
 @lru_cache(maxsize=64)
 def _header(names: tuple) -> pd.Index:
     return pd.Index(list(names))  # immutable: shared by the results of one model
-
-
-def _recent_ids(recent: np.ndarray, hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
-    """(which of the new id hashes (N,) their client's last ids (C, K) hold, the clients' new last K ids)."""
-    C, K = recent.shape
-    client = np.repeat(np.arange(C), lengths)
-    seen = np.zeros(len(hashes), bool)
-    for i in range(0, len(hashes), 4096):  # (chunk, K) comparisons at a time
-        seen[i : i + 4096] = (recent[client[i : i + 4096]] == hashes[i : i + 4096, None]).any(1)
-    p = lengths[:, None] + np.arange(K)[None]  # the last K of [stored ; new] per client
-    full = np.concatenate([recent.ravel(), hashes])
-    return seen, full[np.where(p < K, np.arange(C)[:, None] * K + p, C * K + starts[:-1, None] + p - K)]
 
 
 def _math_of(store: StateStore, model: SSLModel) -> EventMath:
@@ -115,6 +114,27 @@ def _run(
     return names, feats
 
 
+def _anomaly_columns(names, feats, rows: EncodedRows, old: ClientStates, hours_of, lengths):
+    """`anomaly_score` (event_nll at the longest lag, as `features.anomaly_score`) and `anomaly_score_24h` (its
+    mean over the client's last 24 h: the stored day ring and this call's events) appended to the features; the
+    clients' new day rings, and which clients' rings dropped an event still inside the window (more than
+    DAY_EVENTS events in 24 h: their later `anomaly_score_24h` averages the last DAY_EVENTS only)."""
+    lags = sorted(int(c[len("event_nll_l") :]) for c in names if c.startswith("event_nll_l"))
+    if not lags:
+        return names, feats, (old.day_times, old.day_scores), np.zeros(len(lengths), bool)
+    score = feats[:, names.index(f"event_nll_l{lags[-1]}")]
+    hours, window = hours_of(rows.times), ANOMALY_WINDOW_HOURS
+    day = day_means(hours_of(old.day_times), old.day_scores, hours, score.astype(np.float64), rows.starts, window)
+    pad = np.full((len(lengths), 1), np.nan)
+    times = continue_rings(np.concatenate([pad, old.day_times], 1), rows.times, rows.starts)
+    scores = continue_rings(np.concatenate([pad.astype(np.float32), old.day_scores], 1), score, rows.starts)
+    stale = ~(hours_of(times) >= hours[rows.starts[1:] - 1][:, None] - window)  # NaN: empty, stays empty
+    full = ~stale[:, 0]  # the (DAY_EVENTS + 1)-th most recent event is inside the window: it is dropped
+    times[stale], scores[stale] = np.nan, np.nan
+    feats = np.concatenate([feats, score[:, None], day[:, None].astype(np.float32)], 1)
+    return names + ["anomaly_score", "anomaly_score_24h"], feats, (times[:, 1:], scores[:, 1:]), full
+
+
 def score_new(
     model: SSLModel, store: StateStore, table, *, chunk_events: int = 256, max_events: int = 16384
 ) -> pd.DataFrame:
@@ -125,39 +145,39 @@ def score_new(
     transaction ids already in the store are listed in `result.attrs["report"]["duplicate_ids"]`."""
     require_causal_gru(model)
     store.check_model(model)
-    frame = _read(table)
+    if isinstance(table, dict):
+        table = [table]
+    source = str(table) if isinstance(table, (str, Path)) else "records" if isinstance(table, list) else "table"
     encoder = _encoder_of(store, model)
-    rows = encoder.encode(frame, source=str(table) if isinstance(table, (str, Path)) else "table")
-    C = len(rows.clients)
+    rows = encoder.encode(table if isinstance(table, list) else _read(table), source=source)
+    C, lengths = len(rows.clients), np.diff(rows.starts)
     hashes = None if rows.tx is None else id_hashes(rows.tx)
     with store.transaction():
-        events, last, state, recent = store.read(rows.clients)
+        old = store.read(rows.clients)
         first_time = rows.times[rows.starts[:-1]]
-        late = np.flatnonzero(first_time < last)  # NaN (unknown client) compares False
+        late = np.flatnonzero(first_time < old.last)  # NaN (unknown client) compares False
         if len(late):
             c = late[0]
             raise ValueError(
                 f"score_new: client '{rows.clients[c]}' has a new event at {first_time[c]} older than its last "
-                f"stored event ({last[c]}); out-of-order events are refused ({len(late)} client(s) in this table)"
+                f"stored event ({old.last[c]}); out-of-order events are refused ({len(late)} client(s) in this table)"
             )
         prev = np.concatenate([[np.nan], rows.times[:-1]])
-        prev[rows.starts[:-1]] = last  # the stored last event (NaN: none, gap 0 as in `features`)
+        prev[rows.starts[:-1]] = old.last  # the stored last event (NaN: none, gap 0 as in `features`)
         gap = np.log1p(np.fmax(rows.times - prev, 0.0) * encoder.to_hours)  # fmax: NaN -> 0
-        names, feats = _run(_math_of(store, model), rows, gap, state, events, chunk_events, max_events)
-        lengths = np.diff(rows.starts)
+        state = old.state.copy()
+        names, feats = _run(_math_of(store, model), rows, gap, state, old.events, chunk_events, max_events)
+        names, feats, day, day_full = _anomaly_columns(names, feats, rows, old, encoder.hours, lengths)
+        seen, ids = None, old.ids
         if hashes is not None:
-            seen, recent = _recent_ids(recent, hashes, rows.starts, lengths)
-        store.write(rows.clients, events + lengths, rows.times[rows.starts[1:] - 1], state, recent)
-    duplicates = [] if hashes is None else rows.tx[seen].tolist()
+            seen, ids = seen_in_rings(old.ids, hashes, rows.starts), continue_rings(old.ids, hashes, rows.starts)
+        last = rows.times[rows.starts[1:] - 1]
+        new = ClientStates(old.events + lengths, last, state, ids, *day)
+        store.write(rows.clients, new, old.events > 0)
+    duplicates = [] if seen is None else rows.tx[seen].tolist()
     if duplicates:
         log.warning(
             "score_new: %d transaction id(s) were already in the state (e.g. %s)", len(duplicates), duplicates[:3]
-        )
-    lags = sorted(int(c[len("event_nll_l") :]) for c in names if c.startswith("event_nll_l"))
-    if lags:  # the documented label-free score (features.anomaly_score): a copy of event_nll at the longest lag
-        names, feats = (
-            names + ["anomaly_score"],
-            np.concatenate([feats, feats[:, [names.index(f"event_nll_l{lags[-1]}")]]], 1),
         )
     values = np.full((rows.rows_in, len(names)), np.nan, np.float32)
     values[rows.index] = feats
@@ -177,6 +197,7 @@ def score_new(
         "rows_scored": int(len(rows.index)),
         "clients": C,
         "duplicate_ids": sorted(duplicates),
-        "new_clients": int((events == 0).sum()),
+        "new_clients": int((old.events == 0).sum()),
+        "day_window_full": int(day_full.sum()),
     }
     return result

@@ -1,14 +1,22 @@
-"""`StateStore`: the per-client GRU state of incremental scoring in SQLite, tied to one model.
+"""`StateStore`: the per-client state of incremental scoring in SQLite, tied to one model.
 
-One row per client: its event count, last event time and one float32 blob (`event_math.state_width`): the GRU
-state to continue from, the running sum of its states (`history_distance`) and, per history lag L >= 2, its last
-L states as that lag's residual head reads them (projected to the head's width, 64 instead of 128 floats in the
-Sparkov recipe). Seen transaction ids are kept by client, as 64-bit hashes (pandas' fixed-key SipHash of
-the id as text; the store checks on opening that this hash is unchanged): an id that comes again for the same
-client is a duplicate; keyed by client, a batch's new ids touch about one index page per client, not one per
-id. WAL journal: readers in other processes never block; `transaction()` holds the write lock from reading the
-states to the commit, so two writers cannot interleave on a client, and a crash before the commit leaves the
-previous state intact.
+One row per client: its event count, last event time and three blobs: the float32 model state
+(`event_math.state_width`: the GRU state to continue from, the running sum of its states (`history_distance`)
+and, per history lag L >= 2, its last L states as that lag's residual head reads them, projected to the head's
+width: 64 instead of 128 floats in the Sparkov recipe); the 64-bit hashes of its last RECENT_IDS transaction
+ids (pandas' fixed-key SipHash of the id as text; the store checks on opening that this hash is unchanged): an
+id that comes again for the same client is a duplicate; and the time and `anomaly_score` of its events in the
+last 24 h (at most DAY_EVENTS, for `anomaly_score_24h`).
+
+Atomicity: `transaction()` holds SQLite's write lock (BEGIN IMMEDIATE) from reading the states to the COMMIT, so
+two writers cannot interleave on a client, and an error or a crash before the commit leaves the previous state
+(SQLite rolls an uncommitted transaction back). WAL journal: readers in other processes never block.
+synchronous=NORMAL: a commit is atomic and survives a crash of the process; after a power cut or OS crash the
+last commits before it may be lost (the database stays consistent: it holds the state of an earlier commit).
+
+Cache: the rows a connection wrote last are kept in memory (at most `cache_clients`, the most recently
+written) and read from there while `PRAGMA data_version` (read under the write lock) says no other connection
+has committed since; any other commit empties the cache first, so the cache never serves a stale row.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -24,10 +33,22 @@ from ssl_modal.core.checkpoint import weights_fingerprint
 from ssl_modal.core.contract import SSLModel
 from ssl_modal.transactions.event_math import state_width
 
-FORMAT = "ssl_modal.transactions.incremental/2"
+FORMAT = "ssl_modal.transactions.incremental/3"
 HASH_PROBE = "ssl_modal"  # its hash is stored at creation and compared on opening
 CHUNK = 500  # SQL parameters per IN (...) query
 RECENT_IDS = 64  # transaction ids remembered per client (duplicate check)
+DAY_EVENTS = 64  # events of the last 24 h remembered per client (anomaly_score_24h)
+
+
+class ClientStates(NamedTuple):
+    """States of C clients; unknown clients have 0 events, a NaN time, zeros and NaN day entries."""
+
+    events: np.ndarray  # (C,) int64
+    last: np.ndarray  # (C,) float64, last event time
+    state: np.ndarray  # (C, width) float32
+    ids: np.ndarray  # (C, RECENT_IDS) int64 hashes of the last ids, oldest first, 0 = none
+    day_times: np.ndarray  # (C, DAY_EVENTS) float64 times of the last 24 h's events, oldest first, NaN = none
+    day_scores: np.ndarray  # (C, DAY_EVENTS) float32 their anomaly_score
 
 
 def model_fingerprint(model: SSLModel) -> str:
@@ -49,41 +70,41 @@ def id_hashes(ids: np.ndarray) -> np.ndarray:
     return pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False).view(np.int64)
 
 
-def _chunks(values: list, size: int = CHUNK):
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
 class StateStore:
     """Per-client state in SQLite (see the module docstring); refuses a store made by another model."""
 
-    def __init__(self, path: str | Path, model: SSLModel, create: bool = False):
+    def __init__(self, path: str | Path, model: SSLModel, create: bool = False, cache_clients: int = 16384):
         require_causal_gru(model)
         self.path, self.width = Path(path), state_width(model)  # float32 values per client
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
+        self.conn.execute("PRAGMA page_size=8192")  # new files: a client's row (~6.4 KB) in one page, no overflow
         self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the hot clients and id pages stay cached
+        self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages
         # checkpoint (copy the WAL into the database, with an fsync) every 64 MiB of WAL rather than 4 MiB: pages
         # rewritten by many batches (the active clients) are copied once, and fsyncs are 16x rarer
-        self.conn.execute("PRAGMA wal_autocheckpoint=16384")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # under WAL still atomic; a power cut may lose the last batch
+        self.conn.execute("PRAGMA wal_autocheckpoint=8192")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring for what it keeps
         self.model, self.fingerprint = model, model_fingerprint(model)
         self._math = self._rows = None  # the model's numpy feature math and row encoder, built on first use
+        self.cache_clients, self._cache, self._staged, self._version = cache_clients, {}, None, None
         probe = str(int(id_hashes(np.array([HASH_PROBE]))[0]))
         with self.transaction():
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, events INTEGER, last_time REAL, "
-                "state BLOB, ids BLOB)"
+                "state BLOB, ids BLOB, day BLOB)"
             )
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 rows = [("format", FORMAT), ("model", self.fingerprint), ("id_hash", probe)]
                 self.conn.executemany("INSERT INTO meta VALUES (?, ?)", rows)
             elif meta.get("format") != FORMAT:
-                raise ValueError(f"{self.path}: state format {meta.get('format')!r}, expected {FORMAT!r}")
+                raise ValueError(
+                    f"{self.path}: state format {meta.get('format')!r}, expected {FORMAT!r}; rebuild the state "
+                    "with score_new on the client histories"
+                )
             elif meta.get("model") != self.fingerprint:
                 raise ValueError(self._other_model(meta.get("model", "")))
             elif meta.get("id_hash") != probe:
@@ -100,12 +121,12 @@ class StateStore:
         )
 
     @classmethod
-    def create(cls, path: str | Path, model: SSLModel) -> StateStore:
-        return cls(path, model, create=True)
+    def create(cls, path: str | Path, model: SSLModel, **kw) -> StateStore:
+        return cls(path, model, create=True, **kw)
 
     @classmethod
-    def open(cls, path: str | Path, model: SSLModel) -> StateStore:
-        return cls(path, model)
+    def open(cls, path: str | Path, model: SSLModel, **kw) -> StateStore:
+        return cls(path, model, **kw)
 
     def check_model(self, model: SSLModel, force: bool = False) -> None:
         """Refuse a model other than the store's (the same object passes without hashing its weights
@@ -119,41 +140,76 @@ class StateStore:
     def transaction(self):
         """The write lock from here to the commit; everything or nothing is written."""
         self.conn.execute("BEGIN IMMEDIATE")
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:  # another connection committed: cached rows may be stale
+            self._cache, self._version = {}, version
+        self._staged = {}
         try:
             yield self
         except BaseException:
+            self._staged = None
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        staged, self._staged = self._staged, None
+        if self.cache_clients > 0:
+            for c, row in staged.items():
+                self._cache.pop(c, None)
+                self._cache[c] = row  # most recently written last
+            while len(self._cache) > self.cache_clients:
+                self._cache.pop(next(iter(self._cache)))
 
     def clients(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
 
-    def read(self, clients: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(events (C,) int64, last event time (C,) float64, state (C, width) float32, hashes of the last
-        RECENT_IDS transaction ids (C, RECENT_IDS) int64, oldest first, 0 = none); unknown clients have
-        0 events, a NaN time and zeros."""
-        at = {c: i for i, c in enumerate(clients)}
-        events, last = np.zeros(len(clients), np.int64), np.full(len(clients), np.nan)
-        state = np.zeros((len(clients), self.width), np.float32)
-        ids = np.zeros((len(clients), RECENT_IDS), np.int64)
-        for chunk in _chunks(clients):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT client, events, last_time, state, ids FROM clients WHERE client IN ({marks})"
-            rows = self.conn.execute(sql, chunk).fetchall()
-            if rows:
-                i = np.array([at[r[0]] for r in rows])
-                events[i], last[i] = [r[1] for r in rows], [r[2] for r in rows]
-                state[i] = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), self.width)
-                ids[i] = np.frombuffer(b"".join(r[4] for r in rows), np.int64).reshape(len(rows), RECENT_IDS)
-        return events, last, state, ids
+    def read(self, clients: list[str]) -> ClientStates:
+        """The clients' states (see `ClientStates`), from the cache or SQLite."""
+        C, at = len(clients), {c: i for i, c in enumerate(clients)}
+        events, last = np.zeros(C, np.int64), np.full(C, np.nan)
+        state = np.zeros((C, self.width), np.float32)
+        ids = np.zeros((C, RECENT_IDS), np.int64)
+        day_t, day_s = np.full((C, DAY_EVENTS), np.nan), np.full((C, DAY_EVENTS), np.nan, np.float32)
+        cache = self._cache if self._staged is not None else {}  # trusted only inside a transaction
+        rows = [(c, *cache[c]) for c in clients if c in cache]
+        missing = [c for c in clients if c not in cache] if rows else clients
+        for i in range(0, len(missing), CHUNK):
+            chunk = missing[i : i + CHUNK]
+            sql = f"SELECT * FROM clients WHERE client IN ({','.join('?' * len(chunk))})"
+            rows += self.conn.execute(sql, chunk).fetchall()
+        if rows:
+            i, n = np.array([at[r[0]] for r in rows]), len(rows)
+            events[i], last[i] = [r[1] for r in rows], [r[2] for r in rows]
+            state[i] = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(n, self.width)
+            ids[i] = np.frombuffer(b"".join(r[4] for r in rows), np.int64).reshape(n, RECENT_IDS)
+            day = np.frombuffer(b"".join(r[5] for r in rows), np.uint8).reshape(n, 12 * DAY_EVENTS)
+            day_t[i] = day[:, : 8 * DAY_EVENTS].copy().view(np.float64)
+            day_s[i] = day[:, 8 * DAY_EVENTS :].copy().view(np.float32)
+        return ClientStates(events, last, state, ids, day_t, day_s)
 
-    def write(self, clients: list[str], events, last, state: np.ndarray, ids: np.ndarray) -> None:
-        """Replace these clients' rows (inside `transaction()`)."""
-        state, ids = np.ascontiguousarray(state, np.float32), np.ascontiguousarray(ids, np.int64)
-        blobs = ((s.tobytes(), i.tobytes()) for s, i in zip(state, ids, strict=True))
-        rows = ((c, n, t, *b) for c, n, t, b in zip(clients, events.tolist(), last.tolist(), blobs, strict=True))
-        self.conn.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?, ?)", rows)
+    def write(self, clients: list[str], new: ClientStates, known: np.ndarray) -> None:
+        """Store these clients' states (inside `transaction()`); `known`: (C,) bool, the client has a row."""
+        state, ids = np.ascontiguousarray(new.state, np.float32), np.ascontiguousarray(new.ids, np.int64)
+        day = np.concatenate(
+            [
+                np.ascontiguousarray(new.day_times, np.float64).view(np.uint8),
+                np.ascontiguousarray(new.day_scores, np.float32).view(np.uint8),
+            ],
+            1,
+        )
+        rows = [
+            (n, t, s.tobytes(), i.tobytes(), d.tobytes())
+            for n, t, s, i, d in zip(new.events.tolist(), new.last.tolist(), state, ids, day, strict=True)
+        ]
+        known = np.asarray(known, bool).tolist()
+        self.conn.executemany(
+            "UPDATE clients SET events=?, last_time=?, state=?, ids=?, day=? WHERE client=?",
+            [(*r, c) for c, r, k in zip(clients, rows, known, strict=True) if k],
+        )
+        self.conn.executemany(
+            "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?)",
+            [(c, *r) for c, r, k in zip(clients, rows, known, strict=True) if not k],
+        )
+        self._staged.update(zip(clients, rows, strict=True))
 
     def close(self) -> None:
         self.conn.close()

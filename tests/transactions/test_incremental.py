@@ -43,9 +43,8 @@ def _assert_incremental_equals_full(model, table, path):
     got = pd.concat([score_new(model, store, first), score_new(model, store, rest)]).set_index("tx")
     want = full.set_index("tx").loc[got.index]  # both keep the input's key names ("tx", "client")
     cols = [c for c in got.columns if c not in ("client", "scored")]
-    # not incremental (docs/transactions.md): order_score reads the whole window; anomaly_score_24h would need each
-    # client's last 24 h of event times and scores in the state
-    not_incremental = {"order_score", "anomaly_score_24h"}
+    # not incremental (docs/transactions.md): order_score reads the whole window
+    not_incremental = {"order_score"}
     assert not (not_incremental & set(got.columns))
     assert set(cols) == set(want.columns) - {"client", "scored"} - not_incremental
     pd.testing.assert_frame_equal(got[cols].astype("float64"), want[cols].astype("float64"), atol=1e-5, rtol=1e-5)
@@ -201,3 +200,46 @@ def test_event_math_gru_and_gelu_match_torch_small_and_large(setup):
     for n in (10, 10_000):
         x = rng.standard_normal(n).astype(np.float32) * 3
         np.testing.assert_allclose(_gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), atol=1e-6)
+
+
+def test_anomaly_score_24h_from_the_stored_day_window(setup, tmp_path):
+    """Bursts (an event every 3 h) split across calls: the 24 h mean reads the stored day ring and equals
+    `features`; a client with more than DAY_EVENTS events in 24 h is reported (its ring is bounded)."""
+    from ssl_modal.transactions.state_store import DAY_EVENTS
+
+    model, table = setup
+    burst = table.copy()
+    start = pd.Timestamp("2024-03-01")
+    step = burst.groupby("client").cumcount().to_numpy()
+    burst["ts"] = [str(start + pd.Timedelta(hours=3 * int(i) + k % 2)) for k, i in enumerate(step)]
+    full = features(model, burst, progress=False).set_index("tx")
+    store = StateStore.create(tmp_path / "d.sqlite", model)
+    parts = [burst[step < 13], burst[(step >= 13) & (step < 14)], burst[step >= 14]]  # cut inside 24 h windows
+    got = pd.concat([score_new(model, store, p) for p in parts]).set_index("tx")
+    assert got["anomaly_score_24h"].notna().all()
+    np.testing.assert_allclose(got["anomaly_score_24h"], full.loc[got.index, "anomaly_score_24h"], atol=1e-5, rtol=1e-5)
+    # the mean really covers several events: not the event's own score
+    assert (got["anomaly_score_24h"] - got["anomaly_score"]).abs().max() > 1e-3
+    dense = burst[burst["client"] == "c0"].iloc[:1].copy()
+    many = pd.concat([dense.assign(tx=f"d{i}", ts=str(start + pd.Timedelta(days=30, minutes=i))) for i in range(70)])
+    assert score_new(model, store, many.iloc[:40]).attrs["report"]["day_window_full"] == 0
+    assert score_new(model, store, many.iloc[40:]).attrs["report"]["day_window_full"] == 1
+    assert 70 > DAY_EVENTS
+
+
+def test_records_score_like_the_dataframe(setup, tmp_path):
+    """A dict or a list of dicts (JSON-like values: ISO times as text, numbers, text) gives the features and
+    state updates of the same rows as a DataFrame."""
+    model, table = setup
+    a, b = StateStore.create(tmp_path / "a.sqlite", model), StateStore.create(tmp_path / "b.sqlite", model)
+    score_new(model, a, table.iloc[:-8])
+    score_new(model, b, table.iloc[:-8])
+    records = table.iloc[-8:].to_dict("records")
+    want = pd.concat([score_new(model, a, table.iloc[-8:-7]), score_new(model, a, table.iloc[-7:])])
+    got = pd.concat([score_new(model, b, records[0]), score_new(model, b, records[1:])])
+    cols = [c for c in want.columns if c not in ("tx", "client")]
+    pd.testing.assert_frame_equal(got[cols].reset_index(drop=True), want[cols].reset_index(drop=True))
+    assert got["tx"].tolist() == want["tx"].tolist() and got["client"].tolist() == want["client"].tolist()
+    bad = dict(records[0], ts="yesterday-ish", tx="new1")
+    with pytest.raises(Exception, match="ts"):
+        score_new(model, b, [bad])
