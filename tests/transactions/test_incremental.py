@@ -243,3 +243,19 @@ def test_records_score_like_the_dataframe(setup, tmp_path):
     bad = dict(records[0], ts="yesterday-ish", tx="new1")
     with pytest.raises(Exception, match="ts"):
         score_new(model, b, [bad])
+
+
+def test_cached_rows_are_dropped_when_another_connection_commits(setup, tmp_path):
+    """Two stores (connections) on one file take turns on the same clients: each call sees the other's
+    last commit (PRAGMA data_version empties the cache), so the features equal one store's."""
+    model, table = setup
+    table = table.iloc[np.argsort(pd.to_datetime(table["ts"]).to_numpy(), kind="stable")]  # every part: all clients
+    parts = np.array_split(np.arange(len(table)), 5)
+    one = StateStore.create(tmp_path / "one.sqlite", model)
+    want = [score_new(model, one, table.iloc[p]) for p in parts]
+    a = StateStore.create(tmp_path / "two.sqlite", model)
+    b = StateStore.open(tmp_path / "two.sqlite", model)
+    got = [score_new(model, (a, b)[i % 2], table.iloc[p]) for i, p in enumerate(parts)]
+    for x, y in zip(want, got, strict=True):
+        pd.testing.assert_frame_equal(x, y)
+    assert a._cache and b._cache  # both cached their own writes
