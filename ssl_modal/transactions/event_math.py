@@ -43,6 +43,22 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return F.gelu(torch.from_numpy(x)).numpy()
 
 
+def _sigmoid_(x: np.ndarray) -> np.ndarray:
+    if x.size < SMALL:
+        return expit(x, out=x)
+    torch.sigmoid_(torch.from_numpy(x))
+    return x
+
+
+def _tanh_(x: np.ndarray) -> np.ndarray:
+    """tanh(x) = 2 sigmoid(2x) - 1 in place (float32 tanh is several times slower here; error below 1e-7)."""
+    x *= 2
+    _sigmoid_(x)
+    x *= 2
+    x -= 1
+    return x
+
+
 def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """log p(ids) under softmax(logits) over the last axis: logits (N, V), ids (N,)."""
     top = logits.max(-1)
@@ -124,39 +140,59 @@ class EventMath:
         were hidden (`hidden_event_states`, from the same W_hh h product); "prev" the state before it;
         "before" the sum of the client's tokens before it in this call; and "h", "sum" (B, H): the last state
         and the sum of the tokens per client. Events are (N, D) inputs, client b's at starts[b] ... in time
-        order; clients in decreasing `lengths`, so step t runs the first (lengths > t).sum() clients only."""
+        order; clients in decreasing `lengths`. Steps run time-major: step t's events (the first k_t clients')
+        are one contiguous block, so each step reads and writes slices; one permutation back at the end."""
         H, B, N = self.H, len(h0), len(x)
-        gi = x @ self.w_ih + self.b_ih  # (N, 3H): all input products at once
-        out = {k: np.empty((N, H), np.float32) for k in ("tokens", "hidden", "prev", "before")}
-        g = np.empty((2, B, 3 * H), np.float32)
-        g[1] = self.g_hidden
-        rz, n, new = (
+        steps = int(lengths[0]) if B else 0
+        if N == B:  # one event per client: already time-major
+            order, offsets = None, [0, N]
+        else:
+            k = np.count_nonzero(lengths[None, :] > np.arange(steps)[:, None], axis=1)  # clients at each step
+            offsets = np.concatenate([[0], np.cumsum(k)]).tolist()
+            t_of = np.repeat(np.arange(steps), k)
+            order = starts[np.arange(N) - np.repeat(offsets[:-1], k)] + t_of  # time-major row -> event row
+        gi = (x if order is None else x[order]) @ self.w_ih
+        gi += self.b_ih
+        tokens, hidden, prev, before = (np.empty((N, H), np.float32) for _ in range(4))
+        gh, rz, n = (
+            np.empty((B, 3 * H), np.float32),
             np.empty((2, B, 2 * H), np.float32),
-            np.empty((2, B, H), np.float32),
             np.empty((2, B, H), np.float32),
         )
         h, acc = h0.copy(), np.zeros((B, H), np.float32)
-        for t in range(int(lengths[0]) if len(lengths) else 0):  # in place: no temporaries per step
-            k = int(np.count_nonzero(lengths > t))
-            rows, hk, gk, rzk, nk, newk = starts[:k] + t, h[:k], g[:, :k], rz[:, :k], n[:, :k], new[:, :k]
-            out["prev"][rows], out["before"][rows] = hk, acc[:k]
-            gh = hk @ self.w_hh
-            gh += self.b_hh
-            gk[0] = gi[rows]
-            np.add(gk[..., : 2 * H], gh[:, : 2 * H], out=rzk)
-            if rzk.size < SMALL:
-                expit(rzk, out=rzk)
-            else:
-                torch.sigmoid_(torch.from_numpy(rzk))
-            np.multiply(rzk[..., :H], gh[:, 2 * H :], out=nk)
-            nk += gk[..., 2 * H :]
-            np.tanh(nk, out=nk)
-            np.subtract(hk, nk, out=newk)
-            newk *= rzk[..., H:]
-            newk += nk  # (1 - z) n + z h
-            out["tokens"][rows], out["hidden"][rows], h[:k] = newk[0], newk[1], newk[0]
-            acc[:k] += newk[0]
-        return {**out, "h": h, "sum": acc}
+        g_rz, g_n = self.g_hidden[: 2 * H], self.g_hidden[2 * H :]
+        for t in range(steps):  # in place: no temporaries per step
+            a, b = offsets[t], offsets[t + 1]
+            c = b - a
+            hc, ghc, rzc, nc, tok, hid = h[:c], gh[:c], rz[:, :c], n[:, :c], tokens[a:b], hidden[a:b]
+            prev[a:b], before[a:b] = hc, acc[:c]
+            np.matmul(hc, self.w_hh, out=ghc)
+            ghc += self.b_hh
+            np.add(gi[a:b, : 2 * H], ghc[:, : 2 * H], out=rzc[0])
+            np.add(g_rz, ghc[:, : 2 * H], out=rzc[1])
+            _sigmoid_(rzc)
+            np.multiply(rzc[..., :H], ghc[:, 2 * H :], out=nc)
+            nc[0] += gi[a:b, 2 * H :]
+            nc[1] += g_n
+            _tanh_(nc)
+            for new, j in ((tok, 0), (hid, 1)):  # (1 - z) n + z h
+                np.subtract(hc, nc[j], out=new)
+                new *= rzc[j, :, H:]
+                new += nc[j]
+            hc[...] = tok
+            acc[:c] += tok
+        if order is None:
+            return {"tokens": tokens, "hidden": hidden, "prev": prev, "before": before, "h": h, "sum": acc}
+        back = np.empty(N, np.int64)
+        back[order] = np.arange(N)
+        return {
+            "tokens": tokens[back],
+            "hidden": hidden[back],
+            "prev": prev[back],
+            "before": before[back],
+            "h": h,
+            "sum": acc,
+        }
 
     @staticmethod
     def _dense(x: np.ndarray, wb) -> np.ndarray:

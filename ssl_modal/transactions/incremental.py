@@ -25,6 +25,7 @@ not split across calls. Window-level columns (`order_score`, `position`, `window
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -86,6 +87,16 @@ def _math_of(store: StateStore, model: SSLModel) -> EventMath:
     return math
 
 
+SPLIT_EVENTS = 256  # a chunk with at least twice this many events is scored as two client halves in two threads
+_POOL: list = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(2, thread_name_prefix="ssl_modal_score"))
+    return _POOL[0]
+
+
 def _run(
     math: EventMath,
     rows: EncodedRows,
@@ -94,23 +105,36 @@ def _run(
     events: np.ndarray,
     chunk_events: int,
     max_events: int,
+    threads: int,
 ) -> tuple[list[str], np.ndarray]:
-    """Feature names and (N, F) features in `rows` order; `state` (C, width) is updated in place."""
+    """Feature names and (N, F) features in `rows` order; `state` (C, width) is updated in place. A large chunk
+    runs as two halves of its clients (alternate clients by size) in two threads: numpy and torch release the
+    GIL in their array work, so a second core, when free, takes half of it."""
     lengths = np.diff(rows.starts)
     count = events.copy()
     num_all = {**rows.num, "time_gap": gap.astype(np.float32)}
-    names, feats = None, None
-    for clients, r in _chunks(lengths, chunk_events, max_events):
+
+    def step(clients, r):
         n = np.minimum(lengths[clients] - r * chunk_events, chunk_events)
         local = np.concatenate([[0], np.cumsum(n)[:-1]])
         idx = np.repeat(rows.starts[clients] + r * chunk_events - local, n) + np.arange(int(n.sum()))
         cat, num = {k: v[idx] for k, v in rows.cat.items()}, {k: v[idx] for k, v in num_all.items()}
-        out, state[clients] = math.features(cat, num, n, state[clients], count[clients])
-        if feats is None:
-            names = list(out)
-            feats = np.full((len(rows.index), len(names)), np.nan, np.float32)
-        feats[idx] = np.stack([out[k] for k in names], -1)
-        count[clients] += n
+        return clients, n, idx, *math.features(cat, num, n, state[clients], count[clients])
+
+    names, feats = None, None
+    for clients, r in _chunks(lengths, chunk_events, max_events):
+        size = np.minimum(lengths[clients] - r * chunk_events, chunk_events).sum()
+        if threads > 1 and size >= 2 * SPLIT_EVENTS and len(clients) > 1:
+            parts = list(_pool().map(step, (clients[0::2], clients[1::2]), (r, r)))
+        else:
+            parts = [step(clients, r)]
+        for part, n, idx, out, new in parts:
+            if feats is None:
+                names = list(out)
+                feats = np.full((len(rows.index), len(names)), np.nan, np.float32)
+            feats[idx] = np.stack([out[k] for k in names], -1)
+            state[part] = new
+            count[part] += n
     return names, feats
 
 
@@ -136,13 +160,20 @@ def _anomaly_columns(names, feats, rows: EncodedRows, old: ClientStates, hours_o
 
 
 def score_new(
-    model: SSLModel, store: StateStore, table, *, chunk_events: int = 256, max_events: int = 16384
+    model: SSLModel,
+    store: StateStore,
+    table,
+    *,
+    chunk_events: int = 256,
+    max_events: int = 16384,
+    threads: int = 2,
 ) -> pd.DataFrame:
-    """Features of the rows of `table` (DataFrame or CSV/Parquet path) only: one row per input row, in input
-    order, with its transaction id, client id, `scored` and the per-event feature columns; every client
-    continues from its stored state (unknown clients start empty) and the store is updated in one
-    transaction. Rows older than their client's last stored event are refused (ValueError naming the client);
-    transaction ids already in the store are listed in `result.attrs["report"]["duplicate_ids"]`."""
+    """Features of the rows of `table` (DataFrame, CSV/Parquet path, a record (dict) or a list of records) only:
+    one row per input row, in input order, with its transaction id, client id, `scored` and the per-event
+    feature columns; every client continues from its stored state (unknown clients start empty) and the store
+    is updated in one transaction. Rows older than their client's last stored event are refused (ValueError
+    naming the client); transaction ids already in the store are listed in
+    `result.attrs["report"]["duplicate_ids"]`. threads=2: chunks of >= 512 events use two threads."""
     require_causal_gru(model)
     store.check_model(model)
     if isinstance(table, dict):
@@ -166,7 +197,7 @@ def score_new(
         prev[rows.starts[:-1]] = old.last  # the stored last event (NaN: none, gap 0 as in `features`)
         gap = np.log1p(np.fmax(rows.times - prev, 0.0) * encoder.to_hours)  # fmax: NaN -> 0
         state = old.state.copy()
-        names, feats = _run(_math_of(store, model), rows, gap, state, old.events, chunk_events, max_events)
+        names, feats = _run(_math_of(store, model), rows, gap, state, old.events, chunk_events, max_events, threads)
         names, feats, day, day_full = _anomaly_columns(names, feats, rows, old, encoder.hours, lengths)
         seen, ids = None, old.ids
         if hashes is not None:

@@ -116,16 +116,24 @@ def test_cli_score_builds_then_continues_the_state(setup, tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "b.parquet")) == 6
 
 
-def test_chunked_lockstep_equals_one_pass(setup, tmp_path):
-    """Rounds of a few events and a few clients per batch (the memory bound) give the same features and state."""
+def test_chunked_lockstep_equals_one_pass(setup, tmp_path, monkeypatch):
+    """Rounds of a few events and a few clients per batch (the memory bound), and client halves scored in two
+    threads, give the same features and state."""
     model, table = setup
     cut = len(table) // 2
     a, b = StateStore.create(tmp_path / "a.sqlite", model), StateStore.create(tmp_path / "b.sqlite", model)
     parts = (table.iloc[:cut], table.iloc[cut:])
-    one = [score_new(model, a, part) for part in parts]
+    one = [score_new(model, a, part, threads=1) for part in parts]
     small = [score_new(model, b, part, chunk_events=3, max_events=7) for part in parts]
     for x, y in zip(one, small, strict=True):
         pd.testing.assert_frame_equal(x, y, atol=1e-6, rtol=1e-6)
+    c = StateStore.create(tmp_path / "c.sqlite", model)
+    monkeypatch.setattr("ssl_modal.transactions.incremental.SPLIT_EVENTS", 4)  # two client halves in two threads
+    for x, part in zip(one, parts, strict=True):
+        pd.testing.assert_frame_equal(x, score_new(model, c, part, threads=2), atol=1e-6, rtol=1e-6)
+    from ssl_modal.transactions import incremental
+
+    assert incremental._POOL  # the threads ran
 
 
 def test_row_encoder_matches_the_preprocessor_on_typed_columns(setup):
