@@ -66,6 +66,31 @@ def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return logits[np.arange(len(ids)), ids] - z
 
 
+def _stacked(heads: list) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """[(key, (W, b or None))] -> (W side by side, biases (0 for none), key -> column slice)."""
+    if not heads:
+        return None
+    ends = np.cumsum([w.shape[1] for _, (w, _) in heads]).tolist()
+    cols = {k: slice(a, b) for (k, _), a, b in zip(heads, [0, *ends[:-1]], ends, strict=True)}
+    bias = [np.zeros(w.shape[1], np.float32) if b is None else b for _, (w, b) in heads]
+    return np.concatenate([w for _, (w, _) in heads], 1), np.concatenate(bias), cols
+
+
+def _nll_segments(logits: np.ndarray, segments: list, ids: list) -> np.ndarray:
+    """(N, T) -log softmax(logits[:, segment t])[ids[t]] for T column segments (a, b) of logits (N, V): one
+    max, exp and sum over all segments instead of one set per target."""
+    starts = [a for a, _ in segments]
+    top = np.maximum.reduceat(logits, starts, axis=1)
+    shifted = logits - np.repeat(top, [b - a for a, b in segments], axis=1)
+    if shifted.size < SMALL:
+        np.exp(shifted, out=shifted)
+    else:
+        torch.exp_(torch.from_numpy(shifted))
+    z = np.log(np.add.reduceat(shifted, starts, axis=1)) + top
+    picked = logits[np.arange(len(logits))[:, None], np.asarray(starts)[None, :] + np.stack(ids, 1)]
+    return z - picked
+
+
 def state_width(model) -> int:
     """Floats per client: the GRU state, the running sum of states and, per history lag L >= 2, the last L
     states projected by that lag's residual head (its first layer's state part: hidden, not H, floats each)."""
@@ -113,6 +138,14 @@ class EventMath:
                 (w1[: self.H], w1[self.H :], b1, *_linear(h[2])) for h in hist.residual for w1, b1 in [_linear(h[0])]
             ]
         self.width = state_width(model)
+        # products sharing an input, as one matrix each: the previous state's (gap head, bottleneck, lag-1 head)
+        # and the hidden event's (every lag's head)
+        heads = [("gap", self.gap_head)] if self.gap_head is not None else []
+        if hist is not None:
+            heads.append(("bottleneck", self.bottleneck))
+            heads += [("lag1", (r[0], None)) for lag, r in zip(self.lags, self.residual, strict=True) if lag == 1]
+        self.prev_heads = _stacked(heads)
+        self.event_heads = _stacked([(lag, (r[1], r[2])) for lag, r in zip(self.lags, self.residual, strict=True)])
 
     def current_version(self) -> int:
         """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
@@ -231,38 +264,46 @@ class EventMath:
         norms = np.maximum(np.linalg.norm(tokens, axis=-1), 1e-8) * np.maximum(np.linalg.norm(history, axis=-1), 1e-8)
         out["history_distance"] = np.where(pos == 0, np.nan, 1 - dot / norms).astype(np.float32)
         gap = num[TIME_GAP]
+        proj = None
+        if self.prev_heads is not None:
+            w, b, cols = self.prev_heads
+            both = prev @ w
+            both += b
+            proj = {k: both[:, c] for k, c in cols.items()}
         if self.gap_head is not None:
-            out["gap_residual"] = np.where(first, np.nan, gap - self._dense(prev, self.gap_head)[:, 0])
+            out["gap_residual"] = np.where(first, np.nan, gap - proj["gap"][:, 0])
         new = np.empty_like(state)
         new[:, :H], new[:, H : 2 * H] = g["h"], tsum + g["sum"]
         if self.history:
-            out.update(self._history(cat, num, prev, tokens, rings, first, client, step, lengths, starts, new))
+            out.update(self._history(cat, num, proj, tokens, rings, first, client, step, lengths, starts, new))
         if self.targets:
-            all_logits = self._dense(g["hidden"], self.masked)
-            logits = [all_logits[:, a:b] for a, b in self.masked_split]
+            nll = _nll_segments(
+                self._dense(g["hidden"], self.masked), self.masked_split, [cat[t] for t in self.targets]
+            )
             total = np.zeros(len(step), np.float32)
-            for t, lg in zip(self.targets, logits, strict=True):
-                out[f"surprise_{t}"] = nll = -_log_softmax_at(lg, cat[t])
-                total = total + nll
+            for j, t in enumerate(self.targets):
+                out[f"surprise_{t}"] = nll[:, j]
+                total = total + nll[:, j]
             out["surprise_total"] = total
         return out, new
 
-    def _history(self, cat, num, prev, tokens, rings, first, client, step, lengths, starts, new) -> dict:
-        """`HistoryForecast.event_features` (the lagged states from `prev`, the tokens and the projected rings);
-        writes each lag's new ring into `new`."""
+    def _history(self, cat, num, proj, tokens, rings, first, client, step, lengths, starts, new) -> dict:
+        """`HistoryForecast.event_features` (the lagged states from the previous state's projections `proj`, the
+        tokens and the projected rings); writes each lag's new ring into `new`."""
         out = {}
-        before = self._dense(prev, self.bottleneck)
+        before = proj["bottleneck"]
         out.update({f"state_{i:02d}": before[:, i] for i in range(before.shape[-1])})
         hid_cat = {n: np.full_like(v, MASK_ID) if n in self.hidden_cats else v for n, v in cat.items()}
         hid_num = {n: np.zeros_like(v) if n in self.hist_num else v for n, v in num.items()}
         flags = {n: np.ones(v.shape, bool) for n, v in num.items() if n in self.hist_num}
-        event = self.embed(hid_cat, hid_num, flags)
+        w, b, cols = self.event_heads
+        event = self.embed(hid_cat, hid_num, flags) @ w + b
         amount, gap = num[AMOUNT], num[TIME_GAP]
         lo, hi = LOGVAR_RANGE
         B, N, at = len(lengths), len(step), 2 * self.H
-        for lag, (w1h, w1e, b1, w2, b2) in zip(self.lags, self.residual, strict=True):
+        for lag, (w1h, _, _, w2, b2) in zip(self.lags, self.residual, strict=True):
             if lag == 1:
-                lagged = prev @ w1h
+                lagged = proj["lag1"]
             else:  # [ring (B * lag) ; projected tokens (N)], the state `lag` events back of each event
                 p = w1h.shape[1]
                 full = np.concatenate([rings[lag].reshape(B * lag, p), tokens @ w1h])
@@ -272,7 +313,7 @@ class EventMath:
                 keep = full[np.where(k < lag, b * lag + k, B * lag + starts[:, None] + k - lag)]
                 new[:, at : at + lag * p] = keep.reshape(B, -1)
                 at += lag * p
-            a = lagged + event @ w1e + b1
+            a = lagged + event[:, cols[lag]]
             r = self._dense(_gelu(a), (w2, b2))
             lv_a, lv_g = np.minimum(np.maximum(r[:, 1], lo), hi), np.minimum(np.maximum(r[:, 3], lo), hi)
             out[f"amount_z_l{lag}"] = (amount - r[:, 0]) * np.exp(-0.5 * lv_a)

@@ -90,6 +90,9 @@ def text_values(s) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(dtype, pd.StringDtype):  # already text: no str() per value
             miss |= np.array([m or not x.strip() for x, m in zip(v, miss, strict=True)], dtype=bool)
             return (np.where(miss, "", v).astype(object) if miss.any() else v), miss
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu" and len(v) > 64:  # str() once per distinct value
+            uniq, inverse = np.unique(s.to_numpy(), return_inverse=True)
+            return np.array([str(x) for x in uniq.tolist()], dtype=object)[inverse], miss
         text = np.array([str(x) for x in v], dtype=object)
         if _is_text(dtype):
             miss |= np.array([isinstance(x, str) and not x.strip() for x in v], dtype=bool)
@@ -266,13 +269,12 @@ class RowEncoder:
             index, starts, names = keep, np.array([0, 1]), [clients[keep[0]]]
             report["timestamps_resorted"] = 0
         else:
-            groups: dict[str, int] = {}
-            code = np.array([groups.setdefault(k, len(groups)) for k in clients[keep]], dtype=np.int64)
+            code, groups = pd.factorize(clients[keep])  # groups in order of first appearance
             order = np.lexsort((times[keep], code))  # stable: ties keep the input order
             index, code = keep[order], code[order]
             same = np.concatenate([[False], code[1:] == code[:-1]])
             report["timestamps_resorted"] = int((same[1:] & (index[1:] < index[:-1])).sum())
-            starts, names = np.append(np.flatnonzero(~same), len(index)), list(groups)
+            starts, names = np.append(np.flatnonzero(~same), len(index)), groups.tolist()
         for name in ("missing_values", "unseen_values"):
             hits = {k: v for k, v in report[name].items() if v}
             if hits:
