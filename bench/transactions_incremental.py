@@ -9,7 +9,8 @@ recipe's model at random init: latency does not depend on the weights). Data: th
 Measured, one thread: nightly build (events/s); single-event scoring (one `score_new` call per event, the new
 events in time order: encoding, state read, GRU step, features, atomic SQLite commit; median and p99 ms, wall
 clock and the thread's CPU time, which a busy machine inflates less); 1,000-event batches of the next new
-events in time order, so drawn across the clients (events/s, median over batches); the reference: `features()`
+events in time order, so drawn across the clients (events/s, median and minimum over batches; the same
+batches on two copies of the state, scored with threads=1 and threads=2); the reference: `features()`
 on the client's whole history for each new event (median and p99 ms); state size per client (the state blob,
 and the SQLite file after a checkpoint, per client).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "history_events": len(old),
         "new_events": len(new),
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
         store = StateStore.create(Path(tmp) / "state.sqlite", model)
         t = time.perf_counter()
         score_new(model, store, old)
@@ -93,17 +95,24 @@ def main(argv: list[str] | None = None) -> int:
             out[f"single_{kind}_cpu_ms_median"] = round(float(np.median(cpu)), 2)
             out[f"single_{kind}_cpu_ms_p99"] = round(float(np.percentile(cpu, 99)), 2)
         rest = new.iloc[2 * args.single :]
-        rates, spans, total = [], [], 0.0
+        # the same batches on two copies of the state: scoring in one thread, and in two (client halves)
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copy(Path(tmp) / "state.sqlite", Path(tmp2) / "state.sqlite")
+        stores = {1: store, 2: StateStore.open(Path(tmp2) / "state.sqlite", model)}
+        rates, total, spans = {1: [], 2: []}, {1: 0.0, 2: 0.0}, []
         for s in range(0, len(rest) - 999, 1000):
             batch = rest.iloc[s : s + 1000]
-            t = time.perf_counter()
-            score_new(model, store, batch)
-            total += time.perf_counter() - t
-            rates.append(1000 / (time.perf_counter() - t))
             spans.append(batch["client_id"].nunique())
-        out["batch_1000_events_per_s"] = round(float(np.median(rates))) if rates else None
-        out["batch_1000_events_per_s_min"] = round(float(np.min(rates))) if rates else None
-        out["batch_1000_events_per_s_overall"] = round(1000 * len(rates) / total) if rates else None
+            for threads, st in stores.items():
+                t = time.perf_counter()
+                score_new(model, st, batch, threads=threads)
+                total[threads] += time.perf_counter() - t
+                rates[threads].append(1000 / (time.perf_counter() - t))
+        for threads, r in rates.items():
+            key = f"batch_1000_threads{threads}_events_per_s"
+            out[key] = round(float(np.median(r))) if r else None
+            out[f"{key}_min"] = round(float(np.min(r))) if r else None
+            out[f"{key}_overall"] = round(1000 * len(r) / total[threads]) if r else None
         out["batch_1000_clients_per_batch"] = spans
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the database file alone, the WAL emptied into it
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
