@@ -42,10 +42,13 @@ def day_means(
     lengths = np.diff(starts)
     client = np.repeat(np.arange(len(lengths)), lengths)
     lo = hours - window
-    inside = day_hours[client] >= lo[:, None]  # (N, K); NaN compares False; stored times are <= t
-    ok = inside & np.isfinite(day_scores[client])
-    ring_sum = np.where(ok, day_scores[client], 0.0).sum(1)
-    ring_n = ok.sum(1)
+    ring_sum, ring_n = np.zeros(len(hours)), np.zeros(len(hours), np.int64)
+    newest = np.max(np.nan_to_num(day_hours, nan=-np.inf), axis=1, initial=-np.inf)  # (C,), -inf: empty ring
+    reach = np.flatnonzero(lo <= newest[client])  # events whose window reaches back into the stored ring
+    if len(reach):
+        ring_t, ring_s = day_hours[client[reach]], day_scores[client[reach]]
+        ok = (ring_t >= lo[reach, None]) & np.isfinite(ring_s)  # NaN times compare False; stored times <= t
+        ring_sum[reach], ring_n[reach] = np.where(ok, ring_s, 0.0).sum(1), ok.sum(1)
     valid = np.isfinite(scores)
     total = np.concatenate([[0.0], np.cumsum(np.where(valid, scores, 0.0))])
     count = np.concatenate([[0], np.cumsum(valid)])
