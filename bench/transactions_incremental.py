@@ -10,9 +10,9 @@ Measured, one thread: nightly build (events/s); single-event scoring (one `score
 events in time order: encoding, state read, GRU step, features, atomic SQLite commit; median and p99 ms, wall
 clock and the thread's CPU time, which a busy machine inflates less); 1,000-event batches of the next new
 events in time order, so drawn across the clients (events/s, median and minimum over batches; the same
-batches on two copies of the state, scored with threads=1 and threads=2); the reference: `features()`
-on the client's whole history for each new event (median and p99 ms); state size per client (the state blob,
-and the SQLite file after a checkpoint, per client).
+batches on three copies of the state: threads=1, threads=2, and threads=1 without the row cache); the
+reference: `features()` on the client's whole history for each new event (median and p99 ms); state size per
+client (the state blob, and the SQLite file after a checkpoint, per client).
 """
 
 from __future__ import annotations
@@ -97,22 +97,27 @@ def main(argv: list[str] | None = None) -> int:
         rest = new.iloc[2 * args.single :]
         # the same batches on two copies of the state: scoring in one thread, and in two (client halves)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        shutil.copy(Path(tmp) / "state.sqlite", Path(tmp2) / "state.sqlite")
-        stores = {1: store, 2: StateStore.open(Path(tmp2) / "state.sqlite", model)}
-        rates, total, spans = {1: [], 2: []}, {1: 0.0, 2: 0.0}, []
+        for name in ("two", "cold"):
+            shutil.copy(Path(tmp) / "state.sqlite", Path(tmp2) / f"{name}.sqlite")
+        stores = {  # (store, threads); "cold": no row cache, every state read from SQLite
+            "threads1": (store, 1),
+            "threads2": (StateStore.open(Path(tmp2) / "two.sqlite", model), 2),
+            "threads1_nocache": (StateStore.open(Path(tmp2) / "cold.sqlite", model, cache_clients=0), 1),
+        }
+        rates, total, spans = {k: [] for k in stores}, dict.fromkeys(stores, 0.0), []
         for s in range(0, len(rest) - 999, 1000):
             batch = rest.iloc[s : s + 1000]
             spans.append(batch["client_id"].nunique())
-            for threads, st in stores.items():
+            for name, (st, threads) in stores.items():
                 t = time.perf_counter()
                 score_new(model, st, batch, threads=threads)
-                total[threads] += time.perf_counter() - t
-                rates[threads].append(1000 / (time.perf_counter() - t))
-        for threads, r in rates.items():
-            key = f"batch_1000_threads{threads}_events_per_s"
+                total[name] += time.perf_counter() - t
+                rates[name].append(1000 / (time.perf_counter() - t))
+        for name, r in rates.items():
+            key = f"batch_1000_{name}_events_per_s"
             out[key] = round(float(np.median(r))) if r else None
             out[f"{key}_min"] = round(float(np.min(r))) if r else None
-            out[f"{key}_overall"] = round(1000 * len(r) / total[threads]) if r else None
+            out[f"{key}_overall"] = round(1000 * len(r) / total[name]) if r else None
         out["batch_1000_clients_per_batch"] = spans
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the database file alone, the WAL emptied into it
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
