@@ -166,14 +166,15 @@ def score_new(
     *,
     chunk_events: int = 256,
     max_events: int = 16384,
-    threads: int = 2,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Features of the rows of `table` (DataFrame, CSV/Parquet path, a record (dict) or a list of records) only:
     one row per input row, in input order, with its transaction id, client id, `scored` and the per-event
     feature columns; every client continues from its stored state (unknown clients start empty) and the store
     is updated in one transaction. Rows older than their client's last stored event are refused (ValueError
     naming the client); transaction ids already in the store are listed in
-    `result.attrs["report"]["duplicate_ids"]`. threads=2: chunks of >= 512 events use two threads."""
+    `result.attrs["report"]["duplicate_ids"]`. threads=2: chunks of >= 512 events run as two client halves in
+    two threads (faster only while the second core is idle; slower on this shared machine, docs/benchmarks.md)."""
     require_causal_gru(model)
     store.check_model(model)
     if isinstance(table, dict):
