@@ -309,4 +309,6 @@ def probe_split(
         y = y.astype(np.asarray(train_labels).dtype)
     except (TypeError, ValueError):
         pass
-    return probe(X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed, name=name, C=C)
+    return probe(
+        X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed, name=name, C=C
+    )
