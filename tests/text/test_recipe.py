@@ -106,7 +106,7 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
 def test_minilm_recipe_config():
     cfg = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [])
     assert cfg.model.init_from == "minilm" and cfg.tokenizer.vocab_file is None
-    assert cfg.objectives.span_crop > 0 and cfg.eval.probe_train_examples == [5000, None]
+    assert cfg.objectives.neighbour > 0 and cfg.eval.probe_train_examples == [5000, None]
     demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
     assert "shared" not in demo.data.file and "shared" not in demo.eval.test["file"] and demo.train.max_steps <= 50
 
