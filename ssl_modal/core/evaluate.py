@@ -142,7 +142,7 @@ def _splits(y: np.ndarray, train_idx, test_idx, cv: int, seed: int) -> list[tupl
     return list(folds.split(np.zeros(y.shape[0]), y))
 
 
-C_GRID = (0.001, 0.01, 0.1, 1.0)  # logistic-regression C tried by the probe's inner cross-validation
+C_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)  # logistic-regression C tried by the inner cross-validation
 INNER_FOLDS = 3
 
 

@@ -141,14 +141,14 @@ def test_probe_table_outputs(blobs, tmp_path):
 
 
 def test_linear_c_chosen_on_training_examples_only():
-    # 60 training examples in 200 dimensions, each weakly informative: CV on the training part prefers the
-    # strongest regularisation of the grid (an average of all dimensions), C = 1 overfits.
+    # 60 training examples in 200 dimensions, each weakly informative: CV on the training part prefers
+    # strong regularisation (close to an average of all dimensions), C = 1 overfits.
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 60)
     X = rng.normal(size=(120, 200)) + 0.25 * (2 * y[:, None] - 1)
     tr, te = np.arange(0, 120, 2), np.arange(1, 120, 2)
     r = probe(X, y, train_idx=tr, test_idx=te)
-    assert r.linear_c == 0.001
+    assert r.linear_c <= 0.001
     fixed = probe(X, y, train_idx=tr, test_idx=te, C=1.0)
     assert fixed.linear_c == 1.0 and r.linear_acc >= fixed.linear_acc
     # the test labels play no part in the choice: flipping them leaves C and the kNN votes' inputs alone
