@@ -78,7 +78,7 @@ class ObjectivesConfig:
     span_crop: float = loss_weight(0.0)
     neighbour: float = loss_weight(0.0)
     neighbour_k: int = positive(10)  # neighbour: the partner is drawn among this many nearest neighbours
-    temperature: float = positive(0.05)  # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
+    temperature: float = positive(0.05)  # InfoNCE temperature of the contrastive objectives (SimCSE: 0.05)
     crop_min: float = ranged("(0, 1]", 0.3)  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
     crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
 

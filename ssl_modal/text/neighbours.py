@@ -13,11 +13,7 @@ from the run's seed.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger("ssl_modal")
 
 
 def nearest_neighbours(embeddings: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
@@ -53,15 +49,6 @@ def add_partner_column(data, partners: np.ndarray):
     return data.add_column("pair_input_ids", [ids[int(j)] for j in partners])
 
 
-def neighbour_pairs(data, embeddings: np.ndarray, k: int, seed: int, labels=None):
-    """`add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))`; with `labels`
-    (for the log only, never for training) the fraction of partners sharing a text's label."""
-    partners = draw_partners(nearest_neighbours(embeddings, k), seed)
-    if labels is not None:
-        y = np.asarray(labels)
-        log.info(
-            "neighbour partners sharing the text's label: %.3f (k=%d; not used in training)",
-            (y == y[partners]).mean(),
-            k,
-        )
-    return add_partner_column(data, partners)
+def neighbour_pairs(data, embeddings: np.ndarray, k: int, seed: int):
+    """`add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))`."""
+    return add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))
