@@ -1,7 +1,8 @@
 """Frozen-embedding evaluation shared by every domain.
 
-`probe(features, labels)` fits a linear probe (standardise + logistic regression) and a
-distance-weighted cosine kNN on the same split, and reports accuracy and macro-F1 for both.
+`probe(features, labels)` fits a linear probe (standardise + logistic regression, its C chosen by
+cross-validation on the training examples only) and a distance-weighted cosine kNN on the same split,
+and reports accuracy and macro-F1 for both.
 Pass `train_idx`/`test_idx` for a fixed split, otherwise stratified k-fold CV is used and
 every metric is a mean with its standard deviation over folds. `ProbeTable` prints results.
 """
@@ -20,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -32,6 +33,8 @@ class ProbeResult:
 
     With CV, `n_train`/`n_test` are the mean fold sizes; `folds` is 1 for a given split.
     `k` is the number of neighbours actually used (capped at the training-set size).
+    `linear_c` is the logistic regression's C (chosen on the training examples; with CV, the most common
+    choice over folds); None where no logistic regression was fitted (e.g. a fine-tuned head).
     """
 
     name: str
@@ -48,6 +51,7 @@ class ProbeResult:
     n_classes: int
     folds: int
     k: int
+    linear_c: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,6 +142,27 @@ def _splits(y: np.ndarray, train_idx, test_idx, cv: int, seed: int) -> list[tupl
     return list(folds.split(np.zeros(y.shape[0]), y))
 
 
+C_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)  # logistic-regression C tried by the inner cross-validation
+INNER_FOLDS = 3
+
+
+def _linear_probe(X, y: np.ndarray, C: float | Sequence[float], seed: int, sparse: bool):
+    """Standardise + logistic regression fitted on (X, y), C chosen by stratified `INNER_FOLDS`-fold CV
+    accuracy on (X, y) alone (the first of the best on a tie). One C, or a training set with a class of
+    fewer than 2 examples, fits that C (1.0, sklearn's default, for the latter) without CV."""
+    pipe = make_pipeline(StandardScaler(with_mean=not sparse), LogisticRegression(max_iter=1000, random_state=seed))
+    grid = [float(C)] if np.isscalar(C) else [float(c) for c in C]
+    if not grid or min(grid) <= 0:
+        raise ValueError(f"probe: C must be a positive number or a non-empty list of them, found {C!r}")
+    folds = min(INNER_FOLDS, int(np.unique(y, return_counts=True)[1].min()))
+    if len(grid) == 1 or folds < 2:
+        pipe.set_params(logisticregression__C=grid[0] if len(grid) == 1 else 1.0)
+        return pipe.fit(X, y)
+    inner = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(pipe, {"logisticregression__C": grid}, cv=inner, scoring="accuracy")
+    return search.fit(X, y).best_estimator_
+
+
 def probe(
     features,
     labels: Sequence | np.ndarray,
@@ -148,29 +173,31 @@ def probe(
     k: int = 20,
     seed: int = 0,
     name: str = "",
+    C: float | Sequence[float] = C_GRID,
 ) -> ProbeResult:
     """Linear-probe and weighted-kNN accuracy / macro-F1 of frozen `features` for `labels`.
 
     features: (N, D) numpy array or scipy sparse matrix. labels: N class labels (any hashable).
     train_idx/test_idx: integer indices of a fixed split; without them, StratifiedKFold(cv).
     k: neighbours for kNN (distance-weighted, cosine). seed: fold shuffling and solver seed.
+    C: the logistic regression's inverse regularisation, or a grid of them: then chosen per split by
+    3-fold CV on that split's training examples only (never on its test examples).
     """
     X, y = _check_inputs(features, labels)
     splits = _splits(y, train_idx, test_idx, cv, seed)
     sparse = sp.issparse(X)
     scores: dict[str, list[float]] = {"linear_acc": [], "linear_f1": [], "knn_acc": [], "knn_f1": []}
-    sizes, k_used = [], k
+    sizes, k_used, chosen = [], k, []
     for tr, te in splits:
-        linear = make_pipeline(
-            StandardScaler(with_mean=not sparse),
-            LogisticRegression(max_iter=1000, random_state=seed),
-        )
+        linear = _linear_probe(X[tr], y[tr], C, seed, sparse)
+        chosen.append(float(linear[-1].C))
         k_used = min(k, len(tr))
         if k_used < k:
             warnings.warn(f"probe: k={k} exceeds the {len(tr)} training examples; using k={k_used}", stacklevel=2)
         knn = KNeighborsClassifier(n_neighbors=k_used, weights="distance", metric="cosine", algorithm="brute")
+        knn.fit(X[tr], y[tr])
         for key, model in (("linear", linear), ("knn", knn)):
-            pred = model.fit(X[tr], y[tr]).predict(X[te])
+            pred = model.predict(X[te])
             scores[f"{key}_acc"].append(accuracy_score(y[te], pred))
             scores[f"{key}_f1"].append(f1_score(y[te], pred, average="macro", zero_division=0))
         sizes.append((len(tr), len(te)))
@@ -186,6 +213,7 @@ def probe(
         n_classes=int(np.unique(y).size),
         folds=len(splits),
         k=k_used,
+        linear_c=max(set(chosen), key=chosen.count),
     )
 
 
@@ -268,6 +296,7 @@ def probe_split(
     k: int = 20,
     seed: int = 0,
     name: str = "",
+    C: float | Sequence[float] = C_GRID,
 ) -> ProbeResult:
     """`probe` trained on one set and tested on another (e.g. eval.train and eval.test manifests)."""
     if sp.issparse(train_features) or sp.issparse(test_features):
@@ -280,4 +309,6 @@ def probe_split(
         y = y.astype(np.asarray(train_labels).dtype)
     except (TypeError, ValueError):
         pass
-    return probe(X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed, name=name)
+    return probe(
+        X, y, train_idx=np.arange(n_train), test_idx=np.arange(n_train, len(y)), k=k, seed=seed, name=name, C=C
+    )

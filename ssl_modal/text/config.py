@@ -69,18 +69,22 @@ class ObjectivesConfig:
 
     mlm: masked language modelling. simcse: unsupervised SimCSE (the same text encoded twice, dropout
     noise makes the two views; InfoNCE over the batch). span_crop: two random contiguous token spans of
-    each text as the two views (InfoNCE over the batch)."""
+    each text as the two views (InfoNCE over the batch). neighbour: each text and one of its `neighbour_k`
+    nearest neighbours under the starting model as the two views (InfoNCE over the batch; for continued
+    pretraining of a sentence encoder, `ssl_modal.text.neighbours`)."""
 
     mlm: float = loss_weight(1.0)
     simcse: float = loss_weight(0.0)
     span_crop: float = loss_weight(0.0)
-    temperature: float = positive(0.05)  # InfoNCE temperature of both contrastive objectives (SimCSE: 0.05)
+    neighbour: float = loss_weight(0.0)
+    neighbour_k: int = positive(10)  # neighbour: the partner is drawn among this many nearest neighbours
+    temperature: float = positive(0.05)  # InfoNCE temperature of the contrastive objectives (SimCSE: 0.05)
     crop_min: float = ranged("(0, 1]", 0.3)  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
     crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
 
     def __post_init__(self) -> None:
-        if not (self.mlm or self.simcse or self.span_crop):
-            raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop); give one a weight > 0")
+        if not (self.mlm or self.simcse or self.span_crop or self.neighbour):
+            raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop, neighbour); give one a weight > 0")
         if self.crop_min > self.crop_max:
             raise ValueError(
                 f"objectives.crop_min/crop_max: expected 0 < crop_min <= crop_max <= 1, "
@@ -98,6 +102,8 @@ class DataConfig:
     label_column: str | None = "label"  # null: no labels, no probe
     max_train_examples: int | None = positive(None)  # pretraining reads only the first N texts (null: all)
     on_empty: str = "skip"  # empty/missing texts: "skip" (counted, reported) or "error"
+    max_tokens: int | None = at_least(3, None)  # pretraining truncates texts to this many tokens (null:
+    #   model.max_length); the probes embed with model.max_length
     pack: bool = False  # pack whole texts into rows of model.max_length tokens (no padding);
     # attention stays inside each text; train.batch_size counts rows
     train_file: str | None = None  # replaced by `file` (refused with a message naming the new key)

@@ -177,7 +177,8 @@ class TextCollate:
     mappings with "input_ids" (rows of `tokenize_texts`). Output: input_ids, attention_mask,
     special_tokens_mask (1 at special tokens and padding) and, with `word_ids=True`, word_ids (-1 at
     special tokens and padding). Packed rows (items with "segment_ids", see `text.packing`) keep their
-    segment_ids (-1 at padding).
+    segment_ids (-1 at padding). Rows with "pair_input_ids" (`text.neighbours`) also give pair_input_ids and
+    pair_attention_mask, padded on their own.
     """
 
     def __init__(self, tokenizer: TextTokenizer, word_ids: bool = False, text_key: str = "text"):
@@ -211,7 +212,16 @@ class TextCollate:
                 columns["word_ids"] = [item["word_ids"] for item in items]
         else:
             columns = self.tokenizer(self._texts(items), word_ids=self.word_ids)
-        return self.pad(columns)
+        out = self.pad(columns)
+        if not isinstance(first, str) and hasattr(first, "keys") and "pair_input_ids" in first.keys():
+            pairs = self.pad(
+                {
+                    "input_ids": [x["pair_input_ids"] for x in items],
+                    "special_tokens_mask": [[0] * len(x["pair_input_ids"]) for x in items],
+                }
+            )
+            out["pair_input_ids"], out["pair_attention_mask"] = pairs["input_ids"], pairs["attention_mask"]
+        return out
 
     def pad(self, columns: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
         ids = columns["input_ids"]

@@ -1,5 +1,5 @@
 """Frozen-encoder embeddings for the probes: texts taken in order of length (batches pad little), no autograd,
-and, optionally, a cache of length-sorted chunks keyed by the encoder's weights and the chunk's texts.
+and, optionally, a cache of windows of consecutive texts keyed by the encoder's weights and the window's texts.
 
 Embedding 22,000 AG News texts with all-MiniLM-L6-v2 takes minutes on 2 CPU cores; with a cache, an
 evaluation cut short (a time limit, a signal) or rerun with other probe settings embeds only what is missing.
@@ -51,36 +51,36 @@ def encode_sorted(
     cache_dir: str | Path | None = None,
     name: str = "encoder",
 ) -> np.ndarray:
-    """One pooled vector per text, rows in input order. The texts are embedded in order of length, under
-    `torch.inference_mode`; with `cache_dir`, in chunks of `CHUNK` sorted texts, each saved as
-    `<cache_dir>/<sha1>.npy` and read back when the same model meets the same texts again."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    ordered = [texts[i] for i in order]
+    """One pooled vector per text, rows in input order, under `torch.inference_mode`. Without a cache, all
+    texts are embedded in order of length; with `cache_dir`, in windows of `CHUNK` consecutive texts (each
+    embedded in order of length), each saved as `<cache_dir>/<sha1>.npy` and read back when the same model
+    meets the same window again: a corpus and any prefix of it (the probes' first N training texts, the
+    texts mined for `objectives.neighbour`) share their windows."""
     fingerprint = model_fingerprint(model) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    size = CHUNK if cache_dir is not None else max(1, len(ordered))
+    size = CHUNK if cache_dir is not None else max(1, len(texts))
     blocks, hits = [], 0
-    for start in range(0, len(ordered), size):
-        chunk = ordered[start : start + size]
-        path = Path(cache_dir) / f"{_chunk_key(fingerprint, chunk)}.npy" if cache_dir is not None else None
+    for start in range(0, len(texts), size):
+        window = texts[start : start + size]
+        path = Path(cache_dir) / f"{_chunk_key(fingerprint, window)}.npy" if cache_dir is not None else None
         if path is not None and path.is_file():
             blocks.append(np.load(path))
             hits += 1
             continue
+        order = np.argsort([len(t) for t in window], kind="stable")
         with torch.inference_mode():
-            block = encode(model, chunk, batch_size)
+            embedded = encode(model, [window[i] for i in order], batch_size)
+        block = np.empty_like(embedded)
+        block[order] = embedded
         if path is not None:
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, block)
             tmp.replace(path)
-            log.info("%s: embedded texts %d-%d of %d (cached)", name, start + 1, start + len(chunk), len(ordered))
+            log.info("%s: embedded texts %d-%d of %d (cached)", name, start + 1, start + len(window), len(texts))
         blocks.append(block)
     if hits:
         log.info("%s: %d of %d chunks read from the feature cache %s", name, hits, len(blocks), cache_dir)
     if not blocks:
         raise ValueError("encode got no texts (0 examples)")
-    out = np.concatenate(blocks, axis=0)
-    result = np.empty_like(out)
-    result[order] = out
-    return result
+    return np.concatenate(blocks, axis=0)

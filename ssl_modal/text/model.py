@@ -19,7 +19,7 @@ from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective
 from ssl_modal.core.masking import IGNORE_INDEX, mask_tokens
 from ssl_modal.text.config import MLMConfig, ModelConfig, ObjectivesConfig
 from ssl_modal.text.data import TextCollate
-from ssl_modal.text.sentence import SimCSE, SpanCrop
+from ssl_modal.text.sentence import NeighbourPairs, SimCSE, SpanCrop
 from ssl_modal.text.tokenizer import TextTokenizer
 
 log = logging.getLogger("ssl_modal")
@@ -288,7 +288,7 @@ def _objectives(config: dict, tokenizer: TextTokenizer) -> tuple[dict, dict]:
     weights = {
         k: float(v)
         for k, v in (config.get("objectives") or {"mlm": 1.0}).items()
-        if k in ("mlm", "simcse", "span_crop") and v
+        if k in ("mlm", "simcse", "span_crop", "neighbour") and v
     }
     o = {**asdict(ObjectivesConfig()), **(config.get("objectives") or {})}
     objectives = {}
@@ -306,6 +306,8 @@ def _objectives(config: dict, tokenizer: TextTokenizer) -> tuple[dict, dict]:
             )
         elif name == "simcse":
             objectives[name] = SimCSE(o["temperature"], count_tokens=count)
+        elif name == "neighbour":
+            objectives[name] = NeighbourPairs(o["temperature"], count_tokens=count)
         else:
             objectives[name] = SpanCrop(o["temperature"], o["crop_min"], o["crop_max"], count_tokens=count)
     return objectives, weights

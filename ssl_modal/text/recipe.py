@@ -21,6 +21,7 @@ from ssl_modal.text.config import DataConfig, TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
 from ssl_modal.text.features import encode_sorted
 from ssl_modal.text.model import build_text_model, resolve_init_from, text_model_config
+from ssl_modal.text.neighbours import neighbour_pairs
 from ssl_modal.text.packing import fill_ratio, pack_texts
 from ssl_modal.text.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer_path
 
@@ -88,7 +89,15 @@ def train(cfg: TextConfig) -> TrainResult:
     )
     if cfg.data.pack and cfg.mlm.whole_word:
         raise ValueError("data.pack: true does not support mlm.whole_word: true; set one of them off")
-    data = tokenize_texts(corpus.texts, tokenizer, word_ids=cfg.mlm.whole_word)
+    if cfg.data.max_tokens and cfg.data.max_tokens < cfg.model.max_length:
+        tokens = TextTokenizer.from_config(tokenizer.to_config(), cfg.data.max_tokens)
+    else:
+        tokens = tokenizer
+    data = tokenize_texts(corpus.texts, tokens, word_ids=cfg.mlm.whole_word)
+    if cfg.objectives.neighbour:
+        if cfg.data.pack:
+            raise ValueError("objectives.neighbour needs one text per row: set data.pack: false")
+        data = mine_partners(cfg, model, corpus.texts, data)
     if cfg.data.pack:
         rows = pack_texts(data["input_ids"], data["special_tokens_mask"], cfg.model.max_length, cfg.train.seed)
         log.info(
@@ -100,6 +109,16 @@ def train(cfg: TextConfig) -> TrainResult:
         )
         data = rows
     return Trainer(cfg.train).fit(model, data, model.collate)
+
+
+def mine_partners(cfg: TextConfig, model, texts: list[str], data):
+    """`data` with each text's partner for `objectives.neighbour`: one of its `neighbour_k` nearest
+    neighbours under `model` as it starts (embedded with model.max_length; `eval.cache_features` keeps
+    these embeddings, so a resumed run mines the same partners without embedding again)."""
+    cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
+    log.info("neighbour mining: embedding %s texts with the starting model", f"{len(texts):,}")
+    embeddings = encode_sorted(model, texts, cfg.eval.batch_size, cache, "starting model (neighbour mining)")
+    return neighbour_pairs(data, embeddings, cfg.objectives.neighbour_k, cfg.train.seed)
 
 
 def tfidf_features(train_texts: list[str], test_texts: list[str]):
@@ -150,7 +169,10 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
     for name, encoder in feature_rows(cfg, model):
         log.info("embedding %s texts with the %s", f"{len(texts):,}", name)
         cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
-        features.append((name, encode_sorted(encoder, texts, cfg.eval.batch_size, cache, name)))
+        embed = [
+            encode_sorted(encoder, part, cfg.eval.batch_size, cache, name) for part in (train_texts, test_part.texts)
+        ]
+        features.append((name, np.concatenate(embed)))  # training texts alone: they share the mining's windows
     results: list[ProbeResult] = []
     for n in sizes:
         split = {"train_idx": np.arange(n), "test_idx": test_idx, "k": cfg.eval.knn_k, "seed": cfg.train.seed}

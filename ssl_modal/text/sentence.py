@@ -9,6 +9,8 @@ pooling, mean or [CLS]) and apply the core InfoNCE (`ssl_modal.core.joint.info_n
 - `SpanCrop`: each view is [CLS] + one random contiguous span of the text + [SEP], the span covering a
   fraction in [crop_min, crop_max] of the text's tokens (drawn per text and view from the objective's
   generator). Overlapping or adjacent spans of one document are positives, as in DeCLUTR-style span pairs.
+- `NeighbourPairs`: each text and its partner (one of its nearest neighbours under the starting model,
+  mined before training: `ssl_modal.text.neighbours`; the batch's `pair_input_ids`) as the two views.
 """
 
 from __future__ import annotations
@@ -100,4 +102,28 @@ class SpanCrop(Objective):
         out = {"loss": loss, "accuracy": accuracy}
         if self.count_tokens:
             out["real_tokens"] = mask.sum().float()
+        return out
+
+
+class NeighbourPairs(Objective):
+    """Each text and its mined neighbour (`pair_input_ids` in the batch) as positives, InfoNCE over the batch."""
+
+    def __init__(self, temperature: float = 0.05, count_tokens: bool = False):
+        super().__init__()
+        self.temperature, self.count_tokens = float(temperature), bool(count_tokens)
+
+    def forward(self, encoder, batch: dict) -> dict[str, Tensor]:
+        if "pair_input_ids" not in batch:
+            raise ValueError(
+                "objectives.neighbour needs each text's mined partner (pair_input_ids): train through the text "
+                "recipe, which mines them (ssl_modal.text.neighbours), with data.pack: false"
+            )
+        if batch["input_ids"].shape[0] < 2:
+            raise ValueError("neighbour needs at least 2 texts per batch (in-batch negatives); raise train.batch_size")
+        a = encoder.sentences(batch)
+        b = encoder.sentences({"input_ids": batch["pair_input_ids"], "attention_mask": batch["pair_attention_mask"]})
+        loss, accuracy = _contrast(a, b, self.temperature)
+        out = {"loss": loss, "accuracy": accuracy}
+        if self.count_tokens:
+            out["real_tokens"] = (batch["attention_mask"].sum() + batch["pair_attention_mask"].sum()).float()
         return out

@@ -138,3 +138,32 @@ def test_probe_table_outputs(blobs, tmp_path):
     data = json.loads(path.read_text())
     assert [r["name"] for r in data["results"]] == ["cv probe", "split"]
     assert data["results"][1]["n_test"] == 100 == table.to_dict()["results"][1]["n_test"]
+
+
+def test_linear_c_chosen_on_training_examples_only():
+    # 60 training examples in 200 dimensions, each weakly informative: CV on the training part prefers
+    # strong regularisation (close to an average of all dimensions), C = 1 overfits.
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    X = rng.normal(size=(120, 200)) + 0.25 * (2 * y[:, None] - 1)
+    tr, te = np.arange(0, 120, 2), np.arange(1, 120, 2)
+    r = probe(X, y, train_idx=tr, test_idx=te)
+    assert r.linear_c <= 0.001
+    fixed = probe(X, y, train_idx=tr, test_idx=te, C=1.0)
+    assert fixed.linear_c == 1.0 and r.linear_acc >= fixed.linear_acc
+    # the test labels play no part in the choice: flipping them leaves C and the kNN votes' inputs alone
+    flipped = probe(X, np.where(np.isin(np.arange(120), te), 1 - y, y), train_idx=tr, test_idx=te)
+    assert flipped.linear_c == r.linear_c
+    assert flipped.linear_acc == pytest.approx(1 - r.linear_acc)
+
+
+def test_linear_c_grid_checked_and_tiny_classes_fall_back(blobs):
+    X, y = blobs
+    with pytest.raises(ValueError, match="C must be a positive number"):
+        probe(X, y, C=[])
+    with pytest.raises(ValueError, match="C must be a positive number"):
+        probe(X, y, C=-1.0)
+    # one example of class 3 in the training part: no stratified inner CV, C = 1.0
+    tr = np.concatenate([np.flatnonzero(y != 3)[:200], np.flatnonzero(y == 3)[:1]])
+    te = np.setdiff1d(np.arange(len(y)), tr)
+    assert probe(X, y, train_idx=tr, test_idx=te).linear_c == 1.0

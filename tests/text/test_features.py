@@ -36,6 +36,21 @@ def test_encode_sorted_matches_plain_encode_and_caches(tmp_path, small_tokenizer
     assert len(calls) == 3 and not np.allclose(changed, first)  # other weights: no stale read
 
 
+def test_a_prefix_shares_the_cached_windows(tmp_path, small_tokenizer, monkeypatch):
+    # The probes' first N training texts and the corpus mined for objectives.neighbour share their windows.
+    torch.manual_seed(0)
+    tiny_model = build_text_model(tiny_model_config(small_tokenizer))
+    texts = [f"text number {i} " + "word " * (i % 4) for i in range(12)]
+    monkeypatch.setattr(features, "CHUNK", 4)
+    cache = tmp_path / "features"
+    full = features.encode_sorted(tiny_model, texts, 3, cache)
+    calls = []
+    monkeypatch.setattr(features, "encode", lambda *a, **k: calls.append(a) or encode(*a, **k))
+    prefix = features.encode_sorted(tiny_model, texts[:9], 3, cache)
+    assert len(calls) == 1 and len(calls[0][1]) == 1  # windows [0:4], [4:8] read back; only text 8 embedded
+    np.testing.assert_allclose(prefix, full[:9], atol=1e-5)
+
+
 def test_fingerprint_ignores_the_mlm_head(small_tokenizer):
     model = build_text_model(tiny_model_config(small_tokenizer))
     before = features.model_fingerprint(model)

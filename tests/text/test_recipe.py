@@ -48,6 +48,13 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
             "eval.finetune_steps=6",
             "eval.finetune_examples=200",
         ],
+        [
+            "objectives.mlm=0.5",
+            "objectives.neighbour=1.0",
+            "objectives.neighbour_k=5",
+            "data.max_tokens=24",
+            "eval.cache_features=true",
+        ],
     ],
 )
 def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
@@ -79,7 +86,8 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     assert (out / "tokenizer.json").is_file()  # the trained vocabulary, reused on resume
     probes = json.loads((out / "probe.json").read_text())["results"]
     names = ["tf-idf + logreg", "random-init encoder", "pretrained encoder"] * 2
-    assert [r["name"] for r in probes] == names + (["pretrained encoder, fine-tuned"] if extra else [])
+    tuned = "eval.finetune_steps=6" in extra
+    assert [r["name"] for r in probes] == names + (["pretrained encoder, fine-tuned"] if tuned else [])
     assert [r["n_train"] for r in probes][:6] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
     assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
     emb = pd.read_parquet(out / "embeddings_test.parquet")
@@ -88,14 +96,17 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     records = training_records(out)
     assert [r["step"] for r in records] == [4, 8, 12]
     assert all(r["mlm/real_tokens_per_s"] > 0 and r["time"] > 0 for r in records)  # trainer: sum / s
-    if extra:
+    if tuned:
         assert "simcse/loss" in records[-1]
+    if "objectives.neighbour=1.0" in extra:  # partners mined before step 1; their embeddings cached
+        assert "neighbour/loss" in records[-1] and records[-1]["neighbour/accuracy"] >= 0
+        assert len(list((out / "features").glob("*.npy"))) > 0
 
 
 def test_minilm_recipe_config():
     cfg = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [])
     assert cfg.model.init_from == "minilm" and cfg.tokenizer.vocab_file is None
-    assert cfg.objectives.span_crop > 0 and cfg.eval.probe_train_examples == [5000, None]
+    assert cfg.objectives.neighbour > 0 and cfg.eval.probe_train_examples == [5000, None]
     demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
     assert "shared" not in demo.data.file and "shared" not in demo.eval.test["file"] and demo.train.max_steps <= 50
 
