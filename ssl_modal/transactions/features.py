@@ -37,7 +37,7 @@ from ssl_modal.transactions.losses import hide_fields
 from ssl_modal.transactions.objectives import MASK_ID
 
 log = logging.getLogger("ssl_modal")
-TRANSACTION_ID, CLIENT_ID = "transaction_id", "client_id"
+TRANSACTION_ID, CLIENT_ID, EVENT_TIME = "transaction_id", "client_id", "event_time"
 ANOMALY_WINDOW_HOURS = 24.0  # anomaly_score_24h; chosen among 1-96 h on the pretraining clients (docs/transactions.md)
 
 
@@ -192,21 +192,29 @@ def features(
     progress: bool = True,
     method: str = "auto",
     windowing: bool = False,
+    sequences=None,
 ) -> pd.DataFrame:
     """One row per row of `table` (DataFrame or CSV/Parquet path), in input order, with its transaction
     id and client id (named and typed as in the input: e.g. `trans_num`; "transaction_id" = the 0-based row
     when no id column is mapped), `scored` and the feature columns described in the module docstring
-    (`windowing=True` adds `position` and `window_events`)."""
+    (`windowing=True` adds `position` and `window_events`). `sequences`: `table` already transformed by this
+    model's preprocessor (`model.preprocessor.transform(table)`), e.g. shared by a model and its random-init
+    twin (`random_init` keeps the preprocessor); None: transformed here."""
     pre = _preprocessor(model)
     frame = _read(table)
-    sequences = pre.transform(frame)
+    sequences = pre.transform(frame) if sequences is None else sequences
     feats = window_features(model, sequences, batch_size=batch_size, passes=passes, progress=progress, method=method)
-    tx = sequences.table.column(TRANSACTION_ID).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+
+    def flat(name: str) -> np.ndarray:
+        return sequences.table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+
+    tx = flat(TRANSACTION_ID)
     clients = np.repeat(
         np.asarray(sequences.table.column(CLIENT_ID).to_pylist(), dtype=object), window_lengths(sequences)
     )
     feats.insert(0, CLIENT_ID, clients)
     feats.insert(0, TRANSACTION_ID, tx)
+    feats[EVENT_TIME] = flat(EVENT_TIME).astype(np.float64)  # as the preprocessor parsed it: seconds or days
     # overlapping windows: keep each transaction's occurrence with the most history before it
     feats = feats.sort_values("position", ascending=False, kind="stable").drop_duplicates(TRANSACTION_ID)
     if not windowing:
@@ -227,13 +235,13 @@ def features(
     result.insert(2, "scored", scored)
     cols = pre.config.columns  # the keys keep the input's column names and dtypes, so a merge back matches
     result[CLIENT_ID] = frame[cols.client_id].to_numpy()
-    if "anomaly_score" in result:
-        from ssl_modal.transactions.parsing import parse_time
-
-        times, kind = parse_time(frame, cols.time_columns, cols.time_format, "features")
-        hours = times * 24.0 if kind == "days" else times / 3600.0
+    times = result.pop(EVENT_TIME).to_numpy()
+    if "anomaly_score" in result:  # over the scored rows (the others have no score and keep NaN)
+        hours = times * (24.0 if pre.state_dict()["time_kind"] == "days" else 1 / 3600.0)
         score = result["anomaly_score"].to_numpy(dtype=np.float64)
-        day = windowed_mean(score, result[CLIENT_ID].to_numpy(), hours, ANOMALY_WINDOW_HOURS)
+        day = np.full(len(result), np.nan)
+        clients = result[CLIENT_ID].to_numpy()[scored]
+        day[scored] = windowed_mean(score[scored], clients, hours[scored], ANOMALY_WINDOW_HOURS)
         result["anomaly_score_24h"] = day.astype(np.float32)
     result = result.rename(columns={TRANSACTION_ID: cols.transaction_id or TRANSACTION_ID, CLIENT_ID: cols.client_id})
     report = dict(getattr(sequences, "report", {}) or {})

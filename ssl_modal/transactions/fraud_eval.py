@@ -107,15 +107,11 @@ def evaluate_fraud_clients(cfg, model, fold1=None) -> ResultTables:
             finally:
                 cfg.train.output_dir = base_dir
             log.info("fold 1 pretraining: %.0f s", time.perf_counter() - started)
-        feats = features(model, frame, batch_size=cfg.eval.batch_size, passes=cfg.eval.passes, progress=False)
+        kw = {"batch_size": cfg.eval.batch_size, "passes": cfg.eval.passes, "progress": False}
+        kw["sequences"] = model.preprocessor.transform(frame)  # shared by the random-init twin (same preprocessor)
+        feats = features(model, frame, **kw)
         ssl = feats[[c for c in feats.columns if c.startswith(SSL_FEATURES)]].reset_index(drop=True)
-        rnd = features(
-            random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold),
-            frame,
-            batch_size=cfg.eval.batch_size,
-            passes=cfg.eval.passes,
-            progress=False,
-        )
+        rnd = features(random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold), frame, **kw)
         rnd = rnd[ssl.columns].reset_index(drop=True).add_prefix("rnd_")
         for name, make in sets.items():
             oof[name][~fit] = _fit_predict(make(ssl, rnd), y, fit, cfg.eval.lgbm_rounds, cfg.train.seed, cats)

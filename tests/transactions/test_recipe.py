@@ -183,6 +183,23 @@ def test_probe_client_split_predicts_each_client_by_the_other_half(tmp_path, cap
     ):
         assert row in out, row
     assert (tmp_path / "run" / "fold1" / "model.pt").is_file()
+    # several labels, one pass of embeddings: each label's table equals its own single-label evaluation
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.client_eval import evaluate_probe_clients
+
+    table["third"] = table["client"].str[1:].astype(int) % 3
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    cfg = load_config(TransactionsConfig, path)
+    models = load_model(tmp_path / "run"), load_model(tmp_path / "run" / "fold1")
+    both = evaluate_probe_clients(cfg, models[0], fold1=models[1], label_columns=["segment", "third"])
+    assert [title.split("'")[1] for title, _, _ in both.sections] == ["segment", "third"]
+    assert "3 classes" in both.sections[1][0]
+    alone = evaluate_probe_clients(cfg, models[0], fold1=models[1], label_columns=["third"])
+    assert both.data["labels"]["third"] == alone.data["labels"]["third"]
+    linear = evaluate_probe_clients(cfg, models[0], fold1=models[1], label_columns=["third"], kinds=("logreg",))
+    assert linear.data["labels"]["third"] == {k: v for k, v in alone.data["labels"]["third"].items() if "logreg" in k}
+    with pytest.raises(ValueError, match=r"kinds: expected some of \['logreg', 'LightGBM'\], found \['svm'\]"):
+        evaluate_probe_clients(cfg, models[0], fold1=models[1], kinds=("svm",))
     table.loc[0, "segment"] = 5
     table.to_csv(tmp_path / "tx.csv", index=False)
     from ssl_modal.transactions.client_eval import table_labels

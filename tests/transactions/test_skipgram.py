@@ -46,6 +46,22 @@ def test_codes_that_co_occur_become_neighbours(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_max_pairs_caps_each_epoch_and_still_finds_neighbours():
+    rng = np.random.default_rng(0)
+    groups = [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    windows = [rng.choice(groups[i % 3], 12).tolist() for i in range(300)]  # 19,800 pairs
+    vocab = ["PAD", "MASK", "UNK"] + [str(5000 + i) for i in range(3, 12)]
+    kw = {"dim": 8, "window": 3, "epochs": 3, "seed": 0, "min_steps": 1}
+    every = train_skipgram(windows_set(windows), "mcc", vocab, max_pairs=None, **kw)
+    above = train_skipgram(windows_set(windows), "mcc", vocab, max_pairs=10**9, **kw)
+    np.testing.assert_array_equal(every.vectors, above.vectors)  # a cap above the pair count changes nothing
+    capped = train_skipgram(windows_set(windows), "mcc", vocab, max_pairs=2_000, **kw)
+    assert not np.array_equal(capped.vectors, every.vectors)
+    assert sorted(nearest_mccs(capped, "5003", k=2)["code"]) == ["5004", "5005"]
+    with pytest.raises(ValueError, match="max_pairs: expected >= 1 or None, found 0"):
+        train_skipgram(windows_set(windows), "mcc", vocab, max_pairs=0)
+
+
 def test_unknown_code_and_field_messages():
     emb = train_skipgram(windows_set([[3, 4, 3, 4]] * 5), "mcc", ["P", "M", "U", "a", "b"], dim=4, epochs=1)
     with pytest.raises(KeyError, match="code 'zzz' is not in the 'mcc' vocabulary"):
