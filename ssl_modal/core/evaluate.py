@@ -151,7 +151,7 @@ def _linear_probe(X, y: np.ndarray, C: float | Sequence[float], seed: int, spars
     accuracy on (X, y) alone (the first of the best on a tie). One C, or a training set with a class of
     fewer than 2 examples, fits that C (1.0, sklearn's default, for the latter) without CV."""
     pipe = make_pipeline(StandardScaler(with_mean=not sparse), LogisticRegression(max_iter=1000, random_state=seed))
-    grid = [float(C)] if np.isscalar(C) else [float(c) for c in C]
+    grid = [float(c) for c in np.atleast_1d(np.asarray(C, dtype=float))]
     if not grid or min(grid) <= 0:
         raise ValueError(f"probe: C must be a positive number or a non-empty list of them, found {C!r}")
     folds = min(INNER_FOLDS, int(np.unique(y, return_counts=True)[1].min()))
