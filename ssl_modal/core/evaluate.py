@@ -1,8 +1,8 @@
 """Frozen-embedding evaluation shared by every domain.
 
-`probe(features, labels)` fits a linear probe (standardise + logistic regression, its C chosen by
-cross-validation on the training examples only) and a distance-weighted cosine kNN on the same split,
-and reports accuracy and macro-F1 for both.
+`probe(features, labels)` fits a linear probe (standardise + logistic regression; C = 1 by default, or
+chosen from a grid such as `C_GRID` by cross-validation on the training examples only) and a
+distance-weighted cosine kNN on the same split, and reports accuracy and macro-F1 for both.
 Pass `train_idx`/`test_idx` for a fixed split, otherwise stratified k-fold CV is used and
 every metric is a mean with its standard deviation over folds. `ProbeTable` prints results.
 """
@@ -173,15 +173,16 @@ def probe(
     k: int = 20,
     seed: int = 0,
     name: str = "",
-    C: float | Sequence[float] = C_GRID,
+    C: float | Sequence[float] = 1.0,
 ) -> ProbeResult:
     """Linear-probe and weighted-kNN accuracy / macro-F1 of frozen `features` for `labels`.
 
     features: (N, D) numpy array or scipy sparse matrix. labels: N class labels (any hashable).
     train_idx/test_idx: integer indices of a fixed split; without them, StratifiedKFold(cv).
     k: neighbours for kNN (distance-weighted, cosine). seed: fold shuffling and solver seed.
-    C: the logistic regression's inverse regularisation, or a grid of them: then chosen per split by
-    3-fold CV on that split's training examples only (never on its test examples).
+    C: the logistic regression's inverse regularisation (default 1.0, sklearn's), or a grid of them
+    (e.g. `C_GRID`): then chosen per split by 3-fold CV on that split's training examples only (never on
+    its test examples). A grid costs about (folds x grid size + 1) fits; the text recipe uses `C_GRID`.
     """
     X, y = _check_inputs(features, labels)
     splits = _splits(y, train_idx, test_idx, cv, seed)
@@ -296,7 +297,7 @@ def probe_split(
     k: int = 20,
     seed: int = 0,
     name: str = "",
-    C: float | Sequence[float] = C_GRID,
+    C: float | Sequence[float] = 1.0,
 ) -> ProbeResult:
     """`probe` trained on one set and tested on another (e.g. eval.train and eval.test manifests)."""
     if sp.issparse(train_features) or sp.issparse(test_features):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ssl_modal.core.eval_data import EvalData
-from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
+from ssl_modal.core.evaluate import C_GRID, ProbeResult, ProbeTable, probe
 from ssl_modal.core.export import load_model
 from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
@@ -175,7 +175,13 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
         features.append((name, np.concatenate(embed)))  # training texts alone: they share the mining's windows
     results: list[ProbeResult] = []
     for n in sizes:
-        split = {"train_idx": np.arange(n), "test_idx": test_idx, "k": cfg.eval.knn_k, "seed": cfg.train.seed}
+        split = {
+            "train_idx": np.arange(n),
+            "test_idx": test_idx,
+            "k": cfg.eval.knn_k,
+            "seed": cfg.train.seed,
+            "C": C_GRID,
+        }
         if cfg.eval.baselines:
             results.append(
                 probe(
@@ -186,6 +192,7 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
                     test_idx=np.arange(n, n + len(test_idx)),
                     k=cfg.eval.knn_k,
                     seed=cfg.train.seed,
+                    C=C_GRID,
                 )
             )
         for name, X in features:

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.datasets import make_blobs
 
-from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
+from ssl_modal.core.evaluate import C_GRID, ProbeResult, ProbeTable, probe
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +147,12 @@ def test_linear_c_chosen_on_training_examples_only():
     y = np.repeat([0, 1], 60)
     X = rng.normal(size=(120, 200)) + 0.25 * (2 * y[:, None] - 1)
     tr, te = np.arange(0, 120, 2), np.arange(1, 120, 2)
-    r = probe(X, y, train_idx=tr, test_idx=te)
+    r = probe(X, y, train_idx=tr, test_idx=te, C=C_GRID)
     assert r.linear_c <= 0.001
     fixed = probe(X, y, train_idx=tr, test_idx=te, C=1.0)
     assert fixed.linear_c == 1.0 and r.linear_acc >= fixed.linear_acc
     # the test labels play no part in the choice: flipping them leaves C and the kNN votes' inputs alone
-    flipped = probe(X, np.where(np.isin(np.arange(120), te), 1 - y, y), train_idx=tr, test_idx=te)
+    flipped = probe(X, np.where(np.isin(np.arange(120), te), 1 - y, y), train_idx=tr, test_idx=te, C=C_GRID)
     assert flipped.linear_c == r.linear_c
     assert flipped.linear_acc == pytest.approx(1 - r.linear_acc)
 
@@ -166,4 +166,5 @@ def test_linear_c_grid_checked_and_tiny_classes_fall_back(blobs):
     # one example of class 3 in the training part: no stratified inner CV, C = 1.0
     tr = np.concatenate([np.flatnonzero(y != 3)[:200], np.flatnonzero(y == 3)[:1]])
     te = np.setdiff1d(np.arange(len(y)), tr)
-    assert probe(X, y, train_idx=tr, test_idx=te).linear_c == 1.0
+    assert probe(X, y, train_idx=tr, test_idx=te, C=C_GRID).linear_c == 1.0
+    assert probe(X, y, train_idx=tr, test_idx=te).linear_c == 1.0  # the default: C = 1, no CV
