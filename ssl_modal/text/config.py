@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ssl_modal.core.eval_data import EvalData
+from ssl_modal.core.evaluate import C_GRID
 from ssl_modal.core.ranges import (
     at_least,
     check_fields,
@@ -130,6 +131,8 @@ class EvalConfig:
     label_efficiency: list = field(default_factory=lambda: [100, 1000])  # extra probes on the first N texts
     init_baseline: bool = True  # with model.init_from: also the frozen model it started from
     knn_k: int = positive(20)
+    probe_c: list = positive(factory=lambda: list(C_GRID))  # the linear probe's C, or a grid chosen by 3-fold CV
+    #   on each probe's training texts only (core probe); [1.0]: one fit, no CV (the demo)
     batch_size: int = positive(128)
     baselines: bool = True  # also TF-IDF + logistic regression and a random-init encoder
     finetune_steps: int = non_negative(0)  # > 0: also fine-tune the pretrained encoder + a linear head (core
@@ -142,6 +145,8 @@ class EvalConfig:
         EvalData(train=self.train, test=self.test)  # checks the sections
         if not isinstance(self.probe_train_examples, (list, tuple)):
             self.probe_train_examples = [self.probe_train_examples]
+        if not isinstance(self.probe_c, (list, tuple)):
+            self.probe_c = [self.probe_c]
         if not isinstance(self.label_efficiency, (list, tuple)):
             self.label_efficiency = [] if self.label_efficiency is None else [self.label_efficiency]
         for n in [*self.probe_train_examples, *self.label_efficiency]:

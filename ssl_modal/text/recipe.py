@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ssl_modal.core.eval_data import EvalData
-from ssl_modal.core.evaluate import C_GRID, ProbeResult, ProbeTable, probe
+from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
 from ssl_modal.core.export import load_model
 from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
@@ -180,7 +180,7 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
             "test_idx": test_idx,
             "k": cfg.eval.knn_k,
             "seed": cfg.train.seed,
-            "C": C_GRID,
+            "C": cfg.eval.probe_c,
         }
         if cfg.eval.baselines:
             results.append(
@@ -192,7 +192,7 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
                     test_idx=np.arange(n, n + len(test_idx)),
                     k=cfg.eval.knn_k,
                     seed=cfg.train.seed,
-                    C=C_GRID,
+                    C=cfg.eval.probe_c,
                 )
             )
         for name, X in features:
