@@ -35,6 +35,7 @@ from ssl_modal.core.contract import SSLModel, move_to
 from ssl_modal.core.export import encode
 from ssl_modal.transactions.losses import hide_fields
 from ssl_modal.transactions.objectives import MASK_ID
+from ssl_modal.transactions.parsing import hours_per_unit
 
 log = logging.getLogger("ssl_modal")
 TRANSACTION_ID, CLIENT_ID, EVENT_TIME = "transaction_id", "client_id", "event_time"
@@ -237,7 +238,7 @@ def features(
     result[CLIENT_ID] = frame[cols.client_id].to_numpy()
     times = result.pop(EVENT_TIME).to_numpy()
     if "anomaly_score" in result:  # over the scored rows (the others have no score and keep NaN)
-        hours = times * (24.0 if pre.state_dict()["time_kind"] == "days" else 1 / 3600.0)
+        hours = times * hours_per_unit(pre.state_dict()["time_kind"])
         score = result["anomaly_score"].to_numpy(dtype=np.float64)
         day = np.full(len(result), np.nan)
         clients = result[CLIENT_ID].to_numpy()[scored]

@@ -67,6 +67,11 @@ def parse_amount(
     return values
 
 
+def hours_per_unit(kind: str) -> float:
+    """Hours in one unit of a time column parsed by `parse_time` (kind "days" or "seconds")."""
+    return 24.0 if kind == "days" else 1 / 3600.0
+
+
 def parse_time(frame: pd.DataFrame, columns: list[str], fmt: str | None, source: str) -> tuple[np.ndarray, str]:
     """(float64 times, kind): kind "seconds" (since the epoch, UTC) or "days" (day offsets).
     Several columns are joined with spaces before parsing. Unparsable or empty values raise."""

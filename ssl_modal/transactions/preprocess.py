@@ -24,7 +24,7 @@ import pyarrow as pa
 from ssl_modal.core.ranges import at_least, check_fields
 from ssl_modal.data.readers import DataValidationError, read_table
 from ssl_modal.transactions.mapping import ColumnMapping, field_names
-from ssl_modal.transactions.parsing import factorize_text, parse_amount, parse_time, transaction_ids
+from ssl_modal.transactions.parsing import factorize_text, hours_per_unit, parse_amount, parse_time, transaction_ids
 from ssl_modal.transactions.sequences import SequenceSet, build_windows
 
 log = logging.getLogger("ssl_modal")
@@ -311,7 +311,7 @@ class TransactionPreprocessor:
             )
         gap = np.zeros(len(order), np.float64)
         gap[1:] = np.where(same[1:], t_s[1:] - t_s[:-1], 0.0)
-        hours = gap * (24.0 if st["time_kind"] == "days" else 1 / 3600.0)
+        hours = gap * hours_per_unit(st["time_kind"])
         fields = self.fields
         columns = {
             n: cat[n][order] if f["kind"] == "categorical" else num[n][order]

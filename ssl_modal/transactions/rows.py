@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_modal.data.readers import DataValidationError
-from ssl_modal.transactions.parsing import factorize_text, parse_amount, parse_time, transaction_ids
+from ssl_modal.transactions.parsing import factorize_text, hours_per_unit, parse_amount, parse_time, transaction_ids
 from ssl_modal.transactions.preprocess import CALENDAR, UNK, _signed_log1p, calendar_values
 
 log = logging.getLogger("ssl_modal")
@@ -153,11 +153,11 @@ class RowEncoder:
         self.vocab = {name: {v: i + 3 for i, v in enumerate(words)} for name, words in st["vocabularies"].items()}
         self.edges = np.asarray(st["amount_edges"], np.float64)
         self.stats, self.calendar, self.time_kind = st["numeric_stats"], list(st["calendar"]), st["time_kind"]
-        self.to_hours = 24.0 if self.time_kind == "days" else 1 / 3600.0
+        self.to_hours = hours_per_unit(self.time_kind)
 
     def hours(self, times: np.ndarray) -> np.ndarray:
         """Times in hours, computed as `features` does for `anomaly_score_24h`."""
-        return times * 24.0 if self.time_kind == "days" else times / 3600.0
+        return times * self.to_hours
 
     def _times(self, table: _Table, source: str) -> np.ndarray:
         cols, fmt = self.columns.time_columns, self.columns.time_format
