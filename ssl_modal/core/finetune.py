@@ -10,6 +10,7 @@ the head's learning rate; a stratified validation split of the training examples
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import tempfile
@@ -133,27 +134,29 @@ def finetune(
     pairs = [(train_examples[i], int(y_train[i])) for i in range(len(y_train))]
     fit_data = [pairs[i] for i in fit_idx]
     val_data = [pairs[i] for i in val_idx] or None
-    config = TrainConfig(
-        output_dir=output_dir or tempfile.mkdtemp(prefix="ssl_modal_finetune_"),
-        max_steps=max_steps,
-        batch_size=min(batch_size, len(fit_data)),
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_steps=max(1, max_steps // 10),
-        seed=seed,
-        log_every=max(1, eval_every),
-        checkpoint_every=max_steps,
-        keep_last=1,
-        monitor_every=0,
-        eval_every=eval_every if val_data else 0,
-        early_stopping_patience=patience if val_data else 0,
-        resume=False,
-        progress=progress,
-        tensorboard=False,
-        autocast=autocast,
-    )
-    torch.manual_seed(seed)
-    Trainer(config).fit(tuned, fit_data, _with_labels(collate), val_data=val_data)
+    with contextlib.ExitStack() as stack:  # no output_dir: the run's checkpoints go to a folder removed afterwards
+        run_dir = output_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="ssl_modal_finetune_"))
+        config = TrainConfig(
+            output_dir=run_dir,
+            max_steps=max_steps,
+            batch_size=min(batch_size, len(fit_data)),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_steps=max(1, max_steps // 10),
+            seed=seed,
+            log_every=max(1, eval_every),
+            checkpoint_every=max_steps,
+            keep_last=1,
+            monitor_every=0,
+            eval_every=eval_every if val_data else 0,
+            early_stopping_patience=patience if val_data else 0,
+            resume=False,
+            progress=progress,
+            tensorboard=False,
+            autocast=autocast,
+        )
+        torch.manual_seed(seed)
+        Trainer(config).fit(tuned, fit_data, _with_labels(collate), val_data=val_data)
 
     tuned.eval()
     test_emb = encode(tuned, list(test_examples), batch_size=batch_size)

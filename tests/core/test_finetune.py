@@ -1,5 +1,7 @@
 """finetune: a copy of the encoder plus a linear head, trained with the shared Trainer, scored like `probe`."""
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -44,7 +46,8 @@ def test_finetune_learns_labels_and_leaves_the_model_untouched(tmp_path):
     assert "vectors fine-tuned" in str(ProbeTable([result]))
 
 
-def test_finetune_with_one_example_per_class_trains_fixed_steps():
+def test_finetune_with_one_example_per_class_trains_fixed_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where finetune's own run folder goes
     model = build_vector_model({"dim": 16})
     x_train, y_train = blobs(60, 0)
     idx = [int(np.flatnonzero(y_train == c)[0]) for c in "abc"]
@@ -59,6 +62,7 @@ def test_finetune_with_one_example_per_class_trains_fixed_steps():
         batch_size=8,
     )
     assert result.n_train == 3 and 0.0 <= result.linear_acc <= 1.0
+    assert list(tmp_path.iterdir()) == []  # no output_dir given: its checkpoints were removed afterwards
 
 
 def test_finetune_errors_name_the_problem():
