@@ -60,20 +60,40 @@ def _resolved(path: str) -> str:
     return str(Path(path).resolve())
 
 
-def model_config(cfg: AlignerConfig, captions: list[str]) -> dict:
-    """The plain-dict model config; a from-scratch text tower gets a WordPiece trained on `captions`."""
+def model_config(cfg: AlignerConfig, captions: list[str], tokenizer_json: str | None = None) -> dict:
+    """The plain-dict model config; a from-scratch text tower gets `tokenizer_json`, else a WordPiece trained on
+    `captions`."""
     config = dataclasses.asdict(cfg.model)
-    config["tokenizer_json"] = (
-        None if cfg.model.text.pretrained_path else train_wordpiece(captions, cfg.model.text.vocab_size)
-    )
+    config["tokenizer_json"] = None
+    if not cfg.model.text.pretrained_path:
+        config["tokenizer_json"] = tokenizer_json or train_wordpiece(captions, cfg.model.text.vocab_size)
     return config
+
+
+def recipe_vocabulary(cfg: AlignerConfig, captions: list[str]) -> str | None:
+    """The run's caption WordPiece (None with a pretrained text tower): trained once and saved to
+    `<output_dir>/tokenizer.json`, reused when resuming (WordPiece training breaks frequency ties differently in
+    each process, and another vocabulary is another model: its checkpoints would be refused)."""
+    if cfg.model.text.pretrained_path:
+        return None
+    saved = Path(cfg.train.output_dir) / "tokenizer.json"
+    if cfg.train.resume and saved.is_file():
+        log.info("reusing the caption vocabulary trained earlier: %s", saved)
+        return saved.read_text()
+    vocabulary = train_wordpiece(captions, cfg.model.text.vocab_size)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_suffix(".json.partial")
+    partial.write_text(vocabulary)
+    partial.replace(saved)  # never a half-written vocabulary to resume from
+    return vocabulary
 
 
 def train(cfg: AlignerConfig) -> TrainResult:
     """Contrastive training on the training split; the final model is `<train.output_dir>/model.pt`."""
     train_pairs, _ = read_split(cfg)
+    check_images(train_pairs)  # before anything is written to output_dir
     torch.manual_seed(cfg.train.seed)
-    model = build_aligner_model(model_config(cfg, train_pairs.captions))
+    model = build_aligner_model(model_config(cfg, train_pairs.captions, recipe_vocabulary(cfg, train_pairs.captions)))
     count_truncated(model.tokenizer, train_pairs.captions, cfg.model.text.max_length, train_pairs.source)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -81,7 +101,6 @@ def train(cfg: AlignerConfig) -> TrainResult:
         "aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}", len(train_pairs)
     )
     d = cfg.data
-    check_images(train_pairs)
     transform = image_transform(
         cfg.model.image.image_size,
         train=True,

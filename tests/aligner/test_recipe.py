@@ -74,6 +74,38 @@ def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, 
     assert "i2t_R@1" in capsys.readouterr().out
 
 
+def test_rerun_in_the_same_folder_reuses_the_saved_vocabulary(shapes, tmp_path, monkeypatch):
+    """WordPiece training breaks ties differently in each process: a second run (make demo twice) must resume
+    with the vocabulary of the first, or its checkpoint is another model's and is refused."""
+    out = tmp_path / "run"
+    overrides = [
+        f"data.manifest={shapes}",
+        "data.image_root=null",
+        f"train.output_dir={out}",
+        "train.max_steps=2",
+        "train.batch_size=8",
+        "train.progress=false",
+        "model.image.image_size=32",
+        "model.image.centroids=16",
+        "model.image.grid=5",
+        "model.text.width=32",
+        "model.text.vocab_size=60",
+        "model.embed_dim=16",
+        "data.test_fraction=0.25",
+        "eval.zero_shot_classes=[red, green, blue, yellow]",
+    ]
+    module = recipe_module()
+    assert module.main(["--config", str(YAML), *overrides]) == 0
+    first = (out / "tokenizer.json").read_text()
+
+    def no_new_vocabulary(*args, **kwargs):
+        raise AssertionError("a resumed run trained a new caption vocabulary")
+
+    monkeypatch.setattr("ssl_modal.aligner.recipe.train_wordpiece", no_new_vocabulary)
+    assert module.main(["--config", str(YAML), *overrides]) == 0
+    assert (out / "tokenizer.json").read_text() == first
+
+
 def test_batch_size_one_is_a_clear_error(shapes, tmp_path, capsys):
     code = recipe_module().main(
         [
