@@ -22,22 +22,13 @@ def recipe_module():
     return module
 
 
-def test_demo_config_is_offline_and_full_config_uses_shared_data():
-    demo = load_config(AlignerConfig, YAML, demo=True)
-    assert "shared" not in demo.data.manifest and (REPO / demo.data.manifest).is_file()
-    assert len(pd.read_csv(REPO / demo.data.manifest)) == 500
-    full = load_config(AlignerConfig, YAML)
-    assert "shared/data/images/flickr8k" in full.data.manifest and full.model.image.arch == "patches"
-    assert demo.model.image.arch == "vit" and demo.model.text.arch == "bert" and not demo.data.sample_captions
-
-
-def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, capsys):
-    out = tmp_path / "run"
-    overrides = [
+def tiny_overrides(shapes, out, max_steps: int) -> list[str]:
+    """The recipe shrunk to the generated shapes: seconds per run."""
+    return [
         f"data.manifest={shapes}",
         "data.image_root=null",
         f"train.output_dir={out}",
-        "train.max_steps=4",
+        f"train.max_steps={max_steps}",
         "train.batch_size=8",
         "train.progress=false",
         "model.image.image_size=32",
@@ -52,6 +43,20 @@ def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, 
         "eval.grid_captions=2",
         "eval.zero_shot_classes=[red, green, blue, yellow]",
     ]
+
+
+def test_demo_config_is_offline_and_full_config_uses_shared_data():
+    demo = load_config(AlignerConfig, YAML, demo=True)
+    assert "shared" not in demo.data.manifest and (REPO / demo.data.manifest).is_file()
+    assert len(pd.read_csv(REPO / demo.data.manifest)) == 500
+    full = load_config(AlignerConfig, YAML)
+    assert "shared/data/images/flickr8k" in full.data.manifest and full.model.image.arch == "patches"
+    assert demo.model.image.arch == "vit" and demo.model.text.arch == "bert" and not demo.data.sample_captions
+
+
+def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(shapes, out, max_steps=4)
     assert recipe_module().main(["--config", str(YAML), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "random-init model" in printed and "trained" in printed and "chance" in printed
@@ -78,22 +83,7 @@ def test_rerun_in_the_same_folder_reuses_the_saved_vocabulary(shapes, tmp_path, 
     """WordPiece training breaks ties differently in each process: a second run (make demo twice) must resume
     with the vocabulary of the first, or its checkpoint is another model's and is refused."""
     out = tmp_path / "run"
-    overrides = [
-        f"data.manifest={shapes}",
-        "data.image_root=null",
-        f"train.output_dir={out}",
-        "train.max_steps=2",
-        "train.batch_size=8",
-        "train.progress=false",
-        "model.image.image_size=32",
-        "model.image.centroids=16",
-        "model.image.grid=5",
-        "model.text.width=32",
-        "model.text.vocab_size=60",
-        "model.embed_dim=16",
-        "data.test_fraction=0.25",
-        "eval.zero_shot_classes=[red, green, blue, yellow]",
-    ]
+    overrides = tiny_overrides(shapes, out, max_steps=2)
     module = recipe_module()
     assert module.main(["--config", str(YAML), *overrides]) == 0
     first = (out / "tokenizer.json").read_text()
