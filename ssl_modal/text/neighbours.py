@@ -17,6 +17,8 @@ corpus statistic, no pretrained model): the encoder then learns to put texts tha
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -36,22 +38,21 @@ def tfidf_vectors(texts: list[str]) -> sp.csr_matrix:
 def nearest_neighbours(embeddings, k: int, block: int = 2048) -> np.ndarray:
     """(N, D) vectors (dense, or a scipy sparse matrix such as TF-IDF rows) -> (N, k) indices of each row's
     k most cosine-similar other rows, nearest first."""
+    from sklearn.preprocessing import normalize
+
     sparse = sp.issparse(embeddings)
-    x = sp.csr_matrix(embeddings, dtype=np.float32) if sparse else np.asarray(embeddings, dtype=np.float32)
+    x: Any = sp.csr_matrix(embeddings, dtype=np.float32) if sparse else np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"neighbour mining needs at least 2 embeddings (N, D), found shape {x.shape}")
     k = int(k)
     if not 1 <= k < x.shape[0]:
         raise ValueError(f"objectives.neighbour_k must be in [1, {x.shape[0] - 1}] for {x.shape[0]} texts, found {k}")
-    if sparse:
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        x = sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ x
-        xt = x.T.tocsc()
-    else:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = normalize(x)  # unit rows (a row of zeros stays zero): dot products are cosines
+    xt = x.T.tocsc() if sparse else x.T
     out = np.empty((x.shape[0], k), dtype=np.int64)
     for start in range(0, x.shape[0], block):
-        sims = (x[start : start + block] @ xt).toarray() if sparse else x[start : start + block] @ x.T
+        sims = x[start : start + block] @ xt
+        sims = sims.toarray() if sparse else sims
         rows = np.arange(sims.shape[0])
         sims[rows, start + rows] = -np.inf  # never a text's own neighbour
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]

@@ -120,7 +120,9 @@ def mine_partners(cfg: TextConfig, model, texts: list[str], data):
     if o.neighbour_source == "tfidf":
         log.info("neighbour mining: TF-IDF vectors of %s texts", f"{len(texts):,}")
         vectors = tfidf_vectors(texts)
-        log.info("TF-IDF: %s terms; %d texts have no term", f"{vectors.shape[1]:,}", int((vectors.getnnz(1) == 0).sum()))
+        log.info(
+            "TF-IDF: %s terms; %d texts have no term", f"{vectors.shape[1]:,}", int((vectors.getnnz(1) == 0).sum())
+        )
         return neighbour_pairs(data, vectors, o.neighbour_k, cfg.train.seed, o.neighbour_draws)
     if not cfg.model.init_from:
         log.warning(

@@ -106,7 +106,9 @@ def test_bad_neighbour_source_is_refused():
     from ssl_modal.text.config import ObjectivesConfig
 
     assert ObjectivesConfig(neighbour=1.0, neighbour_source="tfidf").neighbour_source == "tfidf"
-    with pytest.raises(ValueError, match=r"objectives.neighbour_source: expected one of 'model', 'tfidf', found 'bm25'"):
+    with pytest.raises(
+        ValueError, match=r"objectives.neighbour_source: expected one of 'model', 'tfidf', found 'bm25'"
+    ):
         ObjectivesConfig(neighbour=1.0, neighbour_source="bm25")
 
 
