@@ -17,6 +17,7 @@ from ssl_modal.core.ranges import (
     ranged,
 )
 from ssl_modal.core.trainer import TrainConfig
+from ssl_modal.text.neighbours import NEIGHBOUR_SOURCES
 
 
 @dataclass
@@ -71,14 +72,19 @@ class ObjectivesConfig:
     mlm: masked language modelling. simcse: unsupervised SimCSE (the same text encoded twice, dropout
     noise makes the two views; InfoNCE over the batch). span_crop: two random contiguous token spans of
     each text as the two views (InfoNCE over the batch). neighbour: each text and one of its `neighbour_k`
-    nearest neighbours under the starting model as the two views (InfoNCE over the batch; for continued
-    pretraining of a sentence encoder, `ssl_modal.text.neighbours`)."""
+    nearest neighbours as the two views (InfoNCE over the batch, `ssl_modal.text.neighbours`), mined with
+    the starting model (`neighbour_source: model`, for continued pretraining of a sentence encoder) or from
+    TF-IDF vectors of the corpus (`tfidf`, for training from scratch)."""
 
     mlm: float = loss_weight(1.0)
     simcse: float = loss_weight(0.0)
     span_crop: float = loss_weight(0.0)
     neighbour: float = loss_weight(0.0)
     neighbour_k: int = positive(10)  # neighbour: the partner is drawn among this many nearest neighbours
+    neighbour_draws: int = positive(1)  # neighbour: the corpus repeated this many times, each copy with its own
+    #   partner draw (an epoch then has draws x the texts): fresh partners in long runs
+    neighbour_source: str = "model"  # neighbour: mined with the starting model, or "tfidf": cosine over TF-IDF
+    #   rows of the pretraining corpus (no pretrained model needed: for training from scratch)
     temperature: float = positive(0.05)  # InfoNCE temperature of the contrastive objectives (SimCSE: 0.05)
     crop_min: float = ranged("(0, 1]", 0.3)  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
     crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
@@ -86,6 +92,11 @@ class ObjectivesConfig:
     def __post_init__(self) -> None:
         if not (self.mlm or self.simcse or self.span_crop or self.neighbour):
             raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop, neighbour); give one a weight > 0")
+        if self.neighbour_source not in NEIGHBOUR_SOURCES:
+            raise ValueError(
+                f"objectives.neighbour_source: expected one of {', '.join(map(repr, NEIGHBOUR_SOURCES))}, "
+                f"found {self.neighbour_source!r}"
+            )
         if self.crop_min > self.crop_max:
             raise ValueError(
                 f"objectives.crop_min/crop_max: expected 0 < crop_min <= crop_max <= 1, "

@@ -8,26 +8,51 @@ makes each text's positive one of its `neighbour_k` nearest neighbours (cosine, 
 the run starts from, before the first step; the text itself excluded), with the other texts of the batch
 as negatives (InfoNCE, as in NNCLR, Dwibedi et al. 2021): the corpus's clusters tighten, which is what a
 linear probe for topics needs. The partner of each text is drawn once, uniformly among its k neighbours,
-from the run's seed.
+from the run's seed (`objectives.neighbour_draws` > 1: the corpus repeated with one draw per copy).
+
+For a model trained from scratch the starting model knows nothing, so `objectives.neighbour_source: tfidf`
+mines the neighbours from TF-IDF vectors of the pretraining corpus instead (`tfidf_vectors`: a label-free
+corpus statistic, no pretrained model): the encoder then learns to put texts that share rare words together.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import scipy.sparse as sp
+
+NEIGHBOUR_SOURCES = ("model", "tfidf")  # objectives.neighbour_source
 
 
-def nearest_neighbours(embeddings: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
-    """(N, D) vectors -> (N, k) indices of each row's k most cosine-similar other rows, nearest first."""
-    x = np.asarray(embeddings, dtype=np.float32)
+def tfidf_vectors(texts: list[str]) -> sp.csr_matrix:
+    """L2-normalised TF-IDF rows of `texts` (word unigrams, sublinear tf, English stop words dropped, words in
+    at least 2 texts and at most half of them), fitted on these texts only: the label-free statistic
+    `objectives.neighbour_source: tfidf` mines neighbours with."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=2, max_df=0.5)
+    return vectorizer.fit_transform(texts).tocsr()
+
+
+def nearest_neighbours(embeddings, k: int, block: int = 2048) -> np.ndarray:
+    """(N, D) vectors (dense, or a scipy sparse matrix such as TF-IDF rows) -> (N, k) indices of each row's
+    k most cosine-similar other rows, nearest first."""
+    from sklearn.preprocessing import normalize
+
+    sparse = sp.issparse(embeddings)
+    x: Any = sp.csr_matrix(embeddings, dtype=np.float32) if sparse else np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"neighbour mining needs at least 2 embeddings (N, D), found shape {x.shape}")
     k = int(k)
     if not 1 <= k < x.shape[0]:
         raise ValueError(f"objectives.neighbour_k must be in [1, {x.shape[0] - 1}] for {x.shape[0]} texts, found {k}")
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = normalize(x)  # unit rows (a row of zeros stays zero): dot products are cosines
+    xt = x.T.tocsc() if sparse else x.T
     out = np.empty((x.shape[0], k), dtype=np.int64)
     for start in range(0, x.shape[0], block):
-        sims = x[start : start + block] @ x.T
+        sims = x[start : start + block] @ xt
+        sims = sims.toarray() if sparse else sims
         rows = np.arange(sims.shape[0])
         sims[rows, start + rows] = -np.inf  # never a text's own neighbour
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -49,6 +74,14 @@ def add_partner_column(data, partners: np.ndarray):
     return data.add_column("pair_input_ids", [ids[int(j)] for j in partners])
 
 
-def neighbour_pairs(data, embeddings: np.ndarray, k: int, seed: int):
-    """`add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))`."""
-    return add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))
+def neighbour_pairs(data, embeddings, k: int, seed: int, draws: int = 1):
+    """`add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))`; with `draws` > 1 the
+    corpus is repeated `draws` times, each copy with its own partner draw (seeds seed, seed + 1, ...), so a run
+    of several epochs does not see one fixed partner per text (a small encoder memorises fixed pairs)."""
+    neighbours = nearest_neighbours(embeddings, k)
+    copies = [add_partner_column(data, draw_partners(neighbours, seed + d)) for d in range(int(draws))]
+    if len(copies) == 1:
+        return copies[0]
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets(copies)

@@ -21,7 +21,7 @@ from ssl_modal.text.config import DataConfig, TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
 from ssl_modal.text.features import encode_sorted
 from ssl_modal.text.model import build_text_model, resolve_init_from, text_model_config
-from ssl_modal.text.neighbours import neighbour_pairs
+from ssl_modal.text.neighbours import neighbour_pairs, tfidf_vectors
 from ssl_modal.text.packing import fill_ratio, pack_texts
 from ssl_modal.text.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer_path
 
@@ -114,11 +114,25 @@ def train(cfg: TextConfig) -> TrainResult:
 def mine_partners(cfg: TextConfig, model, texts: list[str], data):
     """`data` with each text's partner for `objectives.neighbour`: one of its `neighbour_k` nearest
     neighbours under `model` as it starts (embedded with model.max_length; `eval.cache_features` keeps
-    these embeddings, so a resumed run mines the same partners without embedding again)."""
+    these embeddings, so a resumed run mines the same partners without embedding again), or, with
+    `objectives.neighbour_source: tfidf`, under TF-IDF vectors of `texts` (no model needed)."""
+    o = cfg.objectives
+    if o.neighbour_source == "tfidf":
+        log.info("neighbour mining: TF-IDF vectors of %s texts", f"{len(texts):,}")
+        vectors = tfidf_vectors(texts)
+        log.info(
+            "TF-IDF: %s terms; %d texts have no term", f"{vectors.shape[1]:,}", int((vectors.getnnz(1) == 0).sum())
+        )
+        return neighbour_pairs(data, vectors, o.neighbour_k, cfg.train.seed, o.neighbour_draws)
+    if not cfg.model.init_from:
+        log.warning(
+            "objectives.neighbour mines with the starting model, a random init here: its neighbours mean little; "
+            "objectives.neighbour_source: tfidf mines from the corpus instead"
+        )
     cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
     log.info("neighbour mining: embedding %s texts with the starting model", f"{len(texts):,}")
     embeddings = encode_sorted(model, texts, cfg.eval.batch_size, cache, "starting model (neighbour mining)")
-    return neighbour_pairs(data, embeddings, cfg.objectives.neighbour_k, cfg.train.seed)
+    return neighbour_pairs(data, embeddings, o.neighbour_k, cfg.train.seed, o.neighbour_draws)
 
 
 def tfidf_features(train_texts: list[str], test_texts: list[str]):

@@ -1,13 +1,15 @@
-"""objectives.neighbour: nearest neighbours (self excluded, nearest first), reproducible partners, the
-partner tokens carried through the collate, and the objective training on them."""
+"""objectives.neighbour: nearest neighbours (self excluded, nearest first; dense or sparse TF-IDF rows),
+reproducible partners, the partner tokens carried through the collate, the objective training on them, and
+neighbour_source checked."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from ssl_modal.text import build_text_model
 from ssl_modal.text.data import tokenize_texts
-from ssl_modal.text.neighbours import draw_partners, nearest_neighbours, neighbour_pairs
+from ssl_modal.text.neighbours import draw_partners, nearest_neighbours, neighbour_pairs, tfidf_vectors
 
 from .conftest import tiny_model_config
 
@@ -58,3 +60,67 @@ def test_neighbour_objective_trains_on_mined_partners(small_tokenizer, sample_te
     assert model.encoder.mlm.get_input_embeddings().weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs each text's mined partner"):
         model(model.collate(texts))
+
+
+TOPIC_TEXTS = [  # four pairs: each text shares its rare words with exactly one other text
+    "the central bank raised interest rates again",
+    "interest rates rise as the central bank acts",
+    "the striker scored twice in the cup final",
+    "a cup final decided by the striker who scored",
+    "the new chip doubles laptop battery life",
+    "laptop makers want the chip for battery life",
+    "rebels seized the northern city overnight",
+    "the northern city fell to rebels overnight",
+]
+
+
+def test_tfidf_neighbours_share_words_and_exclude_self():
+    vectors = tfidf_vectors(TOPIC_TEXTS)
+    assert vectors.shape[0] == 8
+    nn = nearest_neighbours(vectors, 1)
+    np.testing.assert_array_equal(nn[:, 0], [1, 0, 3, 2, 5, 4, 7, 6])
+    nn3 = nearest_neighbours(vectors, 3, block=3)  # blocks smaller than N
+    assert (nn3 != np.arange(8)[:, None]).all() and (nn3[:, 0] == nn[:, 0]).all()
+    for i, j in enumerate(nn[:, 0]):
+        stop = {"the", "a", "as", "by", "in", "to", "for", "who", "new", "want", "again"}
+        assert set(TOPIC_TEXTS[i].split()) & set(TOPIC_TEXTS[j].split()) - stop
+
+
+def test_sparse_and_dense_vectors_give_the_same_neighbours():
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 12)) * (rng.random((40, 12)) < 0.4)
+    x[5] = 0.0  # a text with no term: no crash, never its own neighbour
+    dense = nearest_neighbours(x, 3, block=7)
+    sparse = nearest_neighbours(sp.csr_matrix(x), 3, block=7)
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sims = xn @ xn.T
+    np.fill_diagonal(sims, -np.inf)
+    for got in (dense, sparse):
+        np.testing.assert_allclose(
+            np.take_along_axis(sims, got, axis=1), -np.sort(-sims, axis=1)[:, :3], rtol=1e-5, atol=1e-6
+        )
+        assert (got != np.arange(40)[:, None]).all()
+
+
+def test_bad_neighbour_source_is_refused():
+    from ssl_modal.text.config import ObjectivesConfig
+
+    assert ObjectivesConfig(neighbour=1.0, neighbour_source="tfidf").neighbour_source == "tfidf"
+    with pytest.raises(
+        ValueError, match=r"objectives.neighbour_source: expected one of 'model', 'tfidf', found 'bm25'"
+    ):
+        ObjectivesConfig(neighbour=1.0, neighbour_source="bm25")
+
+
+def test_draws_repeat_the_corpus_with_fresh_partners(small_tokenizer, sample_texts):
+    data = tokenize_texts(sample_texts[:30], small_tokenizer)
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(30, 6)).astype(np.float32)
+    nn = nearest_neighbours(emb, 5)
+    pairs = neighbour_pairs(data, emb, 5, seed=3, draws=3)
+    assert len(pairs) == 90 and pairs["input_ids"][:30] == pairs["input_ids"][60:] == data["input_ids"]
+    ids = data["input_ids"]
+    partners = [[ids.index(pairs[c * 30 + i]["pair_input_ids"]) for i in range(30)] for c in range(3)]
+    assert all(partners[c][i] in nn[i] for c in range(3) for i in range(30))
+    assert partners[0] != partners[1] != partners[2]  # each copy draws its own partners
+    np.testing.assert_array_equal(partners[1], draw_partners(nn, 4))  # copy c uses seed + c

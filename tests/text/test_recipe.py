@@ -55,6 +55,7 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
             "data.max_tokens=24",
             "eval.cache_features=true",
         ],
+        ["objectives.mlm=0", "objectives.neighbour=1.0", "objectives.neighbour_source=tfidf", "data.max_tokens=24"],
     ],
 )
 def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
@@ -95,12 +96,14 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     assert emb.id.tolist()[:3] == [1, 2, 3]  # 1-based data rows of the test file
     records = training_records(out)
     assert [r["step"] for r in records] == [4, 8, 12]
-    assert all(r["mlm/real_tokens_per_s"] > 0 and r["time"] > 0 for r in records)  # trainer: sum / s
+    first = "neighbour" if "objectives.mlm=0" in extra else "mlm"  # the first objective counts real tokens
+    assert all(r[f"{first}/real_tokens_per_s"] > 0 and r["time"] > 0 for r in records)  # trainer: sum / s
     if tuned:
         assert "simcse/loss" in records[-1]
     if "objectives.neighbour=1.0" in extra:  # partners mined before step 1; their embeddings cached
         assert "neighbour/loss" in records[-1] and records[-1]["neighbour/accuracy"] >= 0
-        assert len(list((out / "features").glob("*.npy"))) > 0
+        tfidf = "objectives.neighbour_source=tfidf" in extra  # mined from TF-IDF rows: no model embeddings
+        assert tfidf == (not (out / "features").exists())
 
 
 def test_minilm_recipe_config():
@@ -109,6 +112,14 @@ def test_minilm_recipe_config():
     assert cfg.objectives.neighbour > 0 and cfg.eval.probe_train_examples == [5000, None]
     demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
     assert "shared" not in demo.data.file and "shared" not in demo.eval.test["file"] and demo.train.max_steps <= 50
+
+
+def test_scratch_recipe_config():
+    cfg = load_config(TextConfig, str(REPO / "recipes" / "text_scratch.yaml"), [])
+    assert cfg.model.init_from is None and cfg.objectives.neighbour > 0 and cfg.objectives.neighbour_source == "tfidf"
+    assert cfg.train.max_minutes <= 30 and cfg.eval.probe_train_examples == [5000, None]
+    with pytest.raises(ValueError, match="objectives.neighbour_source: expected one of 'model', 'tfidf', found 'x'"):
+        load_config(TextConfig, str(REPO / "recipes" / "text_scratch.yaml"), ["objectives.neighbour_source=x"])
 
 
 def test_bad_recipe_input_exits_with_a_message(tmp_path, monkeypatch, capsys):
