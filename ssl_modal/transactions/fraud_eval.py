@@ -49,11 +49,13 @@ def _fit_predict(X: pd.DataFrame, y: np.ndarray, fit: np.ndarray, rounds: int, s
 
 
 def velocity_table(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """The hand-made velocity features (`baselines.velocity_features`) of the mapped columns, times in seconds
+    whatever the time column's resolution."""
     from ssl_modal.transactions.recipe import event_times
 
     times = event_times(frame, columns)
-    seconds = (
-        (times.astype("int64") / 1e9).to_numpy()
+    seconds = (  # through datetime64[ns]: a column read as datetime64[us] (Parquet) gives microseconds as int64
+        times.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
         if pd.api.types.is_datetime64_any_dtype(times)
         else times.to_numpy(dtype=np.float64) * 86400.0
     )

@@ -37,10 +37,11 @@ from ssl_modal.transactions.model import build_transactions_model, transactions_
 Config = TransactionsConfig
 log = logging.getLogger("ssl_modal")
 # the learned scores given to LightGBM; "position"/"window_events" describe the windowing, not the client, and
-# drift between time periods (on Sparkov they cut AUC-PR from 0.87 to 0.67), so they stay out
+# drift between time periods (on Sparkov they cut AUC-PR from 0.87 to 0.67), so they stay out; "order_score"
+# reads the event's whole window, up to 255 LATER events included (a look-ahead no transaction-time scorer has,
+# and `score_new` does not produce it): out since issue 19's session 4 (docs/transactions.md)
 SSL_FEATURES = (
     "surprise_",
-    "order_score",
     "gap_residual",
     "history_distance",
     "state_",
