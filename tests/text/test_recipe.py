@@ -30,6 +30,7 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
     assert not any("shared" in p for p in paths), paths
     assert demo.tokenizer.train_vocab_size and all((REPO / p).is_file() for p in paths[:2])
     assert demo.model.hidden_size == 128 and demo.model.num_layers == 2 and demo.model.max_length == 64
+    assert demo.objectives.neighbour_source == "tfidf" and demo.objectives.mlm and demo.objectives.neighbour
     full = load_config(TextConfig, YAML, ["train.max_steps=7"])
     assert "shared" in full.data.file and "shared" in full.eval.test["file"] and full.train.max_steps == 7
     assert full.tokenizer.vocab_file.endswith("bert_uncased_vocab/vocab.txt") and full.mlm.probability == 0.15
@@ -43,6 +44,7 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
         [],
         [
             "data.pack=true",
+            "objectives.neighbour=0",  # the demo's neighbour pairs need one text per row
             "objectives.simcse=0.5",
             "train.batch_size=4",
             "eval.finetune_steps=6",
