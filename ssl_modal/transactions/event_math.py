@@ -146,6 +146,14 @@ class EventMath:
             heads += [("lag1", (r[0], None)) for lag, r in zip(self.lags, self.residual, strict=True) if lag == 1]
         self.prev_heads = _stacked(heads)
         self.event_heads = _stacked([(lag, (r[1], r[2])) for lag, r in zip(self.lags, self.residual, strict=True)])
+        # the tokens' products in one matrix: the previous-state heads (read by the next event) and each ring's
+        # projection (lags >= 2)
+        rings = [(lag, (r[0], None)) for lag, r in zip(self.lags, self.residual, strict=True) if lag >= 2]
+        self.token_heads = _stacked(([("prev", (self.prev_heads[0], None))] if self.prev_heads else []) + rings)
+        # b_hh's r and z parts added to the input gates once (its n part is multiplied by r: added per step)
+        H = self.H
+        self.b_gi = self.b_ih + np.concatenate([self.b_hh[: 2 * H], np.zeros(H, np.float32)])
+        self.g_rz = self.g_hidden[: 2 * H] + self.b_hh[: 2 * H]
 
     def current_version(self) -> int:
         """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
@@ -168,69 +176,42 @@ class EventMath:
             return sum(p @ w for p, w in zip(parts, self.projections, strict=True))
         return np.concatenate(parts, -1)
 
-    def gru(self, x: np.ndarray, h0: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> dict:
-        """Per event (N, H): "tokens" the GRU state after it, from h0 (B, H); "hidden" the state as if it alone
-        were hidden (`hidden_event_states`, from the same W_hh h product); "prev" the state before it;
-        "before" the sum of the client's tokens before it in this call; and "h", "sum" (B, H): the last state
-        and the sum of the tokens per client. Events are (N, D) inputs, client b's at starts[b] ... in time
-        order; clients in decreasing `lengths`. Steps run time-major: step t's events (the first k_t clients')
-        are one contiguous block, so each step reads and writes slices; one permutation back at the end."""
-        H, B, N = self.H, len(h0), len(x)
-        steps = int(lengths[0]) if B else 0
-        if N == B:  # one event per client: already time-major
-            order, offsets = None, [0, N]
-        else:
-            k = np.count_nonzero(lengths[None, :] > np.arange(steps)[:, None], axis=1)  # clients at each step
-            offsets = np.concatenate([[0], np.cumsum(k)]).tolist()
-            t_of = np.repeat(np.arange(steps), k)
-            order = starts[np.arange(N) - np.repeat(offsets[:-1], k)] + t_of  # time-major row -> event row
-        gi = (x if order is None else x[order]) @ self.w_ih
-        gi += self.b_ih
-        tokens, hidden, prev, before = (np.empty((N, H), np.float32) for _ in range(4))
-        gh, rz, n = (
-            np.empty((B, 3 * H), np.float32),
-            np.empty((2, B, 2 * H), np.float32),
-            np.empty((2, B, H), np.float32),
-        )
-        h, acc = h0.copy(), np.zeros((B, H), np.float32)
-        g_rz, g_n = self.g_hidden[: 2 * H], self.g_hidden[2 * H :]
-        for t in range(steps):  # in place: no temporaries per step
+    def gru(self, gi: np.ndarray, h0: np.ndarray, offsets: list, total: np.ndarray):
+        """GRU steps over time-major events: gi (N, 3H) their input gates (x W_ih + `b_gi`), step t's events
+        rows offsets[t]:offsets[t+1], the first k_t of the B clients of h0 (B, H) (clients by decreasing number
+        of events). Returns (2, N, H): [0] the state after each event, [1] the state as if the event alone
+        were hidden (`hidden_event_states`, from the same W_hh h product), and before (N, H): `total` (B, H)
+        plus the client's states before this event in the call. Each step reads the previous step's block
+        (its first k_t rows are the same clients): no state copies; both branches' gates in one pass each."""
+        H, N = self.H, len(gi)
+        out, before = np.empty((2, N, H), np.float32), np.empty((N, H), np.float32)
+        k0 = offsets[1] if N else 0
+        gh = np.empty((k0, 3 * H), np.float32)
+        rz, n = np.empty((2, k0, 2 * H), np.float32), np.empty((2, k0, H), np.float32)
+        b_hn, g_n = self.b_hh[2 * H :], self.g_hidden[2 * H :]
+        before[:k0] = total[:k0]
+        hc = h0[:k0]
+        for t in range(len(offsets) - 1):
             a, b = offsets[t], offsets[t + 1]
             c = b - a
-            hc, ghc, rzc, nc, tok, hid = h[:c], gh[:c], rz[:, :c], n[:, :c], tokens[a:b], hidden[a:b]
-            prev[a:b], before[a:b] = hc, acc[:c]
+            ghc, rzc, nc, new = gh[:c], rz[:, :c], n[:, :c], out[:, a:b]
+            if t:
+                p = offsets[t - 1]
+                hc = out[0, p : p + c]
+                np.add(before[p : p + c], hc, out=before[a:b])
             np.matmul(hc, self.w_hh, out=ghc)
-            ghc += self.b_hh
+            ghc[:, 2 * H :] += b_hn
             np.add(gi[a:b, : 2 * H], ghc[:, : 2 * H], out=rzc[0])
-            np.add(g_rz, ghc[:, : 2 * H], out=rzc[1])
+            np.add(self.g_rz, ghc[:, : 2 * H], out=rzc[1])
             _sigmoid_(rzc)
             np.multiply(rzc[..., :H], ghc[:, 2 * H :], out=nc)
             nc[0] += gi[a:b, 2 * H :]
             nc[1] += g_n
             _tanh_(nc)
-            for new, j in ((tok, 0), (hid, 1)):  # (1 - z) n + z h
-                np.subtract(hc, nc[j], out=new)
-                new *= rzc[j, :, H:]
-                new += nc[j]
-            hc[...] = tok
-            acc[:c] += tok
-        if order is None:
-            return {"tokens": tokens, "hidden": hidden, "prev": prev, "before": before, "h": h, "sum": acc}
-        back = np.empty(N, np.int64)
-        back[order] = np.arange(N)
-        return {
-            "tokens": tokens[back],
-            "hidden": hidden[back],
-            "prev": prev[back],
-            "before": before[back],
-            "h": h,
-            "sum": acc,
-        }
-
-    @staticmethod
-    def _dense(x: np.ndarray, wb) -> np.ndarray:
-        w, b = wb
-        return x @ w if b is None else x @ w + b
+            np.subtract(hc, nc, out=new)  # (1 - z) n + z h, both branches
+            new *= rzc[..., H:]
+            new += nc
+        return out, before
 
     # ---- features ---------------------------------------------------------------------------------
     def _split(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -244,52 +225,92 @@ class EventMath:
         return state[:, :H], state[:, H : 2 * H], rings
 
     def features(self, cat: dict, num: dict, lengths: np.ndarray, state: np.ndarray, count: np.ndarray):
-        """Feature arrays (N,) by name (the order of `features`) and the clients' new states (B, width), for N
-        events of B clients: cat/num (N,) per field (num with "time_gap"), each client's events together and
-        in time order, clients by decreasing `lengths` (B,); state (B, width) after their earlier events
-        (zeros: none, see `state_width`), count (B,) their number of earlier events."""
-        B, H = len(lengths), self.H
+        """Features of N events of B clients, computed time-major: (names, values (N, F) float32 in the order of
+        `features`, row i for event order[i], the clients' new states (B, width)). cat/num (N,) per field (num
+        with "time_gap"), each client's events together and in time order, clients by decreasing `lengths`
+        (B,); state (B, width) after their earlier events (zeros: none, see `state_width`), count (B,) their
+        number of earlier events."""
+        B, H, N = len(lengths), self.H, int(lengths.sum())
         h0, tsum, rings = self._split(state)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        client = np.repeat(np.arange(B), lengths)
-        at = np.arange(len(client))
-        step = at - starts[client]
-        first = (count[client] == 0) & (step == 0)
-        g = self.gru(self.embed(cat, num), h0, starts, lengths)
-        tokens, prev = g["tokens"], g["prev"]
-        out = {}
-        pos = (count[client] + step).astype(np.float32)
-        history = (tsum[client] + g["before"]) / np.maximum(pos, 1)[:, None]
-        dot = (tokens * history).sum(-1)
-        norms = np.maximum(np.linalg.norm(tokens, axis=-1), 1e-8) * np.maximum(np.linalg.norm(history, axis=-1), 1e-8)
-        out["history_distance"] = np.where(pos == 0, np.nan, 1 - dot / norms).astype(np.float32)
-        gap = num[TIME_GAP]
-        proj = None
-        if self.prev_heads is not None:
-            w, b, cols = self.prev_heads
-            both = prev @ w
-            both += b
-            proj = {k: both[:, c] for k, c in cols.items()}
-        if self.gap_head is not None:
-            out["gap_residual"] = np.where(first, np.nan, gap - proj["gap"][:, 0])
+        k = np.count_nonzero(lengths[None, :] > np.arange(lengths[0])[:, None], axis=1)  # clients per step
+        offsets = np.concatenate([[0], np.cumsum(k)])
+        t_of = np.repeat(np.arange(len(k)), k)  # step and client of each time-major row
+        j_of = np.arange(N) - offsets[t_of]
+        order = np.concatenate([[0], np.cumsum(lengths)[:-1]])[j_of] + t_of  # the event of each row
+        if N != B:
+            cat, num = {n: v[order] for n, v in cat.items()}, {n: v[order] for n, v in num.items()}
+        gi = self.embed(cat, num) @ self.w_ih
+        gi += self.b_gi
+        both, before = self.gru(gi, h0, offsets.tolist(), tsum)
+        tokens = both[0]
+        last = offsets[lengths - 1] + np.arange(B)  # each client's last row
         new = np.empty_like(state)
-        new[:, :H], new[:, H : 2 * H] = g["h"], tsum + g["sum"]
+        new[:, :H] = tokens[last]
+        np.add(before[last], tokens[last], out=new[:, H : 2 * H])
+        pos = count[j_of] + t_of
+        first = pos == 0
+        out = {}
+        history = before / np.maximum(pos, 1).astype(np.float32)[:, None]
+        dot = np.einsum("ij,ij->i", tokens, history)
+        norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", tokens, tokens)), 1e-8)
+        norms *= np.maximum(np.sqrt(np.einsum("ij,ij->i", history, history)), 1e-8)
+        out["history_distance"] = np.where(first, np.nan, 1 - dot / norms).astype(np.float32)
+        proj, lagged = None, {}
+        if self.token_heads is not None:
+            w, _, cols = self.token_heads
+            tok = tokens @ w  # every event's state, projected for the next event and the rings
+            k0 = offsets[1]
+            if self.prev_heads is not None:  # the state before each event: h0 at step 0, else the previous row
+                wp, bp, pcols = self.prev_heads
+                prev = np.empty((N, wp.shape[1]), np.float32)
+                prev[:k0] = h0[:k0] @ wp
+                prev[k0:] = tok[np.arange(k0, N) - k[t_of[k0:] - 1], cols["prev"]]
+                prev += bp
+                proj = {name: prev[:, c] for name, c in pcols.items()}
+            for lag, ring in rings.items():
+                lagged[lag] = self._ring(lag, ring, tok[:, cols[lag]], new, lengths, offsets, k, t_of, j_of)
+        if self.gap_head is not None:
+            out["gap_residual"] = np.where(first, np.nan, num[TIME_GAP] - proj["gap"][:, 0])
         if self.history:
-            out.update(self._history(cat, num, proj, tokens, rings, first, client, step, lengths, starts, new))
+            out.update(self._history(cat, num, proj, lagged, first))
         if self.targets:
-            nll = _nll_segments(
-                self._dense(g["hidden"], self.masked), self.masked_split, [cat[t] for t in self.targets]
-            )
-            total = np.zeros(len(step), np.float32)
+            logits = both[1] @ self.masked[0]  # the "hidden" states
+            logits += self.masked[1]
+            nll = _nll_segments(logits, self.masked_split, [cat[t] for t in self.targets])
+            total = np.zeros(N, np.float32)
             for j, t in enumerate(self.targets):
                 out[f"surprise_{t}"] = nll[:, j]
                 total = total + nll[:, j]
             out["surprise_total"] = total
-        return out, new
+        names = list(out)
+        values = np.empty((N, len(names)), np.float32)
+        for i, name in enumerate(names):
+            values[:, i] = out[name]
+        return names, values, order, new
 
-    def _history(self, cat, num, proj, tokens, rings, first, client, step, lengths, starts, new) -> dict:
-        """`HistoryForecast.event_features` (the lagged states from the previous state's projections `proj`, the
-        tokens and the projected rings); writes each lag's new ring into `new`."""
+    def _ring(self, lag, ring, tok, new, lengths, offsets, k, t_of, j_of) -> np.ndarray:
+        """The projected state `lag` events back of each (time-major) event: from the stored ring (the client's
+        last `lag` states before the call, oldest first) for the first `lag` steps, else from `tok` (N, p) the
+        call's projected states; writes the client's new ring (the last `lag` of [ring ; call]) into `new`."""
+        B, N, p = len(lengths), len(tok), ring.shape[-1]
+        m0 = offsets[min(lag, len(k))]  # rows of the first `lag` steps
+        lagged = np.empty((N, p), np.float32)
+        lagged[:m0] = ring[j_of[:m0], t_of[:m0]]
+        if m0 < N:
+            back = offsets[t_of[m0:]] - offsets[t_of[m0:] - lag]  # rows between an event and its state lag back
+            lagged[m0:] = tok[np.arange(m0, N) - back]
+        at = 2 * self.H + sum(g * p for g in rings_before(self.lags, lag))
+        keep = new[:, at : at + lag * p].reshape(B, lag, p)  # a view of `new`
+        q = lengths[:, None] + np.arange(lag)[None]  # positions n .. n+lag-1 of [ring (lag) ; call (n)]
+        old = q < lag
+        b = np.broadcast_to(np.arange(B)[:, None], q.shape)
+        keep[old] = ring[b[old], q[old]]
+        keep[~old] = tok[offsets[q[~old] - lag] + b[~old]]
+        return lagged
+
+    def _history(self, cat, num, proj, lagged, first) -> dict:
+        """`HistoryForecast.event_features` from the previous state's projections `proj` and the lagged
+        projected states (lags >= 2)."""
         out = {}
         before = proj["bottleneck"]
         out.update({f"state_{i:02d}": before[:, i] for i in range(before.shape[-1])})
@@ -297,23 +318,14 @@ class EventMath:
         hid_num = {n: np.zeros_like(v) if n in self.hist_num else v for n, v in num.items()}
         flags = {n: np.ones(v.shape, bool) for n, v in num.items() if n in self.hist_num}
         w, b, cols = self.event_heads
-        event = self.embed(hid_cat, hid_num, flags) @ w + b
+        event = self.embed(hid_cat, hid_num, flags) @ w
+        event += b
         amount, gap = num[AMOUNT], num[TIME_GAP]
         lo, hi = LOGVAR_RANGE
-        B, N, at = len(lengths), len(step), 2 * self.H
-        for lag, (w1h, _, _, w2, b2) in zip(self.lags, self.residual, strict=True):
-            if lag == 1:
-                lagged = proj["lag1"]
-            else:  # [ring (B * lag) ; projected tokens (N)], the state `lag` events back of each event
-                p = w1h.shape[1]
-                full = np.concatenate([rings[lag].reshape(B * lag, p), tokens @ w1h])
-                lagged = full[np.where(step >= lag, B * lag + np.arange(N) - lag, client * lag + step)]
-                k = lengths[:, None] + np.arange(lag)[None]  # the last `lag` of [ring ; new]: positions n .. n+lag-1
-                b = np.arange(B)[:, None]
-                keep = full[np.where(k < lag, b * lag + k, B * lag + starts[:, None] + k - lag)]
-                new[:, at : at + lag * p] = keep.reshape(B, -1)
-                at += lag * p
-            a = lagged + event[:, cols[lag]]
+        ends = np.cumsum([4, *self.vocab]).tolist()
+        for lag, (_, _, _, w2, b2) in zip(self.lags, self.residual, strict=True):
+            a = event[:, cols[lag]]
+            a += proj["lag1"] if lag == 1 else lagged[lag]
             r = self._dense(_gelu(a), (w2, b2))
             lv_a, lv_g = np.minimum(np.maximum(r[:, 1], lo), hi), np.minimum(np.maximum(r[:, 3], lo), hi)
             out[f"amount_z_l{lag}"] = (amount - r[:, 0]) * np.exp(-0.5 * lv_a)
@@ -322,10 +334,19 @@ class EventMath:
             gap_nll = 0.5 * (lv_g + (gap - r[:, 2]) ** 2 * np.exp(-lv_g))
             out[f"gap_nll_l{lag}"] = np.where(first, np.nan, gap_nll)
             total = out[f"amount_nll_l{lag}"] + np.where(first, 0.0, gap_nll)
-            ends = np.cumsum([4, *self.vocab]).tolist()
             logits = [r[:, a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
             for name, lg in zip(self.cat_targets, logits, strict=True):
                 out[f"{name}_nll_l{lag}"] = nll = -_log_softmax_at(lg, cat[name])
                 total = total + nll
             out[f"event_nll_l{lag}"] = total
         return out
+
+    @staticmethod
+    def _dense(x: np.ndarray, wb) -> np.ndarray:
+        w, b = wb
+        return x @ w if b is None else x @ w + b
+
+
+def rings_before(lags: list, lag: int) -> list:
+    """The lags >= 2 stored before `lag`'s ring in the state."""
+    return [g for g in lags[: lags.index(lag)] if g >= 2]

@@ -119,7 +119,8 @@ def _run(
         local = np.concatenate([[0], np.cumsum(n)[:-1]])
         idx = np.repeat(rows.starts[clients] + r * chunk_events - local, n) + np.arange(int(n.sum()))
         cat, num = {k: v[idx] for k, v in rows.cat.items()}, {k: v[idx] for k, v in num_all.items()}
-        return clients, n, idx, *math.features(cat, num, n, state[clients], count[clients])
+        names, values, order, new = math.features(cat, num, n, state[clients], count[clients])
+        return clients, n, idx[order], names, values, new
 
     names, feats = None, None
     for clients, r in _chunks(lengths, chunk_events, max_events):
@@ -128,11 +129,10 @@ def _run(
             parts = list(_pool().map(step, (clients[0::2], clients[1::2]), (r, r)))
         else:
             parts = [step(clients, r)]
-        for part, n, idx, out, new in parts:
+        for part, n, idx, names, values, new in parts:
             if feats is None:
-                names = list(out)
                 feats = np.full((len(rows.index), len(names)), np.nan, np.float32)
-            feats[idx] = np.stack([out[k] for k in names], -1)
+            feats[idx] = values
             state[part] = new
             count[part] += n
     return names, feats

@@ -201,10 +201,13 @@ def test_event_math_gru_and_gelu_match_torch_small_and_large(setup):
     for B, T in ((3, 4), (80, 3)):  # 2 x B x 2H gate values per step: 192, then 5,120
         x = rng.standard_normal((B * T, rnn.input_size)).astype(np.float32)
         h0 = rng.standard_normal((B, rnn.hidden_size)).astype(np.float32)
-        got = math.gru(x, h0, np.arange(B) * T, np.full(B, T))["tokens"].reshape(B, T, -1)
+        x_tm = x.reshape(B, T, -1).transpose(1, 0, 2).reshape(B * T, -1)  # time-major: step t is rows tB..
+        both, before = math.gru(x_tm @ math.w_ih + math.b_gi, h0, list(range(0, B * T + 1, B)), np.zeros_like(h0))
+        got = both[0].reshape(T, B, -1).transpose(1, 0, 2)
         with torch.no_grad():
             want, _ = rnn(torch.from_numpy(x.reshape(B, T, -1)), torch.from_numpy(h0)[None])
         np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+        np.testing.assert_allclose(before[-B:], want.numpy()[:, :-1].sum(1), atol=1e-5)  # earlier states summed
     for n in (10, 10_000):
         x = rng.standard_normal(n).astype(np.float32) * 3
         np.testing.assert_allclose(_gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), atol=1e-6)
