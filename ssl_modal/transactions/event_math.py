@@ -50,15 +50,6 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _tanh_(x: np.ndarray) -> np.ndarray:
-    """tanh(x) = 2 sigmoid(2x) - 1 in place (float32 tanh is several times slower here; error below 1e-7)."""
-    x *= 2
-    _sigmoid_(x)
-    x *= 2
-    x -= 1
-    return x
-
-
 def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """log p(ids) under softmax(logits) over the last axis: logits (N, V), ids (N,)."""
     top = logits.max(-1)
@@ -150,10 +141,18 @@ class EventMath:
         # projection (lags >= 2)
         rings = [(lag, (r[0], None)) for lag, r in zip(self.lags, self.residual, strict=True) if lag >= 2]
         self.token_heads = _stacked(([("prev", (self.prev_heads[0], None))] if self.prev_heads else []) + rings)
-        # b_hh's r and z parts added to the input gates once (its n part is multiplied by r: added per step)
+        # The GRU's input gates: b_hh's r and z parts added once (its n part is multiplied by r: added per step);
+        # the n gate's weights doubled (exact in floating point), so tanh(x) = 2 sigmoid(2x) - 1 needs no x2 pass
         H = self.H
-        self.b_gi = self.b_ih + np.concatenate([self.b_hh[: 2 * H], np.zeros(H, np.float32)])
-        self.g_rz = self.g_hidden[: 2 * H] + self.b_hh[: 2 * H]
+        two = np.concatenate([np.ones(2 * H, np.float32), np.full(H, 2, np.float32)])
+        self.w_in = self.w_ih * two
+        self.b_in = (self.b_ih + np.concatenate([self.b_hh[: 2 * H], np.zeros(H, np.float32)])) * two
+        self.w_hh2, self.b_hn2 = self.w_hh * two, 2 * self.b_hh[2 * H :]
+        self.g_rz, self.g_n2 = self.g_hidden[: 2 * H] + self.b_hh[: 2 * H], 2 * self.g_hidden[2 * H :]
+        # embedding + product as per-field tables (one gather per field instead of the embedding and a product)
+        self.gates_in = self._folded(self.w_in, self.b_in)
+        if self.event_heads is not None:
+            self.event_in = self._folded(self.event_heads[0], self.event_heads[1], self.hidden_cats, self.hist_num)
 
     def current_version(self) -> int:
         """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
@@ -176,8 +175,48 @@ class EventMath:
             return sum(p @ w for p, w in zip(parts, self.projections, strict=True))
         return np.concatenate(parts, -1)
 
+    def _folded(self, w: np.ndarray, bias: np.ndarray, hidden_cats=(), hidden_nums=()) -> tuple:
+        """`embed(...) @ w + bias` as ({field: (V, K) table}, visible numeric fields, their (k, K) rows, bias (K,)):
+        hidden fields (categorical: MASK_ID; numeric: value 0 with its hidden flag) are constants in the bias."""
+        dims = [self.tables[f].shape[1] for f in self.cat_fields] + ([self.numeric[0].shape[1]] if self.numeric else [])
+        if self.combine == "sum":
+            maps = [p @ w for p in self.projections]
+        else:
+            ends = np.cumsum(dims).tolist()
+            maps = [w[e - d : e] for d, e in zip(dims, ends, strict=True)]
+        tables, bias, nums, rows = {}, bias.astype(np.float32, copy=True), [], None
+        for f, m in zip(self.cat_fields, maps, strict=False):
+            t = self.tables[f] @ m
+            if f in hidden_cats:
+                bias += t[MASK_ID]
+            else:
+                tables[f] = t
+        if self.numeric is not None:
+            wn, bn = self.numeric
+            full, k = wn @ maps[-1], len(self.num_fields)
+            bias += bn @ maps[-1]
+            for i, n in enumerate(self.num_fields):
+                if n in hidden_nums:
+                    bias += full[k + i]  # value 0, hidden flag 1
+            nums = [n for n in self.num_fields if n not in hidden_nums]
+            rows = full[[self.num_fields.index(n) for n in nums]]
+        return tables, nums, rows, bias
+
+    @staticmethod
+    def _gather_sum(cat: dict, num: dict, folded: tuple, n: int) -> np.ndarray:
+        """(n, K): the sum of the folded tables' rows of each event, its numeric values' rows and the bias."""
+        tables, nums, rows, bias = folded
+        if nums:
+            out = np.stack([num[f] for f in nums], 1) @ rows
+            out += bias
+        else:
+            out = np.repeat(bias[None], n, 0)
+        for f, t in tables.items():
+            out += np.take(t, cat[f], axis=0)
+        return out
+
     def gru(self, gi: np.ndarray, h0: np.ndarray, offsets: list, total: np.ndarray):
-        """GRU steps over time-major events: gi (N, 3H) their input gates (x W_ih + `b_gi`), step t's events
+        """GRU steps over time-major events: gi (N, 3H) their input gates (x `w_in` + `b_in`), step t's events
         rows offsets[t]:offsets[t+1], the first k_t of the B clients of h0 (B, H) (clients by decreasing number
         of events). Returns (2, N, H): [0] the state after each event, [1] the state as if the event alone
         were hidden (`hidden_event_states`, from the same W_hh h product), and before (N, H): `total` (B, H)
@@ -188,7 +227,7 @@ class EventMath:
         k0 = offsets[1] if N else 0
         gh = np.empty((k0, 3 * H), np.float32)
         rz, n = np.empty((2, k0, 2 * H), np.float32), np.empty((2, k0, H), np.float32)
-        b_hn, g_n = self.b_hh[2 * H :], self.g_hidden[2 * H :]
+        b_hn, g_n = self.b_hn2, self.g_n2
         before[:k0] = total[:k0]
         hc = h0[:k0]
         for t in range(len(offsets) - 1):
@@ -199,7 +238,7 @@ class EventMath:
                 p = offsets[t - 1]
                 hc = out[0, p : p + c]
                 np.add(before[p : p + c], hc, out=before[a:b])
-            np.matmul(hc, self.w_hh, out=ghc)
+            np.matmul(hc, self.w_hh2, out=ghc)
             ghc[:, 2 * H :] += b_hn
             np.add(gi[a:b, : 2 * H], ghc[:, : 2 * H], out=rzc[0])
             np.add(self.g_rz, ghc[:, : 2 * H], out=rzc[1])
@@ -207,7 +246,9 @@ class EventMath:
             np.multiply(rzc[..., :H], ghc[:, 2 * H :], out=nc)
             nc[0] += gi[a:b, 2 * H :]
             nc[1] += g_n
-            _tanh_(nc)
+            _sigmoid_(nc)  # tanh(x) = 2 sigmoid(2x) - 1: the n gate's pre-activation is already doubled
+            nc *= 2
+            nc -= 1
             np.subtract(hc, nc, out=new)  # (1 - z) n + z h, both branches
             new *= rzc[..., H:]
             new += nc
@@ -239,8 +280,7 @@ class EventMath:
         order = np.concatenate([[0], np.cumsum(lengths)[:-1]])[j_of] + t_of  # the event of each row
         if N != B:
             cat, num = {n: v[order] for n, v in cat.items()}, {n: v[order] for n, v in num.items()}
-        gi = self.embed(cat, num) @ self.w_ih
-        gi += self.b_gi
+        gi = self._gather_sum(cat, num, self.gates_in, N)
         both, before = self.gru(gi, h0, offsets.tolist(), tsum)
         tokens = both[0]
         last = offsets[lengths - 1] + np.arange(B)  # each client's last row
@@ -289,24 +329,18 @@ class EventMath:
         return names, values, order, new
 
     def _ring(self, lag, ring, tok, new, lengths, offsets, k, t_of, j_of) -> np.ndarray:
-        """The projected state `lag` events back of each (time-major) event: from the stored ring (the client's
-        last `lag` states before the call, oldest first) for the first `lag` steps, else from `tok` (N, p) the
-        call's projected states; writes the client's new ring (the last `lag` of [ring ; call]) into `new`."""
-        B, N, p = len(lengths), len(tok), ring.shape[-1]
-        m0 = offsets[min(lag, len(k))]  # rows of the first `lag` steps
-        lagged = np.empty((N, p), np.float32)
-        lagged[:m0] = ring[j_of[:m0], t_of[:m0]]
-        if m0 < N:
-            back = offsets[t_of[m0:]] - offsets[t_of[m0:] - lag]  # rows between an event and its state lag back
-            lagged[m0:] = tok[np.arange(m0, N) - back]
+        """The projected state `lag` events back of each (time-major) event, from [the stored ring (the client's
+        last `lag` states before the call, oldest first) ; `tok` (N, p) the call's projected states]; writes the
+        client's new ring (the last `lag` of that) into `new`."""
+        B, p, steps = len(lengths), ring.shape[-1], len(k)
+        ext = np.empty((B, lag + steps, p), np.float32)  # per client: ring, then its states of this call
+        ext[:, :lag] = ring
+        for t in range(steps):
+            ext[: k[t], lag + t] = tok[offsets[t] : offsets[t + 1]]
         at = 2 * self.H + sum(g * p for g in rings_before(self.lags, lag))
         keep = new[:, at : at + lag * p].reshape(B, lag, p)  # a view of `new`
-        q = lengths[:, None] + np.arange(lag)[None]  # positions n .. n+lag-1 of [ring (lag) ; call (n)]
-        old = q < lag
-        b = np.broadcast_to(np.arange(B)[:, None], q.shape)
-        keep[old] = ring[b[old], q[old]]
-        keep[~old] = tok[offsets[q[~old] - lag] + b[~old]]
-        return lagged
+        keep[...] = ext[np.arange(B)[:, None], lengths[:, None] + np.arange(lag)[None]]
+        return ext[j_of, t_of]
 
     def _history(self, cat, num, proj, lagged, first) -> dict:
         """`HistoryForecast.event_features` from the previous state's projections `proj` and the lagged
@@ -314,12 +348,8 @@ class EventMath:
         out = {}
         before = proj["bottleneck"]
         out.update({f"state_{i:02d}": before[:, i] for i in range(before.shape[-1])})
-        hid_cat = {n: np.full_like(v, MASK_ID) if n in self.hidden_cats else v for n, v in cat.items()}
-        hid_num = {n: np.zeros_like(v) if n in self.hist_num else v for n, v in num.items()}
-        flags = {n: np.ones(v.shape, bool) for n, v in num.items() if n in self.hist_num}
-        w, b, cols = self.event_heads
-        event = self.embed(hid_cat, hid_num, flags) @ w
-        event += b
+        cols = self.event_heads[2]
+        event = self._gather_sum(cat, num, self.event_in, len(first))  # the event with its hidden fields
         amount, gap = num[AMOUNT], num[TIME_GAP]
         lo, hi = LOGVAR_RANGE
         ends = np.cumsum([4, *self.vocab]).tolist()

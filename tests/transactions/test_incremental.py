@@ -202,7 +202,7 @@ def test_event_math_gru_and_gelu_match_torch_small_and_large(setup):
         x = rng.standard_normal((B * T, rnn.input_size)).astype(np.float32)
         h0 = rng.standard_normal((B, rnn.hidden_size)).astype(np.float32)
         x_tm = x.reshape(B, T, -1).transpose(1, 0, 2).reshape(B * T, -1)  # time-major: step t is rows tB..
-        both, before = math.gru(x_tm @ math.w_ih + math.b_gi, h0, list(range(0, B * T + 1, B)), np.zeros_like(h0))
+        both, before = math.gru(x_tm @ math.w_in + math.b_in, h0, list(range(0, B * T + 1, B)), np.zeros_like(h0))
         got = both[0].reshape(T, B, -1).transpose(1, 0, 2)
         with torch.no_grad():
             want, _ = rnn(torch.from_numpy(x.reshape(B, T, -1)), torch.from_numpy(h0)[None])
