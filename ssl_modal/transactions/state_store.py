@@ -1,12 +1,13 @@
 """`StateStore`: the per-client state of incremental scoring in SQLite, tied to one model.
 
-One row per client: its event count, last event time and three blobs: the float32 model state
+One row per client: its event count, last event time and one blob, one after the other: the float32 model state
 (`event_math.state_width`: the GRU state to continue from, the running sum of its states (`history_distance`)
 and, per history lag L >= 2, its last L states as that lag's residual head reads them, projected to the head's
 width: 64 instead of 128 floats in the Sparkov recipe); the 64-bit hashes of its last RECENT_IDS transaction
 ids (pandas' fixed-key SipHash of the id as text; the store checks on opening that this hash is unchanged): an
 id that comes again for the same client is a duplicate; and the time and `anomaly_score` of its events in the
-last 24 h (at most DAY_EVENTS, for `anomaly_score_24h`).
+last 24 h (at most DAY_EVENTS, for `anomaly_score_24h`: float64 times, then float32 scores). One blob: one
+bytes object per client to build, bind and cache, and a batch's rows read back with one `np.frombuffer`.
 
 Atomicity: `transaction()` holds SQLite's write lock (BEGIN IMMEDIATE) from reading the states to the COMMIT, so
 two writers cannot interleave on a client, and an error or a crash before the commit leaves the previous state
@@ -33,7 +34,7 @@ from ssl_modal.core.checkpoint import weights_fingerprint
 from ssl_modal.core.contract import SSLModel
 from ssl_modal.transactions.event_math import state_width
 
-FORMAT = "ssl_modal.transactions.incremental/3"
+FORMAT = "ssl_modal.transactions.incremental/4"
 HASH_PROBE = "ssl_modal"  # its hash is stored at creation and compared on opening
 CHUNK = 500  # SQL parameters per IN (...) query
 RECENT_IDS = 64  # transaction ids remembered per client (duplicate check)
@@ -93,8 +94,8 @@ class StateStore:
         with self.transaction():
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, events INTEGER, last_time REAL, "
-                "state BLOB, ids BLOB, day BLOB)"
+                "CREATE TABLE IF NOT EXISTS clients "
+                "(client TEXT PRIMARY KEY, events INTEGER, last_time REAL, state BLOB)"
             )
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
@@ -162,53 +163,65 @@ class StateStore:
     def clients(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
 
+    def _layout(self) -> list:
+        """(dtype, values per client) of the parts of a client's blob: state, ids, day times, day scores."""
+        return [(np.float32, self.width), (np.int64, RECENT_IDS), (np.float64, DAY_EVENTS), (np.float32, DAY_EVENTS)]
+
     def read(self, clients: list[str]) -> ClientStates:
         """The clients' states (see `ClientStates`), from the cache or SQLite."""
-        C, at = len(clients), {c: i for i, c in enumerate(clients)}
+        C = len(clients)
         events, last = np.zeros(C, np.int64), np.full(C, np.nan)
-        state = np.zeros((C, self.width), np.float32)
-        ids = np.zeros((C, RECENT_IDS), np.int64)
-        day_t, day_s = np.full((C, DAY_EVENTS), np.nan), np.full((C, DAY_EVENTS), np.nan, np.float32)
+        parts = [np.zeros((C, n), t) for t, n in self._layout()]
+        parts[2][:], parts[3][:] = np.nan, np.nan  # empty day rings
         cache = self._cache if self._staged is not None else {}  # trusted only inside a transaction
-        rows = [(c, *cache[c]) for c in clients if c in cache]
-        missing = [c for c in clients if c not in cache] if rows else clients
-        for i in range(0, len(missing), CHUNK):
-            chunk = missing[i : i + CHUNK]
-            sql = f"SELECT * FROM clients WHERE client IN ({','.join('?' * len(chunk))})"
-            rows += self.conn.execute(sql, chunk).fetchall()
-        if rows:
-            i, n = np.array([at[r[0]] for r in rows]), len(rows)
-            events[i], last[i] = [r[1] for r in rows], [r[2] for r in rows]
-            state[i] = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(n, self.width)
-            ids[i] = np.frombuffer(b"".join(r[4] for r in rows), np.int64).reshape(n, RECENT_IDS)
-            day = np.frombuffer(b"".join(r[5] for r in rows), np.uint8).reshape(n, 12 * DAY_EVENTS)
-            day_t[i] = day[:, : 8 * DAY_EVENTS].copy().view(np.float64)
-            day_s[i] = day[:, 8 * DAY_EVENTS :].copy().view(np.float32)
-        return ClientStates(events, last, state, ids, day_t, day_s)
+        found = [cache.get(c) for c in clients]
+        missing = [c for c, r in zip(clients, found, strict=True) if r is None]
+        if missing:
+            at = {c: i for i, c in enumerate(clients)}
+            for i in range(0, len(missing), CHUNK):
+                chunk = missing[i : i + CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT client, events, last_time, state FROM clients WHERE client IN ({marks})"
+                for c, *row in self.conn.execute(sql, chunk):
+                    found[at[c]] = tuple(row)
+        i = np.array([j for j, r in enumerate(found) if r is not None], np.int64)
+        if len(i):
+            rows = [found[j] for j in i.tolist()]
+            events[i], last[i] = [r[0] for r in rows], [r[1] for r in rows]
+            blob = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
+            at = 0
+            for part, (dtype, n) in zip(parts, self._layout(), strict=True):
+                size = n * np.dtype(dtype).itemsize
+                part[i] = blob[:, at : at + size].view(dtype)
+                at += size
+        return ClientStates(events, last, *parts)
 
     def write(self, clients: list[str], new: ClientStates, known: np.ndarray) -> None:
         """Store these clients' states (inside `transaction()`); `known`: (C,) bool, the client has a row."""
-        state, ids = np.ascontiguousarray(new.state, np.float32), np.ascontiguousarray(new.ids, np.int64)
-        day = np.concatenate(
-            [
-                np.ascontiguousarray(new.day_times, np.float64).view(np.uint8),
-                np.ascontiguousarray(new.day_scores, np.float32).view(np.uint8),
-            ],
-            1,
-        )
-        rows = [
-            (n, t, s.tobytes(), i.tobytes(), d.tobytes())
-            for n, t, s, i, d in zip(new.events.tolist(), new.last.tolist(), state, ids, day, strict=True)
-        ]
-        known = np.asarray(known, bool).tolist()
-        self.conn.executemany(
-            "UPDATE clients SET events=?, last_time=?, state=?, ids=?, day=? WHERE client=?",
-            [(*r, c) for c, r, k in zip(clients, rows, known, strict=True) if k],
-        )
-        self.conn.executemany(
-            "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?)",
-            [(c, *r) for c, r, k in zip(clients, rows, known, strict=True) if not k],
-        )
+        values = (new.state, new.ids, new.day_times, new.day_scores)
+        sizes = [n * np.dtype(t).itemsize for t, n in self._layout()]
+        blob = np.empty((len(clients), sum(sizes)), np.uint8)
+        at = 0
+        for v, (dtype, _), size in zip(values, self._layout(), sizes, strict=True):
+            blob[:, at : at + size] = np.ascontiguousarray(v, dtype).view(np.uint8)
+            at += size
+        rows = list(zip(new.events.tolist(), new.last.tolist(), map(bytes, blob), strict=True))
+        known = np.asarray(known, bool)
+        if known.all():
+            self.conn.executemany(
+                "UPDATE clients SET events=?, last_time=?, state=? WHERE client=?",
+                [(*r, c) for c, r in zip(clients, rows, strict=True)],
+            )
+        else:
+            k = known.tolist()
+            self.conn.executemany(
+                "UPDATE clients SET events=?, last_time=?, state=? WHERE client=?",
+                [(*r, c) for c, r, old in zip(clients, rows, k, strict=True) if old],
+            )
+            self.conn.executemany(
+                "INSERT INTO clients VALUES (?, ?, ?, ?)",
+                [(c, *r) for c, r, old in zip(clients, rows, k, strict=True) if not old],
+            )
         self._staged.update(zip(clients, rows, strict=True))
 
     def close(self) -> None:
