@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_modal.core.export import load_model
     from ssl_modal.transactions.config import TransactionsConfig
     from ssl_modal.transactions.features import features
-    from ssl_modal.transactions.incremental import StateStore, score_new
+    from ssl_modal.transactions.incremental import StateStore, _math_of, _worker_of, score_new
     from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
     from ssl_modal.transactions.preprocess import TransactionPreprocessor
     from ssl_modal.transactions.recipe import preprocess_config, read_frame
@@ -97,20 +97,25 @@ def main(argv: list[str] | None = None) -> int:
         rest = new.iloc[2 * args.single :]
         # the same batches on two copies of the state: scoring in one thread, and in two (client halves)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        for name in ("two", "cold"):
+        for name in ("two", "procs", "cold"):
             shutil.copy(Path(tmp) / "state.sqlite", Path(tmp2) / f"{name}.sqlite")
-        stores = {  # (store, threads); "cold": no row cache, every state read from SQLite
-            "threads1": (store, 1),
-            "threads2": (StateStore.open(Path(tmp2) / "two.sqlite", model), 2),
-            "threads1_nocache": (StateStore.open(Path(tmp2) / "cold.sqlite", model, cache_clients=0), 1),
+        stores = {  # name: (store, score_new options); "cold": no row cache, every state read from SQLite
+            "threads1": (store, {}),
+            "threads2": (StateStore.open(Path(tmp2) / "two.sqlite", model), {"threads": 2}),
+            "processes2": (StateStore.open(Path(tmp2) / "procs.sqlite", model), {"processes": 2}),
+            "threads1_nocache": (StateStore.open(Path(tmp2) / "cold.sqlite", model, cache_clients=0), {}),
         }
+        procs = stores["processes2"][0]
+        t = time.perf_counter()
+        _worker_of(procs, _math_of(procs, model))
+        out["helper_start_s"] = round(time.perf_counter() - t, 2)
         rates, total, spans = {k: [] for k in stores}, dict.fromkeys(stores, 0.0), []
         for s in range(0, len(rest) - 999, 1000):
             batch = rest.iloc[s : s + 1000]
             spans.append(batch["client_id"].nunique())
-            for name, (st, threads) in stores.items():
+            for name, (st, options) in stores.items():
                 t = time.perf_counter()
-                score_new(model, st, batch, threads=threads)
+                score_new(model, st, batch, **options)
                 total[name] += time.perf_counter() - t
                 rates[name].append(1000 / (time.perf_counter() - t))
         for name, r in rates.items():
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
         out["state_bytes_per_client"] = round(size / store.clients())
         out["state_blob_bytes_per_client"] = int(4 * store.width)
+        procs.close()
     ref = []
     for i in range(min(50, len(single))):
         row = single.iloc[i]

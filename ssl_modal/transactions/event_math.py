@@ -84,7 +84,8 @@ def _nll_segments(logits: np.ndarray, segments: list, ids: list) -> np.ndarray:
 
 def state_width(model) -> int:
     """Floats per client: the GRU state, the running sum of states and, per history lag L >= 2, the last L
-    states projected by that lag's residual head (its first layer's state part: hidden, not H, floats each)."""
+    states projected by that lag's residual head (its first layer's state part: hidden, not H, floats each), in a
+    circular ring (event number e in slot e % L)."""
     H = model.encoder.config.hidden
     if "history" not in model.objectives:
         return 2 * H
@@ -153,6 +154,9 @@ class EventMath:
         self.gates_in = self._folded(self.w_in, self.b_in)
         if self.event_heads is not None:
             self.event_in = self._folded(self.event_heads[0], self.event_heads[1], self.hidden_cats, self.hist_num)
+
+    def __getstate__(self) -> dict:  # to a helper process (math_worker.py): the numpy weights, not the model's
+        return {**self.__dict__, "params": []}
 
     def current_version(self) -> int:
         """Changes whenever a parameter is modified in place (an optimizer step, load_state_dict)."""
@@ -308,7 +312,7 @@ class EventMath:
                 prev += bp
                 proj = {name: prev[:, c] for name, c in pcols.items()}
             for lag, ring in rings.items():
-                lagged[lag] = self._ring(lag, ring, tok[:, cols[lag]], new, lengths, offsets, k, t_of, j_of)
+                lagged[lag] = self._ring(lag, ring, tok[:, cols[lag]], new, lengths, offsets, t_of, j_of, pos)
         if self.gap_head is not None:
             out["gap_residual"] = np.where(first, np.nan, num[TIME_GAP] - proj["gap"][:, 0])
         if self.history:
@@ -328,19 +332,24 @@ class EventMath:
             values[:, i] = out[name]
         return names, values, order, new
 
-    def _ring(self, lag, ring, tok, new, lengths, offsets, k, t_of, j_of) -> np.ndarray:
-        """The projected state `lag` events back of each (time-major) event, from [the stored ring (the client's
-        last `lag` states before the call, oldest first) ; `tok` (N, p) the call's projected states]; writes the
-        client's new ring (the last `lag` of that) into `new`."""
-        B, p, steps = len(lengths), ring.shape[-1], len(k)
-        ext = np.empty((B, lag + steps, p), np.float32)  # per client: ring, then its states of this call
-        ext[:, :lag] = ring
-        for t in range(steps):
-            ext[: k[t], lag + t] = tok[offsets[t] : offsets[t + 1]]
-        at = 2 * self.H + sum(g * p for g in rings_before(self.lags, lag))
-        keep = new[:, at : at + lag * p].reshape(B, lag, p)  # a view of `new`
-        keep[...] = ext[np.arange(B)[:, None], lengths[:, None] + np.arange(lag)[None]]
-        return ext[j_of, t_of]
+    def _ring(self, lag, ring, tok, new, lengths, offsets, t_of, j_of, pos) -> np.ndarray:
+        """The projected state `lag` events back of each (time-major) event, and the clients' new rings written
+        into `new`. A ring is circular: a client's event number e (from 0) is kept in slot e % lag, so the state
+        `lag` events back of event e is the slot it replaces (zeros before the client's first `lag` events), read
+        before the call's events overwrite it; later ones come from `tok` (N, p), the call's projected states.
+        pos (N,): each event's number."""
+        N, at = len(tok), ring_at(self, lag)
+        keep = new[:, at : at + ring[0].size].reshape(ring.shape)  # a view of `new`
+        keep[...] = ring
+        m0 = offsets[min(lag, len(offsets) - 1)]  # rows of the call's first `lag` steps
+        lagged = np.empty_like(tok)
+        lagged[:m0] = ring[j_of[:m0], pos[:m0] % lag]
+        if m0 < N:
+            back = offsets[t_of[m0:]] - offsets[t_of[m0:] - lag]  # rows between an event and its state lag back
+            lagged[m0:] = tok[np.arange(m0, N) - back]
+        last = np.flatnonzero(t_of >= lengths[j_of] - lag)  # each client's last `lag` events: one per slot
+        keep[j_of[last], pos[last] % lag] = tok[last]
+        return lagged
 
     def _history(self, cat, num, proj, lagged, first) -> dict:
         """`HistoryForecast.event_features` from the previous state's projections `proj` and the lagged
@@ -377,6 +386,11 @@ class EventMath:
         return x @ w if b is None else x @ w + b
 
 
-def rings_before(lags: list, lag: int) -> list:
-    """The lags >= 2 stored before `lag`'s ring in the state."""
-    return [g for g in lags[: lags.index(lag)] if g >= 2]
+def ring_at(math: EventMath, lag: int) -> int:
+    """Where `lag`'s ring starts in a client's state (after the GRU state, the sum and the earlier lags' rings)."""
+    at = 2 * math.H
+    for g, (w1h, *_) in zip(math.lags, math.residual, strict=True):
+        if g == lag:
+            return at
+        at += g * w1h.shape[1] if g >= 2 else 0
+    raise KeyError(lag)

@@ -35,6 +35,7 @@ import pandas as pd
 from ssl_modal.core.contract import SSLModel
 from ssl_modal.transactions.event_math import EventMath
 from ssl_modal.transactions.features import ANOMALY_WINDOW_HOURS, TRANSACTION_ID, _preprocessor, _read
+from ssl_modal.transactions.math_worker import MathWorker
 from ssl_modal.transactions.rows import EncodedRows, RowEncoder
 from ssl_modal.transactions.state_store import (
     ClientStates,
@@ -87,7 +88,7 @@ def _math_of(store: StateStore, model: SSLModel) -> EventMath:
     return math
 
 
-SPLIT_EVENTS = 256  # a chunk with at least twice this many events is scored as two client halves in two threads
+SPLIT_EVENTS = 256  # a chunk with at least twice this many events is scored as two client halves (threads/processes)
 _POOL: list = []
 
 
@@ -95,6 +96,16 @@ def _pool() -> ThreadPoolExecutor:
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(2, thread_name_prefix="ssl_modal_score"))
     return _POOL[0]
+
+
+def _worker_of(store: StateStore, math: EventMath) -> MathWorker:
+    """The store's helper process for `processes=2`, (re)started for the current math."""
+    worker = store._worker
+    if worker is None or worker.math is not math:
+        if worker is not None:
+            worker.close()
+        worker = store._worker = MathWorker(math)
+    return worker
 
 
 def _run(
@@ -106,26 +117,38 @@ def _run(
     chunk_events: int,
     max_events: int,
     threads: int,
+    worker: MathWorker | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Feature names and (N, F) features in `rows` order; `state` (C, width) is updated in place. A large chunk
-    runs as two halves of its clients (alternate clients by size) in two threads: numpy and torch release the
-    GIL in their array work, so a second core, when free, takes half of it."""
+    runs as two halves of its clients (alternate clients by size) in two threads (numpy and torch release the
+    GIL in their array work) or, with a `worker`, one half in the helper process and one in this one."""
     lengths = np.diff(rows.starts)
     count = events.copy()
     num_all = {**rows.num, "time_gap": gap.astype(np.float32)}
 
-    def step(clients, r):
+    def inputs(clients, r):
         n = np.minimum(lengths[clients] - r * chunk_events, chunk_events)
         local = np.concatenate([[0], np.cumsum(n)[:-1]])
         idx = np.repeat(rows.starts[clients] + r * chunk_events - local, n) + np.arange(int(n.sum()))
         cat, num = {k: v[idx] for k, v in rows.cat.items()}, {k: v[idx] for k, v in num_all.items()}
-        names, values, order, new = math.features(cat, num, n, state[clients], count[clients])
-        return clients, n, idx[order], names, values, new
+        return idx, (cat, num, n, state[clients], count[clients])
+
+    def step(clients, r):
+        idx, args = inputs(clients, r)
+        names, values, order, new = math.features(*args)
+        return clients, args[2], idx[order], names, values, new
 
     names, feats = None, None
     for clients, r in _chunks(lengths, chunk_events, max_events):
         size = np.minimum(lengths[clients] - r * chunk_events, chunk_events).sum()
-        if threads > 1 and size >= 2 * SPLIT_EVENTS and len(clients) > 1:
+        split = size >= 2 * SPLIT_EVENTS and len(clients) > 1
+        if worker is not None and split:
+            idx, args = inputs(clients[0::2], r)
+            worker.submit(*args)
+            mine = step(clients[1::2], r)
+            names, values, order, new = worker.result()
+            parts = [(clients[0::2], args[2], idx[order], names, values, new), mine]
+        elif threads > 1 and split:
             parts = list(_pool().map(step, (clients[0::2], clients[1::2]), (r, r)))
         else:
             parts = [step(clients, r)]
@@ -167,6 +190,7 @@ def score_new(
     chunk_events: int = 256,
     max_events: int = 16384,
     threads: int = 1,
+    processes: int = 1,
 ) -> pd.DataFrame:
     """Features of the rows of `table` (DataFrame, CSV/Parquet path, a record (dict) or a list of records) only:
     one row per input row, in input order, with its transaction id, client id, `scored` and the per-event
@@ -174,7 +198,9 @@ def score_new(
     is updated in one transaction. Rows older than their client's last stored event are refused (ValueError
     naming the client); transaction ids already in the store are listed in
     `result.attrs["report"]["duplicate_ids"]`. threads=2: chunks of >= 512 events run as two client halves in
-    two threads (faster only while the second core is idle; slower on this shared machine, docs/benchmarks.md)."""
+    two threads (faster only while the second core is idle; slower on this shared machine, docs/benchmarks.md).
+    processes=2: such chunks run as two client halves, one in a helper process (`math_worker.py`, started on
+    first use and kept by the store; its state reads and writes stay in this process's one transaction)."""
     require_causal_gru(model)
     store.check_model(model)
     if isinstance(table, dict):
@@ -198,7 +224,9 @@ def score_new(
         prev[rows.starts[:-1]] = old.last  # the stored last event (NaN: none, gap 0 as in `features`)
         gap = np.log1p(np.fmax(rows.times - prev, 0.0) * encoder.to_hours)  # fmax: NaN -> 0
         state = old.state.copy()
-        names, feats = _run(_math_of(store, model), rows, gap, state, old.events, chunk_events, max_events, threads)
+        math = _math_of(store, model)
+        worker = _worker_of(store, math) if processes > 1 else None
+        names, feats = _run(math, rows, gap, state, old.events, chunk_events, max_events, threads, worker)
         names, feats, day, day_full = _anomaly_columns(names, feats, rows, old, encoder.hours, lengths)
         seen, ids = None, old.ids
         if hashes is not None:

@@ -1,13 +1,14 @@
 """`StateStore`: the per-client state of incremental scoring in SQLite, tied to one model.
 
 One row per client: its event count, last event time and one blob, one after the other: the float32 model state
-(`event_math.state_width`: the GRU state to continue from, the running sum of its states (`history_distance`)
-and, per history lag L >= 2, its last L states as that lag's residual head reads them, projected to the head's
-width: 64 instead of 128 floats in the Sparkov recipe); the 64-bit hashes of its last RECENT_IDS transaction
-ids (pandas' fixed-key SipHash of the id as text; the store checks on opening that this hash is unchanged): an
-id that comes again for the same client is a duplicate; and the time and `anomaly_score` of its events in the
-last 24 h (at most DAY_EVENTS, for `anomaly_score_24h`: float64 times, then float32 scores). One blob: one
-bytes object per client to build, bind and cache, and a batch's rows read back with one `np.frombuffer`.
+(`event_math.state_width`: the GRU state to continue from, the running sum of its states (`history_distance`) and,
+per history lag L >= 2, its last L states as that lag's residual head reads them, projected to the head's width:
+64 instead of 128 floats in the Sparkov recipe, circular: the client's event e in slot e % L); the 64-bit hashes
+of its last RECENT_IDS transaction ids (pandas' fixed-key SipHash of the id as text; the store checks on opening
+that this hash is unchanged): an id that comes again for the same client is a duplicate; and the time and
+`anomaly_score` of its events in the last 24 h (at most DAY_EVENTS, for `anomaly_score_24h`: float64 times, then
+float32 scores). One blob: one bytes object per client to build, bind and cache, and a batch's rows read back with
+one `np.frombuffer`.
 
 Atomicity: `transaction()` holds SQLite's write lock (BEGIN IMMEDIATE) from reading the states to the COMMIT, so
 two writers cannot interleave on a client, and an error or a crash before the commit leaves the previous state
@@ -89,6 +90,7 @@ class StateStore:
         self.conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring for what it keeps
         self.model, self.fingerprint = model, model_fingerprint(model)
         self._math = self._rows = None  # the model's numpy feature math and row encoder, built on first use
+        self._worker = None  # the helper process of processes=2 (math_worker.py), started on first use
         self.cache_clients, self._cache, self._staged, self._version = cache_clients, {}, None, None
         probe = str(int(id_hashes(np.array([HASH_PROBE]))[0]))
         with self.transaction():
@@ -225,4 +227,7 @@ class StateStore:
         self._staged.update(zip(clients, rows, strict=True))
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         self.conn.close()

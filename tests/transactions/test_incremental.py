@@ -118,7 +118,7 @@ def test_cli_score_builds_then_continues_the_state(setup, tmp_path, capsys):
 
 def test_chunked_lockstep_equals_one_pass(setup, tmp_path, monkeypatch):
     """Rounds of a few events and a few clients per batch (the memory bound), and client halves scored in two
-    threads, give the same features and state."""
+    threads or two processes, give the same features and state."""
     model, table = setup
     cut = len(table) // 2
     a, b = StateStore.create(tmp_path / "a.sqlite", model), StateStore.create(tmp_path / "b.sqlite", model)
@@ -134,6 +134,13 @@ def test_chunked_lockstep_equals_one_pass(setup, tmp_path, monkeypatch):
     from ssl_modal.transactions import incremental
 
     assert incremental._POOL  # the threads ran
+    d = StateStore.create(tmp_path / "d.sqlite", model)  # one half of each chunk in a helper process
+    for x, part in zip(one, parts, strict=True):
+        pd.testing.assert_frame_equal(x, score_new(model, d, part, processes=2), atol=1e-6, rtol=1e-6)
+    worker = d._worker.process
+    assert worker.is_alive()
+    d.close()
+    assert not worker.is_alive()
 
 
 def test_row_encoder_matches_the_preprocessor_on_typed_columns(setup):
