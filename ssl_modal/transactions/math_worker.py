@@ -6,60 +6,83 @@ inputs (event fields, states, counts: about 0.7 MB for 500 events) through a pip
 itself, and receives the features and new states back. SQLite is not touched by the helper: the calling process
 reads and writes every state in its one transaction, so a batch stays atomic.
 
-The process is started (spawn: a fresh interpreter, about 1-2 s once) with a copy of the math's weights on first
-use and lives until `close()` or the end of the calling process.
+The helper is a plain `python -c` subprocess (not `multiprocessing`, which would import the caller's main script
+again in the child) with two pipes, started on first use with a copy of the math's weights (about 1-2 s: it
+imports numpy and torch) and kept until `close()`; it ends by itself when the calling process ends (its pipe
+closes).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+
+_CHILD = "import sys; from ssl_modal.transactions.math_worker import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
 
 
-def _serve(conn, math) -> None:  # pragma: no cover - runs in the helper process
+def _serve(read_fd: int, write_fd: int) -> None:  # pragma: no cover - runs in the helper process
+    jobs, results = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     import torch
 
     torch.set_num_threads(1)
+    math = pickle.loads(jobs.recv_bytes())
     while True:
-        job = conn.recv()
+        try:
+            job = pickle.loads(jobs.recv_bytes())
+        except EOFError:  # the calling process ended
+            return
         if job is None:
             return
         try:
-            conn.send((True, math.features(*job)))
+            out = (True, math.features(*job))
         except BaseException as exc:  # noqa: BLE001 - sent back and raised in the caller
-            conn.send((False, exc))
+            out = (False, exc)
+        results.send_bytes(pickle.dumps(out, protocol=5))
 
 
 class MathWorker:
     def __init__(self, math):
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, math), daemon=True, name="ssl_modal_math")
-        self.process.start()
-        child.close()
+        jobs_r, jobs_w = os.pipe()
+        results_r, results_w = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the caller's ssl_modal
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(jobs_r), str(results_w)], pass_fds=(jobs_r, results_w), env=env
+            )
+        finally:
+            os.close(jobs_r)
+            os.close(results_w)
+        self._jobs, self._results = Connection(jobs_w, readable=False), Connection(results_r, writable=False)
+        self._jobs.send_bytes(pickle.dumps(math, protocol=5))
         self.math = math  # the math it was started with (a rebuilt math needs a new worker)
 
     def submit(self, *args) -> None:
         """Send `EventMath.features` arguments; `result()` returns its output."""
-        self._conn.send(args)
+        self._jobs.send_bytes(pickle.dumps(args, protocol=5))
 
     def result(self):
         try:
-            ok, value = self._conn.recv()
+            ok, value = pickle.loads(self._results.recv_bytes())
         except EOFError:
             raise RuntimeError(
-                f"incremental scoring helper process ended unexpectedly (exit code {self.process.exitcode})"
+                f"incremental scoring helper process ended unexpectedly (exit code {self.process.poll()})"
             ) from None
         if not ok:
             raise value
         return value
 
     def close(self) -> None:
-        if self.process.is_alive():
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-            self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self._jobs.send_bytes(pickle.dumps(None))
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-        self._conn.close()
+            self.process.wait()
+        self._jobs.close()
+        self._results.close()

@@ -138,9 +138,17 @@ def test_chunked_lockstep_equals_one_pass(setup, tmp_path, monkeypatch):
     for x, part in zip(one, parts, strict=True):
         pd.testing.assert_frame_equal(x, score_new(model, d, part, processes=2), atol=1e-6, rtol=1e-6)
     worker = d._worker.process
-    assert worker.is_alive()
+    assert worker.poll() is None  # running
     d.close()
-    assert not worker.is_alive()
+    assert worker.poll() == 0  # ended with the store
+    from ssl_modal.transactions.event_math import EventMath
+    from ssl_modal.transactions.math_worker import MathWorker
+
+    helper = MathWorker(EventMath(model))
+    helper.submit("not", "inputs")
+    with pytest.raises(TypeError, match="missing"):  # an error in the helper is raised here
+        helper.result()
+    helper.close()
 
 
 def test_row_encoder_matches_the_preprocessor_on_typed_columns(setup):
