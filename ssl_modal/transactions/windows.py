@@ -43,7 +43,7 @@ def day_means(
     client = np.repeat(np.arange(len(lengths)), lengths)
     lo = hours - window
     ring_sum, ring_n = np.zeros(len(hours)), np.zeros(len(hours), np.int64)
-    newest = np.max(np.nan_to_num(day_hours, nan=-np.inf), axis=1, initial=-np.inf)  # (C,), -inf: empty ring
+    newest = np.fmax.reduce(day_hours, axis=1, initial=-np.inf)  # (C,), NaN skipped, -inf: empty ring
     reach = np.flatnonzero(lo <= newest[client])  # events whose window reaches back into the stored ring
     if len(reach):
         ring_t, ring_s = day_hours[client[reach]], day_scores[client[reach]]
