@@ -7,9 +7,9 @@ itself, and receives the features and new states back. SQLite is not touched by 
 reads and writes every state in its one transaction, so a batch stays atomic.
 
 The helper is a plain `python -c` subprocess (not `multiprocessing`, which would import the caller's main script
-again in the child) with two pipes, started on first use with a copy of the math's weights (about 1-2 s: it
+again in the child) with two pipes, started on first use with a copy of the math's weights (about 1-4 s: it
 imports numpy and torch) and kept until `close()`; it ends by itself when the calling process ends (its pipe
-closes).
+closes). It pins itself to one of the caller's allowed CPUs other than the one the caller runs on.
 """
 
 from __future__ import annotations
@@ -19,11 +19,30 @@ import pickle
 import subprocess
 import sys
 from multiprocessing.connection import Connection
+from pathlib import Path
 
-_CHILD = "import sys; from ssl_modal.transactions.math_worker import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+_CHILD = "import sys; from ssl_modal.transactions.math_worker import _serve; _serve(*map(int, sys.argv[1:]))"
 
 
-def _serve(read_fd: int, write_fd: int) -> None:  # pragma: no cover - runs in the helper process
+def _current_cpu() -> int | None:
+    try:  # field 39 of /proc/self/stat: the CPU this process last ran on (Linux)
+        return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _other_cpu() -> int:
+    """A CPU this process may use other than the one it runs on (-1: none). A pipe write wakes its reader on the
+    writer's CPU (a "sync" wake-up); pinned elsewhere, the helper computes beside the caller from the start."""
+    if not hasattr(os, "sched_getaffinity"):
+        return -1
+    others = sorted(os.sched_getaffinity(0) - {_current_cpu()})
+    return others[-1] if len(others) and len(os.sched_getaffinity(0)) > 1 else -1
+
+
+def _serve(read_fd: int, write_fd: int, cpu: int = -1) -> None:  # pragma: no cover - runs in the helper process
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
     jobs, results = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     import torch
 
@@ -50,7 +69,9 @@ class MathWorker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the caller's ssl_modal
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(jobs_r), str(results_w)], pass_fds=(jobs_r, results_w), env=env
+                [sys.executable, "-c", _CHILD, str(jobs_r), str(results_w), str(_other_cpu())],
+                pass_fds=(jobs_r, results_w),
+                env=env,
             )
         finally:
             os.close(jobs_r)
