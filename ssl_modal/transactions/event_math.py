@@ -150,8 +150,8 @@ class EventMath:
         self.b_in = (self.b_ih + np.concatenate([self.b_hh[: 2 * H], np.zeros(H, np.float32)])) * two
         self.w_hh2, self.b_hn2 = self.w_hh * two, 2 * self.b_hh[2 * H :]
         self.g_rz, self.g_n2 = self.g_hidden[: 2 * H] + self.b_hh[: 2 * H], 2 * self.g_hidden[2 * H :]
-        # embedding + product as per-field tables (one gather per field instead of the embedding and a product)
-        self.gates_in = self._folded(self.w_in, self.b_in)
+        # the hidden event's heads: embedding + product as per-field tables (one gather per field instead of the
+        # embedding and a product; hidden fields are constants)
         if self.event_heads is not None:
             self.event_in = self._folded(self.event_heads[0], self.event_heads[1], self.hidden_cats, self.hist_num)
 
@@ -215,8 +215,10 @@ class EventMath:
             out += bias
         else:
             out = np.repeat(bias[None], n, 0)
+        rows = np.empty_like(out)  # one buffer for every field's rows
         for f, t in tables.items():
-            out += np.take(t, cat[f], axis=0)
+            np.take(t, cat[f], axis=0, out=rows)
+            out += rows
         return out
 
     def gru(self, gi: np.ndarray, h0: np.ndarray, offsets: list, total: np.ndarray):
@@ -284,7 +286,8 @@ class EventMath:
         order = np.concatenate([[0], np.cumsum(lengths)[:-1]])[j_of] + t_of  # the event of each row
         if N != B:
             cat, num = {n: v[order] for n, v in cat.items()}, {n: v[order] for n, v in num.items()}
-        gi = self._gather_sum(cat, num, self.gates_in, N)
+        gi = self.embed(cat, num) @ self.w_in  # (faster than folded tables here: 384 gates wide)
+        gi += self.b_in
         both, before = self.gru(gi, h0, offsets.tolist(), tsum)
         tokens = both[0]
         last = offsets[lengths - 1] + np.arange(B)  # each client's last row
