@@ -1,6 +1,6 @@
 """Incremental scoring latency: `score_new` from the SQLite client state vs recomputing a client's history.
 
-    OMP_NUM_THREADS=1 flock /tmp/ssl_heavy.lock .venv/bin/python bench/transactions_incremental.py \
+    OMP_NUM_THREADS=1 .venv/bin/python bench/transactions_incremental.py \
         [--model RUN] [--clients N] [--new K] [--out NAME]
 
 Model: the Sparkov recipe's architecture (GRU 128, history objective; a trained run folder with --model, else the
@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         procs = stores["processes2"][0]
         t = time.perf_counter()
-        _worker_of(procs, _math_of(procs, model))
+        math = _math_of(procs, model)
+        worker = _worker_of(procs, math)
+        cat, num = {f: np.full(1, 3) for f in math.cat_fields}, {f: np.zeros(1, np.float32) for f in math.num_fields}
+        worker.submit(cat, num, np.ones(1, np.int64), np.zeros((1, math.width), np.float32), np.zeros(1, np.int64))
+        worker.result()  # started and warm (one event scored)
         out["helper_start_s"] = round(time.perf_counter() - t, 2)
         rates, total, spans = {k: [] for k in stores}, dict.fromkeys(stores, 0.0), []
         for s in range(0, len(rest) - 999, 1000):
