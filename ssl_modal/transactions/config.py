@@ -157,7 +157,14 @@ class EvalConfig:
     knn_k: int = positive(10)
     raw_features: list = field(default_factory=list)  # fraud: table columns for the raw LightGBM baseline
     categorical_raw: list = field(default_factory=list)  # ... of which categorical (LightGBM categories)
-    lgbm_rounds: int = positive(200)
+    lgbm_rounds: int = positive(200)  # LightGBM rounds (with lgbm_valid_fraction > 0: the most rounds)
+    # split "client" fraud tables (lgbm_fit.py): early stopping on a client-disjoint share of the training
+    # clients (0: fixed lgbm_rounds), patience in rounds, refit on all training clients, learning rates tried
+    lgbm_valid_fraction: float = ranged("[0, 1)", 0.0)
+    lgbm_patience: int = positive(50)
+    lgbm_refit: bool = True
+    lgbm_learning_rates: list = positive(factory=lambda: [0.05])
+    lgbm_threads: int = positive(2)
     passes: int = positive(5)  # features(): interleaved masking patterns
     batch_size: int = positive(128)
     baselines: bool = True

@@ -206,3 +206,25 @@ def test_probe_client_split_predicts_each_client_by_the_other_half(tmp_path, cap
 
     with pytest.raises(ValueError, match="expected one value per client, found 2 values for client 'c0'"):
         table_labels(table, "client", "segment")
+
+
+def test_fraud_client_split_fits_fold0_beside_fold1_pretraining_with_the_same_results(tmp_path, capsys):
+    path = write_recipe(tmp_path, "fraud", label_column="is_fraud", split="client")
+    recipe = yaml.safe_load(path.read_text())
+    recipe["threads"] = 1  # fold 0's LightGBM fits run in a thread while fold 1 pretrains
+    recipe["eval"].update({"lgbm_valid_fraction": 0.25, "lgbm_patience": 5, "lgbm_rounds": 60, "lgbm_threads": 2})
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    out = run_recipe(path, capsys)
+    assert "LightGBM rounds (fold 0 / 1)" in out and " at lr 0.05" in out
+    from ssl_modal.core.export import load_model
+    from ssl_modal.transactions.fraud_eval import evaluate_fraud_clients
+
+    cfg = load_config(TransactionsConfig, path)  # evaluation only: both encoders given, fits one after the other
+    again = evaluate_fraud_clients(cfg, load_model(tmp_path / "run"), fold1=load_model(tmp_path / "run" / "fold1"))
+    md = (tmp_path / "run" / "results.md").read_text(encoding="utf-8")
+    shown = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| raw")}
+    assert len(shown) == 7  # six LightGBM rows and the raw amount as a score
+    for name, row in again.data["rows"].items():
+        if name in shown:
+            assert f"{row['auc_pr']:.4f}" in shown[name], name
+    assert all(len(v) == 2 and 1 <= v[0]["rounds"] <= 60 for v in again.data["lgbm"].values())
