@@ -7,8 +7,6 @@ for the best number of rounds (`refit: true`; the rows are binned once, every pa
 or keeps the best-iteration model (`refit: false`). With several learning rates each is early-stopped and the
 one with the best held-out metric is kept. `valid_fraction: 0` is the earlier fixed protocol: `max_rounds`
 rounds at the first learning rate on all training rows (the predictions of `baselines.lgbm_classifier`).
-`negatives` < 1 fits on a seeded share of the label-0 training rows (measured in docs/transactions.md: it
-costs AUC-PR on Sparkov; off by default).
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ class LgbmProtocol:
     patience: int = 50
     refit: bool = False
     metric: str = "binary_logloss"  # early-stopping metric on the held-out clients (or "average_precision")
-    negatives: float = 1.0  # share of the training rows with label 0 that the booster sees (a seeded draw)
     num_leaves: int = 31
     n_jobs: int = 2
 
@@ -95,16 +92,15 @@ def fit_predict(
     first = _params(protocol, float(protocol.learning_rates[0]), seed, len(fit_idx))
     full = lgb.Dataset(X.iloc[fit_idx], yf, params=first, free_raw_data=False)
     full.construct()  # bins once: every part below (train / held-out / refit) is a subset sharing the bins
-    kept = (yf > 0) | (np.random.default_rng(seed + 1).random(len(yf)) < protocol.negatives)
     if protocol.valid_fraction <= 0:
         lr, rounds, score = float(protocol.learning_rates[0]), protocol.max_rounds, float("nan")
     else:
         held = validation_rows(clients, fit, protocol.valid_fraction, seed, y)[fit_idx]
-        train_part, valid_part = full.subset(np.flatnonzero(~held & kept)), full.subset(np.flatnonzero(held))
+        train_part, valid_part = full.subset(np.flatnonzero(~held)), full.subset(np.flatnonzero(held))
         best = None
         for lr in protocol.learning_rates:
             booster = lgb.train(
-                _params(protocol, float(lr), seed, int((~held & kept).sum())),
+                _params(protocol, float(lr), seed, int((~held).sum())),
                 train_part,
                 num_boost_round=protocol.max_rounds,
                 valid_sets=[valid_part],
@@ -115,7 +111,6 @@ def fit_predict(
                 best = (score, float(lr), max(1, booster.best_iteration), booster)
         score, lr, rounds, booster = best
     if protocol.valid_fraction <= 0 or protocol.refit:
-        part = full if kept.all() else full.subset(np.flatnonzero(kept))
-        booster = lgb.train(_params(protocol, lr, seed, int(kept.sum())), part, num_boost_round=rounds)
+        booster = lgb.train(_params(protocol, lr, seed, len(fit_idx)), full, num_boost_round=rounds)
     info = {"learning_rate": lr, "rounds": rounds, "valid_" + protocol.metric: float(score)}
     return booster.predict(X[~fit], num_iteration=rounds), info
