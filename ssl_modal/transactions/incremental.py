@@ -201,6 +201,9 @@ def score_new(
     two threads (faster only while the second core is idle; slower on this shared machine, docs/benchmarks.md).
     processes=2: such chunks run as two client halves, one in a helper process (`math_worker.py`, started on
     first use and kept by the store; its state reads and writes stay in this process's one transaction)."""
+    for key, value in (("threads", threads), ("processes", processes)):
+        if value not in (1, 2):
+            raise ValueError(f"score_new: {key} must be 1 or 2 (client halves), found {value!r}")
     require_causal_gru(model)
     store.check_model(model)
     if isinstance(table, dict):

@@ -149,6 +149,8 @@ def test_chunked_lockstep_equals_one_pass(setup, tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="missing"):  # an error in the helper is raised here
         helper.result()
     helper.close()
+    with pytest.raises(ValueError, match="processes must be 1 or 2.*found 4"):
+        score_new(model, a, parts[1], processes=4)
 
 
 def test_row_encoder_matches_the_preprocessor_on_typed_columns(setup):
