@@ -48,20 +48,38 @@ def aggregate_features(
     return out
 
 
+def lgbm_params(seed: int, n_rows: int, *, learning_rate: float = 0.05, num_leaves: int = 31, n_jobs: int = 2) -> dict:
+    """The one place for the LightGBM settings of every transactions table (native `lgb.train` names):
+    `lgbm_classifier` and `lgbm_fit.fit_predict` both read them."""
+    return {
+        "learning_rate": learning_rate,
+        "num_leaves": num_leaves,
+        "min_child_samples": max(2, min(20, n_rows // 20)),
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "feature_fraction": 0.8,
+        "seed": seed,
+        "verbose": -1,
+        "num_threads": n_jobs,
+    }
+
+
 def lgbm_classifier(rounds: int, seed: int, n_rows: int):
+    """`rounds` boosting rounds with `lgbm_params`, as a scikit-learn classifier."""
     import lightgbm as lgb
 
+    p = lgbm_params(seed, n_rows)
     return lgb.LGBMClassifier(
         n_estimators=rounds,
-        learning_rate=0.05,
-        num_leaves=31,
-        min_child_samples=max(2, min(20, n_rows // 20)),
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        random_state=seed,
-        verbose=-1,
-        n_jobs=2,
+        learning_rate=p["learning_rate"],
+        num_leaves=p["num_leaves"],
+        min_child_samples=p["min_child_samples"],
+        subsample=p["bagging_fraction"],
+        subsample_freq=p["bagging_freq"],
+        colsample_bytree=p["feature_fraction"],
+        random_state=p["seed"],
+        verbose=p["verbose"],
+        n_jobs=p["num_threads"],
     )
 
 

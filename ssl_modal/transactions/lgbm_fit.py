@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ssl_modal.transactions.baselines import lgbm_params
+
 
 @dataclass
 class LgbmProtocol:
@@ -55,19 +57,9 @@ def validation_rows(clients: np.ndarray, fit: np.ndarray, fraction: float, seed:
 
 
 def _params(protocol: LgbmProtocol, lr: float, seed: int, n_rows: int) -> dict:
-    return {  # the settings of baselines.lgbm_classifier, written for lgb.train
-        "objective": "binary",
-        "learning_rate": lr,
-        "num_leaves": protocol.num_leaves,
-        "min_child_samples": max(2, min(20, n_rows // 20)),
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "feature_fraction": 0.8,
-        "seed": seed,
-        "verbose": -1,
-        "num_threads": protocol.n_jobs,
-        "metric": protocol.metric,
-    }
+    """`baselines.lgbm_params` (the one place for the settings) plus this protocol's objective and metric."""
+    params = lgbm_params(seed, n_rows, learning_rate=lr, num_leaves=protocol.num_leaves, n_jobs=protocol.n_jobs)
+    return {"objective": "binary", **params, "metric": protocol.metric}
 
 
 def fit_predict(
