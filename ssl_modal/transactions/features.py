@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import torch
 
 from ssl_modal.core.contract import SSLModel, move_to
-from ssl_modal.core.export import encode
+from ssl_modal.transactions.client_pooling import CLIENT_POOLING, client_vectors
 from ssl_modal.transactions.losses import hide_fields
 from ssl_modal.transactions.objectives import MASK_ID
 from ssl_modal.transactions.parsing import hours_per_unit
@@ -292,21 +292,17 @@ def windowed_mean(scores: np.ndarray, clients: np.ndarray, hours: np.ndarray, wi
     return out
 
 
-def client_embeddings(model: SSLModel, table, *, batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
-    """One row per client: client_id, windows, events, emb_000 ... (mean of its windows' pooled vectors).
+def client_embeddings(
+    model: SSLModel, table, *, batch_size: int = 128, progress: bool = False, pooling=CLIENT_POOLING
+) -> pd.DataFrame:
+    """One row per client: client_id, windows, events, emb_000 ... (the `pooling` blocks concatenated, see
+    `client_pooling`: "last" = mean of its windows' pooled vectors; "mean" / "max" / "std" of the per-event
+    states and "field_mean" of the input vectors over every event of its history).
     From a raw table, client_id keeps the input column's dtype (integers stay integers)."""
     pre = _preprocessor(model)
     raw = None if hasattr(table, "table") and hasattr(table, "report") else _read(table)
     sequences = table if raw is None else pre.transform(raw)
-    emb = encode(model, sequences, batch_size=batch_size, progress=progress)
-    frame = pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])])
-    frame.insert(0, "events", window_lengths(sequences))
-    frame.insert(0, CLIENT_ID, sequences.table.column(CLIENT_ID).to_pylist())
-    grouped = frame.groupby(CLIENT_ID, sort=False)
-    out = grouped[[c for c in frame.columns if c.startswith("emb_")]].mean()
-    out.insert(0, "events", grouped["events"].sum())
-    out.insert(0, "windows", grouped.size())
-    out = out.reset_index()
+    out = client_vectors(model, sequences, pooling, batch_size=batch_size, progress=progress).reset_index()
     if raw is not None:
         from ssl_modal.transactions.parsing import as_text
 

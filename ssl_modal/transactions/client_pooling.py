@@ -1,0 +1,121 @@
+"""Client vectors pooled over a whole history: `client_vectors(model, sequences, pooling)`.
+
+A client's history is cut into windows (`preprocess.max_length`); each part of `pooling` is one block of the
+client vector, concatenated in the order given:
+
+- "last": the encoder's `pooled` vector of each window (the last real GRU state), averaged over the client's
+  windows -- a recency-weighted summary of each window;
+- "mean" / "max" / "std": the mean, maximum and standard deviation of the encoder's per-event `tokens` (for the
+  GRU: the causal state after each event) over EVERY event of the client's history;
+- "field_mean": the mean over every event of the encoder's input vectors (`FieldEmbedding`: learned category
+  and amount vectors; with `combine: concat` the category part is a linear function of the category shares).
+
+"Every event": each event of the history counts once, also with overlapping windows (`window_stride` <
+`max_length`), where an event is taken from the earliest window that holds it (the one with the most history
+before it), as `features` does. Learned counterparts of the hand-made aggregates (shares, mean amounts), the
+pooling options of pytorch-lifestream's sequence encoders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import torch
+
+from ssl_modal.core.contract import SSLModel, move_to
+
+POOLING_PARTS = ("last", "mean", "max", "std", "field_mean")
+CLIENT_POOLING = ("last",)  # the default of `client_embeddings` and `eval.client_pooling`
+
+
+def check_pooling(pooling, where: str = "pooling") -> tuple[str, ...]:
+    """`pooling` as a tuple of known, distinct parts (a single string is one part)."""
+    parts = (pooling,) if isinstance(pooling, str) else tuple(pooling)
+    unknown = [p for p in parts if p not in POOLING_PARTS]
+    if not parts or unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"{where}: expected distinct parts among {list(POOLING_PARTS)}, found {list(parts)}")
+    return parts
+
+
+def _first_new(sequences) -> np.ndarray:
+    """Per window: the first position not already held by the client's previous window (0 without overlap)."""
+    table = sequences.table
+    start = table.column("start").to_numpy().astype(np.int64)
+    length = pc.list_value_length(table.column("transaction_id")).to_numpy(zero_copy_only=False).astype(np.int64)
+    client = np.asarray(table.column("client_id").to_pylist(), dtype=object)
+    skip = np.zeros(len(start), np.int64)
+    if len(start) > 1:
+        same = client[1:] == client[:-1]
+        overlap = start[:-1] + length[:-1] - start[1:]
+        skip[1:] = np.where(same, np.clip(overlap, 0, None), 0)
+    return skip
+
+
+@torch.no_grad()
+def client_vectors(
+    model: SSLModel, sequences, pooling=CLIENT_POOLING, *, batch_size: int = 128, progress: bool = False
+) -> pd.DataFrame:
+    """One row per client (index: client_id as in the SequenceSet, first-seen order): `windows`, `events` and
+    the pooled blocks as float32 columns emb_000 ... (see the module docstring)."""
+    parts = check_pooling(pooling)
+    from ssl_modal.transactions.features import _batches, window_lengths
+
+    model.eval()
+    encoder = model.encoder
+    device = next(model.parameters()).device
+    n_windows = len(sequences)
+    skip = _first_new(sequences)
+    need_tokens = any(p in parts for p in ("mean", "max", "std"))
+    acc: dict[str, np.ndarray] = {}
+    count = np.zeros(n_windows, np.float64)
+
+    def put(name: str, rows: np.ndarray, values: torch.Tensor) -> None:
+        if name not in acc:
+            acc[name] = np.zeros((n_windows, values.shape[-1]), np.float64)
+        acc[name][rows] = values.double().cpu().numpy()
+
+    for rows in _batches(sequences, batch_size, progress, "client vectors"):
+        batch = move_to(model.collate([sequences[int(i)] for i in rows]), device)
+        mask = batch["mask"].bool()
+        T = mask.shape[1]
+        keep = mask & (torch.arange(T, device=device)[None] >= torch.as_tensor(skip[rows], device=device)[:, None])
+        weights = keep.unsqueeze(-1).double()
+        count[rows] = keep.sum(1).cpu().numpy()
+        out = encoder(batch)
+        if "last" in parts:
+            put("last", rows, out.pooled)
+        if need_tokens:
+            tokens = out.tokens.double()
+            put("sum", rows, (tokens * weights).sum(1))
+            put("sumsq", rows, (tokens * tokens * weights).sum(1))
+            put("max", rows, tokens.masked_fill(~keep.unsqueeze(-1), float("-inf")).max(1).values)
+        if "field_mean" in parts:
+            put("field_sum", rows, (encoder.embed(batch).double() * weights).sum(1))
+    codes, clients = pd.factorize(pd.Series(sequences.table.column("client_id").to_pylist(), dtype=object))
+
+    def per_client(values: np.ndarray, how: str) -> np.ndarray:
+        return pd.DataFrame(values).groupby(codes, sort=True).agg(how).to_numpy()
+
+    events = per_client(count[:, None], "sum")[:, 0]
+    denom = np.maximum(events, 1.0)[:, None]
+    blocks = []
+    for part in parts:
+        if part == "last":
+            blocks.append(per_client(acc["last"], "mean"))
+        elif part == "mean":
+            blocks.append(per_client(acc["sum"], "sum") / denom)
+        elif part == "max":
+            blocks.append(per_client(acc["max"], "max"))
+        elif part == "std":
+            mean = per_client(acc["sum"], "sum") / denom
+            blocks.append(np.sqrt(np.clip(per_client(acc["sumsq"], "sum") / denom - mean**2, 0.0, None)))
+        else:
+            blocks.append(per_client(acc["field_sum"], "sum") / denom)
+    emb = np.concatenate(blocks, axis=1).astype(np.float32)
+    frame = pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])], index=pd.Index(clients))
+    frame.insert(0, "events", per_client(window_lengths(sequences)[:, None].astype(np.float64), "sum")[:, 0])
+    frame["events"] = frame["events"].astype(np.int64)
+    frame.insert(0, "windows", np.bincount(codes, minlength=len(clients)).astype(np.int64))
+    frame.index.name = "client_id"
+    return frame
