@@ -52,7 +52,8 @@ def run(cfg: TransactionsConfig) -> None:
     ]
     frame = read_frame(cfg)
     clients = getattr(report, "data", {}).get("clients")
-    clients = clients if clients is not None else client_embeddings(model, frame, batch_size=cfg.eval.batch_size)
+    if clients is None:
+        clients = client_embeddings(model, frame, batch_size=cfg.eval.batch_size, pooling=cfg.eval.client_pooling)
     clients.to_parquet(out / "client_embeddings.parquet", index=False)
     written.append(("client embeddings", out / "client_embeddings.parquet"))
     feats = getattr(report, "data", {}).get("features")

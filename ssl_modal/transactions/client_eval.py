@@ -108,7 +108,9 @@ def evaluate_probe_clients(
         rnd_model = random_init_like(model, seed=1000 + cfg.train.seed * 2 + fold)
         embeddings.append(
             tuple(
-                client_embeddings(m, sequences, batch_size=cfg.eval.batch_size).set_index("client_id")
+                client_embeddings(
+                    m, sequences, batch_size=cfg.eval.batch_size, pooling=cfg.eval.client_pooling
+                ).set_index("client_id")
                 for m in (model, rnd_model)
             )
         )

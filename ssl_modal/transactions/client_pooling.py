@@ -24,18 +24,7 @@ import pyarrow.compute as pc
 import torch
 
 from ssl_modal.core.contract import SSLModel, move_to
-
-POOLING_PARTS = ("last", "mean", "max", "std", "field_mean")
-CLIENT_POOLING = ("last",)  # the default of `client_embeddings` and `eval.client_pooling`
-
-
-def check_pooling(pooling, where: str = "pooling") -> tuple[str, ...]:
-    """`pooling` as a tuple of known, distinct parts (a single string is one part)."""
-    parts = (pooling,) if isinstance(pooling, str) else tuple(pooling)
-    unknown = [p for p in parts if p not in POOLING_PARTS]
-    if not parts or unknown or len(set(parts)) != len(parts):
-        raise ValueError(f"{where}: expected distinct parts among {list(POOLING_PARTS)}, found {list(parts)}")
-    return parts
+from ssl_modal.transactions.config import CLIENT_POOLING, POOLING_PARTS, check_pooling  # noqa: F401
 
 
 def _first_new(sequences) -> np.ndarray:

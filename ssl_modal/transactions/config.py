@@ -11,6 +11,18 @@ from dataclasses import dataclass, field
 from ssl_modal.core.ranges import at_least, check_fields, dropout_rate, loss_weight, non_negative, positive, ranged
 from ssl_modal.core.trainer import TrainConfig
 
+POOLING_PARTS = ("last", "mean", "max", "std", "field_mean")  # client vector blocks, see client_pooling.py
+CLIENT_POOLING = ("mean", "field_mean")  # default of `client_embeddings` and `eval.client_pooling` (issue 19)
+
+
+def check_pooling(pooling, where: str = "pooling") -> tuple[str, ...]:
+    """`pooling` as a tuple of known, distinct parts (a single string is one part)."""
+    parts = (pooling,) if isinstance(pooling, str) else tuple(pooling)
+    unknown = [p for p in parts if p not in POOLING_PARTS]
+    if not parts or unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"{where}: expected distinct parts among {list(POOLING_PARTS)}, found {list(parts)}")
+    return parts
+
 
 @dataclass
 class EncoderConfig:
@@ -172,6 +184,12 @@ class EvalConfig:
     skipgram_dim: int = positive(32)
     skipgram_epochs: int = positive(5)
     map_method: str = "pca"  # "pca" | "tsne"
+    # client embeddings (probe rows, client_embeddings.parquet): blocks pooled over each client's history, see
+    # client_pooling.py: "last" (last state per window), "mean" / "max" / "std" (per-event states), "field_mean"
+    client_pooling: list = field(default_factory=lambda: list(CLIENT_POOLING))
+
+    def __post_init__(self) -> None:
+        self.client_pooling = list(check_pooling(self.client_pooling, "eval.client_pooling"))
 
 
 @dataclass

@@ -173,7 +173,8 @@ def evaluate_probe(cfg: TransactionsConfig, model) -> ProbeReport:
     columns = preprocess_config(cfg).columns
     frame = read_frame(cfg)
     labels = _labels(cfg)
-    emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size).set_index("client_id")
+    emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size, pooling=cfg.eval.client_pooling)
+    emb = emb.set_index("client_id")
     clients = [c for c in emb.index if c in labels.index]
     if len(clients) < len(emb):
         log.warning("probe: %d of %d clients have no label and are left out", len(emb) - len(clients), len(emb))
@@ -192,7 +193,8 @@ def evaluate_probe(cfg: TransactionsConfig, model) -> ProbeReport:
             .fillna(0.0)
         )
         results.append(probe(agg.to_numpy(), y, name="aggregates + logreg", **kw))
-        rnd = client_embeddings(random_init_like(model), frame).set_index("client_id").loc[clients, emb_cols]
+        rnd = client_embeddings(random_init_like(model), frame, pooling=cfg.eval.client_pooling)
+        rnd = rnd.set_index("client_id").loc[clients, emb_cols]
         results.append(probe(rnd.to_numpy(), y, name="random-init encoder", **kw))
         rows.append(
             [
@@ -299,7 +301,7 @@ def evaluate_export(cfg: TransactionsConfig, model) -> ResultTables:
     from ssl_modal.transactions.mcc import mcc_embeddings, nearest_mccs
 
     frame = read_frame(cfg)
-    emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size)
+    emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size, pooling=cfg.eval.client_pooling)
     table = ResultTables()
     table.add(
         "client embeddings",

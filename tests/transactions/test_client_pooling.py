@@ -8,7 +8,7 @@ import torch
 
 from ssl_modal.core.export import encode
 from ssl_modal.transactions.client_pooling import CLIENT_POOLING, POOLING_PARTS, check_pooling
-from ssl_modal.transactions.config import EncoderConfig, ObjectivesConfig
+from ssl_modal.transactions.config import EncoderConfig, EvalConfig, ObjectivesConfig
 from ssl_modal.transactions.features import client_embeddings
 from ssl_modal.transactions.mapping import ColumnMapping
 from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
@@ -80,25 +80,27 @@ def test_pooled_over_every_event_of_every_window(stride):
     hand = _by_hand(model, sequences)
     for client, (states, inputs, pooled) in hand.items():
         assert len(states) == 40  # every event once, also where windows overlap
-        want = np.concatenate(
-            [states.mean(0), states.max(0), states.std(0), inputs.mean(0), pooled.mean(0)]
-        )
+        want = np.concatenate([states.mean(0), states.max(0), states.std(0), inputs.mean(0), pooled.mean(0)])
         np.testing.assert_allclose(got.loc[client].filter(like="emb_").to_numpy(), want, rtol=1e-4, atol=1e-5)
 
 
-def test_default_last_is_the_mean_of_the_windows_pooled_vectors():
+def test_last_is_the_mean_of_the_windows_pooled_vectors_and_default_columns():
     model, table, sequences = _model()
-    assert CLIENT_POOLING == check_pooling(CLIENT_POOLING)
-    got = client_embeddings(model, table)
-    assert list(got.columns) == ["client_id", "windows", "events"] + [f"emb_{i:03d}" for i in range(HIDDEN)]
+    got = client_embeddings(model, table, pooling="last")
     per_window = pd.DataFrame(encode(model, sequences), index=sequences.table.column("client_id").to_pylist())
     want = per_window.groupby(level=0, sort=False).mean()
     assert list(want.index) == list(got["client_id"])
-    if "last" == CLIENT_POOLING[0]:
-        np.testing.assert_allclose(got.filter(like="emb_").to_numpy()[:, :HIDDEN], want.to_numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.filter(like="emb_").to_numpy(), want.to_numpy(), rtol=1e-5, atol=1e-6)
+    width = {"last": HIDDEN, "mean": HIDDEN, "max": HIDDEN, "std": HIDDEN, "field_mean": model.encoder.embed.out_dim}
+    default = client_embeddings(model, table)  # the documented columns: client_id, windows, events, emb_000 ...
+    dim = sum(width[p] for p in CLIENT_POOLING)
+    assert list(default.columns) == ["client_id", "windows", "events"] + [f"emb_{i:03d}" for i in range(dim)]
+    assert EvalConfig().client_pooling == list(CLIENT_POOLING)
 
 
 @pytest.mark.parametrize("bad", [[], ["mean", "mean"], ["avg"], "last_state"])
 def test_unknown_or_repeated_parts_are_refused(bad):
     with pytest.raises(ValueError, match="expected distinct parts among"):
         check_pooling(bad)
+    with pytest.raises(ValueError, match="eval.client_pooling: expected distinct parts"):
+        EvalConfig(client_pooling=bad)

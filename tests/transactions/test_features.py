@@ -103,7 +103,8 @@ def test_client_embeddings_one_row_per_client(trained):
     emb = client_embeddings(model, table)
     assert sorted(emb["client_id"].astype(str)) == sorted(table["client"].unique())
     assert (emb["events"] == 40).all() and (emb["windows"] == 3).all()
-    assert emb.filter(like="emb_").shape[1] == 32
+    # the default pooling: mean of the 32-wide states and of the input vectors over every event
+    assert emb.filter(like="emb_").shape[1] == 32 + model.encoder.embed.out_dim
 
 
 def test_mcc_export_counts_and_neighbours(trained):
