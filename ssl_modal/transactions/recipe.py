@@ -174,7 +174,7 @@ def evaluate_probe(cfg: TransactionsConfig, model) -> ProbeReport:
     frame = read_frame(cfg)
     labels = _labels(cfg)
     emb = client_embeddings(model, frame, batch_size=cfg.eval.batch_size, pooling=cfg.eval.client_pooling)
-    emb = emb.set_index("client_id")
+    emb = emb.set_index(emb.pop("client_id").astype(str))  # the labels' ids are text: integer ids match too
     clients = [c for c in emb.index if c in labels.index]
     if len(clients) < len(emb):
         log.warning("probe: %d of %d clients have no label and are left out", len(emb) - len(clients), len(emb))
@@ -194,7 +194,7 @@ def evaluate_probe(cfg: TransactionsConfig, model) -> ProbeReport:
         )
         results.append(probe(agg.to_numpy(), y, name="aggregates + logreg", **kw))
         rnd = client_embeddings(random_init_like(model), frame, pooling=cfg.eval.client_pooling)
-        rnd = rnd.set_index("client_id").loc[clients, emb_cols]
+        rnd = rnd.set_index(rnd.pop("client_id").astype(str)).loc[clients, emb_cols]
         results.append(probe(rnd.to_numpy(), y, name="random-init encoder", **kw))
         rows.append(
             [

@@ -95,6 +95,28 @@ def test_probe_task_prints_baselines_beside_ssl_and_writes_outputs(tmp_path, cap
     assert len(pd.read_parquet(run / "client_embeddings.parquet")) == 16
 
 
+def test_probe_task_with_integer_client_ids_matches_the_labels(tmp_path, capsys, caplog):
+    """Integer ids (as in the Sber age sample) keep their dtype in the embeddings; the labels' ids are read as
+    text: the probe must still find every client (it found none before, "100 of 100 clients have no label")."""
+    path = write_recipe(
+        tmp_path,
+        "probe",
+        labels_file=str(tmp_path / "labels.csv"),
+        label_client_column="client",
+        label_column="label",
+    )
+    table = pd.read_csv(tmp_path / "tx.csv")
+    table["client"] = table["client"].str[1:].astype(int)
+    table.to_csv(tmp_path / "tx.csv", index=False)
+    labels = pd.read_csv(tmp_path / "labels.csv")
+    labels["client"] = labels["client"].str[1:].astype(int)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    with caplog.at_level("WARNING", logger="ssl_modal"):
+        out = run_recipe(path, capsys)
+    assert "SSL encoder" in out and "have no label" not in caplog.text
+    assert pd.read_parquet(tmp_path / "run" / "client_embeddings.parquet")["client_id"].dtype.kind == "i"
+
+
 def test_fraud_task_reports_auc_for_raw_raw_plus_ssl_and_ssl_alone(tmp_path, capsys):
     out = run_recipe(write_recipe(tmp_path, "fraud", label_column="is_fraud", split_time="2024-01-25"), capsys)
     for row in ("raw columns", "raw + SSL features", "SSL features alone", "raw + random-init features"):
