@@ -50,19 +50,21 @@ def client_vectors(
     parts = check_pooling(pooling)
     from ssl_modal.transactions.features import _batches, window_lengths
 
+    if len(sequences) == 0:
+        raise ValueError("client embeddings got no data (0 windows after preprocessing)")
     model.eval()
     encoder = model.encoder
     device = next(model.parameters()).device
-    n_windows = len(sequences)
     skip = _first_new(sequences)
-    need_tokens = any(p in parts for p in ("mean", "max", "std"))
-    acc: dict[str, np.ndarray] = {}
-    count = np.zeros(n_windows, np.float64)
+    codes, clients = pd.factorize(pd.Series(sequences.table.column("client_id").to_pylist(), dtype=object))
+    n = len(clients)
+    acc: dict[str, np.ndarray] = {}  # per client (not per window: memory grows with clients only)
+    events = np.zeros(n, np.float64)
 
-    def put(name: str, rows: np.ndarray, values: torch.Tensor) -> None:
+    def add(name: str, rows: np.ndarray, values: torch.Tensor, how=np.add) -> None:
         if name not in acc:
-            acc[name] = np.zeros((n_windows, values.shape[-1]), np.float64)
-        acc[name][rows] = values.double().cpu().numpy()
+            acc[name] = np.full((n, values.shape[-1]), -np.inf if how is np.maximum else 0.0, np.float64)
+        how.at(acc[name], codes[rows], values.double().cpu().numpy())
 
     for rows in _batches(sequences, batch_size, progress, "client vectors"):
         batch = move_to(model.collate([sequences[int(i)] for i in rows]), device)
@@ -70,41 +72,37 @@ def client_vectors(
         T = mask.shape[1]
         keep = mask & (torch.arange(T, device=device)[None] >= torch.as_tensor(skip[rows], device=device)[:, None])
         weights = keep.unsqueeze(-1).double()
-        count[rows] = keep.sum(1).cpu().numpy()
+        np.add.at(events, codes[rows], keep.sum(1).cpu().numpy())
         out = encoder(batch)
         if "last" in parts:
-            put("last", rows, out.pooled)
-        if need_tokens:
+            add("last", rows, out.pooled)
+        if "mean" in parts or "std" in parts:
             tokens = out.tokens.double()
-            put("sum", rows, (tokens * weights).sum(1))
-            put("sumsq", rows, (tokens * tokens * weights).sum(1))
-            put("max", rows, tokens.masked_fill(~keep.unsqueeze(-1), float("-inf")).max(1).values)
+            add("sum", rows, (tokens * weights).sum(1))
+            if "std" in parts:
+                add("sumsq", rows, (tokens * tokens * weights).sum(1))
+        if "max" in parts:
+            add("max", rows, out.tokens.masked_fill(~keep.unsqueeze(-1), float("-inf")).max(1).values, np.maximum)
         if "field_mean" in parts:
-            put("field_sum", rows, (encoder.embed(batch).double() * weights).sum(1))
-    codes, clients = pd.factorize(pd.Series(sequences.table.column("client_id").to_pylist(), dtype=object))
-
-    def per_client(values: np.ndarray, how: str) -> np.ndarray:
-        return pd.DataFrame(values).groupby(codes, sort=True).agg(how).to_numpy()
-
-    events = per_client(count[:, None], "sum")[:, 0]
+            add("field_sum", rows, (encoder.embed(batch).double() * weights).sum(1))
+    windows = np.bincount(codes, minlength=n)
     denom = np.maximum(events, 1.0)[:, None]
     blocks = []
     for part in parts:
         if part == "last":
-            blocks.append(per_client(acc["last"], "mean"))
+            blocks.append(acc["last"] / windows[:, None])
         elif part == "mean":
-            blocks.append(per_client(acc["sum"], "sum") / denom)
+            blocks.append(acc["sum"] / denom)
         elif part == "max":
-            blocks.append(per_client(acc["max"], "max"))
+            blocks.append(acc["max"])
         elif part == "std":
-            mean = per_client(acc["sum"], "sum") / denom
-            blocks.append(np.sqrt(np.clip(per_client(acc["sumsq"], "sum") / denom - mean**2, 0.0, None)))
+            mean = acc["sum"] / denom
+            blocks.append(np.sqrt(np.clip(acc["sumsq"] / denom - mean**2, 0.0, None)))
         else:
-            blocks.append(per_client(acc["field_sum"], "sum") / denom)
+            blocks.append(acc["field_sum"] / denom)
     emb = np.concatenate(blocks, axis=1).astype(np.float32)
     frame = pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])], index=pd.Index(clients))
-    frame.insert(0, "events", per_client(window_lengths(sequences)[:, None].astype(np.float64), "sum")[:, 0])
-    frame["events"] = frame["events"].astype(np.int64)
-    frame.insert(0, "windows", np.bincount(codes, minlength=len(clients)).astype(np.int64))
+    frame.insert(0, "events", np.bincount(codes, weights=window_lengths(sequences), minlength=n).astype(np.int64))
+    frame.insert(0, "windows", windows.astype(np.int64))
     frame.index.name = "client_id"
     return frame
