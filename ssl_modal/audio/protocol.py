@@ -122,14 +122,17 @@ def folds(cfg) -> list[dict]:
         return [
             {
                 "name": test_data.manifest,
-                "windows": read_segments(cfg),
+                "windows": read_segments(
+                    cfg, [cfg.neighbour.exclude_same] if cfg.weights.get("neighbour") and cfg.neighbour.exclude_same else []
+                ),
                 "train": read(train_data, [e.digit_column], None),
                 "test": read(test_data, [e.digit_column], None),
             }
         ]
     column = e.rotate_column
     clips = read_segments(cfg, [e.digit_column, column], window_seconds=None)
-    windows = read_segments(cfg, [column])
+    mined = cfg.weights.get("neighbour") and cfg.neighbour.exclude_same  # neighbour mining's group column
+    windows = read_segments(cfg, list(dict.fromkeys([column] + ([cfg.neighbour.exclude_same] if mined else []))))
     groups = sorted({str(c[column]) for c in clips})
     if len(groups) < 2:
         raise ValueError(
