@@ -161,8 +161,10 @@ class AudioConfig:
 
             EvalData(train=self.eval.train, test=self.eval.test).resolve(self.data)
         if self.neighbour.method is not None and self.neighbour.method not in METHODS:
-            raise ConfigError(f"neighbour.method: expected one of {', '.join(METHODS)} or null, found '{self.neighbour.method}'")
-        if self.weights.get("joint") or self.weights.get("neighbour"):  # the joint objective's view steps, checked before any file is read
+            raise ConfigError(
+                f"neighbour.method: expected one of {', '.join(METHODS)} or null, found '{self.neighbour.method}'"
+            )
+        if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read
             from torch import nn
 
             from ssl_modal.audio.views import audio_views

@@ -149,7 +149,10 @@ def mine_neighbours(segments: list[dict], cfg) -> np.ndarray:
 
 def attach_neighbours(segments: list[dict], neighbours: np.ndarray) -> list[dict]:
     """Copies of `segments` carrying "neighbour_waves": the waves of their k neighbours (shared arrays)."""
-    return [{**s, "neighbour_waves": [segments[int(j)]["wave"] for j in row]} for s, row in zip(segments, neighbours)]
+    return [
+        {**s, "neighbour_waves": [segments[int(j)]["wave"] for j in row]}
+        for s, row in zip(segments, neighbours, strict=True)
+    ]
 
 
 class NeighbourViews:

@@ -48,7 +48,7 @@ def test_dtw_equals_naive_reference(band):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
     full = dtw_distances(torch.cat([a, b]), band, pairs_per_block=5)  # several blocks
     np.testing.assert_allclose(full[:3, 3:].numpy(), want, rtol=1e-5, atol=1e-5)
-    assert torch.allclose(full, full.T, atol=1e-5) and torch.all(full.diagonal().abs() < 5e-3)  # cdist via matmul: ~sqrt(eps)
+    assert torch.allclose(full, full.T, atol=1e-5) and torch.all(full.diagonal().abs() < 5e-3)  # cdist: ~sqrt(eps)
 
 
 def test_dtw_is_time_warp_invariant_where_euclid_is_not():
@@ -60,9 +60,7 @@ def test_dtw_is_time_warp_invariant_where_euclid_is_not():
 
 
 def test_nearest_never_self_and_excludes_groups():
-    d = torch.tensor(
-        [[0.0, 1.0, 2.0, 3.0], [1.0, 0.0, 5.0, 0.5], [2.0, 5.0, 0.0, 4.0], [3.0, 0.5, 4.0, 0.0]]
-    )
+    d = torch.tensor([[0.0, 1.0, 2.0, 3.0], [1.0, 0.0, 5.0, 0.5], [2.0, 5.0, 0.0, 4.0], [3.0, 0.5, 4.0, 0.0]])
     assert nearest(d, 1).ravel().tolist() == [1, 3, 0, 1]
     got = nearest(d, 2, groups=["a", "a", "b", "b"])
     assert got.tolist() == [[2, 3], [3, 2], [0, 1], [1, 0]]
@@ -122,7 +120,7 @@ def test_neighbour_views_draw_one_partner_per_clip_reproducibly():
     a2, b2 = views(batch, torch.Generator().manual_seed(3))
     assert torch.equal(b["wave"], b2["wave"]) and torch.equal(a["wave"], batch["wave"])
     partner = b["wave"][:, 0].long().tolist()
-    assert all(p in row for p, row in zip(partner, [[1, 2], [0, 3], [3, 1], [2, 0]]))
+    assert all(p in row for p, row in zip(partner, [[1, 2], [0, 3], [3, 1], [2, 0]], strict=True))
     assert b["lengths"].tolist() == [100 + 10 * p for p in partner]
     with pytest.raises(KeyError, match="weights.neighbour needs batches with 'pair_wave'"):
         views(audio_collate(segs), torch.Generator())
