@@ -1,4 +1,4 @@
-"""Audio recipe: pretrain a log-mel encoder (BYOL on augmented views by default), evaluate it, export embeddings.
+"""Audio recipe: pretrain a log-mel encoder (InfoNCE on DTW-mined neighbour pairs by default), probe, export.
 
     python recipes/audio_fsdd.py --config recipes/audio_fsdd.yaml [--demo] [key=value ...]
 
@@ -41,8 +41,9 @@ def pretrain_all(cfg: AudioConfig, out: Path) -> tuple[list, str]:
                 out,
                 out / "loss_curve.png",
                 f"audio pretraining ({out.name})",
-                loss_label="BYOL / L1 per masked frame+bin / cross-entropy",
+                loss_label="InfoNCE or BYOL / L1 per masked frame+bin / cross-entropy",
                 losses=[
+                    ("neighbour/loss", "neighbour pairs"),
                     ("joint/loss", "joint embedding"),
                     ("masked_frames/loss", "masked frames"),
                     ("time_shift/loss", "time shift"),
@@ -83,6 +84,7 @@ def pretrain_all(cfg: AudioConfig, out: Path) -> tuple[list, str]:
     parts = [
         f"{name} {last[key]:.3f}"
         for key, name in (
+            ("neighbour/loss", "neighbour pairs"),
             ("joint/loss", "joint"),
             ("masked_frames/loss", "masked frames"),
             ("time_shift/loss", "time shift"),

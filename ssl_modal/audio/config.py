@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ssl_modal.core.joint import JointConfig
+from ssl_modal.core.config import ConfigError
+from ssl_modal.core.joint import METHODS, JointConfig
 from ssl_modal.core.ranges import (
     at_least,
     check_fields,
@@ -84,6 +85,20 @@ class TimeShiftConfig:
 
 
 @dataclass
+class NeighbourConfig:
+    """`weights.neighbour`: the joint objective with each clip and one of its `k` nearest clips (DTW over
+    normalised MFCC sequences, mined label-free before step 1; ssl_modal/audio/neighbours.py) as the views."""
+
+    k: int = positive(5)  # the partner of a clip is drawn each step among its k nearest clips
+    exclude_same: str | None = None  # a manifest column (e.g. speaker): partners only from other groups of it
+    method: str | None = None  # the joint method for neighbour pairs (simclr | byol | ...); null: joint.method
+    n_mfcc: int = at_least(2, 13)  # MFCCs per frame for the DTW (c0 dropped)
+    frames: int = at_least(2, 32)  # each trimmed clip resampled to this many frames (the DP runs batched)
+    band: int | None = non_negative(None)  # Sakoe-Chiba band in frames; null: none
+    trim_db: float = positive(30.0)  # silence: frames more than this below the clip's loudest are trimmed
+
+
+@dataclass
 class DataConfig:
     """A manifest (CSV/Parquet with a path column) or a folder of audio files."""
 
@@ -134,6 +149,7 @@ class AudioConfig:
     weights: dict[str, float] = loss_weight(factory=lambda: {"masked_frames": 1.0, "time_shift": 0.5})
     views: list[dict] = field(default_factory=default_views)  # the joint objective's augmentation pipeline
     joint: JointConfig = field(default_factory=JointConfig)  # weights.joint > 0 turns it on
+    neighbour: NeighbourConfig = field(default_factory=NeighbourConfig)  # weights.neighbour > 0 turns it on
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -144,7 +160,11 @@ class AudioConfig:
             from ssl_modal.core.eval_data import EvalData
 
             EvalData(train=self.eval.train, test=self.eval.test).resolve(self.data)
-        if self.weights.get("joint"):  # the joint objective's view steps, checked before any file is read
+        if self.neighbour.method is not None and self.neighbour.method not in METHODS:
+            raise ConfigError(
+                f"neighbour.method: expected one of {', '.join(METHODS)} or null, found '{self.neighbour.method}'"
+            )
+        if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read
             from torch import nn
 
             from ssl_modal.audio.views import audio_views

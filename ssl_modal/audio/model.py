@@ -21,7 +21,7 @@ from ssl_modal.audio.views import audio_views
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, SSLModel
 
 BUILDER = "ssl_modal.audio.model:build_audio_model"
-OBJECTIVES = ("masked_frames", "time_shift", "joint")
+OBJECTIVES = ("masked_frames", "time_shift", "joint", "neighbour")
 FEATURES_KEY = "logmel"  # where `AudioEncoder.features` caches a batch's log-mel
 
 
@@ -119,7 +119,15 @@ def audio_collate(items: list) -> dict[str, Tensor]:
     out = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
     for i, w in enumerate(waves):
         out[i, : len(w)] = torch.as_tensor(w, dtype=torch.float32)
-    return {"wave": out, "lengths": lengths}
+    batch = {"wave": out, "lengths": lengths}
+    if isinstance(items[0], dict) and "neighbour_waves" in items[0]:  # weights.neighbour: (B, k, S) partners
+        pairs = [item["neighbour_waves"] for item in items]
+        batch["pair_lengths"] = torch.tensor([[len(w) for w in row] for row in pairs], dtype=torch.long)
+        batch["pair_wave"] = torch.zeros(*batch["pair_lengths"].shape, int(batch["pair_lengths"].max()))
+        for i, row in enumerate(pairs):
+            for j, w in enumerate(row):
+                batch["pair_wave"][i, j, : len(w)] = torch.as_tensor(w, dtype=torch.float32)
+    return batch
 
 
 def audio_model_config(cfg, stats: dict | None = None) -> dict:
@@ -132,6 +140,7 @@ def audio_model_config(cfg, stats: dict | None = None) -> dict:
         "weights": dict(cfg.weights),
         "views": [dict(v) for v in cfg.views],
         "joint": asdict(cfg.joint),
+        "neighbour": asdict(cfg.neighbour),
         "stats": None if stats is None else {k: stats[k] for k in ("mean", "std")},
     }
 
@@ -192,6 +201,17 @@ def build_audio_model(config: dict) -> SSLModel:
         views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
         pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
         objectives["joint"] = JointEmbedding(JointConfig(**config.get("joint", {})), pooled, views, encoder=encoder)
+    if weights.get("neighbour", 0.0):
+        from ssl_modal.audio.neighbours import NeighbourViews
+        from ssl_modal.core.joint import JointConfig, JointEmbedding
+
+        joint = dict(config.get("joint", {}))
+        joint["method"] = (config.get("neighbour") or {}).get("method") or joint.get("method", "byol")
+        views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
+        pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
+        objectives["neighbour"] = JointEmbedding(
+            JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder=encoder
+        )
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")
     return SSLModel(

@@ -116,20 +116,21 @@ def folds(cfg) -> list[dict]:
     from ssl_modal.core.eval_data import EvalData
 
     e = cfg.eval
+    mined = [cfg.neighbour.exclude_same] if cfg.weights.get("neighbour") and cfg.neighbour.exclude_same else []
     if e.test is not None:
         train_data, test_data = EvalData(train=e.train, test=e.test).resolve(cfg.data)
         read = lambda data, labels, window: read_segments(replace(cfg, data=data), labels, window)  # noqa: E731
         return [
             {
                 "name": test_data.manifest,
-                "windows": read_segments(cfg),
+                "windows": read_segments(cfg, mined),  # with neighbour mining's group column
                 "train": read(train_data, [e.digit_column], None),
                 "test": read(test_data, [e.digit_column], None),
             }
         ]
     column = e.rotate_column
     clips = read_segments(cfg, [e.digit_column, column], window_seconds=None)
-    windows = read_segments(cfg, [column])
+    windows = read_segments(cfg, list(dict.fromkeys([column, *mined])))
     groups = sorted({str(c[column]) for c in clips})
     if len(groups) < 2:
         raise ValueError(

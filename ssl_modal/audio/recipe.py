@@ -84,8 +84,14 @@ def frontend_stats(cfg: AudioConfig, segments: list[dict], batch_size: int = 256
 
 def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
     """Pretrain on `segments` (default: `data.manifest`); the final model is `<train.output_dir>/model.pt`."""
-    segments = read_segments(cfg) if segments is None else segments
+    mining = bool(cfg.weights.get("neighbour"))
+    if segments is None:
+        segments = read_segments(cfg, [cfg.neighbour.exclude_same] if mining and cfg.neighbour.exclude_same else [])
     count_short(segments, cfg)
+    if mining:  # label-free partners for the neighbour objective (ssl_modal/audio/neighbours.py)
+        from ssl_modal.audio.neighbours import attach_neighbours, mine_neighbours
+
+        segments = attach_neighbours(segments, mine_neighbours(segments, cfg))
     stats = frontend_stats(cfg, segments)
     log.info("log-mel statistics from %s frames", f"{stats['frames']:,}")
     torch.manual_seed(cfg.train.seed)

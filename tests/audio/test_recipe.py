@@ -27,7 +27,9 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
     full = load_config(AudioConfig, YAML, ["train.max_steps=7"])
     assert full.data.manifest.endswith("shared/data/audio/fsdd/metadata.csv") and full.train.max_steps == 7
     assert full.masked_frames.fraction == 0.15 and full.masked_frames.span == 7
-    assert full.weights == {"joint": 1.0, "masked_frames": 0.0, "time_shift": 0.0} and full.joint.method == "byol"
+    assert full.weights == {"joint": 0.0, "masked_frames": 0.0, "time_shift": 0.0, "neighbour": 1.0}
+    assert full.joint.method == "byol" and full.neighbour.method == "simclr"
+    assert full.neighbour.exclude_same == "speaker" and full.neighbour.k == 5
     assert [v["name"] for v in full.views][-2:] == ["crop", "specaugment"]
     assert full.eval.rotate_column == "speaker" and full.eval.held_out is None and full.eval.seeds == [0, 1, 2]
     assert full.eval.label_counts == [1, 5, 20, 0] and full.eval.finetune_counts == [20]

@@ -1,0 +1,184 @@
+"""Nearest-neighbour positives for the audio joint objective (`weights.neighbour`, `neighbour:` section).
+
+BYOL on two augmented views of ONE clip must learn speaker invariance from augmentations alone; with
+three speakers it learns little of it. `weights.neighbour` gives the joint objective positives that
+share the content and differ in the speaker: each clip's partner is one of its `neighbour.k` nearest
+clips of the pretraining set (NNCLR, Dwibedi et al. 2021), mined label-free before step 1 with the
+classic unsupervised spoken-term-discovery distance: dynamic time warping between per-utterance
+normalised MFCC sequences (c0 dropped), silence trimmed by an energy threshold, each sequence resampled
+to `neighbour.frames` frames so that the DP runs batched over blocks of pairs (anti-diagonal by
+anti-diagonal), optionally inside a Sakoe-Chiba band. `neighbour.exclude_same: speaker` takes partners
+only from other groups of that column (speaker metadata a user has). No label is read here;
+`partner_purity` measures afterwards how often partners share a label, for the report only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+log = logging.getLogger("ssl_modal")
+
+
+def dtw_features(
+    waves,
+    sample_rate: int,
+    n_mfcc: int = 13,
+    n_fft: int = 256,
+    hop_length: int = 80,
+    n_mels: int = 40,
+    frames: int = 32,
+    trim_db: float = 30.0,
+) -> torch.Tensor:
+    """(N, frames, n_mfcc - 1): per clip, MFCC 1..n_mfcc-1 of the frames from the first to the last whose
+    energy is within `trim_db` of the clip's loudest frame, standardised per coefficient over those frames
+    (per-utterance mean/variance normalisation), linearly resampled to `frames` frames."""
+    if n_mfcc < 2 or frames < 2:
+        raise ValueError(f"neighbour: n_mfcc and frames must be >= 2, found {n_mfcc} and {frames}")
+    mfcc = torchaudio.transforms.MFCC(
+        sample_rate=sample_rate, n_mfcc=n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
+    )
+    out = []
+    with torch.no_grad():
+        for wave in waves:
+            x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+            m = mfcc(x)  # (n_mfcc, T)
+            energy = mfcc.MelSpectrogram(x).sum(0)  # (T,) mel power per frame
+            db = 10 * torch.log10(energy + 1e-10)
+            loud = torch.nonzero(db >= db.max() - trim_db).flatten()
+            m = m[1:, int(loud[0]) : int(loud[-1]) + 1] if loud.numel() else m[1:]
+            m = (m - m.mean(1, keepdim=True)) / m.std(1, unbiased=False, keepdim=True).clamp_min(1e-5)
+            out.append(F.interpolate(m[None], size=frames, mode="linear", align_corners=True)[0].T)
+    return torch.stack(out)
+
+
+def dtw_block(a: torch.Tensor, b: torch.Tensor, band: int | None = None) -> torch.Tensor:
+    """(M, N) exact DTW distances between sequences a (M, T, D) and b (N, T, D): frame cost Euclidean,
+    steps (1,0), (0,1), (1,1) unweighted, the path from (0,0) to (T-1,T-1); cells with |i - j| > band
+    are forbidden (Sakoe-Chiba) when `band` is set. The DP runs anti-diagonal by anti-diagonal, every
+    pair at once: on diagonal d = i + j of the (T+1)^2 table, cell i needs cells i-1 and i of diagonal
+    d-1 and cell i-1 of diagonal d-2, all contiguous slices."""
+    m, t, _ = a.shape
+    n = b.shape[0]
+    pairs = m * n
+    cost = torch.cdist(a.reshape(m * t, -1), b.reshape(n * t, -1)).reshape(m, t, n, t)
+    cost = torch.cat([cost.permute(1, 3, 0, 2).reshape(t * t, pairs), torch.full((1, pairs), float("inf"))])
+    i = torch.arange(t + 1)[None, :]  # row of the padded table (1..t are frames)
+    j = torch.arange(2 * t + 1)[:, None] - i
+    valid = (i >= 1) & (j >= 1) & (j <= t)
+    if band is not None:
+        valid &= (i - j).abs() <= band
+    flat = torch.where(valid, (i - 1) * t + (j - 1), t * t)  # t * t: the row of inf
+    skew = cost.index_select(0, flat.reshape(-1)).reshape(2 * t + 1, t + 1, pairs)
+    prev2 = torch.full((t + 1, pairs), float("inf"))
+    prev2[0] = 0.0  # diagonal 0: the table's origin
+    prev1 = torch.full((t + 1, pairs), float("inf"))  # diagonal 1: borders only
+    for d in range(2, 2 * t + 1):
+        cur = torch.full((t + 1, pairs), float("inf"))
+        cur[1:] = skew[d, 1:] + torch.minimum(torch.minimum(prev1[:-1], prev1[1:]), prev2[:-1])
+        prev2, prev1 = prev1, cur
+    return prev1[t].reshape(m, n)
+
+
+def dtw_distances(x: torch.Tensor, band: int | None = None, pairs_per_block: int = 16384) -> torch.Tensor:
+    """(N, N) DTW distances between all sequences of x (N, T, D): blocks of anchor rows against the rows
+    from the block on (the upper triangle), mirrored (the step pattern is symmetric)."""
+    n = x.shape[0]
+    out = torch.zeros(n, n)
+    start = 0
+    while start < n:
+        rows = max(1, min(n - start, pairs_per_block // max(1, n - start)))
+        out[start : start + rows, start:] = dtw_block(x[start : start + rows], x[start:], band)
+        start += rows
+    return torch.triu(out) + torch.triu(out, 1).T
+
+
+def nearest(distances: torch.Tensor, k: int, groups=None) -> np.ndarray:
+    """(N, k) indices of each row's k nearest other rows (ties by index), never the row itself and, with
+    `groups` (one value per row), never a row of the same group."""
+    d = distances.clone().double()
+    n = d.shape[0]
+    d.fill_diagonal_(float("inf"))
+    if groups is not None:
+        g = np.asarray([str(v) for v in groups])
+        d[torch.as_tensor(g[:, None] == g[None, :])] = float("inf")
+        available = int(np.min(n - np.unique(g, return_counts=True)[1]))
+        what = f"clips outside the clip's own group (fewest: {available})"
+    else:
+        available, what = n - 1, f"other clips ({n - 1})"
+    if not 1 <= k <= available:
+        raise ValueError(f"neighbour.k must be in [1, {available}] (the {what}), found {k}")
+    order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), d.numpy()), axis=1)
+    return order[:, :k].astype(np.int64)
+
+
+def mine_neighbours(segments: list[dict], cfg) -> np.ndarray:
+    """(N, neighbour.k) partner candidates for the pretraining `segments` (dicts with "wave"; with
+    `neighbour.exclude_same`, that column too), from `cfg.neighbour` and `cfg.frontend`."""
+    nb, f = cfg.neighbour, cfg.frontend
+    groups = None
+    if nb.exclude_same:
+        missing = [i for i, s in enumerate(segments) if nb.exclude_same not in s]
+        if missing:
+            raise ValueError(
+                f"neighbour.exclude_same: '{nb.exclude_same}' is not a column of the pretraining data "
+                f"(segment {missing[0]} has keys {sorted(k for k in segments[missing[0]] if k != 'wave')}); "
+                "name a manifest column or set it to null"
+            )
+        groups = [s[nb.exclude_same] for s in segments]
+    start = time.perf_counter()
+    x = dtw_features(
+        [s["wave"] for s in segments], f.sample_rate, nb.n_mfcc, f.n_fft, f.hop_length, f.n_mels, nb.frames, nb.trim_db
+    )
+    found = nearest(dtw_distances(x, nb.band), nb.k, groups)
+    log.info(
+        "neighbour mining: DTW over %d clips (%d frames, band %s, exclude_same %s) in %.1f s",
+        len(segments),
+        nb.frames,
+        nb.band,
+        nb.exclude_same,
+        time.perf_counter() - start,
+    )
+    return found
+
+
+def attach_neighbours(segments: list[dict], neighbours: np.ndarray) -> list[dict]:
+    """Copies of `segments` carrying "neighbour_waves": the waves of their k neighbours (shared arrays)."""
+    return [
+        {**s, "neighbour_waves": [segments[int(j)]["wave"] for j in row]}
+        for s, row in zip(segments, neighbours, strict=True)
+    ]
+
+
+class NeighbourViews:
+    """`views(batch, generator) -> (view_a, view_b)` for `weights.neighbour`: view_a is `pipeline` applied to
+    the batch's clips, view_b to one of each clip's neighbours (batch "pair_wave" (B, k, S) and
+    "pair_lengths" (B, k) from `audio_collate`), drawn uniformly per clip and step from the generator."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, batch: dict, generator: torch.Generator) -> tuple[dict, dict]:
+        if "pair_wave" not in batch:
+            raise KeyError(
+                f"weights.neighbour needs batches with 'pair_wave' (clips mined by ssl_modal.audio.neighbours and "
+                f"collated by audio_collate); found keys {sorted(batch)}"
+            )
+        waves, lengths = batch["pair_wave"], batch["pair_lengths"]
+        rows = torch.arange(lengths.shape[0], device=lengths.device)
+        pick = torch.randint(lengths.shape[1], (lengths.shape[0],), device=lengths.device, generator=generator)
+        pair_lengths = lengths[rows, pick]
+        pair = {"wave": waves[rows, pick, : int(pair_lengths.max())], "lengths": pair_lengths}
+        anchor = {"wave": batch["wave"], "lengths": batch["lengths"]}
+        return self.pipeline(anchor, generator), self.pipeline(pair, generator)
+
+
+def partner_purity(neighbours: np.ndarray, labels) -> float:
+    """Share of (clip, neighbour) pairs whose labels agree: a diagnostic measured after mining."""
+    labels = np.asarray([str(v) for v in labels])
+    return float((labels[neighbours] == labels[:, None]).mean())
