@@ -124,6 +124,13 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> Tensor:
     return out
 
 
+def mfcc_transform(sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int) -> nn.Module:
+    """torchaudio's MFCC with the log-mel settings of the baselines and the neighbour mining."""
+    return torchaudio.transforms.MFCC(
+        sample_rate=sample_rate, n_mfcc=n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
+    )
+
+
 def mfcc_mean_std(
     waves: Iterable[np.ndarray],
     sample_rate: int,
@@ -138,9 +145,7 @@ def mfcc_mean_std(
     (N, segments*2*n_mfcc): spoken digits differ in the order of their sounds, which one pool discards."""
     if segments < 1:
         raise ValueError(f"mfcc segments must be >= 1, found {segments}")
-    mfcc = torchaudio.transforms.MFCC(
-        sample_rate=sample_rate, n_mfcc=n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
-    )
+    mfcc = mfcc_transform(sample_rate, n_mfcc, n_fft, hop_length, n_mels)
     rows = []
     with torch.no_grad():
         for wave in waves:

@@ -20,7 +20,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio
+
+from ssl_modal.audio.frontend import mfcc_transform
 
 log = logging.getLogger("ssl_modal")
 
@@ -40,9 +41,7 @@ def dtw_features(
     (per-utterance mean/variance normalisation), linearly resampled to `frames` frames."""
     if n_mfcc < 2 or frames < 2:
         raise ValueError(f"neighbour: n_mfcc and frames must be >= 2, found {n_mfcc} and {frames}")
-    mfcc = torchaudio.transforms.MFCC(
-        sample_rate=sample_rate, n_mfcc=n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
-    )
+    mfcc = mfcc_transform(sample_rate, n_mfcc, n_fft, hop_length, n_mels)
     out = []
     with torch.no_grad():
         for wave in waves:
