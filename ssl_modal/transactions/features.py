@@ -293,13 +293,17 @@ def windowed_mean(scores: np.ndarray, clients: np.ndarray, hours: np.ndarray, wi
 
 
 def client_embeddings(
-    model: SSLModel, table, *, batch_size: int = 128, progress: bool = False, pooling=CLIENT_POOLING
+    model: SSLModel, table, *, batch_size: int = 128, progress: bool = False, pooling=None
 ) -> pd.DataFrame:
     """One row per client: client_id, windows, events, emb_000 ... (the `pooling` blocks concatenated, see
     `client_pooling`: "last" = mean of its windows' pooled vectors; "mean" / "max" / "std" of the per-event
     states and "field_mean" of the input vectors over every event of its history).
-    From a raw table, client_id keeps the input column's dtype (integers stay integers)."""
+    `pooling=None`: the pooling the model was trained to export (its run's `eval.client_pooling`), else
+    `CLIENT_POOLING`. From a raw table, client_id keeps the input column's dtype (integers stay integers)."""
     pre = _preprocessor(model)
+    if pooling is None:
+        spec = getattr(model, "spec", None)
+        pooling = (spec.config if spec is not None else {}).get("client_pooling", CLIENT_POOLING)
     raw = None if hasattr(table, "table") and hasattr(table, "report") else _read(table)
     sequences = table if raw is None else pre.transform(raw)
     out = client_vectors(model, sequences, pooling, batch_size=batch_size, progress=progress).reset_index()

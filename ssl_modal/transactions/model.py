@@ -34,11 +34,14 @@ def field_counts(sequences, field: str, vocab_size: int) -> list[int]:
 
 
 def transactions_model_config(
-    preprocessor, encoder: EncoderConfig, objectives: ObjectivesConfig, sequences=None
+    preprocessor, encoder: EncoderConfig, objectives: ObjectivesConfig, sequences=None, client_pooling=None
 ) -> dict:
     """The builder config from a fitted preprocessor and the recipe's sections; `sequences` (the
-    training SequenceSet) adds per-value counts of every categorical field for `mcc_embeddings`."""
+    training SequenceSet) adds per-value counts of every categorical field for `mcc_embeddings`;
+    `client_pooling` (the run's `eval.client_pooling`) is what `client_embeddings` of this model uses by default."""
     config = {"preprocessor": preprocessor.state_dict(), "encoder": asdict(encoder), "objectives": asdict(objectives)}
+    if client_pooling is not None:
+        config["client_pooling"] = list(client_pooling)
     if sequences is not None:
         config["field_counts"] = {
             name: field_counts(sequences, name, int(f["vocab_size"]))

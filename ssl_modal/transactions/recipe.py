@@ -135,7 +135,9 @@ def train(cfg: TransactionsConfig, rows: np.ndarray | None = None) -> TrainResul
     sequences = pre.fit_transform(frame)
     log.info("preprocessing report: %s", sequences.report)
     torch.manual_seed(cfg.train.seed)
-    model = build_transactions_model(transactions_model_config(pre, cfg.encoder, cfg.objectives, sequences))
+    model = build_transactions_model(
+        transactions_model_config(pre, cfg.encoder, cfg.objectives, sequences, client_pooling=cfg.eval.client_pooling)
+    )
     log.info(
         "transactions model: %s parameters, %d windows, fields %s",
         f"{sum(p.numel() for p in model.parameters()):,}",

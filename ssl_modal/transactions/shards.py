@@ -122,7 +122,9 @@ def train_from_shards(cfg):
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     data = WindowShards(cfg.data.shards)
-    config = transactions_model_config(data.preprocessor, cfg.encoder, cfg.objectives)
+    config = transactions_model_config(
+        data.preprocessor, cfg.encoder, cfg.objectives, client_pooling=cfg.eval.client_pooling
+    )
     counts = data.report.get("field_counts")
     if counts:
         config["field_counts"] = {

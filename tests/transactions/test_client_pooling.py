@@ -98,6 +98,27 @@ def test_last_is_the_mean_of_the_windows_pooled_vectors_and_default_columns():
     assert EvalConfig().client_pooling == list(CLIENT_POOLING)
 
 
+def test_default_pooling_is_the_one_the_model_was_built_to_export():
+    """A run's `eval.client_pooling` travels in the checkpoint: `ssl-modal embed` and Spark scoring (which call
+    client_embeddings without `pooling`) give the run's own client_embeddings.parquet vectors."""
+    model, table, sequences = _model()
+    config = transactions_model_config(
+        model.preprocessor,
+        EncoderConfig(hidden=HIDDEN, mcc_dim=4, cat_dim=3, num_dim=2),
+        ObjectivesConfig(),
+        sequences,
+        client_pooling=["last"],
+    )
+    assert config["client_pooling"] == ["last"]
+    torch.manual_seed(0)
+    last_model = build_transactions_model(config).eval()
+    got = client_embeddings(last_model, table)
+    want = client_embeddings(last_model, table, pooling="last")
+    pd.testing.assert_frame_equal(got, want)
+    assert got.filter(like="emb_").shape[1] == HIDDEN  # not the CLIENT_POOLING width of a model without the key
+    assert client_embeddings(model, table).filter(like="emb_").shape[1] > HIDDEN
+
+
 @pytest.mark.parametrize("bad", [[], ["mean", "mean"], ["avg"], "last_state"])
 def test_unknown_or_repeated_parts_are_refused(bad):
     with pytest.raises(ValueError, match="expected distinct parts among"):
