@@ -170,3 +170,7 @@ class AudioConfig:
             from ssl_modal.audio.views import audio_views
 
             audio_views(self.views, nn.Identity(), self.frontend.sample_rate)
+
+    def mining_columns(self) -> list[str]:
+        """Manifest columns the pretraining clips must carry for neighbour mining (`neighbour.exclude_same`)."""
+        return [self.neighbour.exclude_same] if self.weights.get("neighbour") and self.neighbour.exclude_same else []

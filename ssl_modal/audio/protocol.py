@@ -116,7 +116,7 @@ def folds(cfg) -> list[dict]:
     from ssl_modal.core.eval_data import EvalData
 
     e = cfg.eval
-    mined = [cfg.neighbour.exclude_same] if cfg.weights.get("neighbour") and cfg.neighbour.exclude_same else []
+    mined = cfg.mining_columns()
     if e.test is not None:
         train_data, test_data = EvalData(train=e.train, test=e.test).resolve(cfg.data)
         read = lambda data, labels, window: read_segments(replace(cfg, data=data), labels, window)  # noqa: E731

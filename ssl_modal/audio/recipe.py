@@ -84,11 +84,9 @@ def frontend_stats(cfg: AudioConfig, segments: list[dict], batch_size: int = 256
 
 def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
     """Pretrain on `segments` (default: `data.manifest`); the final model is `<train.output_dir>/model.pt`."""
-    mining = bool(cfg.weights.get("neighbour"))
-    if segments is None:
-        segments = read_segments(cfg, [cfg.neighbour.exclude_same] if mining and cfg.neighbour.exclude_same else [])
+    segments = read_segments(cfg, cfg.mining_columns()) if segments is None else segments
     count_short(segments, cfg)
-    if mining:  # label-free partners for the neighbour objective (ssl_modal/audio/neighbours.py)
+    if cfg.weights.get("neighbour"):  # label-free partners for the neighbour objective (ssl_modal/audio/neighbours.py)
         from ssl_modal.audio.neighbours import attach_neighbours, mine_neighbours
 
         segments = attach_neighbours(segments, mine_neighbours(segments, cfg))
