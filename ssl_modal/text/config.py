@@ -146,7 +146,7 @@ class EvalConfig:
     #   on each probe's training texts only (core probe); [1.0]: one fit, no CV (the demo)
     batch_size: int = positive(128)
     baselines: bool = True  # also TF-IDF + logistic regression and a random-init encoder
-    finetune_steps: int = non_negative(0)  # > 0: also fine-tune the pretrained encoder + a linear head (core
+    finetune_steps: int = non_negative(0)  # > 0: also fine-tune each probed encoder + a linear head (core
     finetune_examples: int | None = at_least(2, 5000)  #   finetune) on the first N training texts, <= this many steps
     finetune_learning_rate: float = positive(1e-3)  # head learning rate; the encoder gets 0.1 x this
     cache_features: bool = False  # keep each encoder's embeddings under <output_dir>/features (chunks keyed

@@ -180,7 +180,8 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
     labels = np.asarray([str(y) for y in train_labels + test_part.labels])
     test_idx = np.arange(n_probe, len(texts))
     features: list[tuple[str, object]] = []
-    for name, encoder in feature_rows(cfg, model):
+    encoders = feature_rows(cfg, model)
+    for name, encoder in encoders:
         log.info("embedding %s texts with the %s", f"{len(texts):,}", name)
         cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
         embed = [
@@ -211,13 +212,14 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
             )
         for name, X in features:
             results.append(probe(X, labels, name=name, **split))
-    if cfg.eval.finetune_steps > 0:
-        results.append(finetune_row(cfg, model, full, test_part))
+    if cfg.eval.finetune_steps > 0:  # every encoder of the table (random init, start, trained), fine-tuned
+        for name, encoder in encoders:
+            results.append(finetune_row(cfg, encoder, full, test_part, f"{name.removeprefix('frozen ')}, fine-tuned"))
     return ProbeTable(results)
 
 
-def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus) -> ProbeResult:
-    """The pretrained encoder fine-tuned with a linear head (`ssl_modal.core.finetune`) on the first
+def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus, name: str) -> ProbeResult:
+    """`model`'s encoder fine-tuned with a linear head (`ssl_modal.core.finetune`, on a copy) on the first
     `eval.finetune_examples` texts of `eval.train` (default `data`), scored on `eval.test`."""
     from ssl_modal.core.finetune import finetune
 
@@ -235,7 +237,7 @@ def finetune_row(cfg: TextConfig, model, full: Corpus, test_part: Corpus) -> Pro
         learning_rate=cfg.eval.finetune_learning_rate,
         seed=cfg.train.seed,
         k=cfg.eval.knn_k,
-        name="pretrained encoder, fine-tuned",
+        name=name,
     )
 
 

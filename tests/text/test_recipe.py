@@ -90,7 +90,8 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     probes = json.loads((out / "probe.json").read_text())["results"]
     names = ["tf-idf + logreg", "random-init encoder", "pretrained encoder"] * 2
     tuned = "eval.finetune_steps=6" in extra
-    assert [r["name"] for r in probes] == names + (["pretrained encoder, fine-tuned"] if tuned else [])
+    fine_tuned = ["random-init encoder, fine-tuned", "pretrained encoder, fine-tuned"] if tuned else []
+    assert [r["name"] for r in probes] == names + fine_tuned
     assert [r["n_train"] for r in probes][:6] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
     assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
     emb = pd.read_parquet(out / "embeddings_test.parquet")
