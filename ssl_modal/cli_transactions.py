@@ -26,7 +26,11 @@ def add_transactions_commands(sub) -> None:
     p = sub.add_parser("score", help="features of new transactions from a stored per-client state (updates it)")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder (causal GRU transactions model)")
     p.add_argument("table", help="new transactions CSV/Parquet (same columns as in training)")
-    p.add_argument("--state", required=True, help="SQLite state file, or a folder for state.sqlite (created if absent)")
+    p.add_argument(
+        "--state",
+        required=True,
+        help="SQLite state file, or a folder for state.sqlite or the shard files (created if absent)",
+    )
     p.add_argument("-o", "--output", required=True, help="output .parquet (one row per new transaction)")
     p.add_argument(
         "--shards", type=int, help="a ShardedStore of N shard files in the --state folder (N processes); 1: one file"
