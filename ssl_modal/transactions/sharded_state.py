@@ -14,7 +14,7 @@ owning its file's one writing connection. The result comes back in input order a
 Atomicity is per shard, not per batch. A call with rows in several shards runs in two phases: every shard reads,
 scores and writes in its open transaction, and only when all succeeded (no out-of-order row, no bad input) are
 they told to commit; an error before that rolls every shard back (nothing applied). A crash between the
-shards' commits (a process killed, a power cut) leaves some shards with the batch and others without it. Each
+shards' commits (a process killed) leaves some shards with the batch and others without it. Each
 shard stores the id of the last batch it committed (a content hash of the encoded rows: clients, times, fields,
 transaction ids), in the same transaction: re-sending the same batch after such a crash applies it to the
 shards that lack it, and the shards that hold it skip their part, whose rows come back with scored=False
@@ -22,7 +22,8 @@ shards that lack it, and the shards that hold it skip their part, whose rows com
 lives in one shard, written in one transaction. Only the last batch is remembered: re-send the failed batch
 before the next one (a later batch overwrites the id; a re-send after it is then refused by the out-of-order
 check or reported as duplicate ids). A batch every shard already holds is refused (ValueError). An identical
-batch sent twice on purpose (same rows, same times) is taken for a re-send.
+batch sent twice on purpose (same rows, same times) is taken for a re-send. After a power cut a shard may
+also have lost its last few commits (`synchronous=NORMAL`, as one file): rescore from the stored last times.
 """
 
 from __future__ import annotations
