@@ -10,7 +10,9 @@ Measured, one thread: nightly build (events/s); single-event scoring (one `score
 events in time order: encoding, state read, GRU step, features, atomic SQLite commit; median and p99 ms, wall
 clock and the thread's CPU time, which a busy machine inflates less); 1,000-event batches of the next new
 events in time order, so drawn across the clients (events/s, median and minimum over batches; the same
-batches on three copies of the state: threads=1, threads=2, and threads=1 without the row cache); the
+batches on three copies of the state: one process, a 2-shard `ShardedStore` (built by its own nightly run,
+helper started before the timing; shard 1 scored end to end in a helper process), and one process without the
+row cache); single events (records) on the sharded store too; the
 reference: `features()` on the client's whole history for each new event (median and p99 ms); state size per
 client (the state blob, and the SQLite file after a checkpoint, per client).
 """
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_modal.core.export import load_model
     from ssl_modal.transactions.config import TransactionsConfig
     from ssl_modal.transactions.features import features
-    from ssl_modal.transactions.incremental import StateStore, _math_of, _worker_of, score_new
+    from ssl_modal.transactions.incremental import ShardedStore, StateStore, score_new
     from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
     from ssl_modal.transactions.preprocess import TransactionPreprocessor
     from ssl_modal.transactions.recipe import preprocess_config, read_frame
@@ -78,16 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         score_new(model, store, old)
         out["nightly_events_per_s"] = round(len(old) / (time.perf_counter() - t))
+        sharded = ShardedStore.create(Path(tmp2) / "sharded", model, shards=2)
+        t = time.perf_counter()
+        sharded.start(model)
+        out["shards2_start_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        score_new(model, sharded, old)
+        out["nightly_shards2_events_per_s"] = round(len(old) / (time.perf_counter() - t))
         # one call per event, in time order: first a record (a dict with JSON values: ISO time text, numbers,
         # text), then a one-row DataFrame
         single = new.iloc[: 2 * args.single]
         records = json.loads(single.iloc[: args.single].to_json(orient="records", date_format="iso"))
         frames = [single.iloc[i : i + 1] for i in range(args.single, len(single))]
-        for kind, calls in (("record", records), ("frame", frames)):
+        for kind, calls, st in (
+            ("record", records, store),
+            ("frame", frames, store),
+            ("shards2_record", records, sharded),
+        ):
             lat, cpu = [], []
             for row in calls:
                 t, c = time.perf_counter(), time.thread_time()
-                score_new(model, store, row)
+                score_new(model, st, row)
                 lat.append((time.perf_counter() - t) * 1000)
                 cpu.append((time.thread_time() - c) * 1000)
             out[f"single_{kind}_ms_median"] = round(float(np.median(lat)), 2)
@@ -95,31 +108,21 @@ def main(argv: list[str] | None = None) -> int:
             out[f"single_{kind}_cpu_ms_median"] = round(float(np.median(cpu)), 2)
             out[f"single_{kind}_cpu_ms_p99"] = round(float(np.percentile(cpu, 99)), 2)
         rest = new.iloc[2 * args.single :]
-        # the same batches on two copies of the state: scoring in one thread, and in two (client halves)
+        # the same batches on three states: one file (the store above), two shards, one file without row cache
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        for name in ("two", "procs", "cold"):
-            shutil.copy(Path(tmp) / "state.sqlite", Path(tmp2) / f"{name}.sqlite")
-        stores = {  # name: (store, score_new options); "cold": no row cache, every state read from SQLite
-            "threads1": (store, {}),
-            "threads2": (StateStore.open(Path(tmp2) / "two.sqlite", model), {"threads": 2}),
-            "processes2": (StateStore.open(Path(tmp2) / "procs.sqlite", model), {"processes": 2}),
-            "threads1_nocache": (StateStore.open(Path(tmp2) / "cold.sqlite", model, cache_clients=0), {}),
+        shutil.copy(Path(tmp) / "state.sqlite", Path(tmp2) / "cold.sqlite")
+        stores = {  # "threads1": one process (the name kept for comparison with earlier result files)
+            "threads1": store,
+            "shards2": sharded,
+            "threads1_nocache": StateStore.open(Path(tmp2) / "cold.sqlite", model, cache_clients=0),
         }
-        procs = stores["processes2"][0]
-        t = time.perf_counter()
-        math = _math_of(procs, model)
-        worker = _worker_of(procs, math)
-        cat, num = {f: np.full(1, 3) for f in math.cat_fields}, {f: np.zeros(1, np.float32) for f in math.num_fields}
-        worker.submit(cat, num, np.ones(1, np.int64), np.zeros((1, math.width), np.float32), np.zeros(1, np.int64))
-        worker.result()  # started and warm (one event scored)
-        out["helper_start_s"] = round(time.perf_counter() - t, 2)
         rates, total, spans = {k: [] for k in stores}, dict.fromkeys(stores, 0.0), []
         for s in range(0, len(rest) - 999, 1000):
             batch = rest.iloc[s : s + 1000]
             spans.append(batch["client_id"].nunique())
-            for name, (st, options) in stores.items():
+            for name, st in stores.items():
                 t = time.perf_counter()
-                score_new(model, st, batch, **options)
+                score_new(model, st, batch)
                 total[name] += time.perf_counter() - t
                 rates[name].append(1000 / (time.perf_counter() - t))
         for name, r in rates.items():
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
         out["state_bytes_per_client"] = round(size / store.clients())
         out["state_blob_bytes_per_client"] = int(4 * store.width)
-        procs.close()
+        sharded.close()
     ref = []
     for i in range(min(50, len(single))):
         row = single.iloc[i]

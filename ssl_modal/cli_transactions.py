@@ -26,8 +26,15 @@ def add_transactions_commands(sub) -> None:
     p = sub.add_parser("score", help="features of new transactions from a stored per-client state (updates it)")
     p.add_argument("checkpoint", help="model.pt, a step checkpoint or a run folder (causal GRU transactions model)")
     p.add_argument("table", help="new transactions CSV/Parquet (same columns as in training)")
-    p.add_argument("--state", required=True, help="SQLite state file, or a folder for state.sqlite (created if absent)")
+    p.add_argument(
+        "--state",
+        required=True,
+        help="SQLite state file, or a folder for state.sqlite or the shard files (created if absent)",
+    )
     p.add_argument("-o", "--output", required=True, help="output .parquet (one row per new transaction)")
+    p.add_argument(
+        "--shards", type=int, help="a ShardedStore of N shard files in the --state folder (N processes); 1: one file"
+    )
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("preprocess", help="transactions: write per-client window shards (pandas or Spark)")
     p.add_argument("recipe")
@@ -103,15 +110,19 @@ def cmd_features(args) -> int:
 
 def cmd_score(args) -> int:
     from ssl_modal.core.export import load_model
-    from ssl_modal.transactions.incremental import StateStore, score_new
+    from ssl_modal.transactions.incremental import ShardedStore, StateStore, score_new
 
     model = load_model(args.checkpoint)
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(f"{args.checkpoint} is a '{model.spec.kind}' model: score needs a transactions model")
     path = Path(args.state)
-    path = path / "state.sqlite" if path.is_dir() or not path.suffix else path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store = StateStore(path, model, create=True)
+    sharded = (args.shards or 1) > 1 or (args.shards is None and any(path.glob("shard-*-of-*.sqlite")))
+    if sharded:  # a folder of shard files (an existing one is opened with its own shard count)
+        store = ShardedStore(path, model, args.shards, create=True)
+    else:
+        path = path / "state.sqlite" if path.is_dir() or not path.suffix else path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = StateStore(path, model, create=True)
     table = score_new(model, store, args.table)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.output, index=False)
@@ -119,7 +130,9 @@ def cmd_score(args) -> int:
     print(
         f"wrote {len(table)} rows to {args.output}; state {path}: {store.clients()} clients "
         f"({report.get('new_clients', 0)} new, {len(report.get('duplicate_ids', []))} duplicate ids)"
+        + (f", {store.shards} shards ({report['already_applied']} rows already applied)" if sharded else "")
     )
+    store.close()
     return 0
 
 

@@ -46,6 +46,25 @@ class EncodedRows:
     report: dict
     keys: dict  # input column -> its values (numpy or pandas array, input dtype and order): id and client
 
+    def take(self, clients: np.ndarray) -> tuple[np.ndarray, EncodedRows]:
+        """(positions of their events here, the rows of these clients (indices) alone; no keys, no report)."""
+        lengths = np.diff(self.starts)[clients]
+        ends = np.cumsum(lengths)
+        pos = np.repeat(self.starts[clients] - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
+        part = EncodedRows(
+            rows_in=len(pos),
+            index=self.index[pos],
+            clients=[self.clients[c] for c in clients.tolist()],
+            starts=np.concatenate([[0], ends]),
+            times=self.times[pos],
+            cat={k: v[pos] for k, v in self.cat.items()},
+            num={k: v[pos] for k, v in self.num.items()},
+            tx=None if self.tx is None else self.tx[pos],
+            report={},
+            keys={},
+        )
+        return pos, part
+
 
 def _is_number(dtype) -> bool:
     return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)

@@ -75,9 +75,24 @@ def id_hashes(ids: np.ndarray) -> np.ndarray:
 class StateStore:
     """Per-client state in SQLite (see the module docstring); refuses a store made by another model."""
 
-    def __init__(self, path: str | Path, model: SSLModel, create: bool = False, cache_clients: int = 16384):
-        require_causal_gru(model)
-        self.path, self.width = Path(path), state_width(model)  # float32 values per client
+    def __init__(
+        self,
+        path: str | Path,
+        model: SSLModel | None,
+        create: bool = False,
+        cache_clients: int = 16384,
+        *,
+        shard: str | None = None,
+        identity: tuple[str, int] | None = None,
+    ):
+        """`shard`: "k/S" for shard k of a `ShardedStore` (stored at creation, compared on opening); `identity`:
+        (fingerprint, width) in place of `model` (a shard's helper process has the numpy math, not the model)."""
+        if model is not None:
+            require_causal_gru(model)
+            identity = (model_fingerprint(model), state_width(model))
+        if identity is None:
+            raise ValueError("StateStore: give the model (or its identity: weights fingerprint, state width)")
+        self.path, (self.fingerprint, self.width) = Path(path), identity  # width: float32 values per client
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no state store here; create one with StateStore.create(path, model)")
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
@@ -88,9 +103,8 @@ class StateStore:
         # 1,000: pages rewritten by many batches (the active clients) are copied once, and fsyncs are 8x rarer
         self.conn.execute("PRAGMA wal_autocheckpoint=8192")
         self.conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring for what it keeps
-        self.model, self.fingerprint = model, model_fingerprint(model)
+        self.model = model
         self._math = self._rows = None  # the model's numpy feature math and row encoder, built on first use
-        self._worker = None  # the helper process of processes=2 (math_worker.py), started on first use
         self.cache_clients, self._cache, self._staged, self._version = cache_clients, {}, None, None
         probe = str(int(id_hashes(np.array([HASH_PROBE]))[0]))
         with self.transaction():
@@ -102,7 +116,8 @@ class StateStore:
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 rows = [("format", FORMAT), ("model", self.fingerprint), ("id_hash", probe)]
-                self.conn.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+                self.conn.executemany("INSERT INTO meta VALUES (?, ?)", rows + ([("shard", shard)] if shard else []))
+                meta["shard"] = shard
             elif meta.get("format") != FORMAT:
                 raise ValueError(
                     f"{self.path}: state format {meta.get('format')!r}, expected {FORMAT!r}; rebuild the state "
@@ -115,6 +130,16 @@ class StateStore:
                     f"{self.path}: transaction ids were hashed differently when this state was made "
                     f"(hash of {HASH_PROBE!r}: {meta.get('id_hash')}, now {probe}; another pandas version?); "
                     "rebuild the state"
+                )
+            if meta.get("shard") != shard:
+                raise ValueError(
+                    f"{self.path}: "
+                    + (
+                        f"shard {meta['shard']} of a sharded store: open its folder with ShardedStore"
+                        if meta.get("shard")
+                        else "a one-file store, not a shard"
+                    )
+                    + f" (expected shard {shard})"
                 )
 
     def _other_model(self, found: str) -> str:
@@ -161,6 +186,14 @@ class StateStore:
                 self._cache[c] = row  # most recently written last
             while len(self._cache) > self.cache_clients:
                 self._cache.pop(next(iter(self._cache)))
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Inside `transaction()`: committed with the batch."""
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def clients(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
@@ -227,7 +260,4 @@ class StateStore:
         self._staged.update(zip(clients, rows, strict=True))
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
         self.conn.close()

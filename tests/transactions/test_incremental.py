@@ -116,41 +116,27 @@ def test_cli_score_builds_then_continues_the_state(setup, tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "b.parquet")) == 6
 
 
-def test_chunked_lockstep_equals_one_pass(setup, tmp_path, monkeypatch):
-    """Rounds of a few events and a few clients per batch (the memory bound), and client halves scored in two
-    threads or two processes, give the same features and state."""
+def test_chunked_lockstep_equals_one_pass(setup, tmp_path):
+    """Rounds of a few events and a few clients per batch (the memory bound) give the same features and state;
+    an error in a helper process is raised in the caller."""
     model, table = setup
     cut = len(table) // 2
     a, b = StateStore.create(tmp_path / "a.sqlite", model), StateStore.create(tmp_path / "b.sqlite", model)
     parts = (table.iloc[:cut], table.iloc[cut:])
-    one = [score_new(model, a, part, threads=1) for part in parts]
+    one = [score_new(model, a, part) for part in parts]
     small = [score_new(model, b, part, chunk_events=3, max_events=7) for part in parts]
     for x, y in zip(one, small, strict=True):
         pd.testing.assert_frame_equal(x, y, atol=1e-6, rtol=1e-6)
-    c = StateStore.create(tmp_path / "c.sqlite", model)
-    monkeypatch.setattr("ssl_modal.transactions.incremental.SPLIT_EVENTS", 4)  # two client halves in two threads
-    for x, part in zip(one, parts, strict=True):
-        pd.testing.assert_frame_equal(x, score_new(model, c, part, threads=2), atol=1e-6, rtol=1e-6)
-    from ssl_modal.transactions import incremental
-
-    assert incremental._POOL  # the threads ran
-    d = StateStore.create(tmp_path / "d.sqlite", model)  # one half of each chunk in a helper process
-    for x, part in zip(one, parts, strict=True):
-        pd.testing.assert_frame_equal(x, score_new(model, d, part, processes=2), atol=1e-6, rtol=1e-6)
-    worker = d._worker.process
-    assert worker.poll() is None  # running
-    d.close()
-    assert worker.poll() == 0  # ended with the store
     from ssl_modal.transactions.event_math import EventMath
     from ssl_modal.transactions.math_worker import MathWorker
 
     helper = MathWorker(EventMath(model))
-    helper.submit("not", "inputs")
+    helper.send("features", "not", "inputs")
     with pytest.raises(TypeError, match="missing"):  # an error in the helper is raised here
         helper.result()
+    process = helper.process
     helper.close()
-    with pytest.raises(ValueError, match="processes must be 1 or 2.*found 4"):
-        score_new(model, a, parts[1], processes=4)
+    assert process.poll() == 0  # ended when closed
 
 
 def test_row_encoder_matches_the_preprocessor_on_typed_columns(setup):
