@@ -129,6 +129,9 @@ def test_mining_finds_the_same_word_from_another_speaker_and_is_deterministic():
     assert found.ravel().tolist() == [2, 3, 0, 1]
     assert np.array_equal(found, mine_neighbours(segs, cfg))
     assert partner_purity(found, ["up", "down", "up", "down"]) == 1.0
+    cfg.neighbour.balance = 0.5  # the balanced matching keeps the right partners
+    assert mine_neighbours(segs, cfg).ravel().tolist() == [2, 3, 0, 1]
+    cfg.neighbour.balance = None
     cfg.neighbour.exclude_same = "session"
     with pytest.raises(ValueError, match="neighbour.exclude_same: 'session' is not a column"):
         mine_neighbours(segs, cfg)
