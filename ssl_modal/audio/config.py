@@ -96,6 +96,8 @@ class NeighbourConfig:
     frames: int = at_least(2, 32)  # each trimmed clip resampled to this many frames (the DP runs batched)
     band: int | None = non_negative(None)  # Sakoe-Chiba band in frames; null: none
     trim_db: float = positive(30.0)  # silence: frames more than this below the clip's loudest are trimmed
+    smooth: int = non_negative(0)  # average each distance over the clips' m nearest same-group clips; 0: off
+    balance: float | None = positive(None)  # Sinkhorn temperature of the balanced matching between groups; null: off
 
 
 @dataclass

@@ -13,12 +13,14 @@ from ssl_modal.audio.model import audio_collate, audio_model_config, build_audio
 from ssl_modal.audio.neighbours import (
     NeighbourViews,
     attach_neighbours,
+    balanced_distances,
     dtw_block,
     dtw_distances,
     dtw_features,
     mine_neighbours,
     nearest,
     partner_purity,
+    smooth_within_groups,
 )
 from ssl_modal.core.config import ConfigError, load_config
 
@@ -71,6 +73,38 @@ def test_nearest_never_self_and_excludes_groups():
         nearest(d, 4)
 
 
+def test_smoothing_averages_over_same_group_neighbourhoods():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 6, generator=g, dtype=torch.float64)
+    d = x + x.T
+    groups = ["a", "a", "a", "b", "b", "b"]
+    got = smooth_within_groups(d, groups, 1)
+    mates = [[j for j in range(6) if j != i and groups[j] == groups[i]] for i in range(6)]
+    own = [min(mates[i], key=lambda j, i=i: float(d[i, j])) for i in range(6)]
+    want = [[float(d[[i, own[i]]][:, [j, own[j]]].mean()) for j in range(6)] for i in range(6)]  # naive reference
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    assert torch.equal(smooth_within_groups(d, groups, 0), d)
+    full = smooth_within_groups(d, groups, 10)  # m is capped by the group size: everyone in the group
+    np.testing.assert_allclose(float(full[0, 3]), float(d[:3, 3:].mean()), rtol=1e-12)
+
+
+def test_balanced_matching_breaks_a_hub():
+    # clip 3 (group b) is the nearest b-clip of every a-clip; a one-to-one matching 0-4, 1-3, 2-5 exists
+    d = torch.tensor([[0.0, 9, 9, 1.0, 1.1, 3.0], [9, 0, 9, 1.0, 3.0, 3.0], [9, 9, 0, 1.0, 3.0, 1.2]])
+    d = torch.cat([d, torch.cat([d[:, 3:].T, torch.full((3, 3), 9.0)], 1)])
+    d[3:, 3:].fill_diagonal_(0.0)
+    groups = ["a"] * 3 + ["b"] * 3
+    assert nearest(d, 1, groups)[:3].ravel().tolist() == [3, 3, 3]
+    out = balanced_distances(d, groups, eps=0.05)
+    assert nearest(out, 1, groups)[:3].ravel().tolist() == [4, 3, 5]
+    assert torch.isinf(out[:3, :3]).all() and torch.isinf(out[3:, 3:]).all()
+    np.testing.assert_allclose(torch.exp(-out[:3, 3:]).sum(1).numpy(), 1.0, rtol=1e-9)  # a row-normalised plan
+    with pytest.raises(ValueError, match="set neighbour.exclude_same too"):
+        cfg = AudioConfig()
+        cfg.neighbour.smooth = 2
+        mine_neighbours([{"wave": np.ones(800, np.float32)}] * 4, cfg)
+
+
 def test_ties_are_broken_by_index():
     assert nearest(torch.ones(4, 4), 2).tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]]
 
@@ -95,6 +129,9 @@ def test_mining_finds_the_same_word_from_another_speaker_and_is_deterministic():
     assert found.ravel().tolist() == [2, 3, 0, 1]
     assert np.array_equal(found, mine_neighbours(segs, cfg))
     assert partner_purity(found, ["up", "down", "up", "down"]) == 1.0
+    cfg.neighbour.balance = 0.5  # the balanced matching keeps the right partners
+    assert mine_neighbours(segs, cfg).ravel().tolist() == [2, 3, 0, 1]
+    cfg.neighbour.balance = None
     cfg.neighbour.exclude_same = "session"
     with pytest.raises(ValueError, match="neighbour.exclude_same: 'session' is not a column"):
         mine_neighbours(segs, cfg)
@@ -147,6 +184,10 @@ def test_bad_neighbour_config_is_refused():
         load_config(AudioConfig, YAML, ["neighbour.method=nnclr"], demo=True)
     with pytest.raises(ConfigError, match="neighbour.k"):
         load_config(AudioConfig, YAML, ["neighbour.k=0"], demo=True)
+    with pytest.raises(ConfigError, match="neighbour.smooth"):
+        load_config(AudioConfig, YAML, ["neighbour.smooth=-1"], demo=True)
+    with pytest.raises(ConfigError, match="neighbour.balance"):
+        load_config(AudioConfig, YAML, ["neighbour.balance=0"], demo=True)
     with pytest.raises(ConfigError, match="unknown key 'neighbour.exclude', did you mean 'exclude_same'"):
         load_config(AudioConfig, YAML, ["neighbour.exclude=speaker"], demo=True)
 
