@@ -131,7 +131,8 @@ def balanced_distances(distances: torch.Tensor, groups, eps: float, iters: int =
     d = distances.double()
     g = np.asarray([str(v) for v in groups])
     out = torch.full_like(d, float("inf"))
-    for a, b in ((a, b) for a in np.unique(g) for b in np.unique(g) if a != b):
+    names = np.unique(g)
+    for a, b in ((a, b) for a in names for b in names if a != b):
         ia, ib = torch.as_tensor(np.flatnonzero(g == a)), torch.as_tensor(np.flatnonzero(g == b))
         block = d[ia][:, ib]
         logk = -block / (block.std().clamp_min(1e-12) * eps)
@@ -151,9 +152,9 @@ def nearest(distances: torch.Tensor, k: int, groups=None) -> np.ndarray:
     n = d.shape[0]
     d.fill_diagonal_(float("inf"))
     if groups is not None:
-        g = np.asarray([str(v) for v in groups])
-        d[torch.as_tensor(g[:, None] == g[None, :])] = float("inf")
-        available = int(np.min(n - np.unique(g, return_counts=True)[1]))
+        same = same_group_mask(groups)
+        d[same] = float("inf")
+        available = n - int(same.sum(1).max())
         what = f"clips outside the clip's own group (fewest: {available})"
     else:
         available, what = n - 1, f"other clips ({n - 1})"
