@@ -39,7 +39,8 @@ def table_labels(frame: pd.DataFrame, client: str, label: str) -> pd.Series:
     return per.first().astype(str)
 
 
-def _probe_models(kind: str, seed: int, n: int):
+def probe_model(kind: str, seed: int, n: int):
+    """The client probe of `kind`: "logreg" (standardised, C = 0.1) or "LightGBM" (200 trees, sized for `n` rows)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -142,7 +143,7 @@ def _probe_label(table: ResultTables, cfg, name: str, labels: pd.Series, agg, em
         sets = dict(zip(names, (a, e, r, np.hstack([a, e]), np.hstack([a, r])), strict=True))
         for set_name, X in sets.items():
             for kind in kinds:
-                clf = _probe_models(kind, cfg.train.seed, int(fit.sum())).fit(X[fit], y[fit])
+                clf = probe_model(kind, cfg.train.seed, int(fit.sum())).fit(X[fit], y[fit])
                 p = clf.predict_proba(X[~fit])
                 order = [list(clf.classes_).index(c) if c in clf.classes_ else None for c in classes]
                 proba[(set_name, kind)][~fit] = np.stack(
