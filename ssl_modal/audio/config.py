@@ -98,6 +98,9 @@ class NeighbourConfig:
     trim_db: float = positive(30.0)  # silence: frames more than this below the clip's loudest are trimmed
     smooth: int = non_negative(0)  # average each distance over the clips' m nearest same-group clips; 0: off
     balance: float | None = positive(None)  # Sinkhorn temperature of the balanced matching between groups; null: off
+    remine_at: list[float] = in_unit_interval(factory=list)  # re-mine at these fractions of the run with the
+    # encoder's own embeddings (ssl_modal/audio/remine.py); []: the first mining's pairs throughout
+    remine_weight: float = in_unit_interval(0.5)  # re-mining: weight of the cosine distances against the DTW ones
 
 
 @dataclass

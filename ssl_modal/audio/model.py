@@ -209,9 +209,17 @@ def build_audio_model(config: dict) -> SSLModel:
         joint["method"] = (config.get("neighbour") or {}).get("method") or joint.get("method", "byol")
         views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
         pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
-        objectives["neighbour"] = JointEmbedding(
-            JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder=encoder
-        )
+        neighbour = config.get("neighbour") or {}
+        if neighbour.get("remine_at"):  # re-mines the pairs mid-run (ssl_modal/audio/remine.py)
+            from ssl_modal.audio.remine import RemineEmbedding
+
+            objectives["neighbour"] = RemineEmbedding(
+                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder, neighbour
+            )
+        else:
+            objectives["neighbour"] = JointEmbedding(
+                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder=encoder
+            )
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")
     return SSLModel(

@@ -164,9 +164,23 @@ def nearest(distances: torch.Tensor, k: int, groups=None) -> np.ndarray:
     return order[:, :k].astype(np.int64)
 
 
+def partners_from_distances(d: torch.Tensor, groups, k: int, smooth: int = 0, balance: float | None = None):
+    """(N, k) partners from a distance matrix: optional same-group smoothing, balanced matching, k nearest."""
+    if smooth:
+        d = smooth_within_groups(d, groups, smooth)
+    if balance is not None:
+        d = balanced_distances(d, groups, balance)
+    return nearest(d, k, groups)
+
+
 def mine_neighbours(segments: list[dict], cfg) -> np.ndarray:
     """(N, neighbour.k) partner candidates for the pretraining `segments` (dicts with "wave"; with
     `neighbour.exclude_same`, that column too), from `cfg.neighbour` and `cfg.frontend`."""
+    return mine_with_distances(segments, cfg)[0]
+
+
+def mine_with_distances(segments: list[dict], cfg) -> tuple[np.ndarray, torch.Tensor, list | None]:
+    """`mine_neighbours`, also returning the DTW distances (N, N) and the group of each segment (or None)."""
     nb, f = cfg.neighbour, cfg.frontend
     groups = None
     if (nb.smooth or nb.balance is not None) and not nb.exclude_same:
@@ -185,11 +199,7 @@ def mine_neighbours(segments: list[dict], cfg) -> np.ndarray:
         [s["wave"] for s in segments], f.sample_rate, nb.n_mfcc, f.n_fft, f.hop_length, f.n_mels, nb.frames, nb.trim_db
     )
     d = dtw_distances(x, nb.band)
-    if nb.smooth:
-        d = smooth_within_groups(d, groups, nb.smooth)
-    if nb.balance is not None:
-        d = balanced_distances(d, groups, nb.balance)
-    found = nearest(d, nb.k, groups)
+    found = partners_from_distances(d, groups, nb.k, nb.smooth, nb.balance)
     log.info(
         "neighbour mining: DTW over %d clips (%d frames, band %s, exclude_same %s, smooth %d, balance %s) in %.1f s",
         len(segments),
@@ -200,7 +210,7 @@ def mine_neighbours(segments: list[dict], cfg) -> np.ndarray:
         nb.balance,
         time.perf_counter() - start,
     )
-    return found
+    return found, d, groups
 
 
 def attach_neighbours(segments: list[dict], neighbours: np.ndarray) -> list[dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from ssl_modal.audio.config import AudioConfig
 from ssl_modal.audio.frontend import LogMel, mfcc_mean_std, streaming_stats
 from ssl_modal.audio.io import AudioReader, load_segments, read_manifest
 from ssl_modal.audio.model import audio_collate, audio_model_config, build_audio_model
+from ssl_modal.audio.remine import PartnerData, RemineEmbedding
 from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe, probe_split
 from ssl_modal.core.export import encode, load_model
 from ssl_modal.core.trainer import Trainer, TrainResult
@@ -86,17 +88,26 @@ def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
     """Pretrain on `segments` (default: `data.manifest`); the final model is `<train.output_dir>/model.pt`."""
     segments = read_segments(cfg, cfg.mining_columns()) if segments is None else segments
     count_short(segments, cfg)
+    data: list[dict] | PartnerData = segments
     if cfg.weights.get("neighbour"):  # label-free partners for the neighbour objective (ssl_modal/audio/neighbours.py)
-        from ssl_modal.audio.neighbours import attach_neighbours, mine_neighbours
+        from ssl_modal.audio.neighbours import attach_neighbours, mine_with_distances
 
-        segments = attach_neighbours(segments, mine_neighbours(segments, cfg))
+        found, distances, groups = mine_with_distances(segments, cfg)
+        if cfg.neighbour.remine_at:  # partners replaced mid-run (ssl_modal/audio/remine.py)
+            if cfg.train.num_workers:
+                raise ValueError("neighbour.remine_at needs train.num_workers: 0 (workers keep a copy of the pairs)")
+            data = PartnerData(segments, found, distances, groups)
+        else:
+            data = attach_neighbours(segments, found)
     stats = frontend_stats(cfg, segments)
     log.info("log-mel statistics from %s frames", f"{stats['frames']:,}")
     torch.manual_seed(cfg.train.seed)
     model = build_audio_model(audio_model_config(cfg, stats))
+    if isinstance(data, PartnerData):
+        cast(RemineEmbedding, model.objectives["neighbour"]).attach(data)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("audio encoder: %s parameters, objectives %s", f"{n_params:,}", model.weights)
-    return Trainer(cfg.train).fit(model, segments, audio_collate)
+    return Trainer(cfg.train).fit(model, data, audio_collate)
 
 
 def pretrain_on(cfg: AudioConfig, segments: list[dict], output_dir, seed: int):
