@@ -25,6 +25,8 @@ class ImageTowerConfig:
     dropout: float = dropout_rate(0.0)  # arch "resnet": dropout on the pooled features; "patches": in the head
     centroids: int = positive(256)  # arch "patches": k-means patch dictionary size (patch_size 6 there)
     grid: int = positive(9)  # arch "patches": response maps pooled to grid x grid, cached once
+    head: str = "mlp"  # arch "patches": "mlp" on the 2x2-pooled map or "conv" (BasicBlocks on the whole map)
+    head_widths: list[int] = positive(factory=lambda: [128, 256])  # head "conv": one block per width
     locked: bool = False  # LiT-style: freeze the tower, keep its projection trainable
 
 
@@ -78,6 +80,8 @@ class AlignerDataConfig:
     cache_images: bool = False  # keep decoded images in memory (small sets: decode once, not every epoch)
     cache_text: bool = True  # locked text tower: its caption features are computed once, before training
     unlabelled_images: str | None = None  # glob of extra images for the patch dictionary (image.arch "patches")
+    cached_views: int = positive(1)  # arch "patches": maps cached per training image: the plain image, then
+    #                                  draws of the training augmentation above (one view drawn per step)
 
 
 @dataclass

@@ -55,8 +55,9 @@ class AlignerEncoder(Encoder):
     def forward(self, batch: dict) -> EncoderOutput:
         if "pixel_values" in batch:
             pooled = self.encode_image(batch["pixel_values"])
-        elif "image_maps" in batch:
-            pooled = self.image_proj(self.image_tower.head(batch["image_maps"]))
+        elif "image_maps" in batch:  # cached views (B, V, K, g, g): the plain view 0
+            maps = batch["image_maps"]
+            pooled = self.image_proj(self.image_tower.head(maps[:, 0] if maps.dim() == 5 else maps))
         elif "input_ids" in batch:
             pooled = self.encode_text(batch["input_ids"], batch["attention_mask"])
         else:

@@ -5,6 +5,8 @@ features that beat deep networks trained on few images. Here the dictionary is f
 (no labels, no captions: self-supervised) and then frozen; the head (MLP) and the projection train contrastively.
 Because the dictionary is frozen, each image's response map is computed once before training and the head trains
 on random windows of it (feature-space crops), which makes a step cost a small MLP forward instead of a convnet.
+The head is an MLP on the 2x2-pooled map (`head: mlp`) or a small ResNet on the whole map (`head: conv`); several
+augmented pixel views of each training image can be cached (`data.cached_views`, one drawn per step).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from torch import Tensor, nn
 
 class PatchTower(nn.Module):
     """`front`: pixels (B, 3, S, S) -> triangle-activated distances to K centroids, pooled to (B, K, grid, grid);
-    `head`: a window of that map -> 2x2 average pool -> standardise -> MLP -> (B, hidden)."""
+    `head`: a window of that map -> 2x2 average pool -> standardise -> MLP -> (B, width), or (`head: conv`)
+    BatchNorm -> 1x1 conv to head_widths[0] -> one BasicBlock per head width (stride 2 after the first) -> global
+    average pool -> dropout -> (B, head_widths[-1])."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -28,10 +32,16 @@ class PatchTower(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(4 * self.k))
         self.register_buffer("feature_std", torch.ones(4 * self.k))
         hidden, dropout = cfg.get("width", 512), cfg.get("dropout", 0.3)
-        self.head_mlp = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(4 * self.k, hidden), nn.GELU(), nn.Dropout(dropout)
-        )
-        self.width = hidden
+        self.kind = cfg.get("head", "mlp")
+        if self.kind == "mlp":
+            self.head_mlp = nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(4 * self.k, hidden), nn.GELU(), nn.Dropout(dropout)
+            )
+            self.width = hidden
+        elif self.kind == "conv":
+            self.head_conv, self.width = conv_head(self.k, cfg.get("head_widths", [128, 256]), dropout)
+        else:
+            raise ValueError(f"model.image.head: expected 'mlp' or 'conv', found '{self.kind}'")
 
     def _patches(self, pixels: Tensor) -> Tensor:
         """Contrast-normalised patches (B, L, 3*p*p)."""
@@ -83,14 +93,52 @@ class PatchTower(nn.Module):
         return F.adaptive_avg_pool2d(maps, 2).flatten(1)
 
     def head(self, maps: Tensor) -> Tensor:
+        if self.kind == "conv":
+            return self.head_conv(maps)
         return self.head_mlp((self.pool(maps) - self.feature_mean) / self.feature_std)
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.head(self.front(pixels))
 
 
+def conv_head(channels: int, widths: list[int], dropout: float) -> tuple[nn.Module, int]:
+    """(trainable convnet on a (B, channels, g, g) map -> (B, widths[-1]), widths[-1]) from torchvision blocks."""
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    if not widths:
+        raise ValueError("model.image.head_widths: expected at least one width, found []")
+    layers: list[nn.Module] = [
+        nn.BatchNorm2d(channels),
+        conv1x1(channels, widths[0]),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
+    inplanes = widths[0]
+    for i, width in enumerate(widths):
+        stride = 1 if i == 0 else 2
+        down = (
+            None
+            if stride == 1 and inplanes == width
+            else nn.Sequential(conv1x1(inplanes, width, stride), nn.BatchNorm2d(width))
+        )
+        layers.append(BasicBlock(inplanes, width, stride, down))
+        inplanes = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers), widths[-1]
+
+
+def pick_views(maps: Tensor, generator: torch.Generator) -> Tensor:
+    """(B, V, K, g, g) cached views -> (B, K, g, g), one view per row drawn from `generator`; 4-D maps unchanged."""
+    if maps.dim() == 4:
+        return maps
+    pick = torch.randint(maps.shape[1], (maps.shape[0],), generator=generator, device=generator.device)
+    return maps[torch.arange(maps.shape[0], device=maps.device), pick.to(maps.device)]
+
+
 def random_windows(maps: Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.6, 1.0)) -> Tensor:
-    """Feature-space crops: each map (K, g, g) replaced by a random square window of side scale*g, resized to g."""
+    """Feature-space crops: each map (K, g, g) replaced by a random square window of side scale*g, resized to g.
+    (B, V, K, g, g) maps (cached views): one view per row is drawn first."""
+    maps = pick_views(maps, generator)
     n, _, g, _ = maps.shape
     draws = torch.rand(n, 3, generator=generator, device=generator.device).cpu()
     out = []

@@ -117,7 +117,7 @@ def train(cfg: AlignerConfig) -> TrainResult:
             len(features),
             tuple(features.shape),
         )
-    maps = fit_patch_front(model, train_pairs, cfg) if cfg.model.image.arch == "patches" else None
+    maps = fit_patch_front(model, train_pairs, cfg, transform) if cfg.model.image.arch == "patches" else None
     data = PairDataset(
         train_pairs,
         transform,
@@ -129,12 +129,14 @@ def train(cfg: AlignerConfig) -> TrainResult:
     return Trainer(cfg.train).fit(model, data, model.collate)
 
 
-def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, torch.Tensor]:
+def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig, augment=None) -> dict[str, torch.Tensor]:
     """Fit the patch dictionary on the training images (+ `data.unlabelled_images`), then cache each training
-    image's response map (path -> (K, grid, grid))."""
+    image's response map (path -> (K, grid, grid)), or with `data.cached_views` V > 1 the maps of the plain image
+    and of V - 1 draws of the training transform `augment` (path -> (V, K, grid, grid))."""
     transform = image_transform(cfg.model.image.image_size, train=False)
     paths = list(dict.fromkeys(train_pairs.paths))
-    pixels = torch.stack([transform(load_image(p)) for p in paths])
+    images = [load_image(p) for p in paths]
+    pixels = torch.stack([transform(im) for im in images])
     extra = sorted(glob.glob(cfg.data.unlabelled_images)) if cfg.data.unlabelled_images else []
     if cfg.data.unlabelled_images and not extra:
         raise ValueError(f"data.unlabelled_images: no file matches '{cfg.data.unlabelled_images}'")
@@ -145,10 +147,13 @@ def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, 
         for k in ("random_resized_crop", "horizontal_flip", "augment", "color_jitter", "cache_images")
         if _plain(getattr(d, k)) != _plain(getattr(default, k))
     ]
-    if ignored:
+    views = cfg.data.cached_views
+    if views > 1 and augment is None:
+        raise ValueError("data.cached_views > 1 needs the training transform to draw the views from")
+    if ignored and views == 1:
         log.warning(
             "aligner: data.%s do not apply to image.arch 'patches': it trains on random windows of its "
-            "cached response maps",
+            "cached response maps (set data.cached_views > 1 to cache augmented views)",
             ", data.".join(ignored),
         )
     tower = model.encoder.image_tower
@@ -159,8 +164,17 @@ def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig) -> dict[str, 
         len(unlabelled),
         len(extra),
     )
-    maps = torch.cat([tower.front(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
-    return dict(zip(paths, maps, strict=True))
+
+    def front(batch: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower.front(batch[i : i + 64]) for i in range(0, len(batch), 64)])
+
+    maps = [front(pixels)]
+    for _ in range(views - 1):  # torchvision's draws follow torch's global RNG, seeded with train.seed
+        maps.append(front(torch.stack([augment(im) for im in images])))
+    stacked = maps[0] if views == 1 else torch.stack(maps, dim=1)
+    if views > 1:
+        log.info("aligner: %d views of each of %d training images cached as maps", views, len(paths))
+    return dict(zip(paths, stacked, strict=True))
 
 
 def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.ndarray]:

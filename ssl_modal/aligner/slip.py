@@ -80,7 +80,7 @@ class Flip:
     def __call__(self, batch: dict, generator: torch.Generator) -> dict:
         key, image = _image(batch)
         flip = (torch.rand(image.shape[0], generator=generator, device=generator.device) < 0.5).to(image.device)
-        return {key: torch.where(flip[:, None, None, None], image.flip(-1), image)}
+        return {key: torch.where(flip.view(-1, *[1] * (image.dim() - 1)), image.flip(-1), image)}
 
 
 REGISTRY = {"map_crop": MapCrop, "pixel_crop": PixelCrop, "flip": Flip}

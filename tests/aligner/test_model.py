@@ -1,5 +1,6 @@
 """The aligner model: temperature, normalisation, locked towers, training, save/load."""
 
+import copy
 import dataclasses
 import math
 
@@ -101,6 +102,11 @@ def test_conv_tower_from_torchvision_blocks_maps_images_to_its_last_width(shapes
     assert sum(isinstance(m, BasicBlock) for m in tower.modules()) == 3
     assert tower(torch.randn(2, 3, 32, 32)).shape == (2, 16)
     assert model.encoder.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    assert tower[0].weight.is_contiguous(memory_format=torch.channels_last)  # NHWC: faster oneDNN convolutions
+    tower.eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    plain = copy.deepcopy(tower).to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(tower(pixels), torch.nn.Sequential.forward(plain, pixels))  # same values as NCHW
     cfg.model.image = dataclasses.replace(cfg.model.image, arch="convnet")
     with pytest.raises(ValueError, match="expected 'vit', 'resnet', 'resnet18' or 'patches', found 'convnet'"):
         tiny_model(cfg)
