@@ -8,7 +8,11 @@ client vector, concatenated in the order given:
 - "mean" / "max" / "std": the mean, maximum and standard deviation of the encoder's per-event `tokens` (for the
   GRU: the causal state after each event) over EVERY event of the client's history;
 - "field_mean": the mean over every event of the encoder's input vectors (`FieldEmbedding`: learned category
-  and amount vectors; with `combine: concat` the category part is a linear function of the category shares).
+  and amount vectors; with `combine: concat` the category part is a linear function of the category shares);
+- "outer:<a>:<b>" (e.g. "outer:mcc:hour"): second-order pooling, the mean over every event of the outer product
+  of the learned vectors of categorical fields a and b (d_a x d_b values): a learned image of the client's joint
+  (a, b) histogram, which no first-order mean carries (which categories the client buys in the morning, at
+  which amounts).
 
 "Every event": each event of the history counts once, also with overlapping windows (`window_stride` <
 `max_length`), where an event is taken from the earliest window that holds it (the one with the most history
@@ -24,7 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from ssl_modal.core.contract import SSLModel, move_to
-from ssl_modal.transactions.config import CLIENT_POOLING, POOLING_PARTS, check_pooling  # noqa: F401
+from ssl_modal.transactions.config import CLIENT_POOLING, POOLING_PARTS, check_pooling, outer_fields  # noqa: F401
 
 
 def _first_new(sequences) -> np.ndarray:
@@ -49,6 +53,13 @@ def client_vectors(
     the pooled blocks as float32 columns emb_000 ... (see the module docstring)."""
     parts = check_pooling(pooling)
     from ssl_modal.transactions.features import _batches, window_lengths
+
+    outer = {p: outer_fields(p) for p in parts if outer_fields(p) is not None}
+    fields = model.encoder.embed.cat_fields
+    for part, pair in outer.items():
+        missing = [f for f in pair if f not in fields]
+        if missing:
+            raise ValueError(f"pooling '{part}': no categorical field {missing} in the encoder; it has {fields}")
 
     if len(sequences) == 0:
         raise ValueError("client embeddings got no data (0 windows after preprocessing)")
@@ -85,6 +96,9 @@ def client_vectors(
             add("max", rows, out.tokens.masked_fill(~keep.unsqueeze(-1), float("-inf")).max(1).values, np.maximum)
         if "field_mean" in parts:
             add("field_sum", rows, (encoder.embed(batch).double() * weights).sum(1))
+        for part, (a, b) in outer.items():
+            va, vb = (encoder.embed.embedding_of(f)(batch["cat"][f]).double() for f in (a, b))
+            add(part, rows, torch.einsum("btd,bte,bt->bde", va, vb, keep.double()).flatten(1))
     windows = np.bincount(codes, minlength=n)
     denom = np.maximum(events, 1.0)[:, None]
     blocks = []
@@ -95,6 +109,8 @@ def client_vectors(
             blocks.append(acc["sum"] / denom)
         elif part == "max":
             blocks.append(acc["max"])
+        elif part in outer:
+            blocks.append(acc[part] / denom)
         elif part == "std":
             mean = acc["sum"] / denom
             blocks.append(np.sqrt(np.clip(acc["sumsq"] / denom - mean**2, 0.0, None)))

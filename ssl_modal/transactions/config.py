@@ -12,15 +12,27 @@ from ssl_modal.core.ranges import at_least, check_fields, dropout_rate, loss_wei
 from ssl_modal.core.trainer import TrainConfig
 
 POOLING_PARTS = ("last", "mean", "max", "std", "field_mean")  # client vector blocks, see client_pooling.py
+OUTER_PREFIX = "outer:"  # also "outer:<field a>:<field b>": second-order pooling of two categorical fields
 CLIENT_POOLING = ("mean", "field_mean")  # default of `client_embeddings` and `eval.client_pooling` (issue 19)
+
+
+def outer_fields(part: str) -> tuple[str, str] | None:
+    """("mcc", "hour") for the part "outer:mcc:hour"; None for any other part."""
+    if not part.startswith(OUTER_PREFIX):
+        return None
+    fields = part[len(OUTER_PREFIX) :].split(":")
+    return (fields[0], fields[1]) if len(fields) == 2 and all(fields) else None
 
 
 def check_pooling(pooling, where: str = "pooling") -> tuple[str, ...]:
     """`pooling` as a tuple of known, distinct parts (a single string is one part)."""
     parts = (pooling,) if isinstance(pooling, str) else tuple(pooling)
-    unknown = [p for p in parts if p not in POOLING_PARTS]
+    unknown = [p for p in parts if p not in POOLING_PARTS and outer_fields(p) is None]
     if not parts or unknown or len(set(parts)) != len(parts):
-        raise ValueError(f"{where}: expected distinct parts among {list(POOLING_PARTS)}, found {list(parts)}")
+        raise ValueError(
+            f"{where}: expected distinct parts among {list(POOLING_PARTS)} or 'outer:<field>:<field>', "
+            f"found {list(parts)}"
+        )
     return parts
 
 

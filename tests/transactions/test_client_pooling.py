@@ -125,3 +125,37 @@ def test_unknown_or_repeated_parts_are_refused(bad):
         check_pooling(bad)
     with pytest.raises(ValueError, match="eval.client_pooling: expected distinct parts"):
         EvalConfig(client_pooling=bad)
+
+
+@pytest.mark.parametrize("stride", [None, 8])
+def test_outer_part_is_the_mean_outer_product_of_two_fields_over_every_event(stride):
+    model, table, sequences = _model(stride)
+    embed = model.encoder.embed
+    got = client_embeddings(model, sequences, pooling=["mean", "outer:mcc:amount_bin"]).set_index("client_id")
+    assert got.filter(like="emb_").shape[1] == HIDDEN + 4 * 3  # mcc_dim x cat_dim
+    seen, sums, counts = set(), {}, {}
+    with torch.no_grad():
+        for i in range(len(sequences)):
+            batch = model.collate([sequences[i]])
+            tx = sequences.table.column("transaction_id")[i].as_py()
+            keep = [j for j, t in enumerate(tx) if t not in seen]  # each event once, from its first window
+            seen.update(tx)
+            a = embed.embedding_of("mcc")(batch["cat"]["mcc"])[0, keep].double().numpy()
+            b = embed.embedding_of("amount_bin")(batch["cat"]["amount_bin"])[0, keep].double().numpy()
+            client = sequences.table.column("client_id")[i].as_py()
+            sums[client] = sums.get(client, 0) + np.einsum("td,te->de", a, b).ravel()
+            counts[client] = counts.get(client, 0) + len(keep)
+    for client, total in sums.items():
+        assert counts[client] == 40
+        want = total / counts[client]
+        np.testing.assert_allclose(got.loc[client].filter(like="emb_").to_numpy()[HIDDEN:], want, rtol=1e-4, atol=1e-6)
+
+
+def test_outer_part_names_two_fields_of_the_encoder():
+    assert check_pooling(["mean", "outer:mcc:hour"]) == ("mean", "outer:mcc:hour")
+    for bad in (["outer:mcc"], ["outer:mcc:"], ["outer:a:b:c"]):
+        with pytest.raises(ValueError, match="'outer:<field>:<field>'"):
+            check_pooling(bad)
+    model, table, _ = _model()
+    with pytest.raises(ValueError, match=r"pooling 'outer:mcc:city': no categorical field \['city'\]"):
+        client_embeddings(model, table, pooling="outer:mcc:city")
