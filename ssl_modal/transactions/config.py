@@ -18,7 +18,7 @@ CLIENT_POOLING = ("mean", "field_mean")  # default of `client_embeddings` and `e
 
 def outer_fields(part: str) -> tuple[str, str] | None:
     """("mcc", "hour") for the part "outer:mcc:hour"; None for any other part."""
-    if not part.startswith(OUTER_PREFIX):
+    if not isinstance(part, str) or not part.startswith(OUTER_PREFIX):
         return None
     fields = part[len(OUTER_PREFIX) :].split(":")
     return (fields[0], fields[1]) if len(fields) == 2 and all(fields) else None

@@ -153,7 +153,7 @@ def test_outer_part_is_the_mean_outer_product_of_two_fields_over_every_event(str
 
 def test_outer_part_names_two_fields_of_the_encoder():
     assert check_pooling(["mean", "outer:mcc:hour"]) == ("mean", "outer:mcc:hour")
-    for bad in (["outer:mcc"], ["outer:mcc:"], ["outer:a:b:c"]):
+    for bad in (["outer:mcc"], ["outer:mcc:"], ["outer:a:b:c"], [3]):
         with pytest.raises(ValueError, match="'outer:<field>:<field>'"):
             check_pooling(bad)
     model, table, _ = _model()
