@@ -103,7 +103,9 @@ class PatchTower(nn.Module):
 
 def conv_head(channels: int, widths: list[int], dropout: float) -> tuple[nn.Module, int]:
     """(trainable convnet on a (B, channels, g, g) map -> (B, widths[-1]), widths[-1]) from torchvision blocks."""
-    from torchvision.models.resnet import BasicBlock, conv1x1
+    from torchvision.models.resnet import conv1x1
+
+    from ssl_modal.aligner.towers import resnet_stages
 
     if not widths:
         raise ValueError("model.image.head_widths: expected at least one width, found []")
@@ -112,18 +114,11 @@ def conv_head(channels: int, widths: list[int], dropout: float) -> tuple[nn.Modu
         conv1x1(channels, widths[0]),
         nn.BatchNorm2d(widths[0]),
         nn.ReLU(inplace=True),
+        *resnet_stages(widths[0], widths, [1] * len(widths), zero_init_residual=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
     ]
-    inplanes = widths[0]
-    for i, width in enumerate(widths):
-        stride = 1 if i == 0 else 2
-        down = (
-            None
-            if stride == 1 and inplanes == width
-            else nn.Sequential(conv1x1(inplanes, width, stride), nn.BatchNorm2d(width))
-        )
-        layers.append(BasicBlock(inplanes, width, stride, down))
-        inplanes = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
     return nn.Sequential(*layers), widths[-1]
 
 

@@ -60,16 +60,27 @@ def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn
     BatchNorm's last gamma per block starts at zero (each block starts as the identity, as in Goyal et al.).
     Weights and activations are channels-last (NHWC): oneDNN's convolutions run faster so on CPU.
     """
-    from torchvision.models.resnet import BasicBlock, conv1x1
-
     if len(widths) != len(depths) or not widths:
         raise ValueError(f"model.image: widths and depths need one entry per stage, found {widths} and {depths}")
     layers: list[nn.Module] = [
         nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(widths[0]),
         nn.ReLU(inplace=True),
+        *resnet_stages(widths[0], widths, depths, zero_init_residual=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
     ]
-    inplanes = widths[0]
+    return ChannelsLast(*layers).to(memory_format=torch.channels_last)
+
+
+def resnet_stages(inplanes: int, widths: list[int], depths: list[int], zero_init_residual: bool) -> list[nn.Module]:
+    """torchvision `BasicBlock`s: stage i has `depths[i]` blocks of width `widths[i]`, stride 2 from the second
+    stage on, a 1x1 conv + BatchNorm shortcut where the shape changes; with `zero_init_residual` each block's
+    last BatchNorm gamma starts at zero (the block starts as the identity)."""
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    blocks: list[nn.Module] = []
     for stage, (width, depth) in enumerate(zip(widths, depths, strict=True)):
         for block in range(depth):
             stride = 2 if stage > 0 and block == 0 else 1
@@ -77,11 +88,11 @@ def conv_tower(widths: list[int], depths: list[int], dropout: float = 0.0) -> nn
             if stride != 1 or inplanes != width:
                 down = nn.Sequential(conv1x1(inplanes, width, stride), nn.BatchNorm2d(width))
             unit = BasicBlock(inplanes, width, stride, down)
-            nn.init.zeros_(unit.bn2.weight)
-            layers.append(unit)
+            if zero_init_residual:
+                nn.init.zeros_(unit.bn2.weight)
+            blocks.append(unit)
             inplanes = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
-    return ChannelsLast(*layers).to(memory_format=torch.channels_last)
+    return blocks
 
 
 class ChannelsLast(nn.Sequential):

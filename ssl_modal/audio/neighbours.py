@@ -99,9 +99,14 @@ def dtw_distances(x: torch.Tensor, band: int | None = None, pairs_per_block: int
     return torch.triu(out) + torch.triu(out, 1).T
 
 
+def group_names(groups) -> np.ndarray:
+    """The group value of each row as a string array (ids of any type compare by their text)."""
+    return np.asarray([str(v) for v in groups])
+
+
 def same_group_mask(groups) -> torch.Tensor:
     """(N, N) bool: True where two rows share a group value."""
-    g = np.asarray([str(v) for v in groups])
+    g = group_names(groups)
     return torch.as_tensor(g[:, None] == g[None, :])
 
 
@@ -129,7 +134,7 @@ def balanced_distances(distances: torch.Tensor, groups, eps: float, iters: int =
     within the block), so every clip spreads the same mass over each other group. A clip close to
     everyone (a hub) cannot be every clip's partner. Same-group entries are +inf."""
     d = distances.double()
-    g = np.asarray([str(v) for v in groups])
+    g = group_names(groups)
     out = torch.full_like(d, float("inf"))
     names = np.unique(g)
     for a, b in ((a, b) for a in names for b in names if a != b):
