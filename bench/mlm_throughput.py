@@ -3,6 +3,7 @@
     python bench/mlm_throughput.py                  # full run (~9-10 min on 2 idle CPU cores)
     python bench/mlm_throughput.py --quick          # ~1 min smoke run (JSON to the temp dir)
     python bench/mlm_throughput.py --steps 16 --warmup 3 --repeats 3 --variants cd
+    python bench/mlm_throughput.py --variants cep --autocast bf16 --out bench/results/mlm_throughput_cep_bf16.json
 
 One BERT (4 layers x 256, 4 heads, FFN 1024, BERT-uncased vocabulary size), batch 32 x 128 tokens of
 real AG News text, 15 % masking, AdamW. Variants, alternated in rounds (a, b, c, d, a, b, ...):
@@ -24,6 +25,7 @@ Corpus, vocabulary and models: bench/mlm_data.py; the variants: bench/mlm_runner
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import shutil
 import sys
@@ -31,6 +33,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
@@ -98,6 +102,12 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="abcdep", help="subset to run, e.g. 'cep' (ratios need their pairs)")
     p.add_argument("--quick", action="store_true", help="~1 minute smoke run; JSON goes to the temp dir")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/mlm_throughput.json)")
+    p.add_argument(
+        "--autocast",
+        choices=("no", "bf16"),
+        default="no",
+        help="run every variant inside torch.autocast('cpu', bfloat16) (fast only where the CPU has AVX512-BF16/AMX)",
+    )
     args = p.parse_args(argv)
     quick = {"steps": 3, "warmup": 1, "repeats": 1}
     full = {"steps": 10, "warmup": 2, "repeats": 5}
@@ -128,7 +138,10 @@ def run_rounds(args, ctx: dict, workdir: Path) -> dict:
     for rnd in range(args.repeats):
         for v in args.variants:
             run_dir = workdir / f"{v}{rnd}"
-            with ForeignCPU() as foreign:
+            precision = (
+                torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast == "bf16" else contextlib.nullcontext()
+            )
+            with ForeignCPU() as foreign, precision:
                 clock, masked, extra = RUNNERS[v](ctx, total, run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)  # our trainer's final checkpoint: ~130 MB
             seconds = clock.seconds(args.warmup, args.steps)
@@ -225,6 +238,7 @@ def build_report(args, machine: dict, info: dict, peaks: list[dict], runs: dict)
             "weight_decay": WEIGHT_DECAY,
             "seed": SEED,
             "dtype": "float32",
+            "autocast": args.autocast,
             "steps": args.steps,
             "warmup": args.warmup,
             "repeats": args.repeats,
