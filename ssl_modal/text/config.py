@@ -37,6 +37,8 @@ class ModelConfig:
     dropout: float = dropout_rate(0.1)
     init_from: str | None = None  # local HF folder or "minilm" (never downloaded)
     pooling: str = "mean"  # sentence vector: "mean" of the last layer over real tokens, or "cls"
+    train_layers: int | None = at_least(1, None)  # train only the top N transformer layers (the embeddings and
+    #   the layers below frozen: no backward through them); null: all
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
@@ -84,7 +86,8 @@ class ObjectivesConfig:
     neighbour_draws: int = positive(1)  # neighbour: the corpus repeated this many times, each copy with its own
     #   partner draw (an epoch then has draws x the texts): fresh partners in long runs
     neighbour_source: str = "model"  # neighbour: mined with the starting model, or "tfidf": cosine over TF-IDF
-    #   rows of the pretraining corpus (no pretrained model needed: for training from scratch)
+    #   rows of the pretraining corpus (no pretrained model needed: for training from scratch), or "agreed": the
+    #   neighbours the model and TF-IDF agree on (rank intersection of their 50 nearest; purer positives)
     temperature: float = positive(0.05)  # InfoNCE temperature of the contrastive objectives (SimCSE: 0.05)
     crop_min: float = ranged("(0, 1]", 0.3)  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
     crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
@@ -149,11 +152,15 @@ class EvalConfig:
     finetune_steps: int = non_negative(0)  # > 0: also fine-tune each probed encoder + a linear head (core
     finetune_examples: int | None = at_least(2, 5000)  #   finetune) on the first N training texts, <= this many steps
     finetune_learning_rate: float = positive(1e-3)  # head learning rate; the encoder gets 0.1 x this
+    autocast: str = "no"  # "no" | "bf16" | "auto" (bf16 where the CPU/GPU runs it natively): precision of the
+    #   embedding passes (probe features, neighbour mining); cached features are keyed by it
     cache_features: bool = False  # keep each encoder's embeddings under <output_dir>/features (chunks keyed
     #   by the weights and the texts): a rerun, or an evaluation cut short, embeds only what is missing
 
     def __post_init__(self) -> None:  # a single value (key=value override) means a one-item list
         EvalData(train=self.train, test=self.test)  # checks the sections
+        if self.autocast not in ("no", "bf16", "auto"):
+            raise ValueError(f"eval.autocast: expected 'no', 'bf16' or 'auto', found {self.autocast!r}")
         if not isinstance(self.probe_train_examples, (list, tuple)):
             self.probe_train_examples = [self.probe_train_examples]
         if not isinstance(self.probe_c, (list, tuple)):

@@ -9,6 +9,7 @@ be read back: a changed model or corpus simply misses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -44,19 +45,40 @@ def _chunk_key(fingerprint: str, texts: list[str]) -> str:
     return digest.hexdigest()
 
 
+def embed_precision(setting: str, model) -> str:
+    """The embedding precision ("no" or "bf16") for `eval.autocast`; "auto": bf16 where the device runs it natively."""
+    from ssl_modal.core.precision import resolve_autocast
+
+    device = next(model.parameters()).device
+    precision = resolve_autocast(setting, device)[0]
+    return "bf16" if precision == "bf16" else "no"
+
+
+def _autocast(model, precision: str):
+    if precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
+
+
 def encode_sorted(
     model,
     texts: list[str],
     batch_size: int,
     cache_dir: str | Path | None = None,
     name: str = "encoder",
+    precision: str = "no",
 ) -> np.ndarray:
     """One pooled vector per text, rows in input order, under `torch.inference_mode`. Without a cache, all
     texts are embedded in order of length; with `cache_dir`, in windows of `CHUNK` consecutive texts (each
     embedded in order of length), each saved as `<cache_dir>/<sha1>.npy` and read back when the same model
     meets the same window again: a corpus and any prefix of it (the probes' first N training texts, the
-    texts mined for `objectives.neighbour`) share their windows."""
+    texts mined for `objectives.neighbour`) share their windows. `precision` "bf16": matrix products under
+    bf16 autocast (vectors returned as float32; cached under their own keys)."""
+    if precision not in ("no", "bf16"):
+        raise ValueError(f"precision: expected 'no' or 'bf16', found {precision!r}")
     fingerprint = model_fingerprint(model) if cache_dir is not None else ""
+    if precision != "no":
+        fingerprint += f"|{precision}"
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     size = CHUNK if cache_dir is not None else max(1, len(texts))
@@ -69,7 +91,7 @@ def encode_sorted(
             hits += 1
             continue
         order = np.argsort([len(t) for t in window], kind="stable")
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(model, precision):
             embedded = encode(model, [window[i] for i in order], batch_size)
         block = np.empty_like(embedded)
         block[order] = embedded

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -313,6 +314,23 @@ def _objectives(config: dict, tokenizer: TextTokenizer) -> tuple[dict, dict]:
     return objectives, weights
 
 
+def freeze_below(model: torch.nn.Module, train_layers: int) -> None:
+    """Train only the top `train_layers` transformer layers of an HF encoder (its `encoder.layer` list): the
+    embeddings and the layers below stop requiring gradients, so backward stops at the lowest trained layer.
+    The MLM head stays trainable (its output layer is tied to the frozen input embeddings, which stay frozen)."""
+    body: Any = model.base_model
+    layers = getattr(getattr(body, "encoder", None), "layer", None)
+    if layers is None:
+        raise ValueError("model.train_layers needs a BERT-style encoder (base_model.encoder.layer)")
+    if not 1 <= train_layers <= len(layers):
+        raise ValueError(f"model.train_layers must be in [1, {len(layers)}] for this model, found {train_layers}")
+    for p in body.embeddings.parameters():
+        p.requires_grad_(False)
+    for layer in layers[: len(layers) - train_layers]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+
+
 def build_text_model(config: dict) -> SSLModel:
     """Build the text `SSLModel` from a plain dict (see `text_model_config`); the checkpoint builder."""
     missing = {"model", "mlm", "tokenizer"} - set(config)
@@ -330,6 +348,8 @@ def build_text_model(config: dict) -> SSLModel:
     max_positions = getattr(model.config, "max_position_embeddings", None)
     if max_positions is not None and m["max_length"] > max_positions:
         raise ValueError(f"model.max_length={m['max_length']} exceeds the model's {max_positions} positions")
+    if m.get("train_layers"):
+        freeze_below(model, int(m["train_layers"]))
     objectives, weights = _objectives(config, tokenizer)
     spec_config = {**config, "hf_config": hf_config}
     return SSLModel(

@@ -13,6 +13,8 @@ from the run's seed (`objectives.neighbour_draws` > 1: the corpus repeated with 
 For a model trained from scratch the starting model knows nothing, so `objectives.neighbour_source: tfidf`
 mines the neighbours from TF-IDF vectors of the pretraining corpus instead (`tfidf_vectors`: a label-free
 corpus statistic, no pretrained model): the encoder then learns to put texts that share rare words together.
+`neighbour_source: agreed` keeps the neighbours both agree on (`agreed_neighbours`: a rank intersection of the
+model's and TF-IDF's lists), for purer positives.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-NEIGHBOUR_SOURCES = ("model", "tfidf")  # objectives.neighbour_source
+NEIGHBOUR_SOURCES = ("model", "tfidf", "agreed")  # objectives.neighbour_source
 
 
 def tfidf_vectors(texts: list[str]) -> sp.csr_matrix:
@@ -61,6 +63,23 @@ def nearest_neighbours(embeddings, k: int, block: int = 2048) -> np.ndarray:
     return out
 
 
+def agreed_neighbours(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) neighbours two sources agree on: from each row's two ranked lists (N, M) (nearest first), the
+    indices in both, ordered by the sum of their two ranks; rows with fewer than k in common are filled from
+    `first`'s list in its order."""
+    if first.shape[0] != second.shape[0] or first.shape[1] < k:
+        raise ValueError(f"agreed_neighbours: lists {first.shape} and {second.shape} for k = {k}")
+    out = np.empty((first.shape[0], k), dtype=np.int64)
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        rank_b = {int(j): r for r, j in enumerate(b)}
+        common = sorted((r + rank_b[int(j)], r, int(j)) for r, j in enumerate(a) if int(j) in rank_b)
+        chosen = [j for _, _, j in common[:k]]
+        taken = set(chosen)
+        chosen += [int(j) for j in a if int(j) not in taken][: k - len(chosen)]
+        out[i] = chosen
+    return out
+
+
 def draw_partners(neighbours: np.ndarray, seed: int) -> np.ndarray:
     """One partner per row, uniform among its neighbours (reproducible from `seed`)."""
     rng = np.random.default_rng(seed)
@@ -74,11 +93,12 @@ def add_partner_column(data, partners: np.ndarray):
     return data.add_column("pair_input_ids", [ids[int(j)] for j in partners])
 
 
-def neighbour_pairs(data, embeddings, k: int, seed: int, draws: int = 1):
+def neighbour_pairs(data, embeddings, k: int, seed: int, draws: int = 1, neighbours_given: bool = False):
     """`add_partner_column(data, draw_partners(nearest_neighbours(embeddings, k), seed))`; with `draws` > 1 the
     corpus is repeated `draws` times, each copy with its own partner draw (seeds seed, seed + 1, ...), so a run
-    of several epochs does not see one fixed partner per text (a small encoder memorises fixed pairs)."""
-    neighbours = nearest_neighbours(embeddings, k)
+    of several epochs does not see one fixed partner per text (a small encoder memorises fixed pairs).
+    `neighbours_given`: `embeddings` is already the (N, k) neighbour lists."""
+    neighbours = embeddings if neighbours_given else nearest_neighbours(embeddings, k)
     copies = [add_partner_column(data, draw_partners(neighbours, seed + d)) for d in range(int(draws))]
     if len(copies) == 1:
         return copies[0]

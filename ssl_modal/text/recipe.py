@@ -19,13 +19,14 @@ from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
 from ssl_modal.text.config import DataConfig, TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
-from ssl_modal.text.features import encode_sorted
+from ssl_modal.text.features import embed_precision, encode_sorted
 from ssl_modal.text.model import build_text_model, resolve_init_from, text_model_config
-from ssl_modal.text.neighbours import neighbour_pairs, tfidf_vectors
+from ssl_modal.text.neighbours import agreed_neighbours, nearest_neighbours, neighbour_pairs, tfidf_vectors
 from ssl_modal.text.packing import fill_ratio, pack_texts
 from ssl_modal.text.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer_path
 
 Config = TextConfig
+AGREED_POOL = 50  # objectives.neighbour_source: agreed intersects each source's 50 nearest neighbours
 log = logging.getLogger("ssl_modal")
 
 
@@ -131,7 +132,16 @@ def mine_partners(cfg: TextConfig, model, texts: list[str], data):
         )
     cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
     log.info("neighbour mining: embedding %s texts with the starting model", f"{len(texts):,}")
-    embeddings = encode_sorted(model, texts, cfg.eval.batch_size, cache, "starting model (neighbour mining)")
+    precision = embed_precision(cfg.eval.autocast, model)
+    embeddings = encode_sorted(
+        model, texts, cfg.eval.batch_size, cache, "starting model (neighbour mining)", precision=precision
+    )
+    if o.neighbour_source == "agreed":  # the model's and TF-IDF's top AGREED_POOL lists, intersected by rank
+        pool = min(AGREED_POOL, len(texts) - 1)
+        lists = agreed_neighbours(
+            nearest_neighbours(embeddings, pool), nearest_neighbours(tfidf_vectors(texts), pool), o.neighbour_k
+        )
+        return neighbour_pairs(data, lists, o.neighbour_k, cfg.train.seed, o.neighbour_draws, neighbours_given=True)
     return neighbour_pairs(data, embeddings, o.neighbour_k, cfg.train.seed, o.neighbour_draws)
 
 
@@ -184,8 +194,10 @@ def evaluate(cfg: TextConfig, model=None) -> ProbeTable:
     for name, encoder in encoders:
         log.info("embedding %s texts with the %s", f"{len(texts):,}", name)
         cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
+        precision = embed_precision(cfg.eval.autocast, encoder)
         embed = [
-            encode_sorted(encoder, part, cfg.eval.batch_size, cache, name) for part in (train_texts, test_part.texts)
+            encode_sorted(encoder, part, cfg.eval.batch_size, cache, name, precision)
+            for part in (train_texts, test_part.texts)
         ]
         features.append((name, np.concatenate(embed)))  # training texts alone: they share the mining's windows
     results: list[ProbeResult] = []

@@ -2,6 +2,7 @@
 weights and the texts (a changed model misses, an unchanged one reads back without encoding)."""
 
 import numpy as np
+import pytest
 import torch
 
 import ssl_modal.text.features as features
@@ -60,3 +61,31 @@ def test_fingerprint_ignores_the_mlm_head(small_tokenizer):
     with torch.no_grad():
         model.encoder.mlm.bert.encoder.layer[0].output.dense.bias.add_(1.0)
     assert features.model_fingerprint(model) != before
+
+
+def test_bf16_embeddings_keep_row_order_and_their_own_cache_keys(tmp_path, small_tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    tiny_model = build_text_model(tiny_model_config(small_tokenizer))
+    texts = [f"text {i} " + "word " * (i % 5) for i in range(10)]
+    cache = tmp_path / "features"
+    fp32 = features.encode_sorted(tiny_model, texts, 3, cache)
+    bf16 = features.encode_sorted(tiny_model, texts, 3, cache, precision="bf16")
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    assert not np.array_equal(bf16, fp32)  # computed in bf16, not the fp32 chunk read back
+    cos = (bf16 * fp32).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cos.min() > 0.99  # same rows, same order
+    assert len(list(cache.glob("*.npy"))) == 2  # one chunk per precision
+    with pytest.raises(ValueError, match="precision"):
+        features.encode_sorted(tiny_model, texts, 3, precision="fp16")
+
+
+def test_embed_precision_resolves_auto(small_tokenizer, monkeypatch):
+    import ssl_modal.core.precision as precision
+
+    model = build_text_model(tiny_model_config(small_tokenizer))
+    assert features.embed_precision("no", model) == "no"
+    assert features.embed_precision("bf16", model) == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: False)
+    assert features.embed_precision("auto", model) == "no"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: True)
+    assert features.embed_precision("auto", model) == "bf16"

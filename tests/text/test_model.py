@@ -109,3 +109,21 @@ def test_vocab_larger_than_model_is_rejected(small_tokenizer):
     }
     with pytest.raises(ValueError, match=r"tokenizer has \d+ tokens but the model has only 50 input embeddings"):
         build_text_model(config)
+
+
+def test_train_layers_freezes_the_embeddings_and_lower_layers(small_tokenizer, sample_texts):
+    config = tiny_model_config(small_tokenizer)
+    config["model"]["train_layers"] = 1
+    config["objectives"] = {"mlm": 0.0, "simcse": 1.0, "span_crop": 0.0, "neighbour": 0.0}
+    model = build_text_model(config)
+    body = model.encoder.mlm.base_model
+    assert not any(p.requires_grad for p in body.embeddings.parameters())
+    assert not any(p.requires_grad for p in body.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in body.encoder.layer[1].parameters())
+    batch = model.collate(sample_texts[:4])
+    model.objectives["simcse"](model.encoder, batch)["loss"].backward()
+    assert all(p.grad is None for p in body.encoder.layer[0].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in body.encoder.layer[1].parameters())
+    config["model"]["train_layers"] = 3
+    with pytest.raises(ValueError, match=r"train_layers must be in \[1, 2\]"):
+        build_text_model(config)

@@ -9,7 +9,13 @@ import torch
 
 from ssl_modal.text import build_text_model
 from ssl_modal.text.data import tokenize_texts
-from ssl_modal.text.neighbours import draw_partners, nearest_neighbours, neighbour_pairs, tfidf_vectors
+from ssl_modal.text.neighbours import (
+    agreed_neighbours,
+    draw_partners,
+    nearest_neighbours,
+    neighbour_pairs,
+    tfidf_vectors,
+)
 
 from .conftest import tiny_model_config
 
@@ -107,7 +113,7 @@ def test_bad_neighbour_source_is_refused():
 
     assert ObjectivesConfig(neighbour=1.0, neighbour_source="tfidf").neighbour_source == "tfidf"
     with pytest.raises(
-        ValueError, match=r"objectives.neighbour_source: expected one of 'model', 'tfidf', found 'bm25'"
+        ValueError, match=r"objectives.neighbour_source: expected one of 'model', 'tfidf', 'agreed', found 'bm25'"
     ):
         ObjectivesConfig(neighbour=1.0, neighbour_source="bm25")
 
@@ -124,3 +130,35 @@ def test_draws_repeat_the_corpus_with_fresh_partners(small_tokenizer, sample_tex
     assert all(partners[c][i] in nn[i] for c in range(3) for i in range(30))
     assert partners[0] != partners[1] != partners[2]  # each copy draws its own partners
     np.testing.assert_array_equal(partners[1], draw_partners(nn, 4))  # copy c uses seed + c
+
+
+def test_agreed_neighbours_rank_the_intersection_and_fill_from_the_first_list():
+    first = np.array([[1, 2, 3, 4], [0, 2, 3, 4]])
+    second = np.array([[4, 3, 9, 8], [5, 6, 7, 8]])
+    out = agreed_neighbours(first, second, 3)
+    # row 0: 3 (ranks 2 + 1) and 4 (3 + 0) in both, rank sums 3 and 3 -> the first list's order breaks the tie
+    assert out[0].tolist() == [3, 4, 1]
+    assert out[1].tolist() == [0, 2, 3]  # nothing in common: the first list's nearest
+    with pytest.raises(ValueError, match="agreed_neighbours"):
+        agreed_neighbours(first, second, 5)
+
+
+def test_agreed_source_mines_through_the_recipe(tmp_path, small_tokenizer, sample_texts):
+    from ssl_modal.text.config import TextConfig
+    from ssl_modal.text.recipe import mine_partners
+
+    config = TextConfig()
+    config.objectives.neighbour, config.objectives.neighbour_source = 1.0, "agreed"
+    config.objectives.neighbour_k = 3
+    config.train.output_dir = str(tmp_path)
+    model = build_text_model(tiny_model_config(small_tokenizer))
+    texts = sample_texts[:60]
+    data = tokenize_texts(texts, small_tokenizer)
+    out = mine_partners(config, model, texts, data)
+    assert len(out) == 60
+    ids = [tuple(r) for r in data["input_ids"]]
+    tfidf = nearest_neighbours(tfidf_vectors(texts), 50)
+    for i in range(60):  # every partner is among TF-IDF's 50 nearest or the model's (the fill)
+        j = ids.index(tuple(out[i]["pair_input_ids"]))
+        assert j != i and 0 <= j < 60
+    assert tfidf.shape == (60, 50)

@@ -113,6 +113,7 @@ def test_minilm_recipe_config():
     cfg = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [])
     assert cfg.model.init_from == "minilm" and cfg.tokenizer.vocab_file is None
     assert cfg.objectives.neighbour > 0 and cfg.eval.probe_train_examples == [5000, None]
+    assert cfg.train.autocast == "auto" and cfg.eval.autocast == "auto" and cfg.data.max_train_examples is None
     demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
     assert "shared" not in demo.data.file and "shared" not in demo.eval.test["file"] and demo.train.max_steps <= 50
 
@@ -121,7 +122,7 @@ def test_scratch_recipe_config():
     cfg = load_config(TextConfig, str(REPO / "recipes" / "text_scratch.yaml"), [])
     assert cfg.model.init_from is None and cfg.objectives.neighbour > 0 and cfg.objectives.neighbour_source == "tfidf"
     assert cfg.train.max_minutes <= 30 and cfg.eval.probe_train_examples == [5000, None]
-    with pytest.raises(ValueError, match="objectives.neighbour_source: expected one of 'model', 'tfidf', found 'x'"):
+    with pytest.raises(ValueError, match="neighbour_source: expected one of 'model', 'tfidf', 'agreed', found 'x'"):
         load_config(TextConfig, str(REPO / "recipes" / "text_scratch.yaml"), ["objectives.neighbour_source=x"])
 
 
