@@ -91,7 +91,8 @@ def test_mfcc_segments_are_per_part_mean_and_std():
 
 
 def test_joint_objective_trains_with_the_trainer_and_reloads(tmp_path):
-    from ssl_modal import TrainConfig, Trainer, encode, load_model
+    from ssl_modal import Trainer, encode, load_model
+    from tests.train_configs import quiet_config
 
     cfg = cnn_config("segments")
     cfg["weights"] = {"joint": 1.0}
@@ -109,16 +110,13 @@ def test_joint_objective_trains_with_the_trainer_and_reloads(tmp_path):
     rng = np.random.default_rng(0)
     data = [(rng.standard_normal(int(n)) * 0.1).astype(np.float32) for n in rng.integers(1500, 6000, 24)]
     result = Trainer(
-        TrainConfig(
-            output_dir=str(tmp_path),
+        quiet_config(
+            tmp_path,
             max_steps=4,
             batch_size=8,
             learning_rate=1e-3,
             warmup_steps=1,
             log_every=1,
-            progress=False,
-            tensorboard=False,
-            monitor_every=0,
         )
     ).fit(model, data, audio_collate)
     assert all(np.isfinite(r["joint/loss"]) for r in result.history)

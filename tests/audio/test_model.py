@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_modal import TrainConfig, Trainer, encode, load_model
+from ssl_modal import Trainer, encode, load_model
 from ssl_modal.audio import audio_collate, build_audio_model
+from tests.train_configs import quiet_config
 
 from .conftest import tiny_config
 
@@ -54,16 +55,13 @@ def test_training_lowers_the_loss_and_load_model_rebuilds_from_the_checkpoint(tm
     t = np.arange(4000) / 8000
     data = [{"wave": (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t * (1 + t))).astype(np.float32)} for i in range(32)]
     result = Trainer(
-        TrainConfig(
-            output_dir=str(tmp_path),
+        quiet_config(
+            tmp_path,
             max_steps=40,
             batch_size=8,
             learning_rate=3e-3,
             warmup_steps=5,
             log_every=5,
-            progress=False,
-            tensorboard=False,
-            monitor_every=0,
         )
     ).fit(model, data, audio_collate)
     first, last = result.history[0], result.history[-1]

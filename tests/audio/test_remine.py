@@ -99,8 +99,9 @@ def tiny_model(remine_at):
 
 
 def test_resume_across_remining_equals_the_uninterrupted_run(tmp_path):
-    from ssl_modal import TrainConfig, Trainer
+    from ssl_modal import Trainer
     from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
+    from tests.train_configs import quiet_config
 
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(1500 + 100 * i).astype(np.float32) * 0.1 for i in range(16)]
@@ -114,16 +115,13 @@ def test_resume_across_remining_equals_the_uninterrupted_run(tmp_path):
         model = tiny_model([0.3, 0.7])  # re-mined at steps 3 (before the step-5 checkpoint) and 7 (after)
         assert isinstance(model.objectives["neighbour"], RemineEmbedding)
         model.objectives["neighbour"].attach(data)
-        cfg = TrainConfig(
-            output_dir=str(tmp_path),
+        cfg = quiet_config(
+            tmp_path,
             max_steps=10,
             batch_size=8,
             warmup_steps=2,
             log_every=5,
             checkpoint_every=5,
-            progress=False,
-            tensorboard=False,
-            monitor_every=0,
         )
         Trainer(cfg).fit(model, data, audio_collate)
         return data.partners.copy()

@@ -154,9 +154,10 @@ def test_views_are_reproducible_from_the_generator_and_differ_between_the_two_vi
 
 
 def test_byol_target_survives_checkpoint_and_resume_exactly(tmp_path):
-    from ssl_modal import SSLModel, TrainConfig, Trainer
+    from ssl_modal import SSLModel, Trainer
     from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
     from tests.core.train_toy import toy_data
+    from tests.train_configs import quiet_config
 
     def build():
         torch.manual_seed(0)
@@ -173,17 +174,14 @@ def test_byol_target_survives_checkpoint_and_resume_exactly(tmp_path):
         return {"x": torch.as_tensor(np.stack(items))}
 
     def fit(out):
-        cfg = TrainConfig(
-            output_dir=str(out),
+        cfg = quiet_config(
+            out,
             max_steps=10,
             batch_size=32,
             learning_rate=1e-3,
             warmup_steps=2,
             log_every=5,
             checkpoint_every=5,
-            progress=False,
-            tensorboard=False,
-            monitor_every=0,
         )
         return Trainer(cfg).fit(build(), toy_data(), collate)
 

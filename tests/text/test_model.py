@@ -9,8 +9,9 @@ import torch
 from ssl_modal.core.checkpoint import atomic_save, make_checkpoint
 from ssl_modal.core.export import encode, load_model
 from ssl_modal.core.masking import IGNORE_INDEX, mask_tokens
-from ssl_modal.core.trainer import TrainConfig, Trainer
+from ssl_modal.core.trainer import Trainer
 from ssl_modal.text import build_text_model, tokenize_texts
+from tests.train_configs import quiet_config
 
 from .conftest import tiny_model_config
 
@@ -71,17 +72,13 @@ def test_mlm_loss_decreases_through_trainer(tmp_path, small_tokenizer, sample_te
     torch.manual_seed(0)
     model = build_text_model(tiny_model_config(small_tokenizer))
     data = tokenize_texts(sample_texts, small_tokenizer)
-    config = TrainConfig(
-        output_dir=str(tmp_path / "run"),
+    config = quiet_config(
+        tmp_path / "run",
         max_steps=60,
         batch_size=16,
         learning_rate=2e-3,
         warmup_steps=5,
         log_every=10,
-        checkpoint_every=1000,
-        monitor_every=0,
-        progress=False,
-        tensorboard=False,
         device="cpu",
     )
     result = Trainer(config).fit(model, data, model.collate)

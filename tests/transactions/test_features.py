@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from ssl_modal.core.export import load_model
-from ssl_modal.core.trainer import TrainConfig, Trainer
+from ssl_modal.core.trainer import Trainer
 from ssl_modal.transactions.config import EncoderConfig, ObjectivesConfig
 from ssl_modal.transactions.features import client_embeddings, features
 from ssl_modal.transactions.mcc import mcc_embeddings, nearest_mccs
 from ssl_modal.transactions.model import build_transactions_model, transactions_model_config
+from tests.train_configs import quiet_config
 from tests.transactions.tables import COLUMNS, raw_table
 
 FEATURES = [
@@ -40,17 +41,13 @@ def trained(tmp_path_factory):
         )
     )
     out = tmp_path_factory.mktemp("tx_model")
-    cfg = TrainConfig(
-        output_dir=str(out),
+    cfg = quiet_config(
+        out,
         max_steps=150,
         batch_size=8,
         learning_rate=1e-2,
         warmup_steps=10,
         log_every=25,
-        checkpoint_every=1000,
-        progress=False,
-        tensorboard=False,
-        monitor_every=0,
     )
     result = Trainer(cfg).fit(model, sequences, model.collate)
     return model.eval(), table, result

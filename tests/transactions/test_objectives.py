@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from ssl_modal.core.trainer import TrainConfig, Trainer
+from ssl_modal.core.trainer import Trainer
 from ssl_modal.transactions.config import EncoderConfig, MaskedConfig
 from ssl_modal.transactions.encoder import TransactionEncoder
 from ssl_modal.transactions.model import build_transactions_model
 from ssl_modal.transactions.objectives import MaskedAttribute
+from tests.train_configs import quiet_config
 from tests.transactions.synthetic import FIELDS, SyntheticRows, make_collate, synthetic_batch
 
 
@@ -73,17 +74,13 @@ def test_loss_decreases_through_the_shared_trainer(tmp_path, objective):
     )
     rows = SyntheticRows(64, 16)
     collate = make_collate(rows)
-    cfg = TrainConfig(
-        output_dir=str(tmp_path / objective),
+    cfg = quiet_config(
+        tmp_path / objective,
         max_steps=40,
         batch_size=16,
         learning_rate=1e-2,
         warmup_steps=2,
         log_every=4,
-        checkpoint_every=1000,
-        progress=False,
-        tensorboard=False,
-        monitor_every=0,
     )
     before = Trainer(cfg).evaluate(model, rows, collate)["loss"]
     result = Trainer(cfg).fit(model, rows, collate)

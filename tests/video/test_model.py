@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from ssl_modal.core.export import encode, load_model
-from ssl_modal.core.trainer import TrainConfig, Trainer
+from ssl_modal.core.trainer import Trainer
 from ssl_modal.video.colorize import colorization_loss, frames_to_lab, quantize_ab
 from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig
 from ssl_modal.video.data import ClipDataset, ClipWindows, fit_centres
 from ssl_modal.video.model import build_video_model, collate, permutations
+from tests.train_configs import quiet_config
 from tests.video.conftest import synthetic_frames
 
 CENTRES = [[0.0, 0.0], [60.0, 50.0], [-20.0, 30.0], [10.0, -40.0]]
@@ -80,16 +81,13 @@ def test_frame_order_head_learns_on_tiny_clips(tmp_path):
     )
     model = build_video_model(config(color=0.0, order=1.0))
     result = Trainer(
-        TrainConfig(
-            output_dir=str(tmp_path),
+        quiet_config(
+            tmp_path,
             max_steps=60,
             batch_size=8,
             learning_rate=3e-3,
             warmup_steps=5,
             log_every=10,
-            progress=False,
-            tensorboard=False,
-            monitor_every=0,
         )
     ).fit(model, data, model.collate)
     first, last = result.history[0], result.history[-1]
@@ -107,16 +105,13 @@ def test_colorization_trains_saves_and_reloads(tmp_path):
     model = build_video_model(model_cfg)
     data = ClipDataset({"v": frames}, cfg)
     result = Trainer(
-        TrainConfig(
-            output_dir=str(tmp_path),
+        quiet_config(
+            tmp_path,
             max_steps=30,
             batch_size=4,
             learning_rate=3e-3,
             warmup_steps=3,
             log_every=5,
-            progress=False,
-            tensorboard=False,
-            monitor_every=0,
         )
     ).fit(model, data, model.collate)
     assert result.history[-1]["color/loss"] < result.history[0]["color/loss"]
