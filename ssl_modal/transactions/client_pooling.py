@@ -54,7 +54,7 @@ def client_vectors(
     parts = check_pooling(pooling)
     from ssl_modal.transactions.features import _batches, window_lengths
 
-    outer = {p: outer_fields(p) for p in parts if outer_fields(p) is not None}
+    outer = {p: pair for p in parts if (pair := outer_fields(p)) is not None}
     fields = model.encoder.embed.cat_fields
     for part, pair in outer.items():
         missing = [f for f in pair if f not in fields]
