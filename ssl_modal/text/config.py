@@ -17,6 +17,7 @@ from ssl_modal.core.ranges import (
     ranged,
 )
 from ssl_modal.core.trainer import TrainConfig
+from ssl_modal.text.clusters import CLUSTER_FEATURES, CLUSTER_MODES
 from ssl_modal.text.neighbours import NEIGHBOUR_SOURCES
 
 
@@ -91,10 +92,21 @@ class ObjectivesConfig:
     temperature: float = positive(0.05)  # InfoNCE temperature of the contrastive objectives (SimCSE: 0.05)
     crop_min: float = ranged("(0, 1]", 0.3)  # span_crop: each view keeps a random fraction in [crop_min, crop_max]
     crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
+    cluster: float = loss_weight(0.0)  # k-means clusters of the corpus as targets of a prototype head
+    #   (ssl_modal.text.clusters): pseudo-label cross-entropy or SCAN neighbour consistency (cluster_mode)
+    cluster_k: int = at_least(2, 100)  # cluster: k-means clusters (over-clustering: classes are unknown)
+    cluster_features: str = "model"  # cluster: k-means on the starting model's embeddings, or "model+tfidf"
+    cluster_mode: str = "pseudo"  # cluster: "pseudo" (cross-entropy to the k-means id) or "scan"
+    cluster_entropy: float = non_negative(5.0)  # cluster_mode scan: weight of the mean assignment's entropy
 
     def __post_init__(self) -> None:
-        if not (self.mlm or self.simcse or self.span_crop or self.neighbour):
-            raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop, neighbour); give one a weight > 0")
+        if not (self.mlm or self.simcse or self.span_crop or self.neighbour or self.cluster):
+            raise ValueError(
+                "objectives: every weight is 0 (mlm, simcse, span_crop, neighbour, cluster); give one a weight > 0"
+            )
+        for key, allowed in (("cluster_features", CLUSTER_FEATURES), ("cluster_mode", CLUSTER_MODES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"objectives.{key}: expected one of {allowed}, found {getattr(self, key)!r}")
         if self.neighbour_source not in NEIGHBOUR_SOURCES:
             raise ValueError(
                 f"objectives.neighbour_source: expected one of {', '.join(map(repr, NEIGHBOUR_SOURCES))}, "

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective, SSLModel
 from ssl_modal.core.masking import IGNORE_INDEX, mask_tokens
+from ssl_modal.text.clusters import ClusterHead
 from ssl_modal.text.config import MLMConfig, ModelConfig, ObjectivesConfig
 from ssl_modal.text.data import TextCollate
 from ssl_modal.text.sentence import NeighbourPairs, SimCSE, SpanCrop
@@ -283,16 +284,16 @@ def _hf_model(config: dict, vocab_size: int):
     return model, json.loads(model.config.to_json_string(use_diff=False))
 
 
-def _objectives(config: dict, tokenizer: TextTokenizer) -> tuple[dict, dict]:
+def _objectives(config: dict, tokenizer: TextTokenizer, dim: int) -> tuple[dict, dict]:
     """The objectives with weight > 0 (the first one logs real_tokens) and their weights."""
     mlm_cfg = config["mlm"]
     weights = {
         k: float(v)
         for k, v in (config.get("objectives") or {"mlm": 1.0}).items()
-        if k in ("mlm", "simcse", "span_crop", "neighbour") and v
+        if k in ("mlm", "simcse", "span_crop", "neighbour", "cluster") and v
     }
     o = {**asdict(ObjectivesConfig()), **(config.get("objectives") or {})}
-    objectives = {}
+    objectives: dict[str, Objective] = {}
     for name in weights:
         count = not objectives
         if name == "mlm":
@@ -309,6 +310,9 @@ def _objectives(config: dict, tokenizer: TextTokenizer) -> tuple[dict, dict]:
             objectives[name] = SimCSE(o["temperature"], count_tokens=count)
         elif name == "neighbour":
             objectives[name] = NeighbourPairs(o["temperature"], count_tokens=count)
+        elif name == "cluster":
+            k, mode, entropy = o["cluster_k"], o["cluster_mode"], o["cluster_entropy"]
+            objectives[name] = ClusterHead(dim, k, mode, o["temperature"], entropy)
         else:
             objectives[name] = SpanCrop(o["temperature"], o["crop_min"], o["crop_max"], count_tokens=count)
     return objectives, weights
@@ -350,7 +354,7 @@ def build_text_model(config: dict) -> SSLModel:
         raise ValueError(f"model.max_length={m['max_length']} exceeds the model's {max_positions} positions")
     if m.get("train_layers"):
         freeze_below(model, int(m["train_layers"]))
-    objectives, weights = _objectives(config, tokenizer)
+    objectives, weights = _objectives(config, tokenizer, int(model.config.hidden_size))
     spec_config = {**config, "hf_config": hf_config}
     return SSLModel(
         TextEncoder(model, m.get("pooling", "mean")),

@@ -17,6 +17,7 @@ from ssl_modal.core.evaluate import ProbeResult, ProbeTable, probe
 from ssl_modal.core.export import load_model
 from ssl_modal.core.plots import plot_training_curves
 from ssl_modal.core.trainer import Trainer, TrainResult
+from ssl_modal.text.clusters import cluster_space, cluster_targets, prototypes
 from ssl_modal.text.config import DataConfig, TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
 from ssl_modal.text.features import embed_precision, encode_sorted
@@ -95,9 +96,9 @@ def train(cfg: TextConfig) -> TrainResult:
     else:
         tokens = tokenizer
     data = tokenize_texts(corpus.texts, tokens, word_ids=cfg.mlm.whole_word)
-    if cfg.objectives.neighbour:
+    if cfg.objectives.neighbour or cfg.objectives.cluster:
         if cfg.data.pack:
-            raise ValueError("objectives.neighbour needs one text per row: set data.pack: false")
+            raise ValueError("objectives.neighbour and objectives.cluster need one text per row: set data.pack: false")
         data = mine_partners(cfg, model, corpus.texts, data)
     if cfg.data.pack:
         rows = pack_texts(data["input_ids"], data["special_tokens_mask"], cfg.model.max_length, cfg.train.seed)
@@ -112,12 +113,44 @@ def train(cfg: TextConfig) -> TrainResult:
     return Trainer(cfg.train).fit(model, data, model.collate)
 
 
-def mine_partners(cfg: TextConfig, model, texts: list[str], data):
-    """`data` with each text's partner for `objectives.neighbour`: one of its `neighbour_k` nearest
-    neighbours under `model` as it starts (embedded with model.max_length; `eval.cache_features` keeps
-    these embeddings, so a resumed run mines the same partners without embedding again), or, with
-    `objectives.neighbour_source: tfidf`, under TF-IDF vectors of `texts` (no model needed)."""
+def start_embeddings(cfg: TextConfig, model, texts: list[str]) -> np.ndarray:
+    """`texts` embedded by `model` as it starts (model.max_length; `eval.cache_features` keeps them, so a
+    resumed run mines the same partners and clusters without embedding again)."""
+    if not cfg.model.init_from:
+        log.warning(
+            "objectives.neighbour / cluster mine with the starting model, a random init here: its neighbours mean "
+            "little; objectives.neighbour_source: tfidf mines from the corpus instead"
+        )
+    cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
+    log.info("neighbour mining: embedding %s texts with the starting model", f"{len(texts):,}")
+    precision = embed_precision(cfg.eval.autocast, model)
+    return encode_sorted(model, texts, cfg.eval.batch_size, cache, "starting model (neighbour mining)", precision)
+
+
+def add_clusters(cfg: TextConfig, model, texts: list[str], data, embeddings: np.ndarray):
+    """`data` with `cluster_labels`: k-means ids of the pretraining texts (`ssl_modal.text.clusters`); the
+    model's cluster head starts at the clusters' mean embeddings."""
     o = cfg.objectives
+    vectors = cluster_space(embeddings, texts, o.cluster_features, cfg.train.seed)
+    targets = cluster_targets(vectors, o.cluster_k, cfg.train.seed)
+    sizes = np.bincount(targets, minlength=o.cluster_k)
+    log.info("k-means on %s (%s texts): %d clusters, sizes %d-%d", o.cluster_features, f"{len(texts):,}",
+             o.cluster_k, sizes.min(), sizes.max())  # fmt: skip
+    model.objectives["cluster"].set_prototypes(prototypes(embeddings, targets, o.cluster_k))
+    return data.add_column("cluster_labels", targets.tolist())
+
+
+def mine_partners(cfg: TextConfig, model, texts: list[str], data):
+    """`data` with what the objectives need before step 1: `objectives.cluster`'s k-means targets, and each
+    text's partner for `objectives.neighbour` (or cluster_mode scan): one of its `neighbour_k` nearest
+    neighbours under `model` as it starts, or, with `objectives.neighbour_source: tfidf`, under TF-IDF vectors
+    of `texts` (no model needed)."""
+    o = cfg.objectives
+    embeddings = start_embeddings(cfg, model, texts) if o.cluster or o.neighbour_source != "tfidf" else None
+    if o.cluster and embeddings is not None:
+        data = add_clusters(cfg, model, texts, data, embeddings)
+    if not (o.neighbour or (o.cluster and o.cluster_mode == "scan")):
+        return data
     if o.neighbour_source == "tfidf":
         log.info("neighbour mining: TF-IDF vectors of %s texts", f"{len(texts):,}")
         vectors = tfidf_vectors(texts)
@@ -125,17 +158,6 @@ def mine_partners(cfg: TextConfig, model, texts: list[str], data):
             "TF-IDF: %s terms; %d texts have no term", f"{vectors.shape[1]:,}", int((vectors.getnnz(1) == 0).sum())
         )
         return neighbour_pairs(data, vectors, o.neighbour_k, cfg.train.seed, o.neighbour_draws)
-    if not cfg.model.init_from:
-        log.warning(
-            "objectives.neighbour mines with the starting model, a random init here: its neighbours mean little; "
-            "objectives.neighbour_source: tfidf mines from the corpus instead"
-        )
-    cache = Path(cfg.train.output_dir) / "features" if cfg.eval.cache_features else None
-    log.info("neighbour mining: embedding %s texts with the starting model", f"{len(texts):,}")
-    precision = embed_precision(cfg.eval.autocast, model)
-    embeddings = encode_sorted(
-        model, texts, cfg.eval.batch_size, cache, "starting model (neighbour mining)", precision=precision
-    )
     if o.neighbour_source == "agreed":  # the model's and TF-IDF's top AGREED_POOL lists, intersected by rank
         pool = min(AGREED_POOL, len(texts) - 1)
         lists = agreed_neighbours(
