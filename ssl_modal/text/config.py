@@ -37,12 +37,20 @@ class ModelConfig:
     dropout: float = dropout_rate(0.1)
     init_from: str | None = None  # local HF folder or "minilm" (never downloaded)
     pooling: str = "mean"  # sentence vector: "mean" of the last layer over real tokens, or "cls"
+    pooling_layers: list | None = None  # exported vector (probes, `ssl-modal embed`): the pooled states of these
+    #   layers concatenated (0: embeddings, num_layers: last; e.g. [2, 4, 6]); null: the last layer only
     train_layers: int | None = at_least(1, None)  # train only the top N transformer layers (the embeddings and
     #   the layers below frozen: no backward through them); null: all
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"model.pooling: expected 'mean' or 'cls', found '{self.pooling}'")
+        if self.pooling_layers is not None and not isinstance(self.pooling_layers, (list, tuple)):
+            self.pooling_layers = [self.pooling_layers]  # a single value (key=value override)
+        if self.pooling_layers is not None and (
+            not self.pooling_layers or not all(isinstance(i, int) and i >= 0 for i in self.pooling_layers)
+        ):
+            raise ValueError(f"model.pooling_layers: expected layer indices >= 0 or null, found {self.pooling_layers}")
 
 
 @dataclass
@@ -82,6 +90,8 @@ class ObjectivesConfig:
     simcse: float = loss_weight(0.0)
     span_crop: float = loss_weight(0.0)
     neighbour: float = loss_weight(0.0)
+    lexical: float = loss_weight(0.0)  # a linear head regresses each text's LSA vector (`text.lexical`)
+    lexical_dims: int = positive(256)  # lexical: TruncatedSVD dimensions of the corpus's TF-IDF
     neighbour_k: int = positive(10)  # neighbour: the partner is drawn among this many nearest neighbours
     neighbour_draws: int = positive(1)  # neighbour: the corpus repeated this many times, each copy with its own
     #   partner draw (an epoch then has draws x the texts): fresh partners in long runs
@@ -93,8 +103,10 @@ class ObjectivesConfig:
     crop_max: float = ranged("(0, 1]", 0.7)  #   of a text's tokens, as one contiguous span
 
     def __post_init__(self) -> None:
-        if not (self.mlm or self.simcse or self.span_crop or self.neighbour):
-            raise ValueError("objectives: every weight is 0 (mlm, simcse, span_crop, neighbour); give one a weight > 0")
+        if not (self.mlm or self.simcse or self.span_crop or self.neighbour or self.lexical):
+            raise ValueError(
+                "objectives: every weight is 0 (mlm, simcse, span_crop, neighbour, lexical); give one a weight > 0"
+            )
         if self.neighbour_source not in NEIGHBOUR_SOURCES:
             raise ValueError(
                 f"objectives.neighbour_source: expected one of {', '.join(map(repr, NEIGHBOUR_SOURCES))}, "
