@@ -159,9 +159,11 @@ def restore_rng(state: dict, generator: torch.Generator | None) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def weights_fingerprint(model: torch.nn.Module, *, skip_prefix: str | None = None, salt: str = "") -> str:
+def weights_fingerprint(
+    model: torch.nn.Module, *, skip_prefix: str | tuple[str, ...] | None = None, salt: str = ""
+) -> str:
     """sha256 over the model's state dict (names, shapes and bytes, in name order), after `salt` (e.g. its config):
-    equal for equal weights, whatever their dtype. Tensors under `skip_prefix` are left out."""
+    equal for equal weights, whatever their dtype. Tensors under `skip_prefix` (one prefix or several) are left out."""
     h = hashlib.sha256(salt.encode())
     for name, tensor in sorted(model.state_dict().items()):
         if skip_prefix and name.startswith(skip_prefix):

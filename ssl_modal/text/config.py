@@ -38,12 +38,20 @@ class ModelConfig:
     dropout: float = dropout_rate(0.1)
     init_from: str | None = None  # local HF folder or "minilm" (never downloaded)
     pooling: str = "mean"  # sentence vector: "mean" of the last layer over real tokens, or "cls"
+    pooling_layers: list | None = None  # exported vector (probes, `ssl-modal embed`): the pooled states of these
+    #   layers concatenated (0: embeddings, num_layers: last; e.g. [2, 4, 6]); null: the last layer only
     train_layers: int | None = at_least(1, None)  # train only the top N transformer layers (the embeddings and
     #   the layers below frozen: no backward through them); null: all
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"model.pooling: expected 'mean' or 'cls', found '{self.pooling}'")
+        if self.pooling_layers is not None and not isinstance(self.pooling_layers, (list, tuple)):
+            self.pooling_layers = [self.pooling_layers]  # a single value (key=value override)
+        if self.pooling_layers is not None and (
+            not self.pooling_layers or not all(isinstance(i, int) and i >= 0 for i in self.pooling_layers)
+        ):
+            raise ValueError(f"model.pooling_layers: expected layer indices >= 0 or null, found {self.pooling_layers}")
 
 
 @dataclass
@@ -83,6 +91,8 @@ class ObjectivesConfig:
     simcse: float = loss_weight(0.0)
     span_crop: float = loss_weight(0.0)
     neighbour: float = loss_weight(0.0)
+    lexical: float = loss_weight(0.0)  # a linear head regresses each text's LSA vector (`text.lexical`)
+    lexical_dims: int = positive(256)  # lexical: TruncatedSVD dimensions of the corpus's TF-IDF
     neighbour_k: int = positive(10)  # neighbour: the partner is drawn among this many nearest neighbours
     neighbour_draws: int = positive(1)  # neighbour: the corpus repeated this many times, each copy with its own
     #   partner draw (an epoch then has draws x the texts): fresh partners in long runs
@@ -100,9 +110,10 @@ class ObjectivesConfig:
     cluster_entropy: float = non_negative(5.0)  # cluster_mode scan: weight of the mean assignment's entropy
 
     def __post_init__(self) -> None:
-        if not (self.mlm or self.simcse or self.span_crop or self.neighbour or self.cluster):
+        if not (self.mlm or self.simcse or self.span_crop or self.neighbour or self.cluster or self.lexical):
             raise ValueError(
-                "objectives: every weight is 0 (mlm, simcse, span_crop, neighbour, cluster); give one a weight > 0"
+                "objectives: every weight is 0 (mlm, simcse, span_crop, neighbour, cluster, lexical); "
+                "give one a weight > 0"
             )
         for key, allowed in (("cluster_features", CLUSTER_FEATURES), ("cluster_mode", CLUSTER_MODES)):
             if getattr(self, key) not in allowed:

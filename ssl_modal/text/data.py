@@ -178,7 +178,8 @@ class TextCollate:
     special_tokens_mask (1 at special tokens and padding) and, with `word_ids=True`, word_ids (-1 at
     special tokens and padding). Packed rows (items with "segment_ids", see `text.packing`) keep their
     segment_ids (-1 at padding). Rows with "pair_input_ids" (`text.neighbours`) also give pair_input_ids and
-    pair_attention_mask, padded on their own; rows with "cluster_labels" (`text.clusters`) a (B,) tensor of them.
+    pair_attention_mask, padded on their own; rows with "cluster_labels" (`text.clusters`) a (B,) tensor of them;
+    rows with "lexical_target" (`text.lexical`) give it as a float tensor.
     """
 
     def __init__(self, tokenizer: TextTokenizer, word_ids: bool = False, text_key: str = "text"):
@@ -223,6 +224,8 @@ class TextCollate:
             out["pair_input_ids"], out["pair_attention_mask"] = pairs["input_ids"], pairs["attention_mask"]
         if not isinstance(first, str) and hasattr(first, "keys") and "cluster_labels" in first.keys():
             out["cluster_labels"] = torch.tensor([int(x["cluster_labels"]) for x in items], dtype=torch.long)
+        if not isinstance(first, str) and hasattr(first, "keys") and "lexical_target" in first.keys():
+            out["lexical_target"] = torch.tensor([x["lexical_target"] for x in items], dtype=torch.float32)
         return out
 
     def pad(self, columns: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:

@@ -27,12 +27,13 @@ CHUNK = 2048  # texts per cached block
 
 def model_fingerprint(model) -> str:
     """sha256 of the model's config and of the weights its embeddings depend on: every tensor of its state dict
-    but those of the MLM head (a fresh head's random init does not change an embedding)."""
+    but those of the MLM head and of the objectives' heads (`objectives.lexical`, `objectives.cluster`): a fresh
+    head's random init does not change an embedding."""
     config = getattr(getattr(model, "spec", None), "config", None)
     head = getattr(getattr(model, "encoder", None), "head_name", None)
     return weights_fingerprint(
         model,
-        skip_prefix=f"encoder.mlm.{head}." if head else None,
+        skip_prefix=(f"encoder.mlm.{head}.", "objectives.") if head else "objectives.",
         salt=json.dumps(config, sort_keys=True, default=str),
     )
 

@@ -21,6 +21,7 @@ from ssl_modal.core.masking import IGNORE_INDEX, mask_tokens
 from ssl_modal.text.clusters import ClusterHead
 from ssl_modal.text.config import MLMConfig, ModelConfig, ObjectivesConfig
 from ssl_modal.text.data import TextCollate
+from ssl_modal.text.lexical import LexicalRegression
 from ssl_modal.text.sentence import NeighbourPairs, SimCSE, SpanCrop
 from ssl_modal.text.tokenizer import TextTokenizer
 
@@ -81,32 +82,49 @@ def pool(tokens: Tensor, mask: Tensor, pooling: str = "mean") -> Tensor:
 
 
 class TextEncoder(Encoder):
-    """Wraps an HF `...ForMaskedLM`; `pooled` is the masked mean (or [CLS]) of the last hidden layer.
+    """Wraps an HF `...ForMaskedLM`; `pooled` is the masked mean (or [CLS]) of the last hidden layer, or with
+    `pooling_layers` the concatenation of those layers' pooled states (HF hidden_states indices: 0 the
+    embeddings, num_layers the last), the feature-based convention of BERT (Devlin et al. 2019, sec. 5.3).
+    The training objectives (`sentences`) always pool the last layer.
 
     A packed batch (one carrying `segment_ids`) runs with a block-diagonal attention mask and position
     ids that restart at each text, so every text is encoded as if it were alone in its row."""
 
-    def __init__(self, mlm: torch.nn.Module, pooling: str = "mean"):
+    def __init__(self, mlm: torch.nn.Module, pooling: str = "mean", pooling_layers: list[int] | None = None):
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling: expected 'mean' or 'cls', found '{pooling}'")
         self.mlm = mlm
         self.pooling = pooling
+        n = getattr(mlm.config, "num_hidden_layers", None)
+        layers = [int(i) for i in pooling_layers] if pooling_layers else None
+        if layers is not None and n is not None and not all(0 <= i <= n for i in layers):
+            raise ValueError(f"model.pooling_layers: expected indices in [0, {n}] (0: embeddings), found {layers}")
+        self.pooling_layers = layers
         self.head_name = next(
             (name for name in KNOWN_HEADS if isinstance(getattr(mlm, name, None), torch.nn.Module)), None
         )
 
-    def hidden(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor | None = None) -> Tensor:
-        """Last hidden layer (B, T, D) of the transformer body (no MLM head)."""
+    def hidden(
+        self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor | None = None, all_layers: bool = False
+    ):
+        """Last hidden layer (B, T, D) of the transformer body (no MLM head); `all_layers`: every layer's."""
         if segment_ids is None:
-            return self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            out = self.mlm.base_model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=all_layers
+            )
+            return out.hidden_states if all_layers else out.last_hidden_state
         mask = block_diagonal_mask(segment_ids)
         if getattr(self.mlm.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to scores
             dtype = self.mlm.get_input_embeddings().weight.dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-        return self.mlm.base_model(
-            input_ids=input_ids, attention_mask=mask, position_ids=segment_positions(segment_ids)
-        ).last_hidden_state
+        out = self.mlm.base_model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=segment_positions(segment_ids),
+            output_hidden_states=all_layers,
+        )
+        return out.hidden_states if all_layers else out.last_hidden_state
 
     def predict(self, hidden: Tensor) -> Tensor:
         """The MLM head applied to hidden states (N, D) -> logits (N, V); needs a known head."""
@@ -123,8 +141,12 @@ class TextEncoder(Encoder):
 
     def forward(self, batch: dict) -> EncoderOutput:
         mask = batch["attention_mask"].bool()
-        tokens = self.hidden(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=pool(tokens, mask, self.pooling))
+        if self.pooling_layers is None:
+            tokens = self.hidden(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
+            return EncoderOutput(tokens=tokens, mask=mask, pooled=pool(tokens, mask, self.pooling))
+        states = self.hidden(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"), all_layers=True)
+        pooled = torch.cat([pool(states[i], mask, self.pooling) for i in self.pooling_layers], dim=-1)
+        return EncoderOutput(tokens=states[-1], mask=mask, pooled=pooled)
 
 
 class MaskedLM(Objective):
@@ -284,13 +306,13 @@ def _hf_model(config: dict, vocab_size: int):
     return model, json.loads(model.config.to_json_string(use_diff=False))
 
 
-def _objectives(config: dict, tokenizer: TextTokenizer, dim: int) -> tuple[dict, dict]:
+def _objectives(config: dict, tokenizer: TextTokenizer, hidden_size: int) -> tuple[dict, dict]:
     """The objectives with weight > 0 (the first one logs real_tokens) and their weights."""
     mlm_cfg = config["mlm"]
     weights = {
         k: float(v)
         for k, v in (config.get("objectives") or {"mlm": 1.0}).items()
-        if k in ("mlm", "simcse", "span_crop", "neighbour", "cluster") and v
+        if k in ("mlm", "simcse", "span_crop", "neighbour", "cluster", "lexical") and v
     }
     o = {**asdict(ObjectivesConfig()), **(config.get("objectives") or {})}
     objectives: dict[str, Objective] = {}
@@ -312,7 +334,9 @@ def _objectives(config: dict, tokenizer: TextTokenizer, dim: int) -> tuple[dict,
             objectives[name] = NeighbourPairs(o["temperature"], count_tokens=count)
         elif name == "cluster":
             k, mode, entropy = o["cluster_k"], o["cluster_mode"], o["cluster_entropy"]
-            objectives[name] = ClusterHead(dim, k, mode, o["temperature"], entropy)
+            objectives[name] = ClusterHead(hidden_size, k, mode, o["temperature"], entropy)
+        elif name == "lexical":
+            objectives[name] = LexicalRegression(hidden_size, o["lexical_dims"])
         else:
             objectives[name] = SpanCrop(o["temperature"], o["crop_min"], o["crop_max"], count_tokens=count)
     return objectives, weights
@@ -357,7 +381,7 @@ def build_text_model(config: dict) -> SSLModel:
     objectives, weights = _objectives(config, tokenizer, int(model.config.hidden_size))
     spec_config = {**config, "hf_config": hf_config}
     return SSLModel(
-        TextEncoder(model, m.get("pooling", "mean")),
+        TextEncoder(model, m.get("pooling", "mean"), m.get("pooling_layers")),
         objectives,
         weights,
         spec=ModelSpec(builder=BUILDER, config=spec_config, kind="text-mlm"),

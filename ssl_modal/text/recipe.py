@@ -21,6 +21,7 @@ from ssl_modal.text.clusters import cluster_space, cluster_targets, prototypes
 from ssl_modal.text.config import DataConfig, TextConfig
 from ssl_modal.text.data import Corpus, read_corpus, tokenize_texts
 from ssl_modal.text.features import embed_precision, encode_sorted
+from ssl_modal.text.lexical import TARGET_KEY, lsa_targets
 from ssl_modal.text.model import build_text_model, resolve_init_from, text_model_config
 from ssl_modal.text.neighbours import agreed_neighbours, nearest_neighbours, neighbour_pairs, tfidf_vectors
 from ssl_modal.text.packing import fill_ratio, pack_texts
@@ -96,6 +97,12 @@ def train(cfg: TextConfig) -> TrainResult:
     else:
         tokens = tokenizer
     data = tokenize_texts(corpus.texts, tokens, word_ids=cfg.mlm.whole_word)
+    if cfg.objectives.lexical:
+        if cfg.data.pack:
+            raise ValueError("objectives.lexical needs one text per row: set data.pack: false")
+        log.info("lexical targets: LSA (%d dims) of the TF-IDF of %s texts", cfg.objectives.lexical_dims, len(data))
+        targets = lsa_targets(corpus.texts, cfg.objectives.lexical_dims, cfg.train.seed)
+        data = data.add_column(TARGET_KEY, list(targets))
     if cfg.objectives.neighbour or cfg.objectives.cluster:
         if cfg.data.pack:
             raise ValueError("objectives.neighbour and objectives.cluster need one text per row: set data.pack: false")

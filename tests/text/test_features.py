@@ -58,6 +58,19 @@ def test_fingerprint_ignores_the_mlm_head(small_tokenizer):
     with torch.no_grad():
         model.encoder.mlm.cls.predictions.transform.dense.weight.add_(1.0)  # the head only: same embeddings
     assert features.model_fingerprint(model) == before
+
+
+def test_fingerprint_ignores_objective_heads(small_tokenizer):
+    config = tiny_model_config(small_tokenizer)
+    config["objectives"] = {"mlm": 1.0, "lexical": 1.0, "lexical_dims": 4}
+    model = build_text_model(config)
+    before = features.model_fingerprint(model)
+    with torch.no_grad():
+        model.objectives["lexical"].head.weight.add_(1.0)  # drawn from the run's seed; not used by embeddings
+    assert features.model_fingerprint(model) == before
+    with torch.no_grad():
+        model.encoder.mlm.bert.embeddings.word_embeddings.weight.add_(1.0)
+    assert features.model_fingerprint(model) != before
     with torch.no_grad():
         model.encoder.mlm.bert.encoder.layer[0].output.dense.bias.add_(1.0)
     assert features.model_fingerprint(model) != before

@@ -9,9 +9,12 @@ import pytest
 
 from ssl_modal.core.config import ConfigError, load_config
 from ssl_modal.core.monitors import training_records
+from ssl_modal.text import read_corpus
+from ssl_modal.text import recipe as recipe
 from ssl_modal.text.config import TextConfig
+from ssl_modal.text.lexical import lsa_targets
 
-from .conftest import REPO
+from .conftest import REPO, SAMPLE
 
 
 def recipe_module():
@@ -57,11 +60,21 @@ def test_demo_config_is_offline_and_full_config_uses_shared_data():
             "data.max_tokens=24",
             "eval.cache_features=true",
         ],
-        ["objectives.mlm=0", "objectives.neighbour=1.0", "objectives.neighbour_source=tfidf", "data.max_tokens=24"],
+        [
+            "objectives.mlm=0",
+            "objectives.neighbour=1.0",
+            "objectives.neighbour_source=tfidf",
+            "data.max_tokens=24",
+            "objectives.lexical=0.5",
+            "objectives.lexical_dims=16",
+            "model.pooling_layers=[0,1]",
+        ],
     ],
 )
 def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     monkeypatch.chdir(REPO)
+    lsa_texts = []
+    monkeypatch.setattr(recipe, "lsa_targets", lambda texts, *a: lsa_texts.append(texts) or lsa_targets(texts, *a))
     out = tmp_path / "run"
     overrides = [
         f"train.output_dir={out}",
@@ -95,7 +108,8 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
     assert [r["n_train"] for r in probes][:6] == [400] * 3 + [100] * 3 and all(r["n_test"] == 1000 for r in probes)
     assert probes[0]["linear_acc"] > 0.6  # TF-IDF on 400 AG News texts is far above chance (0.25)
     emb = pd.read_parquet(out / "embeddings_test.parquet")
-    assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32
+    layers = "model.pooling_layers=[0,1]" in extra  # embeddings and layer 1, concatenated
+    assert len(emb) == 1000 and list(emb.columns) == ["id", "embedding"] and len(emb.embedding[0]) == 32 * (1 + layers)
     assert emb.id.tolist()[:3] == [1, 2, 3]  # 1-based data rows of the test file
     records = training_records(out)
     assert [r["step"] for r in records] == [4, 8, 12]
@@ -107,6 +121,9 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys, extra):
         assert "neighbour/loss" in records[-1] and records[-1]["neighbour/accuracy"] >= 0
         tfidf = "objectives.neighbour_source=tfidf" in extra  # mined from TF-IDF rows: no model embeddings
         assert tfidf == (not (out / "features").exists())
+    if "objectives.lexical=0.5" in extra:  # LSA targets of the 400 pretraining texts only, never the test file
+        assert "lexical/loss" in records[-1] and len(lsa_texts) == 1
+        assert lsa_texts[0] == read_corpus(SAMPLE / "train.csv").texts[:400]
 
 
 def test_minilm_recipe_config():
