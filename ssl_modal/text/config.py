@@ -210,3 +210,8 @@ class TextConfig:
 
     def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
         check_fields(self)
+        if self.objectives.cluster and self.model.pooling_layers:
+            raise ValueError(
+                f"objectives.cluster with model.pooling_layers={self.model.pooling_layers}: the cluster head works on "
+                "the last layer's vector, k-means would run on the exported concatenation; set one of them off"
+            )

@@ -8,7 +8,7 @@ import torch
 
 from ssl_modal.text import build_text_model
 from ssl_modal.text.clusters import ClusterHead, cluster_space, cluster_targets, prototypes, scan_loss
-from ssl_modal.text.config import ObjectivesConfig, TextConfig
+from ssl_modal.text.config import ModelConfig, ObjectivesConfig, TextConfig
 from ssl_modal.text.data import tokenize_texts
 
 from .conftest import tiny_model_config
@@ -146,3 +146,10 @@ def test_scan_mode_mines_pairs_without_the_neighbour_objective(tmp_path, small_t
 def test_bad_cluster_settings_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
         ObjectivesConfig(cluster=1.0, **override)
+
+
+def test_cluster_with_exported_layers_is_refused():
+    """k-means would run on the exported concatenation of layers, the head on the last layer: refused by name."""
+    with pytest.raises(ValueError, match="objectives.cluster with model.pooling_layers"):
+        TextConfig(objectives=ObjectivesConfig(cluster=1.0), model=ModelConfig(pooling_layers=[2, 4, 6]))
+    assert TextConfig(objectives=ObjectivesConfig(cluster=1.0)).objectives.cluster == 1.0
