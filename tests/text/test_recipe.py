@@ -130,6 +130,7 @@ def test_minilm_recipe_config():
     cfg = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [])
     assert cfg.model.init_from == "minilm" and cfg.tokenizer.vocab_file is None
     assert cfg.objectives.neighbour > 0 and cfg.eval.probe_train_examples == [5000, None]
+    assert cfg.objectives.lexical > 0 and cfg.model.pooling_layers == [2, 4, 6]
     assert cfg.train.autocast == "auto" and cfg.eval.autocast == "auto" and cfg.data.max_train_examples is None
     demo = load_config(TextConfig, str(REPO / "recipes" / "text_minilm.yaml"), [], demo=True)
     assert "shared" not in demo.data.file and "shared" not in demo.eval.test["file"] and demo.train.max_steps <= 50
