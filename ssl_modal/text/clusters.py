@@ -45,14 +45,12 @@ def cluster_space(embeddings: np.ndarray, texts: list[str], features: str, seed:
         return x
     if len(texts) != x.shape[0]:
         raise ValueError(f"cluster_space: {len(texts)} texts for {x.shape[0]} embeddings")
-    from sklearn.decomposition import TruncatedSVD
-
+    from ssl_modal.text.lexical import lsa_rows
     from ssl_modal.text.neighbours import tfidf_vectors
 
     tfidf = tfidf_vectors(texts)
-    dim = min(LSA_DIM, tfidf.shape[1] - 1, x.shape[0] - 1)
-    lsa = TruncatedSVD(dim, random_state=seed).fit_transform(tfidf)
-    return np.hstack([x, _unit(lsa)]) / np.sqrt(2.0)
+    lsa = lsa_rows(tfidf, min(LSA_DIM, tfidf.shape[1] - 1, x.shape[0] - 1), seed)
+    return np.hstack([x, lsa]) / np.sqrt(2.0)
 
 
 def cluster_targets(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -104,7 +102,7 @@ class ClusterHead(Objective):
         return F.normalize(pooled.float(), dim=-1) @ F.normalize(self.prototypes, dim=-1).T / self.temperature
 
     def forward(self, encoder, batch: dict) -> dict[str, Tensor]:
-        views = batch.pop("sentence_views", None)
+        views = batch.get("sentence_views")
         if self.mode == "pseudo":
             if "cluster_labels" not in batch:
                 raise ValueError(

@@ -19,19 +19,24 @@ from ssl_modal.core.contract import Objective
 from ssl_modal.text.neighbours import tfidf_vectors
 
 TARGET_KEY = "lexical_target"  # the dataset column / batch key of the LSA targets
-SENTENCES_KEY = "anchor_sentences"  # set by objectives that already pooled the batch's texts (reused here)
+VIEWS_KEY = "sentence_views"  # (anchor, partner) pooled vectors left by `NeighbourPairs` (the anchor reused here)
+
+
+def lsa_rows(vectors, dims: int, seed: int = 0) -> np.ndarray:
+    """(N, dims) float32 unit rows: TruncatedSVD (LSA) of a TF-IDF matrix `vectors`."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
+    reduced = TruncatedSVD(n_components=dims, random_state=seed).fit_transform(vectors)
+    return normalize(reduced).astype(np.float32)
 
 
 def lsa_targets(texts: list[str], dims: int, seed: int = 0) -> np.ndarray:
     """(N, dims) float32 unit rows: TruncatedSVD of the TF-IDF vectors of `texts` (fitted on them only)."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.preprocessing import normalize
-
     vectors = tfidf_vectors(texts)
     if not 1 <= dims < vectors.shape[1]:
         raise ValueError(f"objectives.lexical_dims must be in [1, {vectors.shape[1] - 1}] (TF-IDF terms), found {dims}")
-    reduced = TruncatedSVD(n_components=dims, random_state=seed).fit_transform(vectors)
-    return normalize(reduced).astype(np.float32)
+    return lsa_rows(vectors, dims, seed)
 
 
 class LexicalRegression(Objective):
@@ -47,9 +52,8 @@ class LexicalRegression(Objective):
                 "objectives.lexical needs each text's LSA target (lexical_target): train through the text recipe, "
                 "which computes them (ssl_modal.text.lexical.lsa_targets), with data.pack: false"
             )
-        pooled = batch.get(SENTENCES_KEY)
-        if pooled is None:
-            pooled = encoder.sentences(batch)
+        views = batch.get(VIEWS_KEY)
+        pooled = views[0] if views is not None else encoder.sentences(batch)
         predicted = self.head(pooled.float())
         target = batch[TARGET_KEY].float()
         cosine = torch.nn.functional.cosine_similarity(predicted, target, dim=-1)

@@ -121,9 +121,8 @@ class NeighbourPairs(Objective):
         if batch["input_ids"].shape[0] < 2:
             raise ValueError("neighbour needs at least 2 texts per batch (in-batch negatives); raise train.batch_size")
         a = encoder.sentences(batch)
-        batch["anchor_sentences"] = a  # reused by objectives.lexical (same texts, same step)
         b = encoder.sentences({"input_ids": batch["pair_input_ids"], "attention_mask": batch["pair_attention_mask"]})
-        batch["sentence_views"] = (a, b)  # reused by objectives.cluster (ssl_modal.text.clusters)
+        batch["sentence_views"] = (a, b)  # reused by objectives.cluster and objectives.lexical
         loss, accuracy = _contrast(a, b, self.temperature)
         out = {"loss": loss, "accuracy": accuracy}
         if self.count_tokens:

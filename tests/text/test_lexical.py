@@ -41,7 +41,7 @@ def test_loss_matches_a_hand_computation(small_tokenizer, sample_texts):
     assert out["lexical/cosine"].item() == pytest.approx(cosine.mean(), abs=1e-5)
     given = torch.randn(4, 64)  # pooled vectors an earlier objective left in the batch are reused
     with torch.no_grad():
-        reused = objective(model.encoder, {**batch, "anchor_sentences": given})["loss"].item()
+        reused = objective(model.encoder, {**batch, "sentence_views": (given, given)})["loss"].item()
         expected = 1 - torch.nn.functional.cosine_similarity(objective.head(given), targets).mean().item()
     assert reused == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="lexical_target"):
