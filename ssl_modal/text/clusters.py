@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ssl_modal.core.contract import Objective
+from ssl_modal.text.sentence import VIEWS_KEY, anchor_vectors
 
 CLUSTER_FEATURES = ("model", "model+tfidf")  # objectives.cluster_features
 CLUSTER_MODES = ("pseudo", "scan")  # objectives.cluster_mode
@@ -102,18 +103,17 @@ class ClusterHead(Objective):
         return F.normalize(pooled.float(), dim=-1) @ F.normalize(self.prototypes, dim=-1).T / self.temperature
 
     def forward(self, encoder, batch: dict) -> dict[str, Tensor]:
-        views = batch.get("sentence_views")
         if self.mode == "pseudo":
             if "cluster_labels" not in batch:
                 raise ValueError(
                     "objectives.cluster needs each text's k-means cluster (cluster_labels): train through the text "
                     "recipe, which computes them before the first step, with data.pack: false"
                 )
-            a = views[0] if views is not None else encoder.sentences(batch)
-            logits = self.logits(a)
+            logits = self.logits(anchor_vectors(encoder, batch))
             target = batch["cluster_labels"].to(logits.device)
             loss = F.cross_entropy(logits, target)
             return {"loss": loss, "accuracy": (logits.argmax(-1) == target).float().mean().detach()}
+        views = batch.get(VIEWS_KEY)
         if views is None:
             if "pair_input_ids" not in batch:
                 raise ValueError("objectives.cluster_mode: scan needs the mined neighbour pairs (pair_input_ids)")

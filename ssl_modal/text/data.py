@@ -204,17 +204,18 @@ class TextCollate:
         if not items:
             raise ValueError("cannot collate an empty list of examples")
         first = items[0]
-        if not isinstance(first, str) and hasattr(first, "keys") and "input_ids" in first.keys():
-            keys = ("input_ids", "special_tokens_mask") + (("segment_ids",) if "segment_ids" in first.keys() else ())
+        present = set(first.keys()) if not isinstance(first, str) and hasattr(first, "keys") else set()
+        if "input_ids" in present:
+            keys = ("input_ids", "special_tokens_mask") + (("segment_ids",) if "segment_ids" in present else ())
             columns = {key: [item[key] for item in items] for key in keys}
             if self.word_ids:
-                if "word_ids" not in first.keys():
+                if "word_ids" not in present:
                     raise KeyError("whole-word masking needs 'word_ids': tokenize with word_ids=True")
                 columns["word_ids"] = [item["word_ids"] for item in items]
         else:
             columns = self.tokenizer(self._texts(items), word_ids=self.word_ids)
         out = self.pad(columns)
-        if not isinstance(first, str) and hasattr(first, "keys") and "pair_input_ids" in first.keys():
+        if "pair_input_ids" in present:
             pairs = self.pad(
                 {
                     "input_ids": [x["pair_input_ids"] for x in items],
@@ -222,9 +223,9 @@ class TextCollate:
                 }
             )
             out["pair_input_ids"], out["pair_attention_mask"] = pairs["input_ids"], pairs["attention_mask"]
-        if not isinstance(first, str) and hasattr(first, "keys") and "cluster_labels" in first.keys():
+        if "cluster_labels" in present:
             out["cluster_labels"] = torch.tensor([int(x["cluster_labels"]) for x in items], dtype=torch.long)
-        if not isinstance(first, str) and hasattr(first, "keys") and "lexical_target" in first.keys():
+        if "lexical_target" in present:
             out["lexical_target"] = torch.tensor([x["lexical_target"] for x in items], dtype=torch.float32)
         return out
 

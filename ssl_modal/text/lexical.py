@@ -17,9 +17,9 @@ from torch import Tensor
 
 from ssl_modal.core.contract import Objective
 from ssl_modal.text.neighbours import tfidf_vectors
+from ssl_modal.text.sentence import anchor_vectors
 
 TARGET_KEY = "lexical_target"  # the dataset column / batch key of the LSA targets
-VIEWS_KEY = "sentence_views"  # (anchor, partner) pooled vectors left by `NeighbourPairs` (the anchor reused here)
 
 
 def lsa_rows(vectors, dims: int, seed: int = 0) -> np.ndarray:
@@ -52,8 +52,7 @@ class LexicalRegression(Objective):
                 "objectives.lexical needs each text's LSA target (lexical_target): train through the text recipe, "
                 "which computes them (ssl_modal.text.lexical.lsa_targets), with data.pack: false"
             )
-        views = batch.get(VIEWS_KEY)
-        pooled = views[0] if views is not None else encoder.sentences(batch)
+        pooled = anchor_vectors(encoder, batch)
         predicted = self.head(pooled.float())
         target = batch[TARGET_KEY].float()
         cosine = torch.nn.functional.cosine_similarity(predicted, target, dim=-1)

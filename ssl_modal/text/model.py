@@ -22,6 +22,7 @@ from ssl_modal.text.clusters import ClusterHead
 from ssl_modal.text.config import MLMConfig, ModelConfig, ObjectivesConfig
 from ssl_modal.text.data import TextCollate
 from ssl_modal.text.lexical import LexicalRegression
+from ssl_modal.text.packing import block_diagonal_mask, segment_pool, segment_positions
 from ssl_modal.text.sentence import NeighbourPairs, SimCSE, SpanCrop
 from ssl_modal.text.tokenizer import TextTokenizer
 
@@ -35,45 +36,6 @@ def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
     """Mean over real positions: (B, T, D), (B, T) bool -> (B, D)."""
     weights = mask.to(tokens.dtype).unsqueeze(-1)
     return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
-def segment_positions(segment_ids: Tensor) -> Tensor:
-    """Position of each token inside its own text of a packed row: (B, T) -> (B, T), 0 at each text's
-    start (position resets), 0 at padding (segment id -1)."""
-    idx = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)
-    starts = torch.ones_like(segment_ids, dtype=torch.bool)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
-    return torch.where(segment_ids >= 0, idx - first, torch.zeros_like(idx))
-
-
-def block_diagonal_mask(segment_ids: Tensor) -> Tensor:
-    """(B, T) segment ids -> (B, 1, T, T) bool, True where query and key belong to the same text:
-    attention never crosses texts packed into one row (padding, id -1, attends only to itself)."""
-    same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
-    pad = segment_ids < 0
-    eye = torch.eye(segment_ids.shape[1], dtype=torch.bool, device=segment_ids.device)
-    return ((same & ~pad.unsqueeze(1)) | (pad.unsqueeze(2) & eye)).unsqueeze(1)
-
-
-def segment_pool(tokens: Tensor, segment_ids: Tensor, pooling: str = "mean") -> Tensor:
-    """One vector per text of packed rows, in row-major order: (B, T, D), (B, T) -> (N_texts, D).
-    "mean": mean over the text's tokens; "cls": its first token."""
-    batch, length = segment_ids.shape
-    valid = segment_ids >= 0
-    width = int(segment_ids.max().item()) + 1 if valid.any() else 1
-    global_ids = (torch.arange(batch, device=tokens.device).unsqueeze(1) * width + segment_ids)[valid]
-    _, inverse = torch.unique(global_ids, sorted=True, return_inverse=True)
-    n = int(inverse.max().item()) + 1 if inverse.numel() else 0
-    flat = tokens[valid]
-    if pooling == "cls":
-        order = torch.arange(flat.shape[0], device=tokens.device)
-        first = torch.full((n,), flat.shape[0], dtype=torch.long, device=tokens.device)
-        first = first.scatter_reduce(0, inverse, order, reduce="amin")
-        return flat[first]
-    sums = torch.zeros(n, flat.shape[1], dtype=flat.dtype, device=tokens.device).index_add_(0, inverse, flat)
-    counts = torch.bincount(inverse, minlength=n).clamp(min=1).to(flat.dtype)
-    return sums / counts.unsqueeze(1)
 
 
 def pool(tokens: Tensor, mask: Tensor, pooling: str = "mean") -> Tensor:

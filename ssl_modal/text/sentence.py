@@ -21,6 +21,14 @@ from torch import Tensor
 from ssl_modal.core.contract import Objective
 from ssl_modal.core.joint import info_nce
 
+VIEWS_KEY = "sentence_views"  # (anchor, partner) pooled vectors that `NeighbourPairs` leaves in the batch
+
+
+def anchor_vectors(encoder, batch: dict) -> Tensor:
+    """The batch's pooled texts: the neighbour objective's anchors when it already ran this step, else encoded."""
+    views = batch.get(VIEWS_KEY)
+    return views[0] if views is not None else encoder.sentences(batch)
+
 
 def _contrast(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """(loss, top-1 accuracy of finding b[i] for a[i] among all b)."""
@@ -122,7 +130,7 @@ class NeighbourPairs(Objective):
             raise ValueError("neighbour needs at least 2 texts per batch (in-batch negatives); raise train.batch_size")
         a = encoder.sentences(batch)
         b = encoder.sentences({"input_ids": batch["pair_input_ids"], "attention_mask": batch["pair_attention_mask"]})
-        batch["sentence_views"] = (a, b)  # reused by objectives.cluster and objectives.lexical
+        batch[VIEWS_KEY] = (a, b)  # reused by objectives.cluster and objectives.lexical
         loss, accuracy = _contrast(a, b, self.temperature)
         out = {"loss": loss, "accuracy": accuracy}
         if self.count_tokens:

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from ssl_modal.text import build_text_model
-from ssl_modal.text.model import block_diagonal_mask, segment_pool, segment_positions
-from ssl_modal.text.packing import fill_ratio, pack_texts
+from ssl_modal.text.packing import block_diagonal_mask, fill_ratio, pack_texts, segment_pool, segment_positions
 
 from .conftest import tiny_model_config
 
