@@ -101,6 +101,10 @@ class NeighbourConfig:
     remine_at: list[float] = in_unit_interval(factory=list)  # re-mine at these fractions of the run with the
     # encoder's own embeddings (ssl_modal/audio/remine.py); []: the first mining's pairs throughout
     remine_weight: float = in_unit_interval(0.5)  # re-mining: weight of the cosine distances against the DTW ones
+    clusters: int = non_negative(0)  # K > 0: label-free cluster ids after mining (ssl_modal/audio/clusters.py);
+    # the loss becomes supervised-contrastive with the partner and the anchor's cluster as positives; 0: off
+    cluster_within: int = non_negative(10)  # clustering graph: nearest clips of the clip's own group (raw DTW) ...
+    cluster_cross: int = positive(5)  # ... and of each other group (smoothed, balanced distances)
 
 
 @dataclass
@@ -169,6 +173,14 @@ class AudioConfig:
             raise ConfigError(
                 f"neighbour.method: expected one of {', '.join(METHODS)} or null, found '{self.neighbour.method}'"
             )
+        nb = self.neighbour
+        if self.weights.get("neighbour") and nb.clusters:
+            method = nb.method or self.joint.method
+            if method != "simclr" or not nb.exclude_same:
+                raise ConfigError(
+                    f"neighbour.clusters needs the simclr method and neighbour.exclude_same (the clustering graph "
+                    f"is built per group); found method '{method}', exclude_same {nb.exclude_same!r}"
+                )
         if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read
             from torch import nn
 

@@ -111,7 +111,8 @@ def _wave_of(item, i: int) -> np.ndarray:
 
 
 def audio_collate(items: list) -> dict[str, Tensor]:
-    """Zero-pad mono waveforms (arrays, tensors, or dicts with "wave") into {"wave", "lengths"}."""
+    """Zero-pad mono waveforms (arrays, tensors, or dicts with "wave") into {"wave", "lengths"}; items' mined
+    partners ("neighbour_waves") and cluster ids ("cluster") become "pair_wave"/"pair_lengths" and "cluster"."""
     if not items:
         raise ValueError("cannot collate an empty list of audio items")
     waves = [_wave_of(item, i) for i, item in enumerate(items)]
@@ -120,6 +121,8 @@ def audio_collate(items: list) -> dict[str, Tensor]:
     for i, w in enumerate(waves):
         out[i, : len(w)] = torch.as_tensor(w, dtype=torch.float32)
     batch = {"wave": out, "lengths": lengths}
+    if isinstance(items[0], dict) and "cluster" in items[0]:  # neighbour.clusters: label-free cluster ids
+        batch["cluster"] = torch.tensor([int(item["cluster"]) for item in items], dtype=torch.long)
     if isinstance(items[0], dict) and "neighbour_waves" in items[0]:  # weights.neighbour: (B, k, S) partners
         pairs = [item["neighbour_waves"] for item in items]
         batch["pair_lengths"] = torch.tensor([[len(w) for w in row] for row in pairs], dtype=torch.long)
@@ -210,15 +213,16 @@ def build_audio_model(config: dict) -> SSLModel:
         views = audio_views(config.get("views") or [], encoder.frontend, config["frontend"]["sample_rate"])
         pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
         neighbour = config.get("neighbour") or {}
+        labels_key = "cluster" if neighbour.get("clusters") else None  # sup_con over label-free clusters
         if neighbour.get("remine_at"):  # re-mines the pairs mid-run (ssl_modal/audio/remine.py)
             from ssl_modal.audio.remine import RemineEmbedding
 
             objectives["neighbour"] = RemineEmbedding(
-                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder, neighbour
+                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder, neighbour, labels_key
             )
         else:
             objectives["neighbour"] = JointEmbedding(
-                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder=encoder
+                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder=encoder, labels_key=labels_key
             )
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")

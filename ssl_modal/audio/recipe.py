@@ -93,6 +93,10 @@ def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
         from ssl_modal.audio.neighbours import attach_neighbours, mine_with_distances
 
         found, distances, groups = mine_with_distances(segments, cfg)
+        if cfg.neighbour.clusters:  # label-free cluster ids for the supervised-contrastive loss
+            from ssl_modal.audio.clusters import attach_clusters, mine_clusters
+
+            segments = attach_clusters(segments, mine_clusters(distances, groups, cfg.neighbour, cfg.train.seed))
         if cfg.neighbour.remine_at:  # partners replaced mid-run (ssl_modal/audio/remine.py)
             if cfg.train.num_workers:
                 raise ValueError("neighbour.remine_at needs train.num_workers: 0 (workers keep a copy of the pairs)")

@@ -88,8 +88,10 @@ class RemineEmbedding(JointEmbedding):
     module's docstring). `attach(data)` hands it the `PartnerData` the trainer reads; `neighbour` is the
     recipe's `neighbour:` section (k, smooth, balance, remine_weight)."""
 
-    def __init__(self, config, input_dim: int, views, encoder: Encoder, neighbour: dict) -> None:
-        super().__init__(config, input_dim, views, encoder=encoder)
+    def __init__(
+        self, config, input_dim: int, views, encoder: Encoder, neighbour: dict, labels_key: str | None = None
+    ) -> None:
+        super().__init__(config, input_dim, views, encoder=encoder, labels_key=labels_key)
         self.neighbour = dict(neighbour)
         self.remine_at = sorted(float(f) for f in neighbour.get("remine_at") or [])
         self.remined = 0  # how many of remine_at are done

@@ -2,6 +2,7 @@
 
 Pure losses (each tested against a naive reference in tests/core/test_joint.py):
     info_nce(a, b, temperature)            SimCLR's NT-Xent over the 2N views of a batch
+    sup_con(a, b, labels, temperature)     supervised contrastive: every view of the same label is a positive
     byol_loss(p, z)                        2 - 2 cos(p, z), z treated as a constant target
     barlow_twins_loss(a, b, lambd)         cross-correlation towards the identity
     vicreg_loss(a, b, sim, var, cov)       invariance + variance hinge + covariance penalty
@@ -37,6 +38,22 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(logits, targets)
+
+
+def sup_con(a: Tensor, b: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) over the 2N views: view i of `a` and view i of
+    `b` carry `labels[i]`; each view's positives are the other views of its label (its partner always among
+    them), each scored against the other 2N-1 views and averaged. All labels distinct: `info_nce`."""
+    n = a.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"sup_con: expected {n} labels (one per pair), found shape {tuple(labels.shape)}")
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    log_prob = F.log_softmax((z @ z.T / temperature).masked_fill(self_mask, float("-inf")), dim=1)
+    both = torch.cat([labels, labels]).to(z.device)
+    positive = (both[:, None] == both[None, :]) & ~self_mask
+    per_view = -log_prob.masked_fill(~positive, 0.0).sum(1) / positive.sum(1)
+    return per_view.mean()
 
 
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
@@ -107,7 +124,8 @@ class JointEmbedding(Objective):
 
     BYOL needs the online `encoder` at construction: its EMA copy (the target) is part of this objective's
     state_dict, so checkpoints and exact resume carry it; the trainer calls `on_step_end` after every
-    optimizer step to move the target.
+    optimizer step to move the target. With `labels_key` (simclr only), `batch[labels_key]` (B,) holds a
+    label per pair (e.g. label-free cluster ids) and the loss is `sup_con`: same-label views are positives too.
     """
 
     def __init__(
@@ -116,10 +134,14 @@ class JointEmbedding(Objective):
         input_dim: int,
         views: Callable[[dict, torch.Generator], tuple],
         encoder: Encoder | None = None,
+        labels_key: str | None = None,
     ) -> None:
         super().__init__()
+        if labels_key is not None and config.method != "simclr":
+            raise ConfigError(f"labels per pair ('{labels_key}') need the simclr method, found '{config.method}'")
         self.config = config
         self.views = views
+        self.labels_key = labels_key
         self.projector = mlp(input_dim, config.hidden, config.dim)
         if config.method == "byol":
             if encoder is None:
@@ -158,7 +180,14 @@ class JointEmbedding(Objective):
         c = self.config
         out: dict[str, Tensor] = {}
         if c.method == "simclr":
-            loss = info_nce(za, zb, c.temperature)
+            if self.labels_key is None:
+                loss = info_nce(za, zb, c.temperature)
+            else:
+                if self.labels_key not in batch:
+                    raise KeyError(f"the joint objective needs batch['{self.labels_key}']; found keys {sorted(batch)}")
+                labels = batch[self.labels_key]
+                loss = sup_con(za, zb, labels, c.temperature)
+                out["positives"] = (2 * (labels[:, None] == labels[None, :]).sum(1) - 1).float().mean()
             with torch.no_grad():
                 sims = F.normalize(za.float(), dim=1) @ F.normalize(zb.float(), dim=1).T
                 out["acc"] = (sims.argmax(1) == torch.arange(len(sims), device=sims.device)).float().mean()

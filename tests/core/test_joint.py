@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from ssl_modal.core.config import ConfigError
-from ssl_modal.core.joint import JointConfig, JointEmbedding, barlow_twins_loss, byol_loss, info_nce, vicreg_loss
+from ssl_modal.core.joint import (
+    JointConfig,
+    JointEmbedding,
+    barlow_twins_loss,
+    byol_loss,
+    info_nce,
+    sup_con,
+    vicreg_loss,
+)
 from ssl_modal.core.views import TwoViews, build_pipeline
 from ssl_modal.vectors import build_vector_model
 
@@ -22,6 +30,18 @@ def naive_info_nce(a, b, t):
         denom = sum(torch.exp(z[i] @ z[k] / t) for k in range(2 * n) if k != i)
         total = total - torch.log(torch.exp(z[i] @ z[j] / t) / denom)
     return total / (2 * n)
+
+
+def naive_sup_con(a, b, labels, t):
+    z = [x / x.norm() for x in torch.cat([a, b])]
+    lab = list(labels) * 2
+    m = len(z)
+    total = 0.0
+    for i in range(m):
+        denom = sum(torch.exp(z[i] @ z[k] / t) for k in range(m) if k != i)
+        pos = [j for j in range(m) if j != i and lab[j] == lab[i]]
+        total = total - sum(torch.log(torch.exp(z[i] @ z[j] / t) / denom) for j in pos) / len(pos)
+    return total / m
 
 
 def naive_byol(p, z):
@@ -56,8 +76,10 @@ def naive_vicreg(a, b, s, v, c):
     return s * inv + v * var + c * cov
 
 
+LABELS = torch.tensor([0, 1, 0, 2, 1, 0])  # pairs 0, 2 and 5 share a label, 1 and 4 another
 CASES = [
     ("info_nce", lambda a, b: info_nce(a, b, 0.2), lambda a, b: naive_info_nce(a, b, 0.2)),
+    ("sup_con", lambda a, b: sup_con(a, b, LABELS, 0.2), lambda a, b: naive_sup_con(a, b, LABELS.tolist(), 0.2)),
     ("byol", byol_loss, naive_byol),
     ("barlow", lambda a, b: barlow_twins_loss(a, b, 0.01), lambda a, b: naive_barlow(a, b, 0.01)),
     ("vicreg", lambda a, b: vicreg_loss(a, b, 25, 25, 1), lambda a, b: naive_vicreg(a, b, 25, 25, 1)),
@@ -86,6 +108,38 @@ def test_info_nce_is_low_for_matched_views_and_high_for_random_ones():
     a = torch.randn(32, 16, generator=g)
     assert info_nce(a, a + 0.01 * torch.randn(32, 16, generator=g)) < 0.5
     assert info_nce(a, torch.randn(32, 16, generator=g)) > math.log(32)
+
+
+def test_sup_con_is_info_nce_when_every_label_differs_and_pulls_same_label_views():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    torch.testing.assert_close(sup_con(a, b, torch.arange(8), 0.3), info_nce(a, b, 0.3))
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    grouped = torch.cat([torch.ones(4, 5), -torch.ones(4, 5)]) + 0.01 * a
+    assert sup_con(grouped, grouped, labels) == pytest.approx(math.log(7), abs=1e-3)  # 7 positives alike
+    assert sup_con(grouped, grouped, torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])) > 5  # positives across groups
+    with pytest.raises(ValueError, match="expected 8 labels"):
+        sup_con(a, b, torch.arange(4))
+
+
+def test_joint_objective_with_labels_uses_sup_con_and_needs_simclr():
+    torch.manual_seed(0)
+    encoder = build_vector_model({"dim": 8}).encoder
+    dim = encoder.net[-1].out_features
+    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    plain = JointEmbedding(cfg, dim, _vector_views())
+    labelled = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster")
+    labelled.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 8)
+    distinct = labelled(encoder, {"x": x, "cluster": torch.arange(6)})
+    torch.testing.assert_close(distinct["loss"], plain(encoder, {"x": x})["loss"])  # same views: same generator
+    assert distinct["positives"] == 1
+    shared = labelled(encoder, {"x": x, "cluster": torch.tensor([0, 0, 0, 1, 1, 2])})
+    assert shared["positives"] == pytest.approx((5 * 3 + 3 * 2 + 1) / 6)
+    with pytest.raises(KeyError, match="needs batch\\['cluster'\\]"):
+        labelled(encoder, {"x": x})
+    with pytest.raises(ConfigError, match="need the simclr method, found 'byol'"):
+        JointEmbedding(JointConfig(method="byol"), dim, _vector_views(), encoder=encoder, labels_key="cluster")
 
 
 def _vector_views():
