@@ -169,3 +169,21 @@ def test_exact_gru_surprise_equals_hiding_one_event_at_a_time(trained):
     pd.testing.assert_frame_equal(fast[cols], slow[cols], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="method: expected 'auto' or 'interleaved'"):
         window_features(model, sequences, method="fast")
+
+
+def test_docs_quick_start_selects_only_numeric_features(trained):
+    """docs/transactions.md's LightGBM snippet drops the key columns whatever the input calls them."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "transactions.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    line = next(x for x in block.splitlines() if x.startswith("X = "))
+    model, table, _ = trained
+    feats = features(model, table, progress=False)
+    namespace = {"pd": pd, "table": table.rename(columns={COLUMNS["amount"]: "amount"}), "feats": feats}
+    exec(line, namespace)
+    X = namespace["X"]
+    assert list(X.columns) == ["amount", *feats.columns[3:]] and len(X) == len(table)
+    assert not {"tx", "client", "scored"} & set(X.columns)
+    assert all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes), X.dtypes.to_dict()
