@@ -59,8 +59,9 @@ class FrameOrderConfig:
 @dataclass
 class WalkConfig:
     """Contrastive random walk (Jabri et al. 2020) on clips of `clip_len` frames `frame_gap` apart, with crops
-    (`crop` size, clip area fraction in `scale`, per-frame `jitter`) and colour jitter (`color_strength`,
-    grayscale probability `gray_p`); see ssl_modal/video/walk.py."""
+    (`crop` size, clip area fraction in `scale`, per-frame `jitter`) and optional colour jitter (`color_strength`,
+    grayscale probability `gray_p`; off by default: on DAVIS they cost 0.12 J, docs/video.md); see
+    ssl_modal/video/walk.py."""
 
     weight: float = loss_weight(0.0)  # 0 disables the objective
     clip_len: int = at_least(2, 4)
@@ -70,8 +71,8 @@ class WalkConfig:
     crop: list[int] = positive(factory=lambda: [96, 96])
     scale: list[float] = ranged("(0, 1]", factory=lambda: [0.3, 1.0])
     jitter: float = non_negative(0.1)
-    color_strength: float = non_negative(0.4)
-    gray_p: float = in_unit_interval(0.2)
+    color_strength: float = non_negative(0.0)
+    gray_p: float = in_unit_interval(0.0)
 
 
 @dataclass
