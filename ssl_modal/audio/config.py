@@ -84,6 +84,9 @@ class TimeShiftConfig:
     short_clips: str = "pad"  # clips shorter than crop + max|shift|: "pad" or "skip" (counted)
 
 
+CLUSTER_POSITIVES = ("all", "cross_group")
+
+
 @dataclass
 class NeighbourConfig:
     """`weights.neighbour`: the joint objective with each clip and one of its `k` nearest clips (DTW over
@@ -105,6 +108,8 @@ class NeighbourConfig:
     # the loss becomes supervised-contrastive with the partner and the anchor's cluster as positives; 0: off
     cluster_within: int = non_negative(10)  # clustering graph: nearest clips of the clip's own group (raw DTW) ...
     cluster_cross: int = positive(5)  # ... and of each other group (smoothed, balanced distances)
+    cluster_positives: str = "all"  # all: every view of the anchor's cluster is a positive; cross_group: only
+    # views of another exclude_same group (another speaker) and the partner
 
 
 @dataclass
@@ -181,6 +186,13 @@ class AudioConfig:
                     f"neighbour.clusters needs the simclr method and neighbour.exclude_same (the clustering graph "
                     f"is built per group); found method '{method}', exclude_same {nb.exclude_same!r}"
                 )
+        if nb.cluster_positives not in CLUSTER_POSITIVES:
+            raise ConfigError(
+                f"neighbour.cluster_positives: expected one of {', '.join(CLUSTER_POSITIVES)}, "
+                f"found '{nb.cluster_positives}'"
+            )
+        if nb.cluster_positives != "all" and not nb.clusters:
+            raise ConfigError(f"neighbour.cluster_positives: '{nb.cluster_positives}' needs neighbour.clusters > 0")
         if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read
             from torch import nn
 

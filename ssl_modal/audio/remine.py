@@ -48,7 +48,10 @@ class PartnerData:
         return len(self.segments)
 
     def __getitem__(self, i: int) -> dict:
-        return {**self.segments[i], "neighbour_waves": [self.segments[int(j)]["wave"] for j in self.partners[i]]}
+        item = {**self.segments[i], "neighbour_waves": [self.segments[int(j)]["wave"] for j in self.partners[i]]}
+        if "group" in item:  # neighbour.cluster_positives: cross_group
+            item["neighbour_groups"] = [self.segments[int(j)]["group"] for j in self.partners[i]]
+        return item
 
 
 @torch.no_grad()
@@ -89,9 +92,16 @@ class RemineEmbedding(JointEmbedding):
     recipe's `neighbour:` section (k, smooth, balance, remine_weight)."""
 
     def __init__(
-        self, config, input_dim: int, views, encoder: Encoder, neighbour: dict, labels_key: str | None = None
+        self,
+        config,
+        input_dim: int,
+        views,
+        encoder: Encoder,
+        neighbour: dict,
+        labels_key: str | None = None,
+        groups_key: str | None = None,
     ) -> None:
-        super().__init__(config, input_dim, views, encoder=encoder, labels_key=labels_key)
+        super().__init__(config, input_dim, views, encoder=encoder, labels_key=labels_key, groups_key=groups_key)
         self.neighbour = dict(neighbour)
         self.remine_at = sorted(float(f) for f in neighbour.get("remine_at") or [])
         self.remined = 0  # how many of remine_at are done
