@@ -85,6 +85,7 @@ class TimeShiftConfig:
 
 
 CLUSTER_POSITIVES = ("all", "cross_group")
+REMINE_TARGETS = ("partners", "clusters", "both")
 
 
 @dataclass
@@ -104,6 +105,7 @@ class NeighbourConfig:
     remine_at: list[float] = in_unit_interval(factory=list)  # re-mine at these fractions of the run with the
     # encoder's own embeddings (ssl_modal/audio/remine.py); []: the first mining's pairs throughout
     remine_weight: float = in_unit_interval(0.5)  # re-mining: weight of the cosine distances against the DTW ones
+    remine_target: str = "partners"  # what re-mining replaces: partners | clusters (needs clusters > 0) | both
     clusters: int = non_negative(0)  # K > 0: label-free cluster ids after mining (ssl_modal/audio/clusters.py);
     # the loss becomes supervised-contrastive with the partner and the anchor's cluster as positives; 0: off
     cluster_within: int = non_negative(10)  # clustering graph: nearest clips of the clip's own group (raw DTW) ...
@@ -191,6 +193,12 @@ class AudioConfig:
                 f"neighbour.cluster_positives: expected one of {', '.join(CLUSTER_POSITIVES)}, "
                 f"found '{nb.cluster_positives}'"
             )
+        if nb.remine_target not in REMINE_TARGETS:
+            raise ConfigError(
+                f"neighbour.remine_target: expected one of {', '.join(REMINE_TARGETS)}, found '{nb.remine_target}'"
+            )
+        if nb.remine_target != "partners" and not nb.clusters:
+            raise ConfigError(f"neighbour.remine_target: '{nb.remine_target}' needs neighbour.clusters > 0")
         if nb.cluster_positives != "all" and not nb.clusters:
             raise ConfigError(f"neighbour.cluster_positives: '{nb.cluster_positives}' needs neighbour.clusters > 0")
         if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read

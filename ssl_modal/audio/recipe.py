@@ -104,7 +104,7 @@ def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
         if cfg.neighbour.remine_at:  # partners replaced mid-run (ssl_modal/audio/remine.py)
             if cfg.train.num_workers:
                 raise ValueError("neighbour.remine_at needs train.num_workers: 0 (workers keep a copy of the pairs)")
-            data = PartnerData(segments, found, distances, groups)
+            data = PartnerData(segments, found, distances, groups, seed=cfg.train.seed)
         else:
             data = attach_neighbours(segments, found)
     stats = frontend_stats(cfg, segments)

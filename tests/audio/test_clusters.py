@@ -128,8 +128,11 @@ def test_clusters_need_simclr_and_exclude_same():
         load_config(AudioConfig, YAML, ["neighbour.cluster_positives=cross_group", "neighbour.clusters=0"], demo=True)
 
 
-@pytest.mark.parametrize("positives", ["all", "cross_group"])
-def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, caplog, positives):
+REMINE = ["neighbour.remine_at=[0.3,0.8]", "neighbour.remine_target=both", "train.num_workers=0"]  # steps 2, 5
+
+
+@pytest.mark.parametrize("extra", [[], ["neighbour.cluster_positives=cross_group"], REMINE])
+def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, caplog, extra):
     from ssl_modal.audio.recipe import train
     from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
 
@@ -151,12 +154,13 @@ def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, ca
         "encoder.channels=4",
         "neighbour.k=2",
         "neighbour.clusters=5",
-        f"neighbour.cluster_positives={positives}",
+        *extra,
     ]
     cfg = load_config(AudioConfig, YAML, overrides, demo=True)
     caplog.set_level("INFO", logger="ssl_modal")
     train(cfg)
     assert "neighbour clusters: 5 clusters of 60 clips" in caplog.text
+    assert ("neighbour re-clustering: 5 clusters" in caplog.text) == (extra == REMINE)
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     assert any(r.get("neighbour/positives", 0) > 1 for r in records)  # same-cluster clips in the batches
     full = load_checkpoint(out / "model.pt")["model"]
