@@ -110,6 +110,8 @@ class NeighbourConfig:
     # the loss becomes supervised-contrastive with the partner and the anchor's cluster as positives; 0: off
     cluster_within: int = non_negative(10)  # clustering graph: nearest clips of the clip's own group (raw DTW) ...
     cluster_cross: int = positive(5)  # ... and of each other group (smoothed, balanced distances)
+    cluster_head: float = non_negative(0.0)  # > 0: + this x the cross-entropy of a linear classifier of the
+    # cluster ids on the pooled vectors (both views); 0: off
     cluster_positives: str = "all"  # all: every view of the anchor's cluster is a positive; cross_group: only
     # views of another exclude_same group (another speaker) and the partner
 
@@ -199,6 +201,11 @@ class AudioConfig:
             )
         if nb.remine_target != "partners" and not nb.clusters:
             raise ConfigError(f"neighbour.remine_target: '{nb.remine_target}' needs neighbour.clusters > 0")
+        if nb.cluster_head and (not nb.clusters or nb.remine_target != "partners"):
+            raise ConfigError(
+                "neighbour.cluster_head needs neighbour.clusters > 0 and ids that stay fixed "
+                f"(remine_target: partners), found clusters {nb.clusters}, remine_target '{nb.remine_target}'"
+            )
         if nb.cluster_positives != "all" and not nb.clusters:
             raise ConfigError(f"neighbour.cluster_positives: '{nb.cluster_positives}' needs neighbour.clusters > 0")
         if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read

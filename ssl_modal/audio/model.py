@@ -221,6 +221,7 @@ def build_audio_model(config: dict) -> SSLModel:
         labels_key = "cluster" if neighbour.get("clusters") else None  # sup_con over label-free clusters
         cross = labels_key and neighbour.get("cluster_positives", "all") == "cross_group"
         groups_key = "group" if cross else None  # positives only from other speakers
+        head = {"num_labels": int(neighbour.get("clusters") or 0), "label_weight": neighbour.get("cluster_head", 0.0)}
         if neighbour.get("remine_at"):  # re-mines the pairs mid-run (ssl_modal/audio/remine.py)
             from ssl_modal.audio.remine import RemineEmbedding
 
@@ -232,6 +233,7 @@ def build_audio_model(config: dict) -> SSLModel:
                 neighbour,
                 labels_key,
                 groups_key,
+                **head,
             )
         else:
             objectives["neighbour"] = JointEmbedding(
@@ -241,6 +243,7 @@ def build_audio_model(config: dict) -> SSLModel:
                 encoder=encoder,
                 labels_key=labels_key,
                 groups_key=groups_key,
+                **head,
             )
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")

@@ -110,8 +110,10 @@ class RemineEmbedding(JointEmbedding):
         neighbour: dict,
         labels_key: str | None = None,
         groups_key: str | None = None,
+        num_labels: int = 0,
+        label_weight: float = 0.0,
     ) -> None:
-        super().__init__(config, input_dim, views, encoder=encoder, labels_key=labels_key, groups_key=groups_key)
+        super().__init__(config, input_dim, views, encoder, labels_key, groups_key, num_labels, label_weight)
         self.neighbour = dict(neighbour)
         self.remine_at = sorted(float(f) for f in neighbour.get("remine_at") or [])
         self.remined = 0  # how many of remine_at are done

@@ -144,7 +144,8 @@ class JointEmbedding(Objective):
     optimizer step to move the target. With `labels_key` (simclr only), `batch[labels_key]` (B,) holds a
     label per pair (e.g. label-free cluster ids) and the loss is `sup_con`: same-label views are positives too;
     with `groups_key` as well, each view dict the `views` callable returns carries its group (B,) there and
-    same-group views are not positives (`sup_con(..., groups=)`).
+    same-group views are not positives (`sup_con(..., groups=)`). With `num_labels` and `label_weight` > 0, a
+    linear classifier of the labels on the pooled vectors adds `label_weight` x its cross-entropy (both views).
     """
 
     def __init__(
@@ -155,6 +156,8 @@ class JointEmbedding(Objective):
         encoder: Encoder | None = None,
         labels_key: str | None = None,
         groups_key: str | None = None,
+        num_labels: int = 0,
+        label_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if labels_key is not None and config.method != "simclr":
@@ -174,6 +177,12 @@ class JointEmbedding(Objective):
             self.target_projector = copy.deepcopy(self.projector)
             for p in [*self.target_encoder.parameters(), *self.target_projector.parameters()]:
                 p.requires_grad_(False)
+        self.label_weight = float(label_weight)
+        self.label_head: nn.Linear | None = None
+        if self.label_weight > 0:  # built last: the other modules' initial weights do not move
+            if labels_key is None or num_labels < 2:
+                raise ConfigError(f"a label classifier needs labels per pair and >= 2 labels, found {num_labels}")
+            self.label_head = nn.Linear(input_dim, num_labels)
 
     def momentum(self, step: int, max_steps: int) -> float:
         """BYOL's schedule: 1 - (1 - ema) * (cos(pi * step / max_steps) + 1) / 2."""
@@ -218,6 +227,12 @@ class JointEmbedding(Objective):
                 labels, groups = batch[self.labels_key], self._groups(view_a, view_b)
                 loss = sup_con(za, zb, labels, c.temperature, groups)
                 out["positives"] = positive_mask(labels, groups).sum(1).float().mean()
+                if self.label_head is not None:
+                    ce = (
+                        F.cross_entropy(self.label_head(ha), labels) + F.cross_entropy(self.label_head(hb), labels)
+                    ) / 2
+                    loss = loss + self.label_weight * ce
+                    out["label_ce"] = ce.detach()
             with torch.no_grad():
                 sims = F.normalize(za.float(), dim=1) @ F.normalize(zb.float(), dim=1).T
                 out["acc"] = (sims.argmax(1) == torch.arange(len(sims), device=sims.device)).float().mean()

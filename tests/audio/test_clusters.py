@@ -124,6 +124,10 @@ def test_clusters_need_simclr_and_exclude_same():
         load_config(AudioConfig, YAML, ["neighbour.clusters=-1"], demo=True)
     with pytest.raises(ConfigError, match="cluster_positives: expected one of all, cross_group, found 'cross'"):
         load_config(AudioConfig, YAML, ["neighbour.cluster_positives=cross"], demo=True)
+    with pytest.raises(ConfigError, match="cluster_head needs neighbour.clusters > 0 .* found clusters 0"):
+        load_config(AudioConfig, YAML, ["neighbour.cluster_head=0.5", "neighbour.clusters=0"], demo=True)
+    with pytest.raises(ConfigError, match="remine_target 'both'"):
+        load_config(AudioConfig, YAML, ["neighbour.cluster_head=0.5", "neighbour.remine_target=both"], demo=True)
     with pytest.raises(ConfigError, match="'cross_group' needs neighbour.clusters > 0"):
         load_config(AudioConfig, YAML, ["neighbour.cluster_positives=cross_group", "neighbour.clusters=0"], demo=True)
 
@@ -131,7 +135,9 @@ def test_clusters_need_simclr_and_exclude_same():
 REMINE = ["neighbour.remine_at=[0.3,0.8]", "neighbour.remine_target=both", "train.num_workers=0"]  # steps 2, 5
 
 
-@pytest.mark.parametrize("extra", [[], ["neighbour.cluster_positives=cross_group"], REMINE])
+@pytest.mark.parametrize(
+    "extra", [[], ["neighbour.cluster_positives=cross_group"], REMINE, ["neighbour.cluster_head=0.5"]]
+)
 def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, caplog, extra):
     from ssl_modal.audio.recipe import train
     from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
@@ -162,6 +168,7 @@ def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, ca
     assert "neighbour clusters: 5 clusters of 60 clips" in caplog.text
     assert ("neighbour re-clustering: 5 clusters" in caplog.text) == (extra == REMINE)
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert any("neighbour/label_ce" in r for r in records) == ("neighbour.cluster_head=0.5" in extra)
     assert any(r.get("neighbour/positives", 0) > 1 for r in records)  # same-cluster clips in the batches
     full = load_checkpoint(out / "model.pt")["model"]
     step_checkpoints(out / "checkpoints")[-1].unlink()  # keep step 3 only: as if killed after it

@@ -186,6 +186,29 @@ def test_joint_objective_with_groups_drops_same_group_positives():
         JointEmbedding(cfg, dim, _vector_views(), groups_key="grp")
 
 
+def test_label_classifier_adds_its_weighted_cross_entropy_on_the_pooled_vectors():
+    torch.manual_seed(0)
+    encoder = build_vector_model({"dim": 8}).encoder
+    dim = encoder.net[-1].out_features
+    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    torch.manual_seed(1)
+    plain = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster")
+    torch.manual_seed(1)
+    headed = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster", num_labels=3, label_weight=0.5)
+    torch.testing.assert_close(headed.projector.state_dict(), plain.projector.state_dict())  # head built last
+    x, cluster = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+    got, base = (
+        headed(encoder, {"x": x, "cluster": cluster}),
+        plain(encoder, {"x": x, "cluster": cluster}),
+    )  # same views
+    assert got["label_ce"] > 0 and "label_ce" not in base
+    torch.testing.assert_close(got["loss"], base["loss"] + 0.5 * got["label_ce"])
+    got["loss"].backward()
+    assert headed.label_head is not None and headed.label_head.weight.grad is not None
+    with pytest.raises(ConfigError, match="label classifier needs labels per pair and >= 2 labels"):
+        JointEmbedding(cfg, dim, _vector_views(), num_labels=3, label_weight=0.5)
+
+
 def _vector_views():
     def noise(scale: float = 0.1):
         def step(batch, generator):
