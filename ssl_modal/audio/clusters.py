@@ -97,6 +97,13 @@ def attach_clusters(segments: list[dict], ids: np.ndarray) -> list[dict]:
     return [{**s, "cluster": int(c)} for s, c in zip(segments, ids, strict=True)]
 
 
+def attach_groups(segments: list[dict], groups) -> list[dict]:
+    """Copies of `segments` carrying "group": the index of their `exclude_same` value among the sorted values
+    (collated into batch["group"]; `neighbour.cluster_positives: cross_group`)."""
+    ids = np.unique(group_names(groups), return_inverse=True)[1]
+    return [{**s, "group": int(c)} for s, c in zip(segments, ids, strict=True)]
+
+
 def cluster_purity(ids: np.ndarray, labels) -> float:
     """Share of clips whose label is their cluster's most frequent one: a diagnostic measured afterwards."""
     labels = np.unique(np.asarray([str(v) for v in labels]), return_inverse=True)[1]

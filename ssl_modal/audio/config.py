@@ -84,6 +84,10 @@ class TimeShiftConfig:
     short_clips: str = "pad"  # clips shorter than crop + max|shift|: "pad" or "skip" (counted)
 
 
+CLUSTER_POSITIVES = ("all", "cross_group")
+REMINE_TARGETS = ("partners", "clusters", "both")
+
+
 @dataclass
 class NeighbourConfig:
     """`weights.neighbour`: the joint objective with each clip and one of its `k` nearest clips (DTW over
@@ -101,10 +105,15 @@ class NeighbourConfig:
     remine_at: list[float] = in_unit_interval(factory=list)  # re-mine at these fractions of the run with the
     # encoder's own embeddings (ssl_modal/audio/remine.py); []: the first mining's pairs throughout
     remine_weight: float = in_unit_interval(0.5)  # re-mining: weight of the cosine distances against the DTW ones
+    remine_target: str = "partners"  # what re-mining replaces: partners | clusters (needs clusters > 0) | both
     clusters: int = non_negative(0)  # K > 0: label-free cluster ids after mining (ssl_modal/audio/clusters.py);
     # the loss becomes supervised-contrastive with the partner and the anchor's cluster as positives; 0: off
     cluster_within: int = non_negative(10)  # clustering graph: nearest clips of the clip's own group (raw DTW) ...
     cluster_cross: int = positive(5)  # ... and of each other group (smoothed, balanced distances)
+    cluster_head: float = non_negative(0.0)  # > 0: + this x the cross-entropy of a linear classifier of the
+    # cluster ids on the pooled vectors (both views); 0: off
+    cluster_positives: str = "all"  # all: every view of the anchor's cluster is a positive; cross_group: only
+    # views of another exclude_same group (another speaker) and the partner
 
 
 @dataclass
@@ -181,6 +190,24 @@ class AudioConfig:
                     f"neighbour.clusters needs the simclr method and neighbour.exclude_same (the clustering graph "
                     f"is built per group); found method '{method}', exclude_same {nb.exclude_same!r}"
                 )
+        if nb.cluster_positives not in CLUSTER_POSITIVES:
+            raise ConfigError(
+                f"neighbour.cluster_positives: expected one of {', '.join(CLUSTER_POSITIVES)}, "
+                f"found '{nb.cluster_positives}'"
+            )
+        if nb.remine_target not in REMINE_TARGETS:
+            raise ConfigError(
+                f"neighbour.remine_target: expected one of {', '.join(REMINE_TARGETS)}, found '{nb.remine_target}'"
+            )
+        if nb.remine_target != "partners" and not nb.clusters:
+            raise ConfigError(f"neighbour.remine_target: '{nb.remine_target}' needs neighbour.clusters > 0")
+        if nb.cluster_head and (not nb.clusters or nb.remine_target != "partners"):
+            raise ConfigError(
+                "neighbour.cluster_head needs neighbour.clusters > 0 and ids that stay fixed "
+                f"(remine_target: partners), found clusters {nb.clusters}, remine_target '{nb.remine_target}'"
+            )
+        if nb.cluster_positives != "all" and not nb.clusters:
+            raise ConfigError(f"neighbour.cluster_positives: '{nb.cluster_positives}' needs neighbour.clusters > 0")
         if self.weights.get("joint") or self.weights.get("neighbour"):  # view steps checked before any file is read
             from torch import nn
 

@@ -112,7 +112,8 @@ def _wave_of(item, i: int) -> np.ndarray:
 
 def audio_collate(items: list) -> dict[str, Tensor]:
     """Zero-pad mono waveforms (arrays, tensors, or dicts with "wave") into {"wave", "lengths"}; items' mined
-    partners ("neighbour_waves") and cluster ids ("cluster") become "pair_wave"/"pair_lengths" and "cluster"."""
+    partners ("neighbour_waves"), cluster ids ("cluster") and group ids ("group", "neighbour_groups") become
+    "pair_wave"/"pair_lengths", "cluster" and "group"/"pair_group"."""
     if not items:
         raise ValueError("cannot collate an empty list of audio items")
     waves = [_wave_of(item, i) for i, item in enumerate(items)]
@@ -123,6 +124,10 @@ def audio_collate(items: list) -> dict[str, Tensor]:
     batch = {"wave": out, "lengths": lengths}
     if isinstance(items[0], dict) and "cluster" in items[0]:  # neighbour.clusters: label-free cluster ids
         batch["cluster"] = torch.tensor([int(item["cluster"]) for item in items], dtype=torch.long)
+    if isinstance(items[0], dict) and "group" in items[0]:  # neighbour.cluster_positives: cross_group
+        batch["group"] = torch.tensor([int(item["group"]) for item in items], dtype=torch.long)
+    if isinstance(items[0], dict) and "neighbour_groups" in items[0]:
+        batch["pair_group"] = torch.tensor([list(item["neighbour_groups"]) for item in items], dtype=torch.long)
     if isinstance(items[0], dict) and "neighbour_waves" in items[0]:  # weights.neighbour: (B, k, S) partners
         pairs = [item["neighbour_waves"] for item in items]
         batch["pair_lengths"] = torch.tensor([[len(w) for w in row] for row in pairs], dtype=torch.long)
@@ -214,15 +219,31 @@ def build_audio_model(config: dict) -> SSLModel:
         pooled = encoder_pooled_dim(config["encoder"], config["frontend"]["n_mels"])
         neighbour = config.get("neighbour") or {}
         labels_key = "cluster" if neighbour.get("clusters") else None  # sup_con over label-free clusters
+        cross = labels_key and neighbour.get("cluster_positives", "all") == "cross_group"
+        groups_key = "group" if cross else None  # positives only from other speakers
+        head = {"num_labels": int(neighbour.get("clusters") or 0), "label_weight": neighbour.get("cluster_head", 0.0)}
         if neighbour.get("remine_at"):  # re-mines the pairs mid-run (ssl_modal/audio/remine.py)
             from ssl_modal.audio.remine import RemineEmbedding
 
             objectives["neighbour"] = RemineEmbedding(
-                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder, neighbour, labels_key
+                JointConfig(**joint),
+                pooled,
+                NeighbourViews(views.pipeline_a),
+                encoder,
+                neighbour,
+                labels_key,
+                groups_key,
+                **head,
             )
         else:
             objectives["neighbour"] = JointEmbedding(
-                JointConfig(**joint), pooled, NeighbourViews(views.pipeline_a), encoder=encoder, labels_key=labels_key
+                JointConfig(**joint),
+                pooled,
+                NeighbourViews(views.pipeline_a),
+                encoder=encoder,
+                labels_key=labels_key,
+                groups_key=groups_key,
+                **head,
             )
     if not objectives:
         raise ValueError(f"weights: every objective has weight 0 ({weights}); give at least one a weight > 0")

@@ -219,17 +219,22 @@ def mine_with_distances(segments: list[dict], cfg) -> tuple[np.ndarray, torch.Te
 
 
 def attach_neighbours(segments: list[dict], neighbours: np.ndarray) -> list[dict]:
-    """Copies of `segments` carrying "neighbour_waves": the waves of their k neighbours (shared arrays)."""
-    return [
-        {**s, "neighbour_waves": [segments[int(j)]["wave"] for j in row]}
-        for s, row in zip(segments, neighbours, strict=True)
-    ]
+    """Copies of `segments` carrying "neighbour_waves": the waves of their k neighbours (shared arrays), and
+    "neighbour_groups" (their "group" ids) when the segments carry "group"."""
+    out = []
+    for s, row in zip(segments, neighbours, strict=True):
+        item = {**s, "neighbour_waves": [segments[int(j)]["wave"] for j in row]}
+        if "group" in s:
+            item["neighbour_groups"] = [segments[int(j)]["group"] for j in row]
+        out.append(item)
+    return out
 
 
 class NeighbourViews:
     """`views(batch, generator) -> (view_a, view_b)` for `weights.neighbour`: view_a is `pipeline` applied to
     the batch's clips, view_b to one of each clip's neighbours (batch "pair_wave" (B, k, S) and
-    "pair_lengths" (B, k) from `audio_collate`), drawn uniformly per clip and step from the generator."""
+    "pair_lengths" (B, k) from `audio_collate`), drawn uniformly per clip and step from the generator. With
+    "group" (B,) and "pair_group" (B, k) in the batch, each view carries its clips' "group"."""
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
@@ -246,6 +251,8 @@ class NeighbourViews:
         pair_lengths = lengths[rows, pick]
         pair = {"wave": waves[rows, pick, : int(pair_lengths.max())], "lengths": pair_lengths}
         anchor = {"wave": batch["wave"], "lengths": batch["lengths"]}
+        if "pair_group" in batch:  # group ids of both views (neighbour.cluster_positives: cross_group)
+            anchor["group"], pair["group"] = batch["group"], batch["pair_group"][rows, pick]
         return self.pipeline(anchor, generator), self.pipeline(pair, generator)
 
 

@@ -97,10 +97,14 @@ def train(cfg: AudioConfig, segments: list[dict] | None = None) -> TrainResult:
             from ssl_modal.audio.clusters import attach_clusters, mine_clusters
 
             segments = attach_clusters(segments, mine_clusters(distances, groups, cfg.neighbour, cfg.train.seed))
+            if cfg.neighbour.cluster_positives == "cross_group":  # positives only from other speakers
+                from ssl_modal.audio.clusters import attach_groups
+
+                segments = attach_groups(segments, groups)
         if cfg.neighbour.remine_at:  # partners replaced mid-run (ssl_modal/audio/remine.py)
             if cfg.train.num_workers:
                 raise ValueError("neighbour.remine_at needs train.num_workers: 0 (workers keep a copy of the pairs)")
-            data = PartnerData(segments, found, distances, groups)
+            data = PartnerData(segments, found, distances, groups, seed=cfg.train.seed)
         else:
             data = attach_neighbours(segments, found)
     stats = frontend_stats(cfg, segments)

@@ -3,6 +3,7 @@
 Pure losses (each tested against a naive reference in tests/core/test_joint.py):
     info_nce(a, b, temperature)            SimCLR's NT-Xent over the 2N views of a batch
     sup_con(a, b, labels, temperature)     supervised contrastive: every view of the same label is a positive
+                                           (optionally only views of another group: `groups`)
     byol_loss(p, z)                        2 - 2 cos(p, z), z treated as a constant target
     barlow_twins_loss(a, b, lambd)         cross-correlation towards the identity
     vicreg_loss(a, b, sim, var, cov)       invariance + variance hinge + covariance penalty
@@ -40,20 +41,36 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def sup_con(a: Tensor, b: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+def sup_con(a: Tensor, b: Tensor, labels: Tensor, temperature: float = 0.1, groups: Tensor | None = None) -> Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, L_out) over the 2N views: view i of `a` and view i of
     `b` carry `labels[i]`; each view's positives are the other views of its label (its partner always among
-    them), each scored against the other 2N-1 views and averaged. All labels distinct: `info_nce`."""
+    them), each scored against the other 2N-1 views and averaged. All labels distinct: `info_nce`. With
+    `groups` (2N,) (the group of each view, `a`'s then `b`'s), same-label views of the view's OWN group are
+    dropped from its positives (they stay in the denominator); the partner always stays a positive."""
     n = a.shape[0]
     if labels.shape != (n,):
         raise ValueError(f"sup_con: expected {n} labels (one per pair), found shape {tuple(labels.shape)}")
     z = F.normalize(torch.cat([a, b]).float(), dim=1)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     log_prob = F.log_softmax((z @ z.T / temperature).masked_fill(self_mask, float("-inf")), dim=1)
-    both = torch.cat([labels, labels]).to(z.device)
-    positive = (both[:, None] == both[None, :]) & ~self_mask
+    positive = positive_mask(labels.to(z.device), None if groups is None else groups.to(z.device))
     per_view = -log_prob.masked_fill(~positive, 0.0).sum(1) / positive.sum(1)
     return per_view.mean()
+
+
+def positive_mask(labels: Tensor, groups: Tensor | None = None) -> Tensor:
+    """(2N, 2N) bool: the positives of `sup_con` (same label, not itself; with `groups` (2N,), only views of
+    another group, the partner (i, i + N) always)."""
+    n = labels.shape[0]
+    if groups is not None and groups.shape != (2 * n,):
+        raise ValueError(f"sup_con: expected {2 * n} groups (one per view), found shape {tuple(groups.shape)}")
+    both = torch.cat([labels, labels])
+    eye = torch.eye(2 * n, dtype=torch.bool, device=labels.device)
+    positive = (both[:, None] == both[None, :]) & ~eye
+    if groups is not None:
+        partner = eye.roll(n, dims=1)
+        positive &= (groups[:, None] != groups[None, :]) | partner
+    return positive
 
 
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
@@ -125,7 +142,10 @@ class JointEmbedding(Objective):
     BYOL needs the online `encoder` at construction: its EMA copy (the target) is part of this objective's
     state_dict, so checkpoints and exact resume carry it; the trainer calls `on_step_end` after every
     optimizer step to move the target. With `labels_key` (simclr only), `batch[labels_key]` (B,) holds a
-    label per pair (e.g. label-free cluster ids) and the loss is `sup_con`: same-label views are positives too.
+    label per pair (e.g. label-free cluster ids) and the loss is `sup_con`: same-label views are positives too;
+    with `groups_key` as well, each view dict the `views` callable returns carries its group (B,) there and
+    same-group views are not positives (`sup_con(..., groups=)`). With `num_labels` and `label_weight` > 0, a
+    linear classifier of the labels on the pooled vectors adds `label_weight` x its cross-entropy (both views).
     """
 
     def __init__(
@@ -135,13 +155,19 @@ class JointEmbedding(Objective):
         views: Callable[[dict, torch.Generator], tuple],
         encoder: Encoder | None = None,
         labels_key: str | None = None,
+        groups_key: str | None = None,
+        num_labels: int = 0,
+        label_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if labels_key is not None and config.method != "simclr":
             raise ConfigError(f"labels per pair ('{labels_key}') need the simclr method, found '{config.method}'")
+        if groups_key is not None and labels_key is None:
+            raise ConfigError(f"groups per view ('{groups_key}') need labels per pair (labels_key)")
         self.config = config
         self.views = views
         self.labels_key = labels_key
+        self.groups_key = groups_key
         self.projector = mlp(input_dim, config.hidden, config.dim)
         if config.method == "byol":
             if encoder is None:
@@ -151,6 +177,12 @@ class JointEmbedding(Objective):
             self.target_projector = copy.deepcopy(self.projector)
             for p in [*self.target_encoder.parameters(), *self.target_projector.parameters()]:
                 p.requires_grad_(False)
+        self.label_weight = float(label_weight)
+        self.label_head: nn.Linear | None = None
+        if self.label_weight > 0:  # built last: the other modules' initial weights do not move
+            if labels_key is None or num_labels < 2:
+                raise ConfigError(f"a label classifier needs labels per pair and >= 2 labels, found {num_labels}")
+            self.label_head = nn.Linear(input_dim, num_labels)
 
     def momentum(self, step: int, max_steps: int) -> float:
         """BYOL's schedule: 1 - (1 - ema) * (cos(pi * step / max_steps) + 1) / 2."""
@@ -173,6 +205,13 @@ class JointEmbedding(Objective):
             self.target_encoder.train(self.training)
             return self.target_projector(self.target_encoder(batch).pooled)
 
+    def _groups(self, view_a: dict, view_b: dict) -> Tensor | None:
+        if self.groups_key is None:
+            return None
+        if self.groups_key not in view_a or self.groups_key not in view_b:
+            raise KeyError(f"the joint objective needs '{self.groups_key}' in both views; found keys {sorted(view_a)}")
+        return torch.cat([view_a[self.groups_key], view_b[self.groups_key]])
+
     def forward(self, encoder: Encoder, batch: dict) -> dict[str, Tensor]:
         view_a, view_b = self.views(batch, self.rng(_device_of(batch)))
         ha, hb = encoder(view_a).pooled, encoder(view_b).pooled
@@ -185,9 +224,15 @@ class JointEmbedding(Objective):
             else:
                 if self.labels_key not in batch:
                     raise KeyError(f"the joint objective needs batch['{self.labels_key}']; found keys {sorted(batch)}")
-                labels = batch[self.labels_key]
-                loss = sup_con(za, zb, labels, c.temperature)
-                out["positives"] = (2 * (labels[:, None] == labels[None, :]).sum(1) - 1).float().mean()
+                labels, groups = batch[self.labels_key], self._groups(view_a, view_b)
+                loss = sup_con(za, zb, labels, c.temperature, groups)
+                out["positives"] = positive_mask(labels, groups).sum(1).float().mean()
+                if self.label_head is not None:
+                    ce = (
+                        F.cross_entropy(self.label_head(ha), labels) + F.cross_entropy(self.label_head(hb), labels)
+                    ) / 2
+                    loss = loss + self.label_weight * ce
+                    out["label_ce"] = ce.detach()
             with torch.no_grad():
                 sims = F.normalize(za.float(), dim=1) @ F.normalize(zb.float(), dim=1).T
                 out["acc"] = (sims.argmax(1) == torch.arange(len(sims), device=sims.device)).float().mean()

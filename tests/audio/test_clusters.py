@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from ssl_modal.audio.clusters import attach_clusters, cluster_graph, cluster_purity, spectral_clusters
+from ssl_modal.audio.clusters import attach_clusters, attach_groups, cluster_graph, cluster_purity, spectral_clusters
 from ssl_modal.audio.config import AudioConfig
 from ssl_modal.audio.model import audio_collate, audio_model_config, build_audio_model
-from ssl_modal.audio.neighbours import attach_neighbours, nearest
+from ssl_modal.audio.neighbours import NeighbourViews, attach_neighbours, nearest
+from ssl_modal.audio.remine import PartnerData
 from ssl_modal.core.config import ConfigError, load_config
 
 from .test_neighbours import REPO, SAMPLE
@@ -60,12 +61,13 @@ def test_spectral_clusters_recover_the_words_deterministically():
         spectral_clusters(graph, 24, seed=0)
 
 
-def tiny_model(clusters: int):
+def tiny_model(clusters: int, positives: str = "all"):
     cfg = AudioConfig()
     cfg.encoder.kind, cfg.encoder.channels, cfg.encoder.dim = "cnn", 4, 16
     cfg.weights = {"neighbour": 1.0}
     cfg.joint.hidden, cfg.joint.dim = 32, 16
     cfg.neighbour.method, cfg.neighbour.exclude_same, cfg.neighbour.clusters = "simclr", "speaker", clusters
+    cfg.neighbour.cluster_positives = positives
     torch.manual_seed(0)
     return build_audio_model(audio_model_config(cfg, None))
 
@@ -83,6 +85,36 @@ def test_clusters_travel_in_the_batch_and_turn_the_loss_supervised():
     assert "positives" not in tiny_model(0).objectives["neighbour"](model.encoder, audio_collate(segs))
 
 
+def test_groups_travel_with_the_partners_and_drop_same_speaker_positives():
+    rng = np.random.default_rng(1)
+    speakers = ["b", "a", "b", "c", "a", "c"]
+    segs = [
+        {"wave": rng.standard_normal(2000 + 50 * i).astype(np.float32) * 0.1, "speaker": s}
+        for i, s in enumerate(speakers)
+    ]
+    segs = attach_groups(attach_clusters(segs, np.array([0, 0, 0, 1, 1, 1])), speakers)
+    assert [s["group"] for s in segs] == [1, 0, 1, 2, 0, 2]  # index among the sorted names
+    partners = np.array([[1, 3], [0, 5], [4, 3], [2, 1], [5, 0], [0, 4]])  # always another speaker
+    batch = audio_collate(attach_neighbours(segs, partners))
+    assert batch["group"].tolist() == [1, 0, 1, 2, 0, 2]
+    assert batch["pair_group"].tolist() == [[segs[j]["group"] for j in row] for row in partners]
+    remine_item = PartnerData(segs, partners, torch.zeros(6, 6), speakers)[3]
+    assert remine_item["neighbour_groups"] == [1, 0]
+    view_a, view_b = NeighbourViews(lambda b, g: b)(batch, torch.Generator().manual_seed(0))
+    group_of_length = {len(s["wave"]): s["group"] for s in segs}
+    assert view_a["group"].tolist() == batch["group"].tolist()
+    assert view_b["group"].tolist() == [group_of_length[int(n)] for n in view_b["lengths"]]  # the drawn partner's
+    out_all = tiny_model(2)
+    cross = tiny_model(2, "cross_group")
+    cross.load_state_dict(out_all.state_dict())
+    got = cross.objectives["neighbour"](cross.encoder, batch)
+    got["loss"].backward()
+    assert (
+        torch.isfinite(got["loss"])
+        and 1 <= got["positives"] < out_all.objectives["neighbour"](out_all.encoder, batch)["positives"]
+    )
+
+
 def test_clusters_need_simclr_and_exclude_same():
     with pytest.raises(ConfigError, match="neighbour.clusters needs the simclr method.*found method 'byol'"):
         load_config(AudioConfig, YAML, ["neighbour.clusters=10", "neighbour.method=byol"], demo=True)
@@ -90,9 +122,23 @@ def test_clusters_need_simclr_and_exclude_same():
         load_config(AudioConfig, YAML, ["neighbour.clusters=10", "neighbour.exclude_same=null"], demo=True)
     with pytest.raises(ConfigError, match="neighbour.clusters"):
         load_config(AudioConfig, YAML, ["neighbour.clusters=-1"], demo=True)
+    with pytest.raises(ConfigError, match="cluster_positives: expected one of all, cross_group, found 'cross'"):
+        load_config(AudioConfig, YAML, ["neighbour.cluster_positives=cross"], demo=True)
+    with pytest.raises(ConfigError, match="cluster_head needs neighbour.clusters > 0 .* found clusters 0"):
+        load_config(AudioConfig, YAML, ["neighbour.cluster_head=0.5", "neighbour.clusters=0"], demo=True)
+    with pytest.raises(ConfigError, match="remine_target 'both'"):
+        load_config(AudioConfig, YAML, ["neighbour.cluster_head=0.5", "neighbour.remine_target=both"], demo=True)
+    with pytest.raises(ConfigError, match="'cross_group' needs neighbour.clusters > 0"):
+        load_config(AudioConfig, YAML, ["neighbour.cluster_positives=cross_group", "neighbour.clusters=0"], demo=True)
 
 
-def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, caplog):
+REMINE = ["neighbour.remine_at=[0.3,0.8]", "neighbour.remine_target=both", "train.num_workers=0"]  # steps 2, 5
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["neighbour.cluster_positives=cross_group"], REMINE, ["neighbour.cluster_head=0.5"]]
+)
+def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, caplog, extra):
     from ssl_modal.audio.recipe import train
     from ssl_modal.core.checkpoint import load_checkpoint, step_checkpoints
 
@@ -114,12 +160,15 @@ def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, ca
         "encoder.channels=4",
         "neighbour.k=2",
         "neighbour.clusters=5",
+        *extra,
     ]
     cfg = load_config(AudioConfig, YAML, overrides, demo=True)
     caplog.set_level("INFO", logger="ssl_modal")
     train(cfg)
     assert "neighbour clusters: 5 clusters of 60 clips" in caplog.text
+    assert ("neighbour re-clustering: 5 clusters" in caplog.text) == (extra == REMINE)
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert any("neighbour/label_ce" in r for r in records) == ("neighbour.cluster_head=0.5" in extra)
     assert any(r.get("neighbour/positives", 0) > 1 for r in records)  # same-cluster clips in the batches
     full = load_checkpoint(out / "model.pt")["model"]
     step_checkpoints(out / "checkpoints")[-1].unlink()  # keep step 3 only: as if killed after it

@@ -79,6 +79,35 @@ def test_remining_triggers_once_at_its_fraction_and_replaces_the_partners():
     assert fresh.remined == 1 and other.partners.ravel().tolist() == [3, 4, 5, 0, 1, 2]
 
 
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")  # one component per word, by design
+@pytest.mark.parametrize("target", ["clusters", "both"])
+def test_reclustering_replaces_the_cluster_ids_and_travels_in_the_state(target):
+    data, encoder = toy_data(), WordEncoder()
+    data.segments = [{**s, "cluster": c} for s, c in zip(data.segments, [0, 1, 2, 2, 0, 1], strict=True)]  # DTW's
+    nb = {"k": 1, "smooth": 0, "balance": None, "remine_at": [0.5], "remine_weight": 1.0, "remine_target": target}
+    nb.update(clusters=3, cluster_within=0, cluster_cross=1)
+    cfg = JointConfig(method="simclr", hidden=8, dim=4)
+    objective = RemineEmbedding(cfg, 3, NeighbourViews(None), encoder, nb, labels_key="cluster")
+    objective.attach(data)
+    assert data[0]["cluster"] == 0 and data[4]["cluster"] == 0  # the first clustering's ids
+    objective.on_step_end(encoder, 5, 10)
+    ids = data.clusters
+    assert ids is not None and len(set(ids.tolist())) == 3
+    assert all(ids[i] == ids[i + 3] for i in range(3))  # one cluster per word now
+    assert [data[i]["cluster"] for i in range(6)] == ids.tolist()
+    pairs = data.partners.ravel().tolist()
+    assert pairs == ([4, 5, 3, 2, 0, 1] if target == "clusters" else [3, 4, 5, 0, 1, 2])  # partners kept or not
+    fresh = RemineEmbedding(cfg, 3, NeighbourViews(None), encoder, nb, labels_key="cluster")
+    fresh.set_extra_state(objective.get_extra_state())
+    other = toy_data()
+    fresh.attach(other)  # a resumed run's data gets the checkpoint's ids
+    assert np.array_equal(other.clusters, ids) and other.partners.ravel().tolist() == pairs
+    with pytest.raises(ConfigError, match="remine_target: 'clusters' needs neighbour.clusters > 0"):
+        load_config(AudioConfig, YAML, ["neighbour.remine_target=clusters", "neighbour.clusters=0"], demo=True)
+    with pytest.raises(ConfigError, match="remine_target: expected one of partners, clusters, both"):
+        load_config(AudioConfig, YAML, ["neighbour.remine_target=ids"], demo=True)
+
+
 def test_partner_data_checks_shapes_and_collates_pairs():
     data = toy_data()
     batch = audio_collate([data[i] for i in range(6)])

@@ -14,6 +14,7 @@ from ssl_modal.core.joint import (
     barlow_twins_loss,
     byol_loss,
     info_nce,
+    positive_mask,
     sup_con,
     vicreg_loss,
 )
@@ -32,14 +33,16 @@ def naive_info_nce(a, b, t):
     return total / (2 * n)
 
 
-def naive_sup_con(a, b, labels, t):
+def naive_sup_con(a, b, labels, t, groups=None):
     z = [x / x.norm() for x in torch.cat([a, b])]
     lab = list(labels) * 2
     m = len(z)
+    grp = list(range(m)) if groups is None else list(groups)  # no groups: every view its own
     total = 0.0
     for i in range(m):
         denom = sum(torch.exp(z[i] @ z[k] / t) for k in range(m) if k != i)
-        pos = [j for j in range(m) if j != i and lab[j] == lab[i]]
+        partner = (i + m // 2) % m
+        pos = [j for j in range(m) if j != i and lab[j] == lab[i] and (grp[j] != grp[i] or j == partner)]
         total = total - sum(torch.log(torch.exp(z[i] @ z[j] / t) / denom) for j in pos) / len(pos)
     return total / m
 
@@ -77,9 +80,15 @@ def naive_vicreg(a, b, s, v, c):
 
 
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0])  # pairs 0, 2 and 5 share a label, 1 and 4 another
+VIEW_GROUPS = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0])  # a's views, then b's: pairs 0 and 2 mixed
 CASES = [
     ("info_nce", lambda a, b: info_nce(a, b, 0.2), lambda a, b: naive_info_nce(a, b, 0.2)),
     ("sup_con", lambda a, b: sup_con(a, b, LABELS, 0.2), lambda a, b: naive_sup_con(a, b, LABELS.tolist(), 0.2)),
+    (
+        "sup_con_groups",
+        lambda a, b: sup_con(a, b, LABELS, 0.2, VIEW_GROUPS),
+        lambda a, b: naive_sup_con(a, b, LABELS.tolist(), 0.2, VIEW_GROUPS.tolist()),
+    ),
     ("byol", byol_loss, naive_byol),
     ("barlow", lambda a, b: barlow_twins_loss(a, b, 0.01), lambda a, b: naive_barlow(a, b, 0.01)),
     ("vicreg", lambda a, b: vicreg_loss(a, b, 25, 25, 1), lambda a, b: naive_vicreg(a, b, 25, 25, 1)),
@@ -122,6 +131,21 @@ def test_sup_con_is_info_nce_when_every_label_differs_and_pulls_same_label_views
         sup_con(a, b, torch.arange(4))
 
 
+def test_sup_con_with_groups_keeps_only_other_group_positives_and_the_partner():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    one_group = torch.zeros(12, dtype=torch.long)  # every same-label view is of the anchor's group: partner only
+    torch.testing.assert_close(sup_con(a, b, labels, 0.3, one_group), info_nce(a, b, 0.3))
+    groups = torch.tensor([0, 1, 2, 0, 1, 2, 1, 2, 0, 1, 2, 0])  # each partner of another group than its clip
+    mask = positive_mask(labels, groups)
+    assert mask[0].nonzero().flatten().tolist() == [1, 2, 6, 7]  # label 0, not of group 0 (6: the partner)
+    assert not mask[0, 8] and not mask[0, 0] and not mask[0, 3]  # 8: label 0 in group 0; 3: label 1
+    torch.testing.assert_close(sup_con(a, b, labels, 0.3, torch.arange(12)), sup_con(a, b, labels, 0.3))
+    with pytest.raises(ValueError, match="expected 12 groups"):
+        sup_con(a, b, labels, 0.3, torch.zeros(6, dtype=torch.long))
+
+
 def test_joint_objective_with_labels_uses_sup_con_and_needs_simclr():
     torch.manual_seed(0)
     encoder = build_vector_model({"dim": 8}).encoder
@@ -140,6 +164,49 @@ def test_joint_objective_with_labels_uses_sup_con_and_needs_simclr():
         labelled(encoder, {"x": x})
     with pytest.raises(ConfigError, match="need the simclr method, found 'byol'"):
         JointEmbedding(JointConfig(method="byol"), dim, _vector_views(), encoder=encoder, labels_key="cluster")
+
+
+def test_joint_objective_with_groups_drops_same_group_positives():
+    torch.manual_seed(0)
+    encoder = build_vector_model({"dim": 8}).encoder
+    dim = encoder.net[-1].out_features
+    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    plain = JointEmbedding(cfg, dim, _vector_views())
+    grouped = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster", groups_key="grp")
+    grouped.load_state_dict(plain.state_dict())
+    x, cluster = torch.randn(6, 8), torch.tensor([0, 0, 0, 1, 1, 2])
+    same = grouped(encoder, {"x": x, "cluster": cluster, "grp": torch.zeros(6, dtype=torch.long)})
+    assert same["positives"] == 1  # the views carry the batch's groups: one group leaves the partner only
+    torch.testing.assert_close(same["loss"], plain(encoder, {"x": x})["loss"])
+    mixed = grouped(encoder, {"x": x, "cluster": cluster, "grp": torch.tensor([0, 1, 0, 0, 1, 1])})
+    assert mixed["positives"] == pytest.approx((3 + 5 + 3 + 3 + 3 + 1) / 6)  # other-group views of its cluster + 1
+    with pytest.raises(KeyError, match="needs 'grp' in both views"):
+        grouped(encoder, {"x": x, "cluster": cluster})
+    with pytest.raises(ConfigError, match="need labels per pair"):
+        JointEmbedding(cfg, dim, _vector_views(), groups_key="grp")
+
+
+def test_label_classifier_adds_its_weighted_cross_entropy_on_the_pooled_vectors():
+    torch.manual_seed(0)
+    encoder = build_vector_model({"dim": 8}).encoder
+    dim = encoder.net[-1].out_features
+    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    torch.manual_seed(1)
+    plain = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster")
+    torch.manual_seed(1)
+    headed = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster", num_labels=3, label_weight=0.5)
+    torch.testing.assert_close(headed.projector.state_dict(), plain.projector.state_dict())  # head built last
+    x, cluster = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+    got, base = (
+        headed(encoder, {"x": x, "cluster": cluster}),
+        plain(encoder, {"x": x, "cluster": cluster}),
+    )  # same views
+    assert got["label_ce"] > 0 and "label_ce" not in base
+    torch.testing.assert_close(got["loss"], base["loss"] + 0.5 * got["label_ce"])
+    got["loss"].backward()
+    assert headed.label_head is not None and headed.label_head.weight.grad is not None
+    with pytest.raises(ConfigError, match="label classifier needs labels per pair and >= 2 labels"):
+        JointEmbedding(cfg, dim, _vector_views(), num_labels=3, label_weight=0.5)
 
 
 def _vector_views():
