@@ -34,6 +34,21 @@ def tiny_config(**weights) -> dict:
     return audio_model_config(cfg, None)
 
 
+def tiny_run_overrides(out, manifest, *, steps: int, batch_size: int = 8, dim: int = 16, channels: int = 4) -> list:
+    """Config overrides for a quiet few-step recipe run writing to `out` on `manifest`."""
+    return [
+        f"train.output_dir={out}",
+        f"data.manifest={manifest}",
+        f"train.max_steps={steps}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.monitor_every=0",
+        f"train.batch_size={batch_size}",
+        f"encoder.dim={dim}",
+        f"encoder.channels={channels}",
+    ]
+
+
 @pytest.fixture
 def sample_manifest_rows():
     """Rows of the shipped sample manifest (path, digit, speaker, index)."""

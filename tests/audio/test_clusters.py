@@ -15,7 +15,7 @@ from ssl_modal.audio.neighbours import NeighbourViews, attach_neighbours, neares
 from ssl_modal.audio.remine import PartnerData
 from ssl_modal.core.config import ConfigError, load_config
 
-from .test_neighbours import REPO, SAMPLE
+from .conftest import REPO, SAMPLE, tiny_run_overrides
 from .test_recipe import YAML
 
 
@@ -148,16 +148,8 @@ def test_tiny_recipe_run_with_clusters_resumes_exactly(tmp_path, monkeypatch, ca
     rows.assign(path=lambda f: [str(SAMPLE / p) for p in f.path]).to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "run"
     overrides = [
-        f"train.output_dir={out}",
-        f"data.manifest={tmp_path / 'm.csv'}",
-        "train.max_steps=6",
+        *tiny_run_overrides(out, tmp_path / "m.csv", steps=6),
         "train.checkpoint_every=3",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "train.monitor_every=0",
-        "train.batch_size=8",
-        "encoder.dim=16",
-        "encoder.channels=4",
         "neighbour.k=2",
         "neighbour.clusters=5",
         *extra,

@@ -24,7 +24,7 @@ from ssl_modal.audio.neighbours import (
 )
 from ssl_modal.core.config import ConfigError, load_config
 
-from .conftest import REPO, SAMPLE
+from .conftest import REPO, SAMPLE, tiny_run_overrides
 from .test_recipe import YAML, recipe_module
 
 
@@ -199,15 +199,7 @@ def test_tiny_recipe_run_with_neighbour_objective(tmp_path, monkeypatch, capsys)
     rows.to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "run"
     overrides = [
-        f"train.output_dir={out}",
-        f"data.manifest={tmp_path / 'm.csv'}",
-        "train.max_steps=3",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "train.monitor_every=0",
-        "train.batch_size=8",
-        "encoder.dim=16",
-        "encoder.channels=4",
+        *tiny_run_overrides(out, tmp_path / "m.csv", steps=3),
         "weights.neighbour=1.0",
         "neighbour.k=2",
         "neighbour.exclude_same=speaker",

@@ -9,7 +9,7 @@ import pytest
 from ssl_modal.audio.config import AudioConfig
 from ssl_modal.core.config import ConfigError, load_config
 
-from .conftest import REPO, SAMPLE
+from .conftest import REPO, SAMPLE, tiny_run_overrides
 
 YAML = str(REPO / "recipes" / "audio_fsdd.yaml")
 
@@ -53,16 +53,8 @@ def test_tiny_end_to_end_run(tmp_path, monkeypatch, capsys):
     rows.to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "run"
     overrides = [
-        f"train.output_dir={out}",
-        f"data.manifest={tmp_path / 'm.csv'}",
-        "train.max_steps=6",
+        *tiny_run_overrides(out, tmp_path / "m.csv", steps=6, batch_size=16, dim=32, channels=8),
         "train.log_every=2",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "train.monitor_every=0",
-        "train.batch_size=16",
-        "encoder.dim=32",
-        "encoder.channels=8",
         "eval.speaker_folds=3",
         "eval.knn_k=3",
         "eval.held_out=[george]",
