@@ -60,7 +60,7 @@ class FrameOrderConfig:
 class WalkConfig:
     """Contrastive random walk (Jabri et al. 2020) on clips of `clip_len` frames `frame_gap` apart, with crops
     (`crop` size, clip area fraction in `scale`, per-frame `jitter`) and optional colour jitter (`color_strength`,
-    grayscale probability `gray_p`; off by default: on DAVIS they cost 0.12 J, docs/video.md); see
+    grayscale probability `gray_p`; off by default: on DAVIS they cost 0.11 J, docs/video.md); see
     ssl_modal/video/walk.py."""
 
     weight: float = loss_weight(0.0)  # 0 disables the objective
