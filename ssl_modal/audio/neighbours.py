@@ -218,16 +218,18 @@ def mine_with_distances(segments: list[dict], cfg) -> tuple[np.ndarray, torch.Te
     return found, d, groups
 
 
+def partner_item(segments: list[dict], i: int, row) -> dict:
+    """A copy of segment `i` carrying "neighbour_waves": the waves of the segments in `row` (shared arrays),
+    and "neighbour_groups" (their "group" ids) when the segments carry "group"."""
+    item = {**segments[i], "neighbour_waves": [segments[int(j)]["wave"] for j in row]}
+    if "group" in item:
+        item["neighbour_groups"] = [segments[int(j)]["group"] for j in row]
+    return item
+
+
 def attach_neighbours(segments: list[dict], neighbours: np.ndarray) -> list[dict]:
-    """Copies of `segments` carrying "neighbour_waves": the waves of their k neighbours (shared arrays), and
-    "neighbour_groups" (their "group" ids) when the segments carry "group"."""
-    out = []
-    for s, row in zip(segments, neighbours, strict=True):
-        item = {**s, "neighbour_waves": [segments[int(j)]["wave"] for j in row]}
-        if "group" in s:
-            item["neighbour_groups"] = [segments[int(j)]["group"] for j in row]
-        out.append(item)
-    return out
+    """`partner_item` of every segment with its row of `neighbours` (N, k)."""
+    return [partner_item(segments, i, row) for i, (_, row) in enumerate(zip(segments, neighbours, strict=True))]
 
 
 class NeighbourViews:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_modal.audio.model import audio_collate
-from ssl_modal.audio.neighbours import partners_from_distances, same_group_mask
+from ssl_modal.audio.neighbours import partner_item, partners_from_distances, same_group_mask
 from ssl_modal.core.contract import Encoder
 from ssl_modal.core.joint import JointEmbedding
 
@@ -56,9 +56,7 @@ class PartnerData:
         return len(self.segments)
 
     def __getitem__(self, i: int) -> dict:
-        item = {**self.segments[i], "neighbour_waves": [self.segments[int(j)]["wave"] for j in self.partners[i]]}
-        if "group" in item:  # neighbour.cluster_positives: cross_group
-            item["neighbour_groups"] = [self.segments[int(j)]["group"] for j in self.partners[i]]
+        item = partner_item(self.segments, i, self.partners[i])
         if self.clusters is not None:  # neighbour.remine_target: clusters | both
             item["cluster"] = int(self.clusters[i])
         return item

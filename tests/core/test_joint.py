@@ -146,11 +146,15 @@ def test_sup_con_with_groups_keeps_only_other_group_positives_and_the_partner():
         sup_con(a, b, labels, 0.3, torch.zeros(6, dtype=torch.long))
 
 
+def _tiny_simclr():
+    """A tiny vector encoder, its pooled width and a SimCLR config, for the label tests below."""
+    encoder = build_vector_model({"dim": 8}).encoder
+    return encoder, encoder.net[-1].out_features, JointConfig(method="simclr", hidden=16, dim=8)
+
+
 def test_joint_objective_with_labels_uses_sup_con_and_needs_simclr():
     torch.manual_seed(0)
-    encoder = build_vector_model({"dim": 8}).encoder
-    dim = encoder.net[-1].out_features
-    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    encoder, dim, cfg = _tiny_simclr()
     plain = JointEmbedding(cfg, dim, _vector_views())
     labelled = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster")
     labelled.load_state_dict(plain.state_dict())
@@ -168,9 +172,7 @@ def test_joint_objective_with_labels_uses_sup_con_and_needs_simclr():
 
 def test_joint_objective_with_groups_drops_same_group_positives():
     torch.manual_seed(0)
-    encoder = build_vector_model({"dim": 8}).encoder
-    dim = encoder.net[-1].out_features
-    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    encoder, dim, cfg = _tiny_simclr()
     plain = JointEmbedding(cfg, dim, _vector_views())
     grouped = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster", groups_key="grp")
     grouped.load_state_dict(plain.state_dict())
@@ -188,9 +190,7 @@ def test_joint_objective_with_groups_drops_same_group_positives():
 
 def test_label_classifier_adds_its_weighted_cross_entropy_on_the_pooled_vectors():
     torch.manual_seed(0)
-    encoder = build_vector_model({"dim": 8}).encoder
-    dim = encoder.net[-1].out_features
-    cfg = JointConfig(method="simclr", hidden=16, dim=8)
+    encoder, dim, cfg = _tiny_simclr()
     torch.manual_seed(1)
     plain = JointEmbedding(cfg, dim, _vector_views(), labels_key="cluster")
     torch.manual_seed(1)
