@@ -21,12 +21,26 @@ from ssl_modal.core.trainer import TrainConfig
 class EncoderConfig:
     """ResNet-style 2-D CNN on grayscale (L) frames: a stride-2 stem of `widths[0]` channels, then one stage of
     `blocks` basic blocks per further width, each halving the resolution (widths of length 3 -> stride 8),
-    then a 1x1 projection to `embed_dim` (the tracking features; their spatial mean is the frame vector)."""
+    then a 1x1 projection to `embed_dim` (the tracking features; their spatial mean is the frame vector).
+    `strides` (one per width, 1 or 2; default all 2) sets where the resolution halves: [2, 2, 1] gives a
+    stride-4 map at the cost of a full-resolution last stage."""
 
     widths: list[int] = positive(factory=lambda: [32, 64, 128])
+    strides: list[int] | None = None
     blocks: int = positive(1)
     embed_dim: int = positive(64)
     channels: str = "L"  # network input: "L" (colorization must not see colour) or "Lab"
+
+
+def encoder_strides(widths: list[int], strides: list[int] | None) -> list[int]:
+    """The stride of the stem and of each stage (default all 2); raises on a wrong length or value."""
+    if strides is None:
+        return [2] * len(widths)
+    if len(strides) != len(widths) or set(strides) - {1, 2}:
+        raise ValueError(
+            f"encoder.strides: expected one stride of 1 or 2 per width ({len(widths)} widths), found {strides}"
+        )
+    return list(strides)
 
 
 @dataclass
@@ -134,3 +148,4 @@ class VideoConfig:
 
     def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
         check_fields(self)
+        encoder_strides(self.encoder.widths, self.encoder.strides)

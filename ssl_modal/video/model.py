@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ssl_modal.core.contract import Encoder, EncoderOutput, ModelSpec, Objective, SSLModel
 from ssl_modal.video.colorize import colorization_loss, frames_to_lab, quantize_ab, rgb_to_lab
+from ssl_modal.video.config import encoder_strides
 from ssl_modal.video.walk import ContrastiveWalk
 
 BUILDER = "ssl_modal.video.model:build_video_model"
@@ -50,24 +51,33 @@ def network_input(rgb: Tensor, channels: str) -> Tensor:
 
 
 class VideoEncoder(Encoder):
-    """Per-frame CNN on L (or Lab: `channels`). `feature_map` is the stride-2^len(widths) map; `forward` gives
-    per-frame vectors as tokens (B, T, D) and their mean over frames as the clip embedding."""
+    """Per-frame CNN on L (or Lab: `channels`). `feature_map` is the map at stride prod(strides) (default: each
+    of the stem and the stages halves the resolution, stride 2^len(widths)); `forward` gives per-frame vectors as
+    tokens (B, T, D) and their mean over frames as the clip embedding."""
 
-    def __init__(self, widths: list[int], blocks: int = 1, embed_dim: int = 64, channels: str = "L"):
+    def __init__(
+        self,
+        widths: list[int],
+        blocks: int = 1,
+        embed_dim: int = 64,
+        channels: str = "L",
+        strides: list[int] | None = None,
+    ):
         super().__init__()
         if channels not in ("L", "Lab"):
             raise ValueError(f"encoder.channels: expected 'L' or 'Lab', found {channels!r}")
+        strides = encoder_strides(widths, strides)
         self.channels = channels
         self.stem = nn.Sequential(
-            nn.Conv2d(len(channels), widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+            nn.Conv2d(len(channels), widths[0], 3, strides[0], 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
         )
         stages, cin = [], widths[0]
-        for w in widths[1:]:
-            stages += [BasicBlock(cin, w, 2)] + [BasicBlock(w, w, 1) for _ in range(blocks - 1)]
+        for w, s in zip(widths[1:], strides[1:], strict=True):
+            stages += [BasicBlock(cin, w, s)] + [BasicBlock(w, w, 1) for _ in range(blocks - 1)]
             cin = w
         self.stages = nn.Sequential(*stages)
         self.proj = nn.Conv2d(cin, embed_dim, 1)
-        self.stride = 2 ** len(widths)
+        self.stride = math.prod(strides)
         self.embed_dim = embed_dim
 
     def feature_map(self, frames: Tensor) -> Tensor:
@@ -197,7 +207,11 @@ def build_video_model(config: dict) -> SSLModel:
     """Rebuild from a plain dict (see module doc). An objective with weight 0 is left out."""
     enc = config["encoder"]
     encoder = VideoEncoder(
-        list(enc["widths"]), int(enc.get("blocks", 1)), int(enc["embed_dim"]), enc.get("channels", "L")
+        list(enc["widths"]),
+        int(enc.get("blocks", 1)),
+        int(enc["embed_dim"]),
+        enc.get("channels", "L"),
+        enc.get("strides"),
     )
     objectives, weights = {}, {}
     color = config.get("colorization") or {}

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_modal.core.config import load_config
 from ssl_modal.core.export import encode, load_model
 from ssl_modal.core.trainer import Trainer
 from ssl_modal.video.colorize import colorization_loss, frames_to_lab, quantize_ab
-from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig
+from ssl_modal.video.config import ColorizationConfig, FrameOrderConfig, VideoConfig
 from ssl_modal.video.data import ClipDataset, ClipWindows, fit_centres
 from ssl_modal.video.model import build_video_model, collate, permutations
 from tests.train_configs import quiet_config
@@ -32,6 +33,18 @@ def test_encoder_stride_8_map_and_clip_embedding():
     out = enc({"frames": torch.as_tensor(synthetic_frames(6)).view(2, 3, 48, 64, 3)})
     assert out.tokens.shape == (2, 3, 16) and out.mask.all() and out.pooled.shape == (2, 16)
     assert torch.allclose(out.pooled, out.tokens.mean(1))
+
+
+def test_encoder_strides_set_where_the_resolution_halves():
+    cfg = config()
+    cfg["encoder"]["strides"] = [2, 2, 1]
+    enc = build_video_model(cfg).encoder
+    assert enc.stride == 4
+    assert enc.feature_map(torch.zeros(1, 240, 427, 3, dtype=torch.uint8)).shape == (1, 16, 60, 107)
+    with pytest.raises(ValueError, match=r"encoder.strides: expected one stride of 1 or 2 per width \(3 widths\)"):
+        load_config(VideoConfig, None, ["encoder.strides=[2, 4, 1]"])
+    with pytest.raises(ValueError, match=r"found \[2, 2\]"):
+        load_config(VideoConfig, None, ["encoder.strides=[2, 2]"])
 
 
 def test_colorization_objective_equals_reference_computation():
