@@ -110,18 +110,19 @@ class LocalGrid:
 
 
 def local_topk(
-    target: Tensor, ctx_feats: list[Tensor], ctx_labels: list[Tensor], grid: LocalGrid, topk: int, temperature: float
+    target: Tensor, ctx_feats: Tensor, ctx_labels: Tensor, grid: LocalGrid, topk: int, temperature: float
 ) -> Tensor:
-    """Labels (B, P, K) of one frame's tiles `target` (B, P, D) from context windows: ctx_feats (B, M, D) and
-    ctx_labels (B, M, K) per context frame. Similarities are computed per context frame (the cached windows are
-    read, never copied) and concatenated."""
-    sim = torch.cat([torch.baddbmm(grid.bias, target, f.transpose(1, 2)) for f in ctx_feats], -1)  # (B, P, C*M)
-    labels = torch.cat(ctx_labels, 1)  # (B, C*M, K)
+    """Labels (B, P, K) of one frame's tiles `target` (B, P, D) from the context windows of C frames: ctx_feats
+    (B, C, M, D) and ctx_labels (B, C, M, K) (views into the ring buffer of `propagate_maps`). One batched
+    matmul gives the similarities of every context cell; cells outside the radius or the grid get -inf."""
+    b, c, m, d = ctx_feats.shape
+    sim = torch.bmm(target, ctx_feats.reshape(b, c * m, d).transpose(1, 2))  # (B, P, C*M)
+    sim = (sim.view(b, -1, c, m) + grid.bias[:, :, None].to(sim.dtype)).view(b, -1, c * m)
     values, index = sim.topk(min(topk, sim.shape[-1]), dim=-1)  # (B, P, k)
-    weights = torch.nan_to_num(torch.softmax(values / temperature, dim=-1))
-    b, m, k = labels.shape
-    flat = index + (torch.arange(b) * m).view(b, 1, 1)
-    return (weights.unsqueeze(-1) * labels.reshape(b * m, k)[flat]).sum(2)
+    weights = torch.nan_to_num(torch.softmax(values.float() / temperature, dim=-1))
+    labels = ctx_labels.reshape(b * c * m, -1)
+    flat = index + (torch.arange(b) * (c * m)).view(b, 1, 1)
+    return (weights.unsqueeze(-1) * labels[flat]).sum(2)
 
 
 @torch.no_grad()
@@ -133,24 +134,28 @@ def propagate_maps(
     radius: float = 12,
     temperature: float = 0.05,
     block: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Soft label maps (T, K, h, w) from features (T, D, h, w) (L2-normalised here) and the first frame's
-    soft labels `first` (K, h, w)."""
+    soft labels `first` (K, h, w). The context windows live in a ring buffer (slot 0: the first frame; slots
+    1..context: the last `context` frames), each cut out once; similarities are computed in `dtype` (bfloat16
+    halves the matmul's cost on CPUs with native bf16; the label weights stay float32)."""
     feats = F.normalize(feats.float(), dim=1)
     t, _, h, w = feats.shape
     grid = LocalGrid(h, w, radius, block)
     maps = [first.float()]
-    win_f, win_l = [grid.windows(feats[0])], [grid.windows(maps[0])]
+    slots = 1 + min(context, t - 1)
+    win = grid.windows(feats[0]).to(dtype)
+    ring_f = win.new_empty(win.shape[0], slots, *win.shape[1:])
+    ring_l = maps[0].new_empty(win.shape[0], slots, win.shape[1], first.shape[0])
+    ring_f[:, 0], ring_l[:, 0] = win, grid.windows(maps[0])
     for i in range(1, t):
-        ctx = [0] + list(range(max(1, i - context), i))
-        out = local_topk(
-            grid.tiles(feats[i]), [win_f[j] for j in ctx], [win_l[j] for j in ctx], grid, topk, temperature
-        )
+        n = min(i, slots)  # filled slots: the first frame + up to `context` previous frames
+        out = local_topk(grid.tiles(feats[i]).to(dtype), ring_f[:, :n], ring_l[:, :n], grid, topk, temperature)
         maps.append(grid.untile(out))
-        win_f.append(grid.windows(feats[i]))
-        win_l.append(grid.windows(maps[-1]))
-        if i - context >= 1:  # no longer context: free it
-            win_f[i - context] = win_l[i - context] = None
+        if i < t - 1 and slots > 1:
+            slot = 1 + (i - 1) % (slots - 1)
+            ring_f[:, slot], ring_l[:, slot] = grid.windows(feats[i]).to(dtype), grid.windows(maps[-1])
     return torch.stack(maps)
 
 
@@ -175,10 +180,12 @@ def propagate(
     chunk: int = 8,
     block: int | None = None,
     features: tuple[Tensor, float] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[np.ndarray, float]:
     """Predicted bool masks (T, H, W) for uint8 frames (T, H, W, 3) given the first frame's mask; also the
     propagation speed in frames/s, feature extraction included. `features` = an `extract` result to reuse
-    (several settings on the same features); then `feature_fn` is not called and its seconds are counted."""
+    (several settings on the same features); then `feature_fn` is not called and its seconds are counted.
+    `dtype`: precision of the similarities (`propagate_maps`)."""
     if first_mask.shape != frames.shape[1:3]:
         raise ValueError(
             f"first mask is {first_mask.shape[1]}x{first_mask.shape[0]} (WxH) but the frames are "
@@ -188,7 +195,7 @@ def propagate(
     start = time.perf_counter()
     mask = torch.as_tensor(first_mask, dtype=torch.float32)[None, None]
     fg = F.adaptive_avg_pool2d(mask, feats.shape[-2:])[0]
-    maps = propagate_maps(feats, torch.cat([1 - fg, fg]), context, topk, radius, temperature, block)
+    maps = propagate_maps(feats, torch.cat([1 - fg, fg]), context, topk, radius, temperature, block, dtype)
     full = F.interpolate(maps, size=frames.shape[1:3], mode="bilinear", align_corners=False)
     preds = (full[:, 1] > full[:, 0]).numpy()
     preds[0] = first_mask.astype(bool)

@@ -122,6 +122,7 @@ def evaluate_settings(
                         p.radius,
                         p.temperature,
                         features=cache[(method, p.stride)],
+                        dtype=getattr(torch, p.precision),
                     )
                 table.add(name, method, sequence_scores(preds, seq.masks, cfg.eval.bound_th), fps, len(seq.frames))
                 if overlay_dir is not None and cfg.eval.overlays and method == table.methods[-1]:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_modal.core.config import load_config
+from ssl_modal.video.config import VideoConfig
 from ssl_modal.video.davis import region_j
 from ssl_modal.video.propagate import (
     LocalGrid,
@@ -89,6 +91,20 @@ def test_local_propagation_matches_dense_masked_affinity(h, w, radius, block):
     got = propagate_maps(feats, first, context=2, topk=4, radius=radius, temperature=0.1, block=block)
     want = dense_maps(feats, first, context=2, topk=4, radius=radius, temperature=0.1)
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_bfloat16_similarities_stay_close_to_float32():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(6, 32, 9, 12, generator=g)
+    first = torch.softmax(torch.randn(2, 9, 12, generator=g), 0)
+    want = propagate_maps(feats, first, context=3, topk=5, radius=3, temperature=0.1)
+    got = propagate_maps(feats, first, context=3, topk=5, radius=3, temperature=0.1, dtype=torch.bfloat16)
+    assert got.dtype == torch.float32 and torch.allclose(got.sum(1), torch.ones(6, 9, 12), atol=1e-5)
+    assert (got - want).abs().mean() < 0.02 and not torch.equal(got, want)
+    with pytest.raises(
+        ValueError, match=r"propagation.precision: expected one of \['bfloat16', 'float32'\], found 'fp8'"
+    ):
+        load_config(VideoConfig, None, ["propagation.precision=fp8"])
 
 
 def test_local_grid_tiles_round_trip():
