@@ -3,6 +3,7 @@ plain PyTorch loop), and label-propagation frames/s at 240p (vs feature extracti
 
     python bench/video_bench.py            # about 1 min on 2 idle CPU cores; writes bench/results/video_bench.json
     python bench/video_bench.py --quick    # ~20 s smoke run (JSON to the temp dir)
+    python bench/video_bench.py --propagation   # propagation rows only (bench/results/video_propagation.json)
 
 Every reference is measured in the same process, alternating with the measured variant in rounds, and
 medians are reported, so load from other processes hurts both sides alike (foreign CPU is recorded).
@@ -31,6 +32,7 @@ from ssl_modal.video.io import read_frames  # noqa: E402
 from ssl_modal.video.model import build_video_model  # noqa: E402
 from ssl_modal.video.propagate import (
     encoder_features,
+    extract,
     lab_pooled_features,
     local_mask,
     propagate,  # noqa: E402
@@ -210,6 +212,14 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
     ).encoder.eval()
     feats = encoder_features(encoder)
     video = torch.as_tensor(frames)
+    torch.manual_seed(0)
+    native4 = build_video_model(
+        {
+            "encoder": {"widths": [32, 64, 128], "embed_dim": 64, "channels": "Lab", "strides": [2, 2, 1]},
+            "colorization": {"weight": 1.0, "centres": [[0.0, 0.0]] * 16},
+        }
+    ).encoder.eval()
+    feats4 = encoder_features(native4)
 
     def features_only() -> float:
         t0 = time.perf_counter()
@@ -249,6 +259,21 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
         f"propagation, pooled Lab features, radius {RADIUS}": lambda: propagate(
             lab_pooled_features(8), frames, mask, 5, 10, RADIUS, 0.05
         )[1],
+        # stride 4 (the video_walk headline's stride), radius 6: the native stride-4 encoder vs the stride-8 one
+        # on 2x upsampled frames (session 12's headline), similarities in float32 and bfloat16
+        "stride 4, radius 6: native stride-4 encoder, float32": lambda: propagate(feats4, frames, mask, 5, 10, 6, 0.05)[
+            1
+        ],
+        "stride 4, radius 6: native stride-4 encoder, bfloat16 similarities": lambda: propagate(
+            feats4, frames, mask, 5, 10, 6, 0.05, dtype=torch.bfloat16
+        )[1],
+        "stride 4, radius 6: stride-8 encoder on 2x upsampled frames, float32": lambda: propagate(
+            encoder_features(encoder, 4), frames, mask, 5, 10, 6, 0.05
+        )[1],
+        "stride 4, radius 6: pooled Lab features, float32": lambda: propagate(
+            lab_pooled_features(4), frames, mask, 5, 10, 6, 0.05
+        )[1],
+        "stride 4: native stride-4 encoder feature extraction only": lambda: len(frames) / extract(feats4, frames)[1],
     }
     samples = {k: [] for k in variants}
     for _ in range(rounds):
@@ -267,7 +292,18 @@ def bench_propagation(rounds: int, workdir: Path) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--propagation", action="store_true", help="label propagation only (bench/results/video_propagation.json)"
+    )
     args = parser.parse_args(argv)
+    if args.propagation:
+        with tempfile.TemporaryDirectory() as tmp:
+            prop = {"machine": machine_info(), "propagation": bench_propagation(1 if args.quick else 3, Path(tmp))}
+        write_json(RESULTS / "video_propagation.json", prop)
+        p = prop["propagation"]
+        print(f"label propagation at 240p ({p['source']}; context 5, top-10, stride 8 unless named):")
+        print(table(["variant", "frames/s"], [[k, f"{v['median']:.1f}"] for k, v in p["frames_per_s"].items()]))
+        return prop
     rounds, steps, batch = (1, 4, 4) if args.quick else (3, 12, 8)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -306,7 +342,7 @@ def print_report(r: dict) -> None:
         f"= {t['fraction_of_matmul_peak']:.0%} of the fp32 matmul peak "
         f"({r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)"
     )
-    print(f"\nlabel propagation at 240p ({p['source']}; context 5, top-10, stride 8):")
+    print(f"\nlabel propagation at 240p ({p['source']}; context 5, top-10, stride 8 unless named):")
     print(table(["variant", "frames/s"], [[k, f"{v['median']:.1f}"] for k, v in p["frames_per_s"].items()]))
     print(f"ratio propagation / feature extraction alone: {p['ratio_propagation_vs_features']:.2f}")
 
