@@ -120,10 +120,16 @@ class PropagationConfig:
     temperature: float = positive(0.05)
     stride: int = positive(8)  # feature stride (pixels per cell); below the encoder's, frames are upsampled
     precision: str = "float32"  # of the similarities: "float32" or "bfloat16" (faster on CPUs with native bf16)
+    # Pooled Lab colour mixed into the encoder rows' features (random-init and SSL alike): cell cosine =
+    # (1 - lab_weight) * encoder + lab_weight * Lab. 0 = the encoder's features alone.
+    lab_weight: float = in_unit_interval(0.0)
     # With folds: settings tried on each fold's *training* sequences (overrides of the keys above, e.g.
     # {radius: 6, stride: 4}); the best mean J&F of `select_by` there is used for every method. [] = as set.
     candidates: list[dict] = field(default_factory=list)
     select_by: list[str] = field(default_factory=lambda: ["raw-Lab", "SSL"])  # methods whose mean J&F chooses
+    # Then (with folds) the lab_weight values tried with the chosen setting, chosen by the SSL row's mean J&F on
+    # the same training sequences. [] = lab_weight as set.
+    lab_weights: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -153,6 +159,10 @@ class VideoConfig:
     def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
         check_fields(self)
         encoder_strides(self.encoder.widths, self.encoder.strides)
+        if any(not 0 <= w <= 1 for w in self.propagation.lab_weights):
+            raise ValueError(
+                f"propagation.lab_weights: expected values in [0, 1], found {self.propagation.lab_weights}"
+            )
         if self.propagation.precision not in PRECISIONS:
             raise ValueError(
                 f"propagation.precision: expected one of {sorted(PRECISIONS)}, found {self.propagation.precision!r}"

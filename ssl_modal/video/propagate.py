@@ -202,6 +202,19 @@ def propagate(
     return preds, len(frames) / max(time.perf_counter() - start + feature_s, 1e-9)
 
 
+def mix_colour(feats: Tensor, lab: Tensor, weight: float) -> Tensor:
+    """Encoder features (N, D, h, w) with pooled Lab colour (N, 3, h', w') mixed in: both L2-normalised per
+    cell and concatenated with factors sqrt(1 - weight) and sqrt(weight), so the cosine of two cells is
+    (1 - weight) * cosine(features) + weight * cosine(Lab). weight 0 returns `feats`."""
+    if weight <= 0:
+        return feats
+    if lab.shape[-2:] != feats.shape[-2:]:
+        lab = F.adaptive_avg_pool2d(lab, feats.shape[-2:])
+    return torch.cat(
+        [(1 - weight) ** 0.5 * F.normalize(feats.float(), dim=1), weight**0.5 * F.normalize(lab.float(), dim=1)], 1
+    )
+
+
 def lab_tensor(frames: Tensor) -> Tensor:
     """uint8 RGB (N, H, W, 3) -> Lab (N, 3, H, W) roughly centred and scaled to [-1, 1]."""
     lab = frames_to_lab(frames)

@@ -47,8 +47,11 @@ def check_disjoint(patterns: list[str], evaluated: list[str]) -> None:
             )
 
 
+SELECTION_KEYS = {"candidates", "select_by", "lab_weights"}  # how settings are chosen, not settings
+
+
 def candidates(p: PropagationConfig) -> list[PropagationConfig]:
-    fields = {f.name for f in dataclasses.fields(PropagationConfig)} - {"candidates", "select_by"}
+    fields = {f.name for f in dataclasses.fields(PropagationConfig)} - SELECTION_KEYS
     out = []
     for c in p.candidates or [{}]:
         unknown = set(c) - fields
@@ -61,32 +64,42 @@ def candidates(p: PropagationConfig) -> list[PropagationConfig]:
 
 
 def settings_of(p: PropagationConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(p).items() if k not in ("candidates", "select_by")}
+    return {k: v for k, v in dataclasses.asdict(p).items() if k not in SELECTION_KEYS}
 
 
 def choose_propagation(cfg: VideoConfig, model, names: list[str]) -> tuple[PropagationConfig, list[dict]]:
     """The candidate with the best mean J&F of `propagation.select_by` (raw-Lab, SSL or both) on `names` (the
-    training sequences)."""
-    from ssl_modal.video.recipe import evaluate_settings, tracking_methods
-
+    training sequences); then, with `propagation.lab_weights`, the Lab mix weight the SSL row does best with."""
     options = candidates(cfg.propagation)
-    if len(options) == 1:
-        return options[0], []
     chosen_by = list(cfg.propagation.select_by)
-    if not chosen_by or set(chosen_by) - {"raw-Lab", "SSL"}:
+    if len(options) > 1 and (not chosen_by or set(chosen_by) - {"raw-Lab", "SSL"}):
         raise ValueError(f"propagation.select_by: expected some of ['raw-Lab', 'SSL'], found {chosen_by}")
+    tried: list[dict] = []
+    best = best_of(cfg, model, names, options, chosen_by, tried) if len(options) > 1 else options[0]
+    if cfg.propagation.lab_weights:
+        mixed = [dataclasses.replace(best, lab_weight=w) for w in cfg.propagation.lab_weights]
+        best = best_of(cfg, model, names, mixed, ["SSL"], tried)
+    return best, tried
+
+
+def best_of(
+    cfg: VideoConfig, model, names: list[str], options: list[PropagationConfig], chosen_by: list[str], tried: list
+) -> PropagationConfig:
+    """The option with the best mean J&F of the `chosen_by` rows on `names`; each result is appended to `tried`."""
+    from ssl_modal.video.recipe import evaluate_settings, tracking_methods
 
     def methods_for(p: PropagationConfig) -> dict:
         return {k: v for k, v in tracking_methods(model, p, cfg.train.seed + 1).items() if k in chosen_by}
 
-    tried = []
+    scores = []
     for p, table in zip(options, evaluate_settings(cfg, model, names, options, methods_for), strict=True):
         overall = table.overall()
-        score = float(np.mean([overall[m]["J&F"] for m in chosen_by]))
-        tried.append({"settings": settings_of(p), **{f"{m} J&F": overall[m]["J&F"] for m in chosen_by}, "score": score})
+        scores.append(float(np.mean([overall[m]["J&F"] for m in chosen_by])))
+        tried.append(
+            {"settings": settings_of(p), **{f"{m} J&F": overall[m]["J&F"] for m in chosen_by}, "score": scores[-1]}
+        )
         log.info("propagation on training sequences: %s", tried[-1])
-    best = max(range(len(options)), key=lambda i: tried[i]["score"])
-    return options[best], tried
+    return options[int(np.argmax(scores))]
 
 
 def pooled(tables: list[TrackingTable]) -> TrackingTable:
@@ -155,6 +168,11 @@ def run_folds(cfg: VideoConfig, title: str) -> TrackingTable:
     table = pooled(tables)
     print(f"\n{title}: every sequence unseen in pretraining ({len(tables)} folds pooled):")
     print(table)
+    weights = [f["propagation"].get("lab_weight", 0.0) for f in summary]
+    if any(weights):
+        print(
+            f"random-init and SSL rows: the encoder's features with pooled Lab mixed in, lab_weight per fold {weights}"
+        )
     out = Path(cfg.train.output_dir) / "tracking_unseen.json"
     out.write_text(json.dumps({"overall": table.overall(), "folds": summary}, indent=1) + "\n", encoding="utf-8")
     print(f"written: {out}")

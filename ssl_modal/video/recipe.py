@@ -18,7 +18,14 @@ from ssl_modal.video.config import PropagationConfig, VideoConfig
 from ssl_modal.video.data import ClipDataset, ClipWindows, WalkClips, fit_centres, load_images, load_videos
 from ssl_modal.video.davis import list_sequences, load_sequence, sequence_scores
 from ssl_modal.video.model import build_video_model
-from ssl_modal.video.propagate import copy_first_frame, encoder_features, extract, lab_pooled_features, propagate
+from ssl_modal.video.propagate import (
+    copy_first_frame,
+    encoder_features,
+    extract,
+    lab_pooled_features,
+    mix_colour,
+    propagate,
+)
 from ssl_modal.video.report import TrackingTable, save_overlay
 
 Config = VideoConfig
@@ -77,6 +84,9 @@ def random_init_like(model, seed: int):
     return build_video_model(model.spec.config).eval()
 
 
+ENCODER_ROWS = ("random-init", "SSL")  # the rows whose features `propagation.lab_weight` mixes with pooled Lab
+
+
 def tracking_methods(model, p: PropagationConfig, seed: int, baselines: bool = True) -> dict:
     """Feature functions at stride `p.stride` (None = copy-first): baselines first, the pretrained encoder last."""
     methods = {}
@@ -113,6 +123,12 @@ def evaluate_settings(
                 else:
                     if (method, p.stride) not in cache:
                         cache[(method, p.stride)] = extract(fn, seq.frames)
+                    feats, seconds = cache[(method, p.stride)]
+                    if method in ENCODER_ROWS and p.lab_weight > 0:
+                        if ("raw-Lab", p.stride) not in cache:
+                            cache[("raw-Lab", p.stride)] = extract(lab_pooled_features(p.stride), seq.frames)
+                        lab, lab_seconds = cache[("raw-Lab", p.stride)]
+                        feats, seconds = mix_colour(feats, lab, p.lab_weight), seconds + lab_seconds
                     preds, fps = propagate(
                         None,
                         seq.frames,
@@ -121,7 +137,7 @@ def evaluate_settings(
                         p.topk,
                         p.radius,
                         p.temperature,
-                        features=cache[(method, p.stride)],
+                        features=(feats, seconds),
                         dtype=getattr(torch, p.precision),
                     )
                 table.add(name, method, sequence_scores(preds, seq.masks, cfg.eval.bound_th), fps, len(seq.frames))

@@ -16,6 +16,7 @@ from ssl_modal.video.propagate import (
     lab_patch_features,
     lab_pooled_features,
     local_mask,
+    mix_colour,
     propagate,
     propagate_maps,
     propagate_step,
@@ -105,6 +106,20 @@ def test_bfloat16_similarities_stay_close_to_float32():
         ValueError, match=r"propagation.precision: expected one of \['bfloat16', 'float32'\], found 'fp8'"
     ):
         load_config(VideoConfig, None, ["propagation.precision=fp8"])
+
+
+def test_mix_colour_gives_the_weighted_sum_of_cosines():
+    g = torch.Generator().manual_seed(1)
+    feats, lab = torch.randn(2, 16, 5, 6, generator=g), torch.randn(2, 3, 10, 12, generator=g)
+    mixed = mix_colour(feats, lab, 0.3)
+    assert mixed.shape == (2, 19, 5, 6) and torch.equal(mix_colour(feats, lab, 0.0), feats)
+
+    def cos(x):
+        x = torch.nn.functional.normalize(x, dim=1)
+        return (x[0] * x[1]).sum(0)
+
+    pooled = torch.nn.functional.adaptive_avg_pool2d(lab, (5, 6))
+    assert torch.allclose(cos(mixed), 0.7 * cos(feats) + 0.3 * cos(pooled), atol=1e-5)
 
 
 def test_local_grid_tiles_round_trip():

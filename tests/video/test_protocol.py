@@ -40,6 +40,8 @@ def test_candidates_override_and_unknown_keys():
     bad = load_config(VideoConfig, WALK, ["propagation.candidates=[{radus: 3}]"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['radus'\]"):
         candidates(bad.propagation)
+    with pytest.raises(ValueError, match=r"propagation.lab_weights: expected values in \[0, 1\], found \[1.5\]"):
+        load_config(VideoConfig, WALK, ["propagation.lab_weights=[1.5]"])
 
 
 def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
@@ -62,6 +64,7 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
         "walk.frame_gap=1",
         "propagation.candidates=[{radius: 2}, {radius: 3}]",
         "propagation.select_by=[raw-Lab]",
+        "propagation.lab_weights=[0.0, 0.5]",
         "train.max_steps=3",
         "train.batch_size=2",
         "train.progress=false",
@@ -75,8 +78,20 @@ def test_tiny_two_fold_walk_run(tmp_path, monkeypatch, capsys):
     summary = json.loads((tmp_path / "run" / "tracking_unseen.json").read_text())
     assert [f["test_sequences"] for f in summary["folds"]] == [["square"], ["square2"]]
     assert [f["train_sequences"] for f in summary["folds"]] == [["square2"], ["square"]]
-    assert all(len(f["candidates"]) == 2 and f["propagation"]["radius"] in (2, 3) for f in summary["folds"])
-    assert all(set(c) == {"settings", "raw-Lab J&F", "score"} for f in summary["folds"] for c in f["candidates"])
+    # raw Lab chooses the radius, then the SSL row chooses the Lab mix weight with that radius
+    for f in summary["folds"]:
+        radius, weight = f["propagation"]["radius"], f["propagation"]["lab_weight"]
+        assert radius in (2, 3) and weight in (0.0, 0.5)
+        assert [set(c) for c in f["candidates"]] == [{"settings", "raw-Lab J&F", "score"}] * 2 + [
+            {"settings", "SSL J&F", "score"}
+        ] * 2
+        assert [(c["settings"]["radius"], c["settings"]["lab_weight"]) for c in f["candidates"][2:]] == [
+            (radius, 0.0),
+            (radius, 0.5),
+        ]
+        assert max(c["score"] for c in f["candidates"][2:]) == next(
+            c["score"] for c in f["candidates"][2:] if c["settings"]["lab_weight"] == weight
+        )
     assert set(summary["overall"]) == {"copy-first", "raw-Lab", "random-init", "SSL"}
     assert (tmp_path / "run" / "fold0" / "model.pt").is_file() and (tmp_path / "run" / "fold1" / "model.pt").is_file()
     # one fold at a time: the pooled table appears once both folds' results exist
