@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
+from ssl_modal.core import checkpoint as ckpt_io
+from ssl_modal.core.config import to_dict
 from ssl_modal.core.eval_data import EvalData
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.plots import pyplot, save_figure
@@ -92,6 +95,8 @@ def train(cfg: AlignerConfig) -> TrainResult:
     """Contrastive training on the training split; the final model is `<train.output_dir>/model.pt`."""
     train_pairs, _ = read_split(cfg)
     check_images(train_pairs)  # before anything is written to output_dir
+    if cfg.model.image.arch == "patches" and cfg.model.image.head == "chi2":
+        return fit_closed_form(cfg, train_pairs)
     torch.manual_seed(cfg.train.seed)
     model = build_aligner_model(model_config(cfg, train_pairs.captions, recipe_vocabulary(cfg, train_pairs.captions)))
     count_truncated(model.tokenizer, train_pairs.captions, cfg.model.text.max_length, train_pairs.source)
@@ -127,6 +132,51 @@ def train(cfg: AlignerConfig) -> TrainResult:
         image_maps=maps,
     )
     return Trainer(cfg.train).fit(model, data, model.collate)
+
+
+def fit_closed_form(cfg: AlignerConfig, train_pairs: Pairs) -> TrainResult:
+    """Head `chi2`: no gradient steps. The patch front is fitted, then a chi2 kernel ridge maps each training
+    image's map (every cached view) to the normalised mean of its captions' locked text features; both projections
+    are the identity, so the shared space is the text tower's. Writes `<train.output_dir>/model.pt`."""
+    if not (cfg.model.text.pretrained_path and cfg.model.text.locked):
+        raise ValueError(
+            "model.image.head 'chi2' regresses onto a locked pretrained text tower: set "
+            "model.text.pretrained_path and model.text.locked: true"
+        )
+    paths = list(dict.fromkeys(train_pairs.paths))
+    config = model_config(cfg, train_pairs.captions)
+    width = build_aligner_model(config).encoder.text_tower.width
+    config["image"].update(support=len(paths) * cfg.data.cached_views, target_dim=width)
+    config["embed_dim"] = width
+    torch.manual_seed(cfg.train.seed)
+    model = build_aligner_model(config)
+    captions = F.normalize(text_tower_features(model, train_pairs.captions, cfg.eval.batch_size), dim=-1)
+    owner = torch.as_tensor(pd.Index(paths).get_indexer(train_pairs.paths))
+    targets = F.normalize(torch.zeros(len(paths), width).index_add_(0, owner, captions), dim=-1)
+    d = cfg.data
+    augment = image_transform(
+        cfg.model.image.image_size,
+        train=True,
+        crop_scale=d.random_resized_crop,
+        flip=d.horizontal_flip,
+        augment=d.augment,
+        color_jitter=d.color_jitter,
+    )
+    maps = fit_patch_front(model, train_pairs, cfg, augment)
+    stacked = torch.stack([maps[p] for p in paths])
+    if d.cached_views > 1:  # every view a support row with its image's target
+        stacked, targets = stacked.flatten(0, 1), targets.repeat_interleave(d.cached_views, 0)
+    encoder = model.encoder
+    encoder.image_tower.fit_head(stacked, targets)
+    with torch.no_grad():
+        encoder.image_proj.weight.copy_(torch.eye(width))
+        encoder.text_proj.weight.copy_(torch.eye(width))
+    log.info("aligner: chi2 kernel ridge head fitted on %d maps (no gradient steps)", len(stacked))
+    out = Path(cfg.train.output_dir)
+    checkpoint = ckpt_io.atomic_save(
+        ckpt_io.make_checkpoint(model, train_config=to_dict(cfg.train), step=0), out / "model.pt"
+    )
+    return TrainResult(step=0, output_dir=out, checkpoint=checkpoint)
 
 
 def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig, augment=None) -> dict[str, torch.Tensor]:
