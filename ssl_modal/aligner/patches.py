@@ -52,20 +52,22 @@ class PatchTower(nn.Module):
         self.register_buffer("feature_std", torch.ones(features))
         hidden, dropout = cfg.get("width", 512), cfg.get("dropout", 0.3)
         self.kind = cfg.get("head", "mlp")
-        if self.kind == "mlp":
+        if self.kind in ("chi2", "mlp+chi2"):  # closed form: kernel ridge regression onto the (locked) text features
+            support, self.kernel_width = cfg.get("support", 1), cfg.get("target_dim", 1)
+            self.gamma, self.ridge = cfg.get("kernel_gamma", 3.0), cfg.get("ridge", 0.3)
+            self.register_buffer("support", torch.rand(support, features))  # random until `fit_head`
+            self.register_buffer("dual", torch.randn(support, self.kernel_width))
+        if self.kind in ("mlp", "mlp+chi2"):
             self.head_mlp = nn.Sequential(
                 nn.Dropout(dropout), nn.Linear(features, hidden), nn.GELU(), nn.Dropout(dropout)
             )
             self.width = hidden
         elif self.kind == "conv":
             self.head_conv, self.width = conv_head(self.channels, cfg.get("head_widths", [128, 256]), dropout)
-        elif self.kind == "chi2":  # closed form: kernel ridge regression onto the (locked) text features
-            support, self.width = cfg.get("support", 1), cfg.get("target_dim", 1)
-            self.gamma, self.ridge = cfg.get("kernel_gamma", 3.0), cfg.get("ridge", 0.3)
-            self.register_buffer("support", torch.rand(support, features))  # random until `fit_head`
-            self.register_buffer("dual", torch.randn(support, self.width))
+        elif self.kind == "chi2":
+            self.width = self.kernel_width
         else:
-            raise ValueError(f"model.image.head: expected 'mlp', 'conv' or 'chi2', found '{self.kind}'")
+            raise ValueError(f"model.image.head: expected 'mlp', 'conv', 'chi2' or 'mlp+chi2', found '{self.kind}'")
 
     def _dictionary(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         suffix = f"_{i}" if i else ""
@@ -138,14 +140,20 @@ class PatchTower(nn.Module):
         pooled = self.pool(maps).clamp(min=0)
         return pooled / (self.feature_mean.clamp(min=0) + 1e-6) / pooled.shape[1]
 
+    def kernel_head(self, maps: Tensor) -> Tensor:
+        """Head `chi2` (or the kernel half of `mlp+chi2`): maps -> (B, kernel_width) in the text tower's space."""
+        return chi2_kernel(self._histograms(maps), self.support, self.gamma) @ self.dual
+
     @torch.no_grad()
     def fit_head(self, maps: Tensor, targets: Tensor) -> None:
         """Head `chi2`: kernel ridge from the maps (N, C, g, g) of the training images to `targets` (N, width),
         solved in closed form: dual = (K + ridge I)^-1 targets over the chi2 kernel K of the N images."""
-        if self.kind != "chi2" or maps.shape[0] != self.support.shape[0] or targets.shape[1] != self.width:
+        if not hasattr(self, "dual"):
+            raise ValueError(f"fit_head: head 'chi2' or 'mlp+chi2' expected, found '{self.kind}'")
+        if maps.shape[0] != self.support.shape[0] or targets.shape[1] != self.kernel_width:
             raise ValueError(
-                f"fit_head: head 'chi2' with {self.support.shape[0]} support images and targets of width "
-                f"{self.width} expected, found head '{self.kind}', {maps.shape[0]} maps, targets {tuple(targets.shape)}"
+                f"fit_head: {self.support.shape[0]} support images and targets of width {self.kernel_width} "
+                f"expected, found {maps.shape[0]} maps, targets {tuple(targets.shape)}"
             )
         support = torch.cat([self._histograms(maps[i : i + 256]) for i in range(0, len(maps), 256)])
         kernel = chi2_kernel(support, support, self.gamma).double()
@@ -160,7 +168,7 @@ class PatchTower(nn.Module):
         if self.kind == "conv":
             return self.head_conv(maps)
         if self.kind == "chi2":
-            return chi2_kernel(self._histograms(maps), self.support, self.gamma) @ self.dual
+            return self.kernel_head(maps)
         return self.head_mlp((self.pool(maps) - self.feature_mean) / self.feature_std)
 
     def forward(self, pixels: Tensor) -> Tensor:

