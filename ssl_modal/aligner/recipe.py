@@ -120,7 +120,7 @@ def train(cfg: AlignerConfig) -> TrainResult:
         )
     maps = fit_patch_front(model, train_pairs, cfg, transform) if head else None
     if head == "mlp+chi2":
-        fit_kernel_head(model, cfg, train_pairs, maps)
+        fit_kernel_head(model, cfg, train_pairs, maps, features)
     data = PairDataset(
         train_pairs,
         transform,
@@ -157,11 +157,15 @@ def kernel_config(cfg: AlignerConfig, config: dict, n_images: int) -> dict:
     return config
 
 
-def fit_kernel_head(model, cfg: AlignerConfig, train_pairs: Pairs, maps: dict[str, torch.Tensor]) -> None:
+def fit_kernel_head(
+    model, cfg: AlignerConfig, train_pairs: Pairs, maps: dict[str, torch.Tensor], features: torch.Tensor | None = None
+) -> None:
     """Chi2 kernel ridge from each training image's map (every cached view) onto the normalised mean of its
-    captions' locked text features, solved in closed form."""
+    captions' locked text features (`features`, computed here when not given), solved in closed form."""
     paths = list(dict.fromkeys(train_pairs.paths))
-    captions = F.normalize(text_tower_features(model, train_pairs.captions, cfg.eval.batch_size), dim=-1)
+    if features is None:
+        features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
+    captions = F.normalize(features, dim=-1)
     owner = torch.as_tensor(pd.Index(paths).get_indexer(train_pairs.paths))
     targets = F.normalize(torch.zeros(len(paths), captions.shape[1]).index_add_(0, owner, captions), dim=-1)
     stacked = torch.stack([maps[p] for p in paths])
