@@ -37,22 +37,20 @@ def run(cfg: AlignerConfig) -> None:
     table = evaluate(cfg, model)
     evaluated = time.perf_counter()
     images, texts = export_embeddings(model, test, out, cfg.eval.batch_size)
-    outputs = [
-        ("model", result.checkpoint),
-        ("metrics", out / "metrics.jsonl"),
-        (
-            "loss curve",
-            plot_training_curves(
-                out,
-                out / "loss_curve.png",
-                f"image-text aligner ({out.name})",
-                loss_label="contrastive loss",
-                accuracies=[
-                    ("contrastive/acc_i2t", "in-batch image->text acc"),
-                    ("contrastive/acc_t2i", "in-batch text->image acc"),
-                ],
-            ),
-        ),
+    outputs = [("model", result.checkpoint)]
+    if result.step:  # a closed-form head (model.image.head: chi2) takes no gradient steps: no curve
+        curve = plot_training_curves(
+            out,
+            out / "loss_curve.png",
+            f"image-text aligner ({out.name})",
+            loss_label="contrastive loss",
+            accuracies=[
+                ("contrastive/acc_i2t", "in-batch image->text acc"),
+                ("contrastive/acc_t2i", "in-batch text->image acc"),
+            ],
+        )
+        outputs += [("metrics", out / "metrics.jsonl"), ("loss curve", curve)]
+    outputs += [
         (
             "retrieval grid",
             plot_retrieval_grid(model, test, out / "retrieval_grid.png", cfg.eval.grid_captions, cfg.eval.batch_size),

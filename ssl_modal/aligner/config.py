@@ -25,7 +25,14 @@ class ImageTowerConfig:
     dropout: float = dropout_rate(0.0)  # arch "resnet": dropout on the pooled features; "patches": in the head
     centroids: int = positive(256)  # arch "patches": k-means patch dictionary size (patch_size 6 there)
     grid: int = positive(9)  # arch "patches": response maps pooled to grid x grid, cached once
-    head: str = "mlp"  # arch "patches": "mlp" on the 2x2-pooled map or "conv" (BasicBlocks on the whole map)
+    scales: list[int] = positive(factory=list)  # arch "patches": input sides, one dictionary each ([] = image_size)
+    pyramid: list[int] = positive(factory=lambda: [2])  # arch "patches", head "mlp": average-pool levels, concatenated
+    colour_bins: int = non_negative(0)  # arch "patches": + bins^3 RGB colour-histogram channels (0 = none)
+    head: str = "mlp"  # arch "patches": "mlp" on the pooled map, "conv" (BasicBlocks on the whole map), "chi2"
+    #                    (closed-form chi2 kernel ridge onto the locked text features: no gradient steps) or
+    #                    "mlp+chi2" (both; embeddings fuse the two, each cosine weighted 1/2)
+    kernel_gamma: float = positive(3.0)  # head "chi2": the kernel's gamma (features scaled to mean 1/F)
+    ridge: float = positive(0.3)  # head "chi2": the ridge added to the kernel matrix
     head_widths: list[int] = positive(factory=lambda: [128, 256])  # head "conv": one block per width
     locked: bool = False  # LiT-style: freeze the tower, keep its projection trainable
 

@@ -53,17 +53,36 @@ class AlignerEncoder(Encoder):
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(self, batch: dict) -> EncoderOutput:
-        if "pixel_values" in batch:
-            pooled = self.encode_image(batch["pixel_values"])
-        elif "image_maps" in batch:  # cached views (B, V, K, g, g): the plain view 0
-            maps = batch["image_maps"]
-            pooled = self.image_proj(self.image_tower.head(maps[:, 0] if maps.dim() == 5 else maps))
+        """Embeddings; with a fused head (`model.image.head: mlp+chi2`) the concatenation of the normalised trained
+        embedding and the normalised kernel / text-tower feature, over sqrt 2: the cosine of two such vectors is
+        the mean of the two cosines (an equal-weight score fusion)."""
+        fused = getattr(self.image_tower, "kind", None) == "mlp+chi2"
+        if "pixel_values" in batch or "image_maps" in batch:
+            if "image_maps" in batch:  # cached views (B, V, K, g, g): the plain view 0
+                maps = batch["image_maps"]
+                maps = maps[:, 0] if maps.dim() == 5 else maps
+            else:
+                maps = self.image_tower.front(batch["pixel_values"]) if fused else None
+            if maps is None:
+                pooled = self.encode_image(batch["pixel_values"])
+            else:
+                pooled = self.image_proj(self.image_tower.head(maps))
+                if fused:
+                    pooled = fuse(pooled, self.image_tower.kernel_head(maps))
         elif "input_ids" in batch:
-            pooled = self.encode_text(batch["input_ids"], batch["attention_mask"])
+            features = self.text_tower(batch["input_ids"], batch["attention_mask"])
+            pooled = self.text_proj(features)
+            if fused:
+                pooled = fuse(pooled, features)
         else:
             raise KeyError(f"aligner batch: expected 'pixel_values' or 'input_ids', found keys {sorted(batch)}")
         mask = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
         return EncoderOutput(tokens=pooled[:, None], mask=mask, pooled=pooled)
+
+
+def fuse(a: Tensor, b: Tensor) -> Tensor:
+    """[a / |a|, b / |b|] / sqrt 2: unit vectors whose dot product is the mean of the two cosines."""
+    return torch.cat([F.normalize(a, dim=-1), F.normalize(b, dim=-1)], dim=-1) / 2**0.5
 
 
 class Contrastive(Objective):

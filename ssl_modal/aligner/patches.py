@@ -5,7 +5,8 @@ features that beat deep networks trained on few images. Here the dictionary is f
 (no labels, no captions: self-supervised) and then frozen; the head (MLP) and the projection train contrastively.
 Because the dictionary is frozen, each image's response map is computed once before training and the head trains
 on random windows of it (feature-space crops), which makes a step cost a small MLP forward instead of a convnet.
-The head is an MLP on the 2x2-pooled map (`head: mlp`) or a small ResNet on the whole map (`head: conv`); several
+Options: several input scales (one dictionary each), a spatial pyramid of poolings, coarse colour histograms.
+The head is an MLP on the pooled map (`head: mlp`) or a small ResNet on the whole map (`head: conv`); several
 augmented pixel views of each training image can be cached (`data.cached_views`, one drawn per step).
 """
 
@@ -17,31 +18,65 @@ from torch import Tensor, nn
 
 
 class PatchTower(nn.Module):
-    """`front`: pixels (B, 3, S, S) -> triangle-activated distances to K centroids, pooled to (B, K, grid, grid);
-    `head`: a window of that map -> 2x2 average pool -> standardise -> MLP -> (B, width), or (`head: conv`)
-    BatchNorm -> 1x1 conv to head_widths[0] -> one BasicBlock per head width (stride 2 after the first) -> global
-    average pool -> dropout -> (B, head_widths[-1])."""
+    """`front`: pixels (B, 3, S, S) -> triangle-activated distances to K centroids per scale, pooled to
+    (B, C, grid, grid) (C = K per scale + colour_bins^3 colour-histogram channels);
+    `head`: a window of that map -> spatial pyramid (average pools at each `pyramid` level, default 2x2) ->
+    standardise -> MLP -> (B, width), or (`head: conv`) BatchNorm -> 1x1 conv to head_widths[0] -> one BasicBlock
+    per head width (stride 2 after the first) -> global average pool -> dropout -> (B, head_widths[-1]).
+
+    `scales` (default [image_size]): input sides each dictionary sees (the pixels, image_size px, resized down),
+    one dictionary per scale, so 6x6 patches cover more or less of the image (Coates & Ng's single layer at
+    several receptive fields); `pyramid`: the pooling levels (Lazebnik et al. 2006's spatial pyramid)."""
 
     def __init__(self, cfg: dict):
         super().__init__()
         self.patch, self.k, self.grid = cfg.get("patch_size", 6), cfg.get("centroids", 256), cfg.get("grid", 9)
+        size = cfg.get("image_size", 32)
+        self.scales = list(cfg.get("scales") or [size])
+        self.pyramid = list(cfg.get("pyramid") or [2])
+        self.colour_bins = cfg.get("colour_bins", 0)
+        if any(not self.patch < s <= size for s in self.scales) or any(level < 1 for level in self.pyramid):
+            raise ValueError(
+                f"model.image: expected scales in ({self.patch}, image_size={size}] and pyramid levels >= 1, "
+                f"found scales {self.scales}, pyramid {self.pyramid}"
+            )
         d = 3 * self.patch**2
-        self.register_buffer("patch_mean", torch.zeros(d))
-        self.register_buffer("whiten", torch.eye(d))
-        self.register_buffer("centroids", torch.randn(self.k, d))  # random until `fit` (the random-init row)
-        self.register_buffer("feature_mean", torch.zeros(4 * self.k))
-        self.register_buffer("feature_std", torch.ones(4 * self.k))
+        for i in range(len(self.scales)):  # scale 0 keeps the single-scale names (models saved before scales)
+            suffix = f"_{i}" if i else ""
+            self.register_buffer("patch_mean" + suffix, torch.zeros(d))
+            self.register_buffer("whiten" + suffix, torch.eye(d))
+            self.register_buffer("centroids" + suffix, torch.randn(self.k, d))  # random until `fit` (random-init)
+        self.channels = self.k * len(self.scales) + self.colour_bins**3
+        features = self.channels * sum(level**2 for level in self.pyramid)
+        self.register_buffer("feature_mean", torch.zeros(features))
+        self.register_buffer("feature_std", torch.ones(features))
         hidden, dropout = cfg.get("width", 512), cfg.get("dropout", 0.3)
         self.kind = cfg.get("head", "mlp")
-        if self.kind == "mlp":
+        if self.kind in ("chi2", "mlp+chi2"):  # closed form: kernel ridge regression onto the (locked) text features
+            support, self.kernel_width = cfg.get("support", 1), cfg.get("target_dim", 1)
+            self.gamma, self.ridge = cfg.get("kernel_gamma", 3.0), cfg.get("ridge", 0.3)
+            self.register_buffer("support", torch.rand(support, features))  # random until `fit_head`
+            self.register_buffer("dual", torch.randn(support, self.kernel_width))
+        if self.kind in ("mlp", "mlp+chi2"):
             self.head_mlp = nn.Sequential(
-                nn.Dropout(dropout), nn.Linear(4 * self.k, hidden), nn.GELU(), nn.Dropout(dropout)
+                nn.Dropout(dropout), nn.Linear(features, hidden), nn.GELU(), nn.Dropout(dropout)
             )
             self.width = hidden
         elif self.kind == "conv":
-            self.head_conv, self.width = conv_head(self.k, cfg.get("head_widths", [128, 256]), dropout)
+            self.head_conv, self.width = conv_head(self.channels, cfg.get("head_widths", [128, 256]), dropout)
+        elif self.kind == "chi2":
+            self.width = self.kernel_width
         else:
-            raise ValueError(f"model.image.head: expected 'mlp' or 'conv', found '{self.kind}'")
+            raise ValueError(f"model.image.head: expected 'mlp', 'conv', 'chi2' or 'mlp+chi2', found '{self.kind}'")
+
+    def _dictionary(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        suffix = f"_{i}" if i else ""
+        return tuple(getattr(self, name + suffix) for name in ("patch_mean", "whiten", "centroids"))
+
+    def _resize(self, pixels: Tensor, side: int) -> Tensor:
+        if pixels.shape[-1] == side:
+            return pixels
+        return F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 
     def _patches(self, pixels: Tensor) -> Tensor:
         """Contrast-normalised patches (B, L, 3*p*p)."""
@@ -51,7 +86,16 @@ class PatchTower(nn.Module):
 
     @torch.no_grad()
     def fit(self, pixels: Tensor, max_patches: int = 100_000, iters: int = 10, seed: int = 0) -> None:
-        """Whitening and k-means centroids from unlabelled images (B, 3, S, S); the frozen front is then set."""
+        """Whitening and k-means centroids per scale from unlabelled images (B, 3, S, S); the frozen front is set."""
+        for i, side in enumerate(self.scales):
+            mean, whiten, cent = self._kmeans(self._resize(pixels, side), max_patches, iters, seed + i)
+            for buffer, value in zip(self._dictionary(i), (mean, whiten, cent), strict=True):
+                buffer.copy_(value)
+        pooled = torch.cat([self.pool(self.front(pixels[i : i + 64])) for i in range(0, len(pixels), 64)])
+        self.feature_mean.copy_(pooled.mean(0))
+        self.feature_std.copy_(pooled.std(0) + 1e-3)
+
+    def _kmeans(self, pixels: Tensor, max_patches: int, iters: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(seed)
         patches = torch.cat(
             [self._patches(pixels[i : i + 64]).reshape(-1, self.patch_mean.numel()) for i in range(0, len(pixels), 64)]
@@ -73,32 +117,81 @@ class PatchTower(nn.Module):
             total = torch.zeros_like(cent).index_add_(0, assign, z)
             alive = count > 0
             cent[alive] = total[alive] / count[alive, None]
-        self.patch_mean.copy_(mean)
-        self.whiten.copy_(whiten)
-        self.centroids.copy_(cent)
-        pooled = torch.cat([self.pool(self.front(pixels[i : i + 64])) for i in range(0, len(pixels), 64)])
-        self.feature_mean.copy_(pooled.mean(0))
-        self.feature_std.copy_(pooled.std(0) + 1e-3)
+        return mean, whiten, cent
 
     @torch.no_grad()
     def front(self, pixels: Tensor) -> Tensor:
-        """The frozen part: (B, 3, S, S) -> (B, K, grid, grid)."""
-        z = (self._patches(pixels) - self.patch_mean) @ self.whiten
-        dist = torch.cdist(z, self.centroids[None].expand(len(z), -1, -1))
-        act = (dist.mean(-1, keepdim=True) - dist).clamp(min=0)  # "triangle" k-means activation
-        side = pixels.shape[-1] - self.patch + 1
-        return F.adaptive_avg_pool2d(act.transpose(1, 2).reshape(len(z), self.k, side, side), self.grid)
+        """The frozen part: (B, 3, S, S) -> (B, C, grid, grid)."""
+        maps = []
+        for i, side in enumerate(self.scales):
+            mean, whiten, cent = self._dictionary(i)
+            x = self._resize(pixels, side)
+            z = (self._patches(x) - mean) @ whiten
+            dist = torch.cdist(z, cent[None].expand(len(z), -1, -1))
+            act = (dist.mean(-1, keepdim=True) - dist).clamp(min=0)  # "triangle" k-means activation
+            n = side - self.patch + 1
+            maps.append(F.adaptive_avg_pool2d(act.transpose(1, 2).reshape(len(z), self.k, n, n), self.grid))
+        if self.colour_bins:
+            maps.append(F.adaptive_avg_pool2d(colour_histogram(pixels, self.colour_bins), self.grid))
+        return torch.cat(maps, 1)
+
+    def _histograms(self, maps: Tensor) -> Tensor:
+        """Pooled maps as non-negative histograms, each feature scaled by its training mean (head `chi2`)."""
+        pooled = self.pool(maps).clamp(min=0)
+        return pooled / (self.feature_mean.clamp(min=0) + 1e-6) / pooled.shape[1]
+
+    def kernel_head(self, maps: Tensor) -> Tensor:
+        """Head `chi2` (or the kernel half of `mlp+chi2`): maps -> (B, kernel_width) in the text tower's space."""
+        return chi2_kernel(self._histograms(maps), self.support, self.gamma) @ self.dual
+
+    @torch.no_grad()
+    def fit_head(self, maps: Tensor, targets: Tensor) -> None:
+        """Head `chi2`: kernel ridge from the maps (N, C, g, g) of the training images to `targets` (N, width),
+        solved in closed form: dual = (K + ridge I)^-1 targets over the chi2 kernel K of the N images."""
+        if not hasattr(self, "dual"):
+            raise ValueError(f"fit_head: head 'chi2' or 'mlp+chi2' expected, found '{self.kind}'")
+        if maps.shape[0] != self.support.shape[0] or targets.shape[1] != self.kernel_width:
+            raise ValueError(
+                f"fit_head: {self.support.shape[0]} support images and targets of width {self.kernel_width} "
+                f"expected, found {maps.shape[0]} maps, targets {tuple(targets.shape)}"
+            )
+        support = torch.cat([self._histograms(maps[i : i + 256]) for i in range(0, len(maps), 256)])
+        kernel = chi2_kernel(support, support, self.gamma).double()
+        eye = torch.eye(len(kernel), dtype=kernel.dtype)
+        self.support.copy_(support)
+        self.dual.copy_(torch.linalg.solve(kernel + self.ridge * eye, targets.double()).float())
 
     def pool(self, maps: Tensor) -> Tensor:
-        return F.adaptive_avg_pool2d(maps, 2).flatten(1)
+        return torch.cat([F.adaptive_avg_pool2d(maps, level).flatten(1) for level in self.pyramid], 1)
 
     def head(self, maps: Tensor) -> Tensor:
         if self.kind == "conv":
             return self.head_conv(maps)
+        if self.kind == "chi2":
+            return self.kernel_head(maps)
         return self.head_mlp((self.pool(maps) - self.feature_mean) / self.feature_std)
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.head(self.front(pixels))
+
+
+def chi2_kernel(x: Tensor, y: Tensor, gamma: float) -> Tensor:
+    """exp(-gamma * sum_f (x_f - y_f)^2 / (x_f + y_f)) between rows of non-negative x (B, F) and y (N, F)."""
+    out = torch.empty(len(x), len(y), device=x.device)
+    for i in range(0, len(x), 16):  # (16, N, F) at a time: bounded memory
+        a, b = x[i : i + 16, None], y[None]
+        out[i : i + 16] = ((a - b) ** 2 / (a + b).clamp(min=1e-12)).sum(-1)
+    return torch.exp(-gamma * out)
+
+
+def colour_histogram(pixels: Tensor, bins: int) -> Tensor:
+    """CLIP-normalised pixels (B, 3, S, S) -> one-hot RGB colour bins (B, bins^3, S, S), `bins` levels a channel."""
+    from .data import MEAN, STD
+
+    mean, std = (torch.tensor(v, device=pixels.device).view(1, 3, 1, 1) for v in (MEAN, STD))
+    level = ((pixels * std + mean).clamp(0, 1) * bins).long().clamp(max=bins - 1)
+    index = (level[:, 0] * bins + level[:, 1]) * bins + level[:, 2]
+    return F.one_hot(index, bins**3).permute(0, 3, 1, 2).float()
 
 
 def conv_head(channels: int, widths: list[int], dropout: float) -> tuple[nn.Module, int]:

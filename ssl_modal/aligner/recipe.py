@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
+from ssl_modal.core import checkpoint as ckpt_io
+from ssl_modal.core.config import to_dict
 from ssl_modal.core.eval_data import EvalData
 from ssl_modal.core.export import export, load_model
 from ssl_modal.core.plots import pyplot, save_figure
@@ -92,16 +95,46 @@ def train(cfg: AlignerConfig) -> TrainResult:
     """Contrastive training on the training split; the final model is `<train.output_dir>/model.pt`."""
     train_pairs, _ = read_split(cfg)
     check_images(train_pairs)  # before anything is written to output_dir
+    head = cfg.model.image.head if cfg.model.image.arch == "patches" else None
+    if head == "chi2":
+        return fit_closed_form(cfg, train_pairs)
     torch.manual_seed(cfg.train.seed)
-    model = build_aligner_model(model_config(cfg, train_pairs.captions, recipe_vocabulary(cfg, train_pairs.captions)))
+    config = model_config(cfg, train_pairs.captions, recipe_vocabulary(cfg, train_pairs.captions))
+    if head == "mlp+chi2":
+        config = kernel_config(cfg, config, len(set(train_pairs.paths)))
+    model = build_aligner_model(config)
     count_truncated(model.tokenizer, train_pairs.captions, cfg.model.text.max_length, train_pairs.source)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
         "aligner: %s parameters (%s trainable), %d training pairs", f"{total:,}", f"{trainable:,}", len(train_pairs)
     )
+    transform = train_transform(cfg)
+    features = None
+    if cfg.model.text.locked and cfg.data.cache_text:
+        features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
+        log.info(
+            "aligner: locked text tower features of %d captions computed once (%s)",
+            len(features),
+            tuple(features.shape),
+        )
+    maps = fit_patch_front(model, train_pairs, cfg, transform) if head else None
+    if head == "mlp+chi2":
+        fit_kernel_head(model, cfg, train_pairs, maps, features)
+    data = PairDataset(
+        train_pairs,
+        transform,
+        by_image=cfg.data.sample_captions,
+        text_features=features,
+        cache=cfg.data.cache_images,
+        image_maps=maps,
+    )
+    return Trainer(cfg.train).fit(model, data, model.collate)
+
+
+def train_transform(cfg: AlignerConfig):
     d = cfg.data
-    transform = image_transform(
+    return image_transform(
         cfg.model.image.image_size,
         train=True,
         crop_scale=d.random_resized_crop,
@@ -109,24 +142,60 @@ def train(cfg: AlignerConfig) -> TrainResult:
         augment=d.augment,
         color_jitter=d.color_jitter,
     )
-    features = None
-    if cfg.model.text.locked and d.cache_text:
-        features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
-        log.info(
-            "aligner: locked text tower features of %d captions computed once (%s)",
-            len(features),
-            tuple(features.shape),
+
+
+def kernel_config(cfg: AlignerConfig, config: dict, n_images: int) -> dict:
+    """The model config of a chi2 kernel head: its support size and the locked text tower's width as targets."""
+    head = cfg.model.image.head
+    if not (cfg.model.text.pretrained_path and cfg.model.text.locked):
+        raise ValueError(
+            f"model.image.head '{head}' regresses onto a locked pretrained text tower: set "
+            "model.text.pretrained_path and model.text.locked: true"
         )
-    maps = fit_patch_front(model, train_pairs, cfg, transform) if cfg.model.image.arch == "patches" else None
-    data = PairDataset(
-        train_pairs,
-        transform,
-        by_image=d.sample_captions,
-        text_features=features,
-        cache=d.cache_images,
-        image_maps=maps,
+    width = build_aligner_model(config).encoder.text_tower.width
+    config["image"].update(support=n_images * cfg.data.cached_views, target_dim=width)
+    return config
+
+
+def fit_kernel_head(
+    model, cfg: AlignerConfig, train_pairs: Pairs, maps: dict[str, torch.Tensor], features: torch.Tensor | None = None
+) -> None:
+    """Chi2 kernel ridge from each training image's map (every cached view) onto the normalised mean of its
+    captions' locked text features (`features`, computed here when not given), solved in closed form."""
+    paths = list(dict.fromkeys(train_pairs.paths))
+    if features is None:
+        features = text_tower_features(model, train_pairs.captions, cfg.eval.batch_size)
+    captions = F.normalize(features, dim=-1)
+    owner = torch.as_tensor(pd.Index(paths).get_indexer(train_pairs.paths))
+    targets = F.normalize(torch.zeros(len(paths), captions.shape[1]).index_add_(0, owner, captions), dim=-1)
+    stacked = torch.stack([maps[p] for p in paths])
+    if cfg.data.cached_views > 1:  # every view a support row with its image's target
+        stacked, targets = stacked.flatten(0, 1), targets.repeat_interleave(cfg.data.cached_views, 0)
+    model.encoder.image_tower.fit_head(stacked, targets)
+    log.info("aligner: chi2 kernel ridge head fitted on %d maps (closed form)", len(stacked))
+
+
+def fit_closed_form(cfg: AlignerConfig, train_pairs: Pairs) -> TrainResult:
+    """Head `chi2`: no gradient steps. The patch front and the kernel head are fitted; both projections are the
+    identity, so the shared space is the text tower's. Writes `<train.output_dir>/model.pt`."""
+    if cfg.model.slip:
+        raise ValueError("model.slip adds a loss to gradient steps; model.image.head 'chi2' takes none: unset one")
+    config = kernel_config(cfg, model_config(cfg, train_pairs.captions), len(set(train_pairs.paths)))
+    width = config["image"]["target_dim"]
+    config["embed_dim"] = width
+    log.info("aligner: head chi2: the shared space is the text tower's (%d), model.embed_dim is not used", width)
+    torch.manual_seed(cfg.train.seed)
+    model = build_aligner_model(config)
+    fit_kernel_head(model, cfg, train_pairs, fit_patch_front(model, train_pairs, cfg, train_transform(cfg)))
+    encoder = model.encoder
+    with torch.no_grad():
+        encoder.image_proj.weight.copy_(torch.eye(width))
+        encoder.text_proj.weight.copy_(torch.eye(width))
+    out = Path(cfg.train.output_dir)
+    checkpoint = ckpt_io.atomic_save(
+        ckpt_io.make_checkpoint(model, train_config=to_dict(cfg.train), step=0), out / "model.pt"
     )
-    return Trainer(cfg.train).fit(model, data, model.collate)
+    return TrainResult(step=0, output_dir=out, checkpoint=checkpoint)
 
 
 def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig, augment=None) -> dict[str, torch.Tensor]:
