@@ -167,21 +167,36 @@ def ours_patch_lit(pixels: list[torch.Tensor], captions: list[str]):
     return model, maps, features, time.perf_counter() - start
 
 
-def run_patch_lit(ctx, steps: int, _run_dir) -> StepClock:
-    model, maps, features, _ = ctx["ours_patch_lit"]
+def plain_steps(model, steps: int, batch_of, bf16: bool = False) -> StepClock:
+    """The plain loop every ssl_modal row shares: AdamW, loss of model(batch_of(step)), clipping, one mark a step."""
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
     clock = StepClock()
     clock.mark()
     for step in range(steps):
-        rows = range(step * BATCH, (step + 1) * BATCH)
-        batch = model.collate([{"image_maps": maps[i], "text_features": features[i], "group": i} for i in rows])
-        model(batch)["loss"].backward()
+        batch = batch_of(step)
+        with precision(bf16):
+            loss = model(batch)["loss"]
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         clock.mark()
     return clock
+
+
+def run_patch_lit(ctx, steps: int, _run_dir) -> StepClock:
+    model, maps, features, _ = ctx["ours_patch_lit"]
+    return plain_steps(
+        model,
+        steps,
+        lambda step: model.collate(
+            [
+                {"image_maps": maps[i], "text_features": features[i], "group": i}
+                for i in range(step * BATCH, (step + 1) * BATCH)
+            ]
+        ),
+    )
 
 
 def run_open_clip(ctx, steps: int, _run_dir, key: str = "open_clip", bf16: bool = False) -> StepClock:
@@ -207,42 +222,24 @@ def run_open_clip(ctx, steps: int, _run_dir, key: str = "open_clip", bf16: bool 
 
 def run_plain(ctx, steps: int, _run_dir) -> StepClock:
     model = ctx["ours"]
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
-    clock = StepClock()
-    clock.mark()
-    for step in range(steps):
-        batch = model.collate(items(ctx["pixels"], ctx["captions"], step * BATCH, BATCH))
-        model(batch)["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        clock.mark()
-    return clock
+    return plain_steps(
+        model, steps, lambda step: model.collate(items(ctx["pixels"], ctx["captions"], step * BATCH, BATCH))
+    )
 
 
 def run_lit(ctx, steps: int, _run_dir, bf16: bool = False) -> StepClock:
     model, features, _ = ctx["ours_lit"]
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
-    clock = StepClock()
-    clock.mark()
-    for step in range(steps):
-        start = step * BATCH
-        batch = model.collate(
+    return plain_steps(
+        model,
+        steps,
+        lambda step: model.collate(
             [
                 {"pixel_values": ctx["pixels"][i], "text_features": features[i], "group": i}
-                for i in range(start, start + BATCH)
+                for i in range(step * BATCH, (step + 1) * BATCH)
             ]
-        )
-        with precision(bf16):
-            loss = model(batch)["loss"]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        clock.mark()
-    return clock
+        ),
+        bf16,
+    )
 
 
 def run_trainer(ctx, steps: int, run_dir) -> StepClock:
