@@ -26,7 +26,7 @@ class EncoderConfig:
     stride-4 map at the cost of a full-resolution last stage."""
 
     widths: list[int] = positive(factory=lambda: [32, 64, 128])
-    strides: list[int] | None = None
+    strides: list[int] | None = ranged("[1, 2]", None)
     blocks: int = positive(1)
     embed_dim: int = positive(64)
     channels: str = "L"  # network input: "L" (colorization must not see colour) or "Lab"
@@ -129,7 +129,7 @@ class PropagationConfig:
     select_by: list[str] = field(default_factory=lambda: ["raw-Lab", "SSL"])  # methods whose mean J&F chooses
     # Then (with folds) the lab_weight values tried with the chosen setting, chosen by the SSL row's mean J&F on
     # the same training sequences. [] = lab_weight as set.
-    lab_weights: list[float] = field(default_factory=list)
+    lab_weights: list[float] = in_unit_interval(factory=list)
 
 
 @dataclass
@@ -159,10 +159,6 @@ class VideoConfig:
     def __post_init__(self) -> None:  # sections built in Python: the ranges the recipe loader checks
         check_fields(self)
         encoder_strides(self.encoder.widths, self.encoder.strides)
-        if any(not 0 <= w <= 1 for w in self.propagation.lab_weights):
-            raise ValueError(
-                f"propagation.lab_weights: expected values in [0, 1], found {self.propagation.lab_weights}"
-            )
         if self.propagation.precision not in PRECISIONS:
             raise ValueError(
                 f"propagation.precision: expected one of {sorted(PRECISIONS)}, found {self.propagation.precision!r}"

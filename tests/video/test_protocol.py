@@ -40,7 +40,7 @@ def test_candidates_override_and_unknown_keys():
     bad = load_config(VideoConfig, WALK, ["propagation.candidates=[{radus: 3}]"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['radus'\]"):
         candidates(bad.propagation)
-    with pytest.raises(ValueError, match=r"propagation.lab_weights: expected values in \[0, 1\], found \[1.5\]"):
+    with pytest.raises(ValueError, match=r"propagation.lab_weights\[0\]: expected in \[0, 1\], found 1.5"):
         load_config(VideoConfig, WALK, ["propagation.lab_weights=[1.5]"])
 
 
