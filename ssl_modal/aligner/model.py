@@ -55,20 +55,15 @@ class AlignerEncoder(Encoder):
     def forward(self, batch: dict) -> EncoderOutput:
         """Embeddings; with a fused head (`model.image.head: mlp+chi2`) the concatenation of the normalised trained
         embedding and the normalised kernel / text-tower feature, over sqrt 2: the cosine of two such vectors is
-        the mean of the two cosines (an equal-weight score fusion)."""
-        fused = getattr(self.image_tower, "kind", None) == "mlp+chi2"
-        if "pixel_values" in batch or "image_maps" in batch:
-            if "image_maps" in batch:  # cached views (B, V, K, g, g): the plain view 0
-                maps = batch["image_maps"]
-                maps = maps[:, 0] if maps.dim() == 5 else maps
-            else:
-                maps = self.image_tower.front(batch["pixel_values"]) if fused else None
-            if maps is None:
-                pooled = self.encode_image(batch["pixel_values"])
-            else:
-                pooled = self.image_proj(self.image_tower.head(maps))
-                if fused:
-                    pooled = fuse(pooled, self.image_tower.kernel_head(maps))
+        the mean of the two cosines (an equal-weight score fusion). `encode_image` / `encode_text` give the trained
+        half alone (what the contrastive loss trains)."""
+        fused = self.fused
+        if "image_maps" in batch:  # cached views (B, V, K, g, g): the plain view 0
+            maps = batch["image_maps"]
+            pooled = self.embed_maps(maps[:, 0] if maps.dim() == 5 else maps)
+        elif "pixel_values" in batch:
+            pixels = batch["pixel_values"]
+            pooled = self.embed_maps(self.image_tower.front(pixels)) if fused else self.encode_image(pixels)
         elif "input_ids" in batch:
             features = self.text_tower(batch["input_ids"], batch["attention_mask"])
             pooled = self.text_proj(features)
@@ -78,6 +73,15 @@ class AlignerEncoder(Encoder):
             raise KeyError(f"aligner batch: expected 'pixel_values' or 'input_ids', found keys {sorted(batch)}")
         mask = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
         return EncoderOutput(tokens=pooled[:, None], mask=mask, pooled=pooled)
+
+    @property
+    def fused(self) -> bool:
+        return getattr(self.image_tower, "kind", None) == "mlp+chi2"
+
+    def embed_maps(self, maps: Tensor) -> Tensor:
+        """A patch tower's response maps -> embeddings (fused with the kernel head's when the head is mlp+chi2)."""
+        pooled = self.image_proj(self.image_tower.head(maps))
+        return fuse(pooled, self.image_tower.kernel_head(maps)) if self.fused else pooled
 
 
 def fuse(a: Tensor, b: Tensor) -> Tensor:

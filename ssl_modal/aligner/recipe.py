@@ -25,6 +25,7 @@ from .data import PairDataset, Pairs, check_images, image_transform, load_image,
 from .evaluate import RetrievalTable, chance_recall, encode_images, encode_texts, recall_at_k, zero_shot
 from .model import build_aligner_model, text_tower_features
 from .tokenizer import count_truncated, train_wordpiece
+from .towers import resolve_pretrained
 
 Config = AlignerConfig
 log = logging.getLogger(__name__)
@@ -152,7 +153,9 @@ def kernel_config(cfg: AlignerConfig, config: dict, n_images: int) -> dict:
             f"model.image.head '{head}' regresses onto a locked pretrained text tower: set "
             "model.text.pretrained_path and model.text.locked: true"
         )
-    width = build_aligner_model(config).encoder.text_tower.width
+    from transformers import AutoConfig
+
+    width = AutoConfig.from_pretrained(resolve_pretrained(cfg.model.text.pretrained_path)).hidden_size  # = its width
     config["image"].update(support=n_images * cfg.data.cached_views, target_dim=width)
     return config
 
