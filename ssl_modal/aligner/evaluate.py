@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ssl_modal.core.export import encode
 
@@ -59,24 +61,60 @@ def chance_recall(n_images: int, captions_per_image: float, ks=KS) -> dict[str, 
     return out
 
 
-def zero_shot(
-    model, images: list[str], class_names: list[str], templates: list[str], batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class index per image, (n_images, n_classes) probabilities) from prompt-template ensembles.
+def class_mentions(captions: list[str], class_names: list[str]) -> np.ndarray:
+    """(n_captions, n_classes) bool: caption i names class j (the word or its plural: -s, -es, -ren)."""
+    low = pd.Series(list(captions), dtype=object).str.lower()
+    columns = [low.str.contains(rf"\b{re.escape(c.lower())}(?:s|es|ren)?\b", regex=True) for c in class_names]
+    return np.stack([c.to_numpy(dtype=bool) for c in columns], axis=1) if columns else np.zeros((len(low), 0), bool)
 
-    Each class embedding is the normalised mean of its prompts' text embeddings (CLIP's recipe).
+
+def zero_shot(
+    model,
+    images: list[str],
+    class_names: list[str],
+    templates: list[str] | None = None,
+    captions: list[str] | None = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class index per image, (n_images, n_classes) probabilities); no labelled image is used.
+
+    Give exactly one prompt source. `templates` ("a photo of a {}."): CLIP's prompt ensemble, each class embedding
+    the normalised mean of its prompts' text embeddings. `captions`: a caption corpus (e.g. the training captions):
+    each class embedding is the normalised mean of the corpus captions that name that class and no other one, and
+    the class shares among those captions enter as a log prior on the scaled logits (Bayes' rule with a prior
+    read from text).
     """
-    if not class_names or not templates:
-        raise ValueError("zero_shot needs at least one class name and one template (e.g. 'a photo of a {}.')")
-    bad = [t for t in templates if "{}" not in t]
-    if bad:
-        raise ValueError(f"zero_shot templates must contain '{{}}' for the class name, found {bad}")
-    prompts = [t.format(c) for c in class_names for t in templates]
-    text = encode_texts(model, prompts, batch_size).reshape(len(class_names), len(templates), -1).mean(axis=1)
+    if not class_names or (templates is None) == (captions is None):
+        raise ValueError(
+            "zero_shot needs class names and exactly one prompt source: templates (e.g. ['a photo of a {}.']) or "
+            f"captions (a caption corpus); found {len(class_names)} class name(s), templates="
+            f"{'set' if templates is not None else None}, captions={'set' if captions is not None else None}"
+        )
+    prior = np.zeros(len(class_names))
+    if templates is not None:
+        bad = [t for t in templates if "{}" not in t]
+        if bad or not templates:
+            raise ValueError(f"zero_shot templates must each contain '{{}}' for the class name, found {templates}")
+        prompts = [t.format(c) for c in class_names for t in templates]
+        text = encode_texts(model, prompts, batch_size).reshape(len(class_names), len(templates), -1).mean(axis=1)
+    else:
+        named = class_mentions(captions, class_names)
+        alone = named & (named.sum(axis=1, keepdims=True) == 1)
+        missing = [c for c, n in zip(class_names, alone.sum(axis=0), strict=True) if n == 0]
+        if missing:
+            raise ValueError(
+                f"zero_shot captions: none of the {len(captions)} captions names {missing} without naming another "
+                f"class of {class_names}; expected at least one per class"
+            )
+        keep = np.flatnonzero(alone.any(axis=1))
+        emb = encode_texts(model, [captions[i] for i in keep], batch_size)
+        owner = alone[keep].argmax(axis=1)
+        text = np.stack([emb[owner == j].mean(axis=0) for j in range(len(class_names))])
+        prior = np.log(np.bincount(owner, minlength=len(class_names)) / len(keep))
     text /= np.linalg.norm(text, axis=1, keepdims=True)
-    logits = encode_images(model, images, batch_size) @ text.T
     scale = float(model.encoder.scale().detach())
-    probs = np.exp(scale * (logits - logits.max(axis=1, keepdims=True)))
+    logits = scale * (encode_images(model, images, batch_size) @ text.T) + prior
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     return probs.argmax(axis=1), probs
 
@@ -91,12 +129,14 @@ class RetrievalTable:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        keys = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in KS] + ["zero_shot_acc"]
+        keys = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in KS] + ["zero_shot_acc", "zero_shot_cap_acc"]
         keys = [k for k in keys if any(k in r for r in self.rows.values())]
         width = max(len(n) for n in self.rows) + 2
-        lines = [f"{'model':<{width}}" + "".join(f"{k:>14}" for k in keys)]
+        cols = [max(14, len(k) + 2) for k in keys]
+        lines = [f"{'model':<{width}}" + "".join(f"{k:>{c}}" for k, c in zip(keys, cols, strict=True))]
         for name, row in self.rows.items():
-            lines.append(f"{name:<{width}}" + "".join(f"{row[k]:>14.3f}" if k in row else f"{'-':>14}" for k in keys))
+            cells = [f"{row[k]:>{c}.3f}" if k in row else f"{'-':>{c}}" for k, c in zip(keys, cols, strict=True)]
+            lines.append(f"{name:<{width}}" + "".join(cells))
         lines.append(
             f"({self.n_images} held-out images, {self.n_captions} captions; R@K = share of queries whose "
             f"match is in the top K)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,15 @@ from ssl_modal.core.trainer import Trainer, TrainResult
 
 from .config import AlignerConfig
 from .data import PairDataset, Pairs, check_images, image_transform, load_image, read_pairs, split_by_group
-from .evaluate import RetrievalTable, chance_recall, encode_images, encode_texts, recall_at_k, zero_shot
+from .evaluate import (
+    RetrievalTable,
+    chance_recall,
+    class_mentions,
+    encode_images,
+    encode_texts,
+    recall_at_k,
+    zero_shot,
+)
 from .model import build_aligner_model, text_tower_features
 from .tokenizer import count_truncated, train_wordpiece
 from .towers import resolve_pretrained
@@ -231,10 +238,11 @@ def fit_patch_front(model, train_pairs: Pairs, cfg: AlignerConfig, augment=None)
     tower = model.encoder.image_tower
     tower.fit(unlabelled, seed=cfg.train.seed)
     log.info(
-        "aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)",
+        "aligner: patch dictionary of %d centroids fitted on %d images (%d unlabelled extra)%s",
         tower.k,
         len(unlabelled),
         len(extra),
+        "" if tower.k else ": none, the maps are raw RGB thumbnails",
     )
 
     def front(batch: torch.Tensor) -> torch.Tensor:
@@ -254,17 +262,16 @@ def class_labels(pairs: Pairs, class_names: list[str]) -> tuple[list[str], np.nd
 
     Images whose majority names no class or several are left out. Returns (image paths, class index).
     """
-    frame = pairs.frame()
-    for c in class_names:
-        pattern = rf"\b{re.escape(c)}(?:s|es|ren)?\b"
-        frame[c] = frame["caption"].str.lower().str.contains(pattern, regex=True)
-    votes = frame.groupby("image_path")[class_names].mean()
+    named = pd.DataFrame(class_mentions(pairs.captions, class_names), columns=class_names)
+    votes = named.groupby(np.asarray(pairs.paths)).mean()
     winners = votes >= 0.5
     keep = winners.sum(axis=1) == 1
     return votes.index[keep].tolist(), winners[keep].to_numpy().argmax(axis=1)
 
 
-def score(model, pairs: Pairs, cfg: AlignerConfig) -> dict[str, float]:
+def score(model, pairs: Pairs, cfg: AlignerConfig, corpus: list[str] | None = None) -> dict[str, float]:
+    """Retrieval recalls on `pairs`, and zero-shot accuracy from the templates and (given `corpus`, the training
+    captions) from caption prompts."""
     images = list(dict.fromkeys(pairs.paths))
     index = {p: i for i, p in enumerate(images)}
     text_image = np.array([index[p] for p in pairs.paths])
@@ -275,10 +282,12 @@ def score(model, pairs: Pairs, cfg: AlignerConfig) -> dict[str, float]:
     )
     paths, labels = class_labels(pairs, cfg.eval.zero_shot_classes)
     if len(paths):
-        predicted, _ = zero_shot(
-            model, paths, cfg.eval.zero_shot_classes, cfg.eval.zero_shot_templates, cfg.eval.batch_size
-        )
+        classes, size = cfg.eval.zero_shot_classes, cfg.eval.batch_size
+        predicted, _ = zero_shot(model, paths, classes, templates=cfg.eval.zero_shot_templates, batch_size=size)
         row["zero_shot_acc"] = float(np.mean(predicted == labels))
+        if corpus is not None:
+            predicted, _ = zero_shot(model, paths, classes, captions=corpus, batch_size=size)
+            row["zero_shot_cap_acc"] = float(np.mean(predicted == labels))
     return row
 
 
@@ -293,20 +302,39 @@ def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
     table = RetrievalTable(n_images=n_images, n_captions=len(test))
     chance = chance_recall(n_images, len(test) / n_images)
     paths, labels = class_labels(test, cfg.eval.zero_shot_classes)
+    corpus = None
     if len(paths):
         chance["zero_shot_acc"] = float(np.max(np.bincount(labels)) / len(labels))
         table.notes.append(
             f"zero-shot: {len(paths)} held-out images labelled from their captions with one of "
             f"{cfg.eval.zero_shot_classes}; chance row = majority class share"
         )
+        corpus = caption_corpus(train_pairs, cfg.eval.zero_shot_classes)
+        if corpus is not None:
+            chance["zero_shot_cap_acc"] = chance["zero_shot_acc"]
+            table.notes.append(
+                "zero_shot_acc: prompt templates (CLIP's ensemble); zero_shot_cap_acc: class prompts = the training "
+                "captions naming only that class, their class shares as prior (text only, no image labels)"
+            )
     table.rows["chance"] = chance
     if cfg.eval.baselines:
         torch.manual_seed(cfg.train.seed + 1)
         random_model = build_aligner_model(model.spec.config)
-        table.rows["random-init model"] = score(random_model, test, cfg)
+        table.rows["random-init model"] = score(random_model, test, cfg, corpus)
     name = "trained (locked pretrained text)" if cfg.model.text.pretrained_path and cfg.model.text.locked else "trained"
-    table.rows[name] = score(model, test, cfg)
+    table.rows[name] = score(model, test, cfg, corpus)
     return table
+
+
+def caption_corpus(train_pairs: Pairs, class_names: list[str]) -> list[str] | None:
+    """The training captions as zero-shot prompts, or None (and why, logged) when a class is never named alone."""
+    named = class_mentions(train_pairs.captions, class_names)
+    alone = (named & (named.sum(axis=1, keepdims=True) == 1)).sum(axis=0)
+    missing = [c for c, n in zip(class_names, alone, strict=True) if n == 0]
+    if missing:
+        log.warning("aligner: no caption-prompt zero-shot: no training caption names %s without another class", missing)
+        return None
+    return train_pairs.captions
 
 
 def export_embeddings(model, pairs: Pairs, out: Path, batch_size: int) -> tuple[Path, Path]:

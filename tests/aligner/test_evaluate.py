@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
-from ssl_modal.aligner.evaluate import RetrievalTable, chance_recall, recall_at_k, zero_shot
+from ssl_modal.aligner import evaluate
+from ssl_modal.aligner.evaluate import RetrievalTable, chance_recall, class_mentions, recall_at_k, zero_shot
 
 
 def test_recall_at_k_by_hand():
@@ -30,11 +32,54 @@ def test_chance_recall_matches_simulation():
         assert np.mean([s[key] for s in sims]) == pytest.approx(chance[key], abs=0.03)
 
 
-def test_zero_shot_rejects_templates_without_placeholder():
-    with pytest.raises(ValueError, match="must contain '\\{\\}'"):
+def test_zero_shot_rejects_bad_prompt_sources():
+    with pytest.raises(ValueError, match="must each contain '\\{\\}'"):
         zero_shot(None, ["x.png"], ["dog"], ["a photo"])
-    with pytest.raises(ValueError, match="at least one class name"):
+    with pytest.raises(ValueError, match="exactly one prompt source.*found 0 class name"):
         zero_shot(None, ["x.png"], [], ["a {}"])
+    with pytest.raises(ValueError, match="templates=set, captions=set"):
+        zero_shot(None, ["x.png"], ["dog"], ["a {}"], captions=["a dog"])
+    with pytest.raises(ValueError, match="templates=None, captions=None"):
+        zero_shot(None, ["x.png"], ["dog"])
+    with pytest.raises(ValueError, match=r"none of the 2 captions names \['cat'\] without naming another"):
+        zero_shot(None, ["x.png"], ["dog", "cat"], captions=["a dog", "a dog and a cat"])
+
+
+def test_class_mentions_match_whole_words_and_plurals():
+    named = class_mentions(["Two dogs", "the children play", "a manhole", "A MAN and a bike"], ["dog", "child", "man"])
+    assert named.tolist() == [[True, False, False], [False, True, False], [False, False, False], [False, False, True]]
+
+
+class _FakeModel:
+    """Embeds a caption by the first of its words found in `axes` and an image by its name: enough to pin the
+    class embeddings and the prior of caption prompts without training."""
+
+    class encoder:  # noqa: N801 -- stands in for the model's encoder attribute
+        @staticmethod
+        def scale():
+            return torch.tensor(1.0)
+
+
+def test_caption_prompts_average_single_class_captions_and_add_their_prior(monkeypatch):
+    axes = {"dog": [1.0, 0.0], "cat": [0.0, 1.0]}
+
+    def texts(model, captions, batch_size=256, normalize=True):
+        return np.array([next(axes[w] for w in c.split() if w in axes) for c in captions])
+
+    def images(model, paths, batch_size=64, normalize=True):  # halfway between the classes, then one a bit closer
+        return np.array([[0.7071, 0.7071], [0.6, 0.8]])
+
+    monkeypatch.setattr(evaluate, "encode_texts", texts)
+    monkeypatch.setattr(evaluate, "encode_images", images)
+    corpus = ["a dog runs", "a dog sits", "a dog again", "a cat sleeps", "a dog and a cat"]  # the last names both
+    predicted, probs = zero_shot(_FakeModel(), ["a.jpg", "b.jpg"], ["dog", "cat"], captions=corpus)
+    # logits = cosine + log(3/4) or log(1/4): the tie goes to the commoner class; 0.8 - 0.6 < log 3 keeps dog
+    expected = np.array([[0.7071 + np.log(0.75), 0.7071 + np.log(0.25)], [0.6 + np.log(0.75), 0.8 + np.log(0.25)]])
+    expected = np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    assert predicted.tolist() == [0, 0]
+    predicted, _ = zero_shot(_FakeModel(), ["a.jpg", "b.jpg"], ["dog", "cat"], templates=["a {}"])
+    assert predicted.tolist() == [0, 1]  # no prior: the tie to the first class, then the nearer one
 
 
 def test_table_prints_every_row_and_dashes_for_missing_values():

@@ -74,9 +74,11 @@ def test_training_aligns_colours_and_reloads_identically(shapes, tmp_path):
         for p, cap in zip(train_pairs.paths, train_pairs.captions, strict=True)
         if p in paths
     ][::2]
-    predicted, probs = zero_shot(model, paths, list(COLOURS), ["a {} square", "the {} block"])
+    predicted, probs = zero_shot(model, paths, list(COLOURS), templates=["a {} square", "the {} block"])
     assert probs.shape == (len(paths), 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert np.mean(np.array(list(COLOURS))[predicted] == np.array(truth)) >= 0.6  # chance 0.25
+    predicted, _ = zero_shot(model, paths, list(COLOURS), captions=train_pairs.captions)
+    assert np.mean(np.array(list(COLOURS))[predicted] == np.array(truth)) >= 0.6
     again = load_model(cfg.train.output_dir)
     np.testing.assert_allclose(encode_texts(model, ["a red square"]), encode_texts(again, ["a red square"]))
     np.testing.assert_allclose(encode_images(model, paths[:3]), encode_images(again, paths[:3]), rtol=1e-5)

@@ -75,6 +75,8 @@ def test_recipe_writes_every_output_and_eval_prints_the_table(shapes, tmp_path, 
     assert len(pd.read_parquet(out / "image_embeddings.parquet")) == 4
     rows = json.loads((out / "retrieval.json").read_text())["rows"]
     assert rows["chance"]["t2i_R@1"] == 0.25
+    assert rows["chance"]["zero_shot_cap_acc"] == rows["chance"]["zero_shot_acc"]  # both: the majority share
+    assert 0 <= rows["trained"]["zero_shot_cap_acc"] <= 1 and "zero_shot_cap_acc" in rows["random-init model"]
     assert cli_main(["eval", str(YAML), *overrides]) == 0
     assert "i2t_R@1" in capsys.readouterr().out
 
