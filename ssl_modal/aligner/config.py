@@ -23,7 +23,8 @@ class ImageTowerConfig:
     widths: list[int] = positive(factory=lambda: [32, 64, 128, 256])  # arch "resnet": width per stage
     depths: list[int] = positive(factory=lambda: [2, 2, 2, 2])  # arch "resnet": blocks per stage
     dropout: float = dropout_rate(0.0)  # arch "resnet": dropout on the pooled features; "patches": in the head
-    centroids: int = positive(256)  # arch "patches": k-means patch dictionary size (patch_size 6 there)
+    centroids: int = non_negative(256)  # arch "patches": k-means patch dictionary size (patch_size 6 there); 0 = none,
+    #                                     the map is the RGB pixels at grid x grid (the raw-thumbnail baseline)
     grid: int = positive(9)  # arch "patches": response maps pooled to grid x grid, cached once
     scales: list[int] = positive(factory=list)  # arch "patches": input sides, one dictionary each ([] = image_size)
     pyramid: list[int] = positive(factory=lambda: [2])  # arch "patches", head "mlp": average-pool levels, concatenated

@@ -5,7 +5,8 @@ features that beat deep networks trained on few images. Here the dictionary is f
 (no labels, no captions: self-supervised) and then frozen; the head (MLP) and the projection train contrastively.
 Because the dictionary is frozen, each image's response map is computed once before training and the head trains
 on random windows of it (feature-space crops), which makes a step cost a small MLP forward instead of a convnet.
-Options: several input scales (one dictionary each), a spatial pyramid of poolings, coarse colour histograms.
+Options: several input scales (one dictionary each), a spatial pyramid of poolings, coarse colour histograms;
+`centroids: 0` keeps no dictionary: the map is the image's RGB pixels at grid x grid (the raw-thumbnail baseline).
 The head is an MLP on the pooled map (`head: mlp`) or a small ResNet on the whole map (`head: conv`); several
 augmented pixel views of each training image can be cached (`data.cached_views`, one drawn per step).
 """
@@ -41,12 +42,13 @@ class PatchTower(nn.Module):
                 f"found scales {self.scales}, pyramid {self.pyramid}"
             )
         d = 3 * self.patch**2
-        for i in range(len(self.scales)):  # scale 0 keeps the single-scale names (models saved before scales)
+        # scale 0 keeps the single-scale names (models saved before scales); centroids 0: no dictionary
+        for i in range(len(self.scales) if self.k else 0):
             suffix = f"_{i}" if i else ""
             self.register_buffer("patch_mean" + suffix, torch.zeros(d))
             self.register_buffer("whiten" + suffix, torch.eye(d))
             self.register_buffer("centroids" + suffix, torch.randn(self.k, d))  # random until `fit` (random-init)
-        self.channels = self.k * len(self.scales) + self.colour_bins**3
+        self.channels = (self.k * len(self.scales) if self.k else 3) + self.colour_bins**3
         features = self.channels * sum(level**2 for level in self.pyramid)
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_std", torch.ones(features))
@@ -87,7 +89,7 @@ class PatchTower(nn.Module):
     @torch.no_grad()
     def fit(self, pixels: Tensor, max_patches: int = 100_000, iters: int = 10, seed: int = 0) -> None:
         """Whitening and k-means centroids per scale from unlabelled images (B, 3, S, S); the frozen front is set."""
-        for i, side in enumerate(self.scales):
+        for i, side in enumerate(self.scales if self.k else []):
             mean, whiten, cent = self._kmeans(self._resize(pixels, side), max_patches, iters, seed + i)
             for buffer, value in zip(self._dictionary(i), (mean, whiten, cent), strict=True):
                 buffer.copy_(value)
@@ -122,8 +124,8 @@ class PatchTower(nn.Module):
     @torch.no_grad()
     def front(self, pixels: Tensor) -> Tensor:
         """The frozen part: (B, 3, S, S) -> (B, C, grid, grid)."""
-        maps = []
-        for i, side in enumerate(self.scales):
+        maps = [] if self.k else [F.adaptive_avg_pool2d(pixels, self.grid)]  # no dictionary: a raw thumbnail
+        for i, side in enumerate(self.scales if self.k else []):
             mean, whiten, cent = self._dictionary(i)
             x = self._resize(pixels, side)
             z = (self._patches(x) - mean) @ whiten

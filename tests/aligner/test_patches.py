@@ -101,6 +101,21 @@ def test_scales_pyramid_and_colour_bins_widen_the_map_and_keep_single_scale_name
         PatchTower({**TOWER, "image_size": 32, "scales": [32, 64]})
 
 
+def test_zero_centroids_make_a_raw_thumbnail_front(shapes, tmp_path):
+    tower = PatchTower({**TOWER, "image_size": 32, "centroids": 0, "grid": 8, "pyramid": [8]})
+    assert tower.channels == 3 and not [n for n, _ in tower.named_buffers() if "centroids" in n]
+    pixels = torch.randn(4, 3, 32, 32)
+    tower.fit(pixels)
+    maps = tower.front(pixels)
+    torch.testing.assert_close(maps, pixels.reshape(4, 3, 8, 4, 8, 4).mean((3, 5)))  # 4x4 blocks averaged
+    assert tower(pixels).shape == (4, 16)
+    cfg = patch_config(shapes, tmp_path, centroids=0, grid=8, pyramid=[8])
+    cfg.train = dataclasses.replace(cfg.train, max_steps=2)
+    again = load_model(train(cfg).checkpoint)
+    assert again.encoder.image_tower.k == 0
+    assert encode_images(again, read_pairs(shapes).paths[:2]).shape == (2, cfg.model.embed_dim)
+
+
 def test_recipe_trains_and_reloads_a_two_scale_pyramid_tower(shapes, tmp_path):
     cfg = patch_config(shapes, tmp_path, image_size=48, scales=[24, 48], pyramid=[1, 2], colour_bins=2)
     cfg.train = dataclasses.replace(cfg.train, max_steps=2)
