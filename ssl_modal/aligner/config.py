@@ -26,6 +26,8 @@ class ImageTowerConfig:
     centroids: int = non_negative(256)  # arch "patches": k-means patch dictionary size (patch_size 6 there); 0 = none,
     #                                     the map is the RGB pixels at grid x grid (the raw-thumbnail baseline)
     grid: int = positive(9)  # arch "patches": response maps pooled to grid x grid, cached once
+    sift_scales: list[int] = positive(factory=list)  # arch "patches": input sides of extra dictionaries of dense SIFT
+    #                                    descriptors (16 px, 4x4 cells of 4 px, 8 orientations, RootSIFT, stride 4)
     scales: list[int] = positive(factory=list)  # arch "patches": input sides, one dictionary each ([] = image_size)
     pyramid: list[int] = positive(factory=lambda: [2])  # arch "patches", head "mlp": average-pool levels, concatenated
     colour_bins: int = non_negative(0)  # arch "patches": + bins^3 RGB colour-histogram channels (0 = none)

@@ -13,6 +13,8 @@ augmented pixel views of each training image can be cached (`data.cached_views`,
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,19 +38,28 @@ class PatchTower(nn.Module):
         self.scales = list(cfg.get("scales") or [size])
         self.pyramid = list(cfg.get("pyramid") or [2])
         self.colour_bins = cfg.get("colour_bins", 0)
+        self.sift_scales = list(cfg.get("sift_scales") or [])
         if any(not self.patch < s <= size for s in self.scales) or any(level < 1 for level in self.pyramid):
             raise ValueError(
                 f"model.image: expected scales in ({self.patch}, image_size={size}] and pyramid levels >= 1, "
                 f"found scales {self.scales}, pyramid {self.pyramid}"
             )
-        d = 3 * self.patch**2
-        # scale 0 keeps the single-scale names (models saved before scales); centroids 0: no dictionary
-        for i in range(len(self.scales) if self.k else 0):
-            suffix = f"_{i}" if i else ""
+        if any(not SIFT_PATCH <= s <= size for s in self.sift_scales):
+            raise ValueError(
+                f"model.image.sift_scales: expected sides in [{SIFT_PATCH}, image_size={size}], "
+                f"found {self.sift_scales}"
+            )
+        # (buffer suffix, input side, descriptor) per dictionary; raw scale 0 keeps the names of models saved before
+        # scales existed; centroids 0: no dictionary
+        self.dictionaries = [(f"_{i}" if i else "", side, "patches") for i, side in enumerate(self.scales)]
+        self.dictionaries += [(f"_sift{i}", side, "sift") for i, side in enumerate(self.sift_scales)]
+        self.dictionaries = self.dictionaries if self.k else []
+        for suffix, _, descriptor in self.dictionaries:
+            d = SIFT_DIM if descriptor == "sift" else 3 * self.patch**2
             self.register_buffer("patch_mean" + suffix, torch.zeros(d))
             self.register_buffer("whiten" + suffix, torch.eye(d))
             self.register_buffer("centroids" + suffix, torch.randn(self.k, d))  # random until `fit` (random-init)
-        self.channels = (self.k * len(self.scales) if self.k else 3) + self.colour_bins**3
+        self.channels = (self.k * len(self.dictionaries) if self.k else 3) + self.colour_bins**3
         features = self.channels * sum(level**2 for level in self.pyramid)
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_std", torch.ones(features))
@@ -71,8 +82,7 @@ class PatchTower(nn.Module):
         else:
             raise ValueError(f"model.image.head: expected 'mlp', 'conv', 'chi2' or 'mlp+chi2', found '{self.kind}'")
 
-    def _dictionary(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
-        suffix = f"_{i}" if i else ""
+    def _dictionary(self, suffix: str) -> tuple[Tensor, Tensor, Tensor]:
         return tuple(getattr(self, name + suffix) for name in ("patch_mean", "whiten", "centroids"))
 
     def _resize(self, pixels: Tensor, side: int) -> Tensor:
@@ -80,27 +90,31 @@ class PatchTower(nn.Module):
             return pixels
         return F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 
-    def _patches(self, pixels: Tensor) -> Tensor:
-        """Contrast-normalised patches (B, L, 3*p*p)."""
+    def _patches(self, pixels: Tensor, descriptor: str = "patches") -> Tensor:
+        """Contrast-normalised patches (B, L, 3*p*p), or (`descriptor` "sift") dense SIFT descriptors (B, L, 128)."""
+        if descriptor == "sift":
+            return dense_sift(pixels, SIFT_PATCH)
         p = F.unfold(pixels, self.patch).transpose(1, 2)
         p = p - p.mean(-1, keepdim=True)
         return p / (p.var(-1, keepdim=True) + 0.5).sqrt()  # Coates & Ng's 10 (of 255^2), CLIP-normalised pixels
 
     @torch.no_grad()
     def fit(self, pixels: Tensor, max_patches: int = 100_000, iters: int = 10, seed: int = 0) -> None:
-        """Whitening and k-means centroids per scale from unlabelled images (B, 3, S, S); the frozen front is set."""
-        for i, side in enumerate(self.scales if self.k else []):
-            mean, whiten, cent = self._kmeans(self._resize(pixels, side), max_patches, iters, seed + i)
-            for buffer, value in zip(self._dictionary(i), (mean, whiten, cent), strict=True):
+        """Whitening and k-means centroids per dictionary from unlabelled images (B, 3, S, S); the front is set."""
+        for i, (suffix, side, descriptor) in enumerate(self.dictionaries):
+            mean, whiten, cent = self._kmeans(self._resize(pixels, side), descriptor, max_patches, iters, seed + i)
+            for buffer, value in zip(self._dictionary(suffix), (mean, whiten, cent), strict=True):
                 buffer.copy_(value)
         pooled = torch.cat([self.pool(self.front(pixels[i : i + 64])) for i in range(0, len(pixels), 64)])
         self.feature_mean.copy_(pooled.mean(0))
         self.feature_std.copy_(pooled.std(0) + 1e-3)
 
-    def _kmeans(self, pixels: Tensor, max_patches: int, iters: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _kmeans(
+        self, pixels: Tensor, descriptor: str, max_patches: int, iters: int, seed: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(seed)
         patches = torch.cat(
-            [self._patches(pixels[i : i + 64]).reshape(-1, self.patch_mean.numel()) for i in range(0, len(pixels), 64)]
+            [self._patches(pixels[i : i + 64], descriptor).flatten(0, 1) for i in range(0, len(pixels), 64)]
         )
         patches = patches[torch.randperm(len(patches), generator=g)[:max_patches]]
         if len(patches) < self.k:
@@ -125,13 +139,12 @@ class PatchTower(nn.Module):
     def front(self, pixels: Tensor) -> Tensor:
         """The frozen part: (B, 3, S, S) -> (B, C, grid, grid)."""
         maps = [] if self.k else [F.adaptive_avg_pool2d(pixels, self.grid)]  # no dictionary: a raw thumbnail
-        for i, side in enumerate(self.scales if self.k else []):
-            mean, whiten, cent = self._dictionary(i)
-            x = self._resize(pixels, side)
-            z = (self._patches(x) - mean) @ whiten
+        for suffix, side, descriptor in self.dictionaries:
+            mean, whiten, cent = self._dictionary(suffix)
+            z = (self._patches(self._resize(pixels, side), descriptor) - mean) @ whiten
             dist = torch.cdist(z, cent[None].expand(len(z), -1, -1))
             act = (dist.mean(-1, keepdim=True) - dist).clamp(min=0)  # "triangle" k-means activation
-            n = side - self.patch + 1
+            n = round(act.shape[1] ** 0.5)  # the descriptors' square grid
             maps.append(F.adaptive_avg_pool2d(act.transpose(1, 2).reshape(len(z), self.k, n, n), self.grid))
         if self.colour_bins:
             maps.append(F.adaptive_avg_pool2d(colour_histogram(pixels, self.colour_bins), self.grid))
@@ -184,6 +197,29 @@ def chi2_kernel(x: Tensor, y: Tensor, gamma: float) -> Tensor:
         a, b = x[i : i + 16, None], y[None]
         out[i : i + 16] = ((a - b) ** 2 / (a + b).clamp(min=1e-12)).sum(-1)
     return torch.exp(-gamma * out)
+
+
+SIFT_DIM, SIFT_PATCH = 128, 16  # 4 x 4 cells x 8 orientations; cells of 4 px
+
+
+def dense_sift(pixels: Tensor, side: int) -> Tensor:
+    """Dense SIFT-like descriptors (Lowe 2004, on a dense grid as in Lazebnik et al. 2006), RootSIFT-normalised
+    (Arandjelovic & Zisserman 2012): CLIP-normalised pixels (B, 3, S, S) -> (B, n*n, 128), one descriptor of
+    `side` px (4 x 4 cells of side/4 px, 8 orientation bins each, gradient magnitudes shared linearly between the
+    two nearest bins) every side/4 px. Flat regions give near-zero descriptors instead of amplified noise."""
+    from .data import MEAN, STD
+
+    mean, std = (torch.tensor(v, device=pixels.device).view(1, 3, 1, 1) for v in (MEAN, STD))
+    gray = (pixels * std + mean).mean(1, keepdim=True)  # [0, 1] intensities
+    gx = F.conv2d(F.pad(gray, (1, 1, 0, 0), mode="replicate"), gray.new_tensor([[[[-0.5, 0.0, 0.5]]]]))
+    gy = F.conv2d(F.pad(gray, (0, 0, 1, 1), mode="replicate"), gray.new_tensor([[[[-0.5], [0.0], [0.5]]]]))
+    width = 2 * math.pi / 8
+    offset = torch.atan2(gy, gx) - torch.arange(8, device=pixels.device).view(1, 8, 1, 1) * width
+    offset = torch.remainder(offset + math.pi, 2 * math.pi) - math.pi  # to each bin's centre, in (-pi, pi]
+    bins = torch.hypot(gx, gy) * (1 - offset.abs() / width).clamp(min=0)  # (B, 8, S, S)
+    cells = F.avg_pool2d(bins, side // 4)  # (B, 8, S/cell, S/cell)
+    desc = F.unfold(cells, 4).transpose(1, 2)  # (B, L, 8 * 16)
+    return (desc / (desc.sum(-1, keepdim=True) + 0.05)).sqrt()  # L1 then square root: RootSIFT
 
 
 def colour_histogram(pixels: Tensor, bins: int) -> Tensor:

@@ -101,6 +101,41 @@ def test_scales_pyramid_and_colour_bins_widen_the_map_and_keep_single_scale_name
         PatchTower({**TOWER, "image_size": 32, "scales": [32, 64]})
 
 
+def test_dense_sift_bins_gradient_orientation_and_ignores_flat_regions():
+    from ssl_modal.aligner.data import MEAN, STD
+    from ssl_modal.aligner.patches import dense_sift
+
+    ramp = torch.linspace(0, 1, 32)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+
+    def normalised(gray):  # a grey [0, 1] image as the tower's CLIP-normalised pixels
+        return (gray.expand(1, 3, 32, 32) - mean) / std
+
+    along_x = dense_sift(normalised(ramp.view(1, 1, 1, 32)), 16)
+    assert along_x.shape == (1, (32 // 4 - 3) ** 2, 128)
+    per_bin = along_x.reshape(1, -1, 8, 16).pow(2).sum((0, 1, 3))  # unfold: orientation-major; squares = L1 shares
+    assert per_bin[0] > 0.99 * per_bin.sum()  # intensity rising along x: angle 0, the first orientation bin
+    along_y = dense_sift(normalised(ramp.view(1, 1, 32, 1)), 16).reshape(1, -1, 8, 16).pow(2).sum((0, 1, 3))
+    assert along_y[2] > 0.99 * along_y.sum()  # rising along y: angle pi/2, bin 2 of 8
+    flat = dense_sift(normalised(torch.full((1, 1, 32, 32), 0.5)), 16)
+    assert flat.abs().max() == 0
+
+
+def test_sift_scales_add_sift_dictionaries_beside_the_raw_patch_ones():
+    tower = PatchTower({**TOWER, "image_size": 48, "scales": [24], "sift_scales": [48], "colour_bins": 2})
+    names = [n for n, _ in tower.named_buffers()]
+    assert "centroids" in names and "centroids_sift0" in names and tower.channels == 2 * 8 + 8
+    assert tower.centroids_sift0.shape == (8, 128) and tower.centroids.shape == (8, 3 * 6 * 6)
+    torch.manual_seed(0)
+    pixels = torch.randn(12, 3, 48, 48)
+    tower.fit(pixels)
+    maps = tower.front(pixels)
+    assert maps.shape == (12, 24, 5, 5) and (maps[:, 8:16].sum(1) > 0).all()  # SIFT channels respond
+    assert tower(pixels).shape == (12, 16)
+    with pytest.raises(ValueError, match=r"sift_scales: expected sides in \[16, image_size=32\], found \[64\]"):
+        PatchTower({**TOWER, "image_size": 32, "sift_scales": [64]})
+
+
 def test_zero_centroids_make_a_raw_thumbnail_front(shapes, tmp_path):
     tower = PatchTower({**TOWER, "image_size": 32, "centroids": 0, "grid": 8, "pyramid": [8]})
     assert tower.channels == 3 and not [n for n, _ in tower.named_buffers() if "centroids" in n]
