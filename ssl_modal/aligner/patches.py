@@ -7,6 +7,7 @@ Because the dictionary is frozen, each image's response map is computed once bef
 on random windows of it (feature-space crops), which makes a step cost a small MLP forward instead of a convnet.
 Options: several input scales (one dictionary each), a spatial pyramid of poolings, coarse colour histograms;
 `centroids: 0` keeps no dictionary: the map is the image's RGB pixels at grid x grid (the raw-thumbnail baseline).
+`sift_scales` adds dictionaries of dense SIFT descriptors (gradient-orientation histograms) beside the raw patches.
 The head is an MLP on the pooled map (`head: mlp`) or a small ResNet on the whole map (`head: conv`); several
 augmented pixel views of each training image can be cached (`data.cached_views`, one drawn per step).
 """
