@@ -68,6 +68,12 @@ def class_mentions(captions: list[str], class_names: list[str]) -> np.ndarray:
     return np.stack([c.to_numpy(dtype=bool) for c in columns], axis=1) if columns else np.zeros((len(low), 0), bool)
 
 
+def single_class_captions(captions: list[str], class_names: list[str]) -> np.ndarray:
+    """(n_captions, n_classes) bool: caption i names class j and no other of `class_names` (caption prompts)."""
+    named = class_mentions(captions, class_names)
+    return named & (named.sum(axis=1, keepdims=True) == 1)
+
+
 def zero_shot(
     model,
     images: list[str],
@@ -98,8 +104,7 @@ def zero_shot(
         prompts = [t.format(c) for c in class_names for t in templates]
         text = encode_texts(model, prompts, batch_size).reshape(len(class_names), len(templates), -1).mean(axis=1)
     else:
-        named = class_mentions(captions, class_names)
-        alone = named & (named.sum(axis=1, keepdims=True) == 1)
+        alone = single_class_captions(captions, class_names)
         missing = [c for c, n in zip(class_names, alone.sum(axis=0), strict=True) if n == 0]
         if missing:
             raise ValueError(

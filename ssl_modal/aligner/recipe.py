@@ -28,6 +28,7 @@ from .evaluate import (
     encode_images,
     encode_texts,
     recall_at_k,
+    single_class_captions,
     zero_shot,
 )
 from .model import build_aligner_model, text_tower_features
@@ -328,8 +329,7 @@ def evaluate(cfg: AlignerConfig, model=None) -> RetrievalTable:
 
 def caption_corpus(train_pairs: Pairs, class_names: list[str]) -> list[str] | None:
     """The training captions as zero-shot prompts, or None (and why, logged) when a class is never named alone."""
-    named = class_mentions(train_pairs.captions, class_names)
-    alone = (named & (named.sum(axis=1, keepdims=True) == 1)).sum(axis=0)
+    alone = single_class_captions(train_pairs.captions, class_names).sum(axis=0)
     missing = [c for c, n in zip(class_names, alone, strict=True) if n == 0]
     if missing:
         log.warning("aligner: no caption-prompt zero-shot: no training caption names %s without another class", missing)
